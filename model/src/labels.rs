@@ -1,0 +1,177 @@
+//! Label sets: the identity of a series.
+
+use std::fmt;
+
+/// The label holding the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One label pair.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label {
+    pub name: String,
+    pub value: String,
+}
+
+impl Label {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A label set sorted by name. Construction through [`Labels::from_pairs`] sorts;
+/// callers that already hold sorted, unique pairs may use [`Labels::from_sorted`].
+///
+/// Empty values are dropped on construction, as in Prometheus: a label with an
+/// empty value is the same as no label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Labels {
+    pairs: Vec<Label>,
+}
+
+impl Labels {
+    /// Builds a label set from pairs in any order, dropping empty values.
+    /// Duplicate names are kept (and sorted next to each other) so that
+    /// validation can report them; see [`Labels::duplicate_name`].
+    pub fn from_pairs<I, N, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (N, V)>,
+        N: Into<String>,
+        V: Into<String>,
+    {
+        let mut labels: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label::new(n, v))
+            .filter(|l| !l.value.is_empty())
+            .collect();
+        labels.sort();
+        Labels { pairs: labels }
+    }
+
+    /// Wraps pairs the caller guarantees are sorted by name with non-empty values.
+    pub fn from_sorted(pairs: Vec<Label>) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].name <= w[1].name));
+        Labels { pairs }
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.pairs.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The value of `name`, or `None` when absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match self.pairs.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) => Some(self.pairs[i].value.as_str()),
+            Err(_) => None,
+        }
+    }
+
+    /// The metric name, when present.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// The first label name that occurs twice, if any.
+    pub fn duplicate_name(&self) -> Option<&str> {
+        self.pairs
+            .windows(2)
+            .find(|w| w[0].name == w[1].name)
+            .map(|w| w[0].name.as_str())
+    }
+
+    /// A stable 64-bit hash of the label set (xxh3 over name/value bytes with
+    /// separators that cannot occur in valid UTF-8).
+    pub fn hash64(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for label in &self.pairs {
+            hasher.update(label.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(label.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        hasher.digest()
+    }
+
+    pub fn into_vec(self) -> Vec<Label> {
+        self.pairs
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.pairs
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.pairs.iter()
+    }
+}
+
+/// Prometheus' notation: `name{a="b", c="d"}`, with values escaped as Go does.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = self.metric_name() {
+            f.write_str(name)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for label in self.pairs.iter().filter(|l| l.name != METRIC_NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{}={:?}", label.name, label.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sorts_drops_empty_and_displays() {
+        let labels = Labels::from_pairs([("job", "api"), ("__name__", "up"), ("empty", "")]);
+        assert_eq!(labels.len(), 2);
+        assert_eq!(labels.metric_name(), Some("up"));
+        assert_eq!(labels.get("empty"), None);
+        assert_eq!(labels.to_string(), "up{job=\"api\"}");
+    }
+
+    #[test]
+    fn finds_duplicate_names() {
+        let labels = Labels::from_pairs([("a", "1"), ("b", "2"), ("a", "3")]);
+        assert_eq!(labels.duplicate_name(), Some("a"));
+        assert_eq!(Labels::from_pairs([("a", "1")]).duplicate_name(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_form_ignores_input_order(
+            pairs in proptest::collection::btree_map("[a-z_]{1,6}", "[ -~]{0,6}", 0..8)
+        ) {
+            let forward = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.clone(), v.clone())));
+            let backward = Labels::from_pairs(pairs.iter().rev().map(|(n, v)| (n.clone(), v.clone())));
+            prop_assert_eq!(forward.hash64(), backward.hash64());
+            prop_assert_eq!(&forward, &backward);
+            for (name, value) in &pairs {
+                let expected = if value.is_empty() { None } else { Some(value.as_str()) };
+                prop_assert_eq!(forward.get(name), expected);
+            }
+        }
+    }
+}

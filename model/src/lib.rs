@@ -1,0 +1,24 @@
+//! Tidewatch's shared vocabulary.
+//!
+//! Everything the other crates talk about lives here: [`Labels`] and [`Matcher`]s,
+//! [`Sample`]s with Prometheus' float semantics, [`TenantId`]s, the [`Clock`] that
+//! lets tests drive time, the remote-write wire codecs ([`remote_write`]), ingest
+//! validation ([`validate`]) and the read and write seams ([`seam`]) that storage
+//! implements and query consumes. This crate depends on nothing of ours.
+
+pub mod error;
+pub mod labels;
+pub mod matcher;
+pub mod remote_write;
+pub mod sample;
+pub mod seam;
+pub mod tenant;
+pub mod time;
+pub mod validate;
+
+pub use error::{Error, ErrorKind};
+pub use labels::{Label, Labels, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher};
+pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};
+pub use tenant::TenantId;
+pub use time::{Clock, ManualClock, SystemClock, TimestampMs};

@@ -1,0 +1,370 @@
+//! The seams between crates: what a write carries, and the read interface that
+//! storage implements and query consumes.
+//!
+//! Consumers own these traits, so they stay small: two required methods for
+//! reading series, the rest defaulted. [`MemSeriesStore`](crate::seam::MemSeriesStore)
+//! is a real in-memory implementation for tests of the consumers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use crate::error::Error;
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use crate::sample::Sample;
+use crate::tenant::TenantId;
+use crate::time::TimestampMs;
+
+/// The samples of one series.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeriesSamples {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// A metric type as remote write and the exposition formats name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MetricType {
+    #[default]
+    Unknown,
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+}
+
+impl MetricType {
+    /// From the protobuf enum of either remote write version (same numbering).
+    pub fn from_proto(value: i32) -> Self {
+        match value {
+            1 => MetricType::Counter,
+            2 => MetricType::Gauge,
+            3 => MetricType::Histogram,
+            4 => MetricType::GaugeHistogram,
+            5 => MetricType::Summary,
+            6 => MetricType::Info,
+            7 => MetricType::StateSet,
+            _ => MetricType::Unknown,
+        }
+    }
+
+    pub fn to_proto(self) -> i32 {
+        match self {
+            MetricType::Unknown => 0,
+            MetricType::Counter => 1,
+            MetricType::Gauge => 2,
+            MetricType::Histogram => 3,
+            MetricType::GaugeHistogram => 4,
+            MetricType::Summary => 5,
+            MetricType::Info => 6,
+            MetricType::StateSet => 7,
+        }
+    }
+
+    /// The lowercase name `/api/v1/metadata` answers with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Unknown => "unknown",
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::GaugeHistogram => "gaugehistogram",
+            MetricType::Summary => "summary",
+            MetricType::Info => "info",
+            MetricType::StateSet => "stateset",
+        }
+    }
+}
+
+/// Metadata of one metric family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricMetadata {
+    pub metric_family_name: String,
+    pub metric_type: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+/// One decoded write: series with their samples, plus metric metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub series: Vec<SeriesSamples>,
+    pub metadata: Vec<MetricMetadata>,
+}
+
+impl WriteBatch {
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+/// What a write stored, for the remote write 2.0 response headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub samples: u64,
+    pub histograms: u64,
+    pub exemplars: u64,
+}
+
+/// Accepts writes. `ingest` returns only once the batch is durable in the WAL:
+/// a successful return is an acknowledgement.
+pub trait Ingest: Send + Sync + 'static {
+    fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> impl Future<Output = Result<WriteSummary, Error>> + Send;
+}
+
+/// A time range, both ends inclusive, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: TimestampMs,
+    pub end: TimestampMs,
+}
+
+impl TimeRange {
+    pub const ALL: TimeRange = TimeRange {
+        start: TimestampMs::MIN,
+        end: TimestampMs::MAX,
+    };
+
+    pub fn new(start: TimestampMs, end: TimestampMs) -> Self {
+        TimeRange { start, end }
+    }
+
+    pub fn contains(&self, timestamp: TimestampMs) -> bool {
+        self.start <= timestamp && timestamp <= self.end
+    }
+}
+
+/// Per-tenant cardinality figures for `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CardinalityStats {
+    pub num_series: u64,
+    pub num_label_pairs: u64,
+    pub chunk_count: u64,
+    pub min_time: TimestampMs,
+    pub max_time: TimestampMs,
+    /// (metric name, series count), largest first.
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    /// (label name, distinct value count), largest first.
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// (label name, bytes used by its values), largest first.
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    /// (`name=value`, series count), largest first.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+/// Reads series. The contract for every method:
+/// - `matchers` must all hold (a missing label reads as `""`); an empty list selects nothing;
+/// - `range` is inclusive at both ends and selects by sample time;
+/// - results of one tenant never include another tenant's data.
+pub trait SeriesRead: Send + Sync + 'static {
+    /// Series matching `matchers` with at least one sample in `range`, each with
+    /// its samples in `range` in ascending time order (one per timestamp),
+    /// sorted by label set.
+    fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> impl Future<Output = Result<Vec<SeriesSamples>, Error>> + Send;
+
+    /// The label sets of the series `select` would return, sorted. Storage answers
+    /// this from its index without loading samples where it can.
+    fn series(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> impl Future<Output = Result<Vec<Labels>, Error>> + Send;
+
+    /// Sorted, distinct label names of the selected series. With no matchers,
+    /// of every series in range.
+    fn label_names(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send {
+        async move {
+            let series = self.series(tenant, &all_if_empty(matchers), range).await?;
+            let names: BTreeSet<String> = series.iter().flat_map(|l| l.iter().map(|p| p.name.clone())).collect();
+            Ok(names.into_iter().collect())
+        }
+    }
+
+    /// Sorted, distinct values of label `name` over the selected series.
+    fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send {
+        async move {
+            let series = self.series(tenant, &all_if_empty(matchers), range).await?;
+            let values: BTreeSet<String> = series.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
+            Ok(values.into_iter().collect())
+        }
+    }
+}
+
+/// Reads metric metadata and index statistics.
+pub trait MetadataRead: Send + Sync + 'static {
+    /// Metadata by metric family name; several entries when senders disagreed.
+    fn metadata(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<BTreeMap<String, Vec<MetricMetadata>>, Error>> + Send;
+
+    /// Cardinality statistics of the tenant's in-memory head, top `limit` of each list.
+    fn cardinality(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+    ) -> impl Future<Output = Result<CardinalityStats, Error>> + Send;
+}
+
+/// `matchers`, or a matcher selecting every series when it is empty.
+pub fn all_if_empty(matchers: &[Matcher]) -> Vec<Matcher> {
+    if matchers.is_empty() {
+        vec![select_all()]
+    } else {
+        matchers.to_vec()
+    }
+}
+
+/// A matcher every series satisfies (every series has a metric name).
+pub fn select_all() -> Matcher {
+    // `.+` on the name is recognised as the NonEmpty shape: no regex runs.
+    Matcher::new(crate::matcher::MatchOp::RegexMatch, crate::labels::METRIC_NAME, ".+")
+        .unwrap_or_else(|_| Matcher::equal(crate::labels::METRIC_NAME, ""))
+}
+
+/// Whether every matcher accepts the label set.
+pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
+/// An in-memory [`SeriesRead`] + [`Ingest`] for tests of consumers: a plain map,
+/// no WAL, no index — obviously correct, so it doubles as an oracle.
+#[derive(Debug, Default)]
+pub struct MemSeriesStore {
+    tenants: std::sync::Mutex<BTreeMap<TenantId, BTreeMap<Labels, BTreeMap<TimestampMs, f64>>>>,
+    metadata: std::sync::Mutex<BTreeMap<TenantId, BTreeMap<String, Vec<MetricMetadata>>>>,
+}
+
+impl MemSeriesStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock_tenants(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<TenantId, BTreeMap<Labels, BTreeMap<TimestampMs, f64>>>> {
+        self.tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn select_now(&self, tenant: &TenantId, matchers: &[Matcher], range: TimeRange) -> Vec<SeriesSamples> {
+        if matchers.is_empty() {
+            return Vec::new();
+        }
+        let tenants = self.lock_tenants();
+        let Some(series) = tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (labels, samples) in series {
+            if !matches_all(labels, matchers) {
+                continue;
+            }
+            let in_range: Vec<Sample> = samples
+                .range(range.start..=range.end)
+                .map(|(&t, &v)| Sample::new(t, v))
+                .collect();
+            if !in_range.is_empty() {
+                out.push(SeriesSamples {
+                    labels: labels.clone(),
+                    samples: in_range,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Ingest for MemSeriesStore {
+    async fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary, Error> {
+        let mut written = 0;
+        {
+            let mut tenants = self.lock_tenants();
+            let series_map = tenants.entry(tenant.clone()).or_default();
+            for series in batch.series {
+                let samples = series_map.entry(series.labels).or_default();
+                for sample in series.samples {
+                    samples.insert(sample.timestamp, sample.value);
+                    written += 1;
+                }
+            }
+        }
+        let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let tenant_metadata = metadata.entry(tenant.clone()).or_default();
+        for entry in batch.metadata {
+            let known = tenant_metadata.entry(entry.metric_family_name.clone()).or_default();
+            if !known.contains(&entry) {
+                known.push(entry);
+            }
+        }
+        Ok(WriteSummary {
+            samples: written,
+            ..WriteSummary::default()
+        })
+    }
+}
+
+impl SeriesRead for MemSeriesStore {
+    async fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<SeriesSamples>, Error> {
+        Ok(self.select_now(tenant, matchers, range))
+    }
+
+    async fn series(&self, tenant: &TenantId, matchers: &[Matcher], range: TimeRange) -> Result<Vec<Labels>, Error> {
+        Ok(self
+            .select_now(tenant, matchers, range)
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+}
+
+impl MetadataRead for MemSeriesStore {
+    async fn metadata(&self, tenant: &TenantId) -> Result<BTreeMap<String, Vec<MetricMetadata>>, Error> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(metadata.get(tenant).cloned().unwrap_or_default())
+    }
+
+    async fn cardinality(&self, tenant: &TenantId, limit: usize) -> Result<CardinalityStats, Error> {
+        let tenants = self.lock_tenants();
+        let mut stats = CardinalityStats::default();
+        let Some(series) = tenants.get(tenant) else {
+            return Ok(stats);
+        };
+        let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
+        for labels in series.keys() {
+            stats.num_series += 1;
+            *by_name
+                .entry(labels.metric_name().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+        let mut by_name: Vec<(String, u64)> = by_name.into_iter().collect();
+        by_name.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        by_name.truncate(limit);
+        stats.series_count_by_metric_name = by_name;
+        Ok(stats)
+    }
+}

@@ -1,0 +1,180 @@
+//! Ingest validation: the Prometheus label grammar and per-tenant limits, with
+//! messages that name the offending series.
+
+use crate::error::Error;
+use crate::labels::{Labels, METRIC_NAME};
+use crate::seam::WriteBatch;
+use crate::time::TimestampMs;
+
+/// Limits applied to every write. Defaults let real senders through: requests
+/// of tens of thousands of series and samples a week old.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestLimits {
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    pub max_samples_per_request: usize,
+    /// How far behind the server's clock a sample may be.
+    pub max_sample_age_ms: i64,
+    /// How far ahead of the server's clock a sample may be.
+    pub max_future_ms: i64,
+}
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_labels_per_series: 40,
+            max_label_name_length: 1024,
+            max_label_value_length: 4096,
+            max_samples_per_request: 5_000_000,
+            max_sample_age_ms: 7 * 24 * HOUR_MS,
+            max_future_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// Whether `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Checks one series' label set against the grammar and the limits.
+pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Error> {
+    let invalid = |what: String| Err(Error::Invalid(format!("series {labels}: {what}")));
+    let Some(name) = labels.metric_name() else {
+        return invalid(format!("the {METRIC_NAME} label is missing"));
+    };
+    if !is_valid_metric_name(name) {
+        return invalid(format!("invalid metric name {name:?}"));
+    }
+    if let Some(duplicate) = labels.duplicate_name() {
+        return invalid(format!("duplicate label name {duplicate:?}"));
+    }
+    if labels.len() > limits.max_labels_per_series {
+        return invalid(format!(
+            "{} labels exceed the limit of {} labels per series",
+            labels.len(),
+            limits.max_labels_per_series
+        ));
+    }
+    for label in labels {
+        if !is_valid_label_name(&label.name) {
+            return invalid(format!("invalid label name {:?}", label.name));
+        }
+        if label.name.len() > limits.max_label_name_length {
+            return invalid(format!(
+                "label name {:?} is {} bytes long, over the limit of {}",
+                label.name,
+                label.name.len(),
+                limits.max_label_name_length
+            ));
+        }
+        if label.value.len() > limits.max_label_value_length {
+            return invalid(format!(
+                "value of label {:?} is {} bytes long, over the limit of {}",
+                label.name,
+                label.value.len(),
+                limits.max_label_value_length
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a whole batch before anything of it is stored, so a rejected
+/// request leaves no partial write behind.
+pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
+    let samples = batch.sample_count();
+    if samples > limits.max_samples_per_request {
+        return Err(Error::Invalid(format!(
+            "request carries {samples} samples, over the limit of {} per request",
+            limits.max_samples_per_request
+        )));
+    }
+    let oldest_allowed = now.saturating_sub(limits.max_sample_age_ms);
+    let newest_allowed = now.saturating_add(limits.max_future_ms);
+    for series in &batch.series {
+        validate_labels(&series.labels, limits)?;
+        for sample in &series.samples {
+            if sample.timestamp < oldest_allowed {
+                return Err(Error::Invalid(format!(
+                    "series {}: sample at {} is too old: samples older than {} ms before now ({now}) are rejected",
+                    series.labels, sample.timestamp, limits.max_sample_age_ms
+                )));
+            }
+            if sample.timestamp > newest_allowed {
+                return Err(Error::Invalid(format!(
+                    "series {}: sample at {} is too far in the future: more than {} ms after now ({now})",
+                    series.labels, sample.timestamp, limits.max_future_ms
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Sample;
+    use crate::seam::SeriesSamples;
+
+    fn batch(labels: Labels, timestamp: i64) -> WriteBatch {
+        WriteBatch {
+            series: vec![SeriesSamples {
+                labels,
+                samples: vec![Sample::new(timestamp, 1.0)],
+            }],
+            metadata: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn grammar() {
+        assert!(is_valid_label_name("_a1"));
+        assert!(!is_valid_label_name("1a"));
+        assert!(!is_valid_label_name("a:b"));
+        assert!(is_valid_metric_name("ns:rule:rate5m"));
+        assert!(!is_valid_metric_name(""));
+    }
+
+    #[test]
+    fn messages_name_the_series() {
+        let limits = IngestLimits::default();
+        let err = validate_batch(&batch(Labels::from_pairs([("job", "x")]), 0), &limits, 0).unwrap_err();
+        assert!(err.to_string().contains("__name__ label is missing"), "{err}");
+        let bad = Labels::from_pairs([("__name__", "up"), ("bad-name", "x")]);
+        let err = validate_batch(&batch(bad, 0), &limits, 0).unwrap_err();
+        assert!(err.to_string().contains("up{bad-name=\"x\"}"), "{err}");
+        let dup = Labels::from_pairs([("__name__", "up"), ("a", "1"), ("a", "2")]);
+        let err = validate_batch(&batch(dup, 0), &limits, 0).unwrap_err();
+        assert!(err.to_string().contains("duplicate label name"), "{err}");
+    }
+
+    #[test]
+    fn time_bounds() {
+        let limits = IngestLimits::default();
+        let now = 100 * 24 * HOUR_MS;
+        let up = Labels::from_pairs([("__name__", "up")]);
+        assert!(validate_batch(&batch(up.clone(), now - 24 * HOUR_MS), &limits, now).is_ok());
+        assert!(validate_batch(&batch(up.clone(), now - 8 * 24 * HOUR_MS), &limits, now).is_err());
+        assert!(validate_batch(&batch(up, now + HOUR_MS), &limits, now).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Tidewatch's query side.
+//!
+//! Evaluates PromQL ([`eval`]) against the model crate's read seam
+//! ([`SeriesRead`](tidewatch_model::seam::SeriesRead)) and serves the Prometheus
+//! HTTP API ([`api`]) — query, metadata, status and remote write — with
+//! Prometheus' JSON shapes, status codes and error bodies. Nothing here knows
+//! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
+
+pub mod api;
+pub mod error;
+pub mod eval;
+pub mod params;
+pub mod stats;
+
+pub use api::{ApiConfig, prometheus_router};
+pub use error::{Error, ErrorType};

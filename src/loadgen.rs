@@ -1,0 +1,411 @@
+//! `tidewatch bench remote-write`: a load generator sending realistic
+//! Kubernetes series as remote write, in Prometheus' live shape (one sample
+//! per series per request, 15 s apart) or a backfill shape (many samples per
+//! series per request), and measuring the receiver's CPU and memory from /proc.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tidewatch_model::remote_write::{encode_v1, encode_v2};
+use tidewatch_model::seam::{SeriesSamples, WriteBatch};
+use tidewatch_model::{Labels, Sample, TimestampMs};
+
+const SCRAPE_INTERVAL_MS: i64 = 15_000;
+const HISTOGRAM_BOUNDS: [&str; 11] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
+];
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadOptions {
+    pub(crate) url: String,
+    pub(crate) series: usize,
+    pub(crate) scrapes: usize,
+    pub(crate) backfill: bool,
+    pub v2: bool,
+    pub(crate) series_per_request: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) receiver_pid: Option<u32>,
+    pub(crate) tenant: Option<String>,
+    /// Timestamp of the first scrape; defaults to now minus the run's span.
+    pub(crate) start_ms: Option<TimestampMs>,
+}
+
+/// A deterministic xorshift generator, so runs are comparable.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Increments by a random amount with this mean each scrape.
+    Counter(f64),
+    /// Random walk around this level.
+    Gauge(f64),
+    /// A histogram bucket counter: cumulative share of requests at this bucket.
+    Bucket(f64),
+}
+
+/// The generated series set with per-series state.
+#[derive(Debug)]
+pub(crate) struct SeriesSet {
+    labels: Vec<Labels>,
+    kinds: Vec<Kind>,
+    values: Vec<f64>,
+    rng: Rng,
+}
+
+impl SeriesSet {
+    /// About `count` series shaped like cAdvisor, kube and application metrics.
+    pub(crate) fn kubernetes(count: usize) -> SeriesSet {
+        let mut labels = Vec::with_capacity(count);
+        let mut kinds = Vec::with_capacity(count);
+        let mut pod_index = 0usize;
+        'outer: loop {
+            let namespace = format!("team-{}", pod_index % 12);
+            let node = format!("node-{}", pod_index % 40);
+            let app = format!("app-{}", (pod_index / 3) % 97);
+            let pod = format!("{app}-{:x}-{}", pod_index * 2654435761 % 0xfffff, pod_index % 7);
+            let instance = format!(
+                "10.{}.{}.{}:8080",
+                pod_index / 65536 % 256,
+                pod_index / 256 % 256,
+                pod_index % 256
+            );
+            let base = |name: &str, job: &str, container: &str| -> Vec<(String, String)> {
+                vec![
+                    ("__name__".into(), name.into()),
+                    ("namespace".into(), namespace.clone()),
+                    ("pod".into(), pod.clone()),
+                    ("container".into(), container.into()),
+                    ("node".into(), node.clone()),
+                    ("job".into(), job.into()),
+                    ("instance".into(), instance.clone()),
+                ]
+            };
+            let mut push = |pairs: Vec<(String, String)>, kind: Kind| -> bool {
+                labels.push(Labels::from_pairs(pairs));
+                kinds.push(kind);
+                labels.len() >= count
+            };
+            for container in ["app", "sidecar"] {
+                if push(
+                    base("container_cpu_usage_seconds_total", "cadvisor", container),
+                    Kind::Counter(0.4),
+                ) {
+                    break 'outer;
+                }
+                if push(
+                    base("container_memory_working_set_bytes", "cadvisor", container),
+                    Kind::Gauge(2.5e8),
+                ) {
+                    break 'outer;
+                }
+                if push(
+                    base("container_network_receive_bytes_total", "cadvisor", container),
+                    Kind::Counter(4.0e4),
+                ) {
+                    break 'outer;
+                }
+            }
+            for (method, code, rate) in [("GET", "200", 40.0), ("GET", "500", 0.5), ("POST", "200", 8.0)] {
+                let mut pairs = base("http_requests_total", "app", "app");
+                pairs.push(("method".into(), method.into()));
+                pairs.push(("code".into(), code.into()));
+                if push(pairs, Kind::Counter(rate)) {
+                    break 'outer;
+                }
+            }
+            for (i, bound) in HISTOGRAM_BOUNDS.iter().enumerate() {
+                let mut pairs = base("http_request_duration_seconds_bucket", "app", "app");
+                pairs.push(("le".into(), (*bound).into()));
+                let share = (i + 1) as f64 / HISTOGRAM_BOUNDS.len() as f64;
+                if push(pairs, Kind::Bucket(share)) {
+                    break 'outer;
+                }
+            }
+            if push(
+                base("http_request_duration_seconds_sum", "app", "app"),
+                Kind::Counter(4.0),
+            ) {
+                break 'outer;
+            }
+            if push(
+                base("http_request_duration_seconds_count", "app", "app"),
+                Kind::Counter(48.0),
+            ) {
+                break 'outer;
+            }
+            pod_index += 1;
+        }
+        let values = vec![0.0; labels.len()];
+        SeriesSet {
+            labels,
+            kinds,
+            values,
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Advances every series one scrape and returns the new values.
+    fn scrape(&mut self) -> &[f64] {
+        let mut requests_step = 0.0;
+        for i in 0..self.values.len() {
+            let noise = self.rng.unit();
+            self.values[i] = match self.kinds[i] {
+                // Counters move in whole units when their rate is large, as real ones do.
+                Kind::Counter(mean) if mean >= 1.0 => self.values[i] + (mean * 2.0 * noise).round(),
+                Kind::Counter(mean) => self.values[i] + ((mean * 2.0 * noise) * 1000.0).round() / 1000.0,
+                Kind::Gauge(level) => (level * (0.8 + 0.4 * noise)).round(),
+                Kind::Bucket(share) => {
+                    if share <= 1.0 / HISTOGRAM_BOUNDS.len() as f64 + f64::EPSILON {
+                        requests_step = (60.0 * noise).round();
+                    }
+                    self.values[i] + (requests_step * share).round()
+                }
+            };
+        }
+        &self.values
+    }
+}
+
+/// Per-process figures read from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcessSample {
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_bytes: u64,
+}
+
+pub(crate) fn read_process(pid: u32) -> Option<ProcessSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(ProcessSample {
+        cpu_seconds: ticks / 100.0,
+        peak_rss_bytes: peak_kib * 1024,
+    })
+}
+
+/// Builds every request body up front, so the sender's own work is not measured.
+fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs) -> Vec<(Vec<u8>, u64)> {
+    let encode = |batch: &WriteBatch| if options.v2 { encode_v2(batch) } else { encode_v1(batch) };
+    let mut bodies = Vec::new();
+    if options.backfill {
+        // Backfill: every scrape of a slice of series in one request.
+        let mut history: Vec<Vec<Sample>> = vec![Vec::with_capacity(options.scrapes); set.len()];
+        for scrape in 0..options.scrapes {
+            let t = start + scrape as i64 * SCRAPE_INTERVAL_MS;
+            for (i, v) in set.scrape().iter().enumerate() {
+                history[i].push(Sample::new(t, *v));
+            }
+        }
+        for chunk_start in (0..set.len()).step_by(options.series_per_request) {
+            let chunk_end = (chunk_start + options.series_per_request).min(set.len());
+            let batch = WriteBatch {
+                series: (chunk_start..chunk_end)
+                    .map(|i| SeriesSamples {
+                        labels: set.labels[i].clone(),
+                        samples: std::mem::take(&mut history[i]),
+                    })
+                    .collect(),
+                metadata: Vec::new(),
+            };
+            bodies.push((encode(&batch), batch.sample_count() as u64));
+        }
+    } else {
+        // Live: one sample per series per request, scrape after scrape.
+        for scrape in 0..options.scrapes {
+            let t = start + scrape as i64 * SCRAPE_INTERVAL_MS;
+            let values = set.scrape().to_vec();
+            for chunk_start in (0..set.len()).step_by(options.series_per_request) {
+                let chunk_end = (chunk_start + options.series_per_request).min(set.len());
+                let batch = WriteBatch {
+                    series: (chunk_start..chunk_end)
+                        .map(|i| SeriesSamples {
+                            labels: set.labels[i].clone(),
+                            samples: vec![Sample::new(t, values[i])],
+                        })
+                        .collect(),
+                    metadata: Vec::new(),
+                };
+                bodies.push((encode(&batch), batch.sample_count() as u64));
+            }
+        }
+    }
+    bodies
+}
+
+/// Runs the load and prints a summary.
+pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
+    if options.series == 0 || options.scrapes == 0 || options.series_per_request == 0 || options.concurrency == 0 {
+        bail!("--series, --scrapes, --series-per-request and --concurrency must be positive");
+    }
+    let mut set = SeriesSet::kubernetes(options.series);
+    let now = chrono::Utc::now().timestamp_millis();
+    let start = options
+        .start_ms
+        .unwrap_or(now - options.scrapes as i64 * SCRAPE_INTERVAL_MS);
+    let bodies = build_requests(&options, &mut set, start);
+    let total_samples: u64 = bodies.iter().map(|(_, n)| n).sum();
+    let total_bytes: usize = bodies.iter().map(|(b, _)| b.len()).sum();
+    println!(
+        "shape={} protocol={} series={} scrapes={} requests={} samples={} compressed_bytes={}",
+        if options.backfill { "backfill" } else { "live" },
+        if options.v2 { "2.0" } else { "1.0" },
+        set.len(),
+        options.scrapes,
+        bodies.len(),
+        total_samples,
+        total_bytes
+    );
+    let client = reqwest::Client::builder().build().context("building HTTP client")?;
+    let content_type = if options.v2 {
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+    } else {
+        "application/x-protobuf"
+    };
+    let before = options.receiver_pid.and_then(read_process);
+    let started = Instant::now();
+    let failures = Arc::new(AtomicU64::new(0));
+    // In the live shape, scrape k+1 must not overtake scrape k: send one scrape's
+    // requests concurrently, then the next.
+    let per_wave = if options.backfill {
+        bodies.len()
+    } else {
+        set.len().div_ceil(options.series_per_request)
+    };
+    let mut bodies = bodies.into_iter().peekable();
+    while bodies.peek().is_some() {
+        let wave: Vec<(Vec<u8>, u64)> = bodies.by_ref().take(per_wave).collect();
+        let queue = Arc::new(std::sync::Mutex::new(wave));
+        let mut workers = Vec::new();
+        for _ in 0..options.concurrency {
+            let queue = queue.clone();
+            let client = client.clone();
+            let url = options.url.clone();
+            let tenant = options.tenant.clone();
+            let failures = failures.clone();
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                    let Some((body, _)) = next else { break };
+                    let mut request = client
+                        .post(&url)
+                        .header("Content-Type", content_type)
+                        .header("Content-Encoding", "snappy")
+                        .header(
+                            "X-Prometheus-Remote-Write-Version",
+                            if content_type.contains("v2") { "2.0.0" } else { "0.1.0" },
+                        )
+                        .body(body);
+                    if let Some(tenant) = &tenant {
+                        request = request.header("X-Scope-OrgID", tenant.as_str());
+                    }
+                    match request.send().await {
+                        Ok(response) if response.status().is_success() => {}
+                        Ok(response) => {
+                            let status = response.status();
+                            let text = response.text().await.unwrap_or_default();
+                            if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("request failed: {status}: {}", text.trim());
+                            }
+                        }
+                        Err(e) => {
+                            if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("request failed: {e}");
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await.context("sender task")?;
+        }
+    }
+    let elapsed = started.elapsed();
+    let after = options.receiver_pid.and_then(read_process);
+    let failed = failures.load(Ordering::Relaxed);
+    println!(
+        "elapsed_s={:.3} samples_per_s={:.0} failed_requests={failed}",
+        elapsed.as_secs_f64(),
+        total_samples as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
+    );
+    if let (Some(before), Some(after)) = (before, after) {
+        let cpu = (after.cpu_seconds - before.cpu_seconds).max(0.01);
+        println!(
+            "receiver_cpu_s={cpu:.2} samples_per_cpu_s={:.0} receiver_peak_rss_bytes={} peak_rss_bytes_per_series={:.0}",
+            total_samples as f64 / cpu,
+            after.peak_rss_bytes,
+            after.peak_rss_bytes as f64 / set.len() as f64
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} requests failed");
+    }
+    Ok(())
+}
+
+/// Waits until `url` answers, for scripts that start a server and then load it.
+pub(crate) async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{url} did not answer within {timeout:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_the_requested_number_of_distinct_series() {
+        let set = SeriesSet::kubernetes(1000);
+        assert_eq!(set.len(), 1000);
+        let distinct: std::collections::HashSet<&Labels> = set.labels.iter().collect();
+        assert_eq!(distinct.len(), 1000);
+    }
+
+    #[test]
+    fn counters_never_decrease() {
+        let mut set = SeriesSet::kubernetes(200);
+        let first = set.scrape().to_vec();
+        let second = set.scrape().to_vec();
+        for (i, kind) in set.kinds.iter().enumerate() {
+            if matches!(kind, Kind::Counter(_) | Kind::Bucket(_)) {
+                assert!(second[i] >= first[i]);
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The `tidewatch` binary: parses the command line and configuration and wires
+//! the crates together. Logic lives in the crates.
+
+mod config;
+mod loadgen;
+mod selfmon;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Tidewatch: logs, metrics and alerts for container clusters, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tidewatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// All-in-one: the server plus self-monitoring (its own metrics ingested every 15 s).
+    Up {
+        /// Address for every API.
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        listen: SocketAddr,
+        /// Where WAL and blocks live.
+        #[arg(long, default_value = "./tidewatch-data")]
+        data_dir: PathBuf,
+        /// YAML configuration file (see README).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The server alone: ingestion, storage and the query APIs, no self-monitoring.
+    Server {
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "./tidewatch-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Benchmarks and load generators.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Send realistic Kubernetes series as remote write and report throughput
+    /// (and, with --receiver-pid, the receiver's CPU and peak memory).
+    RemoteWrite {
+        /// Remote write endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9470/api/v1/write")]
+        url: String,
+        /// Number of active series.
+        #[arg(long, default_value_t = 10_000)]
+        series: usize,
+        /// Scrapes (15 s apart) to send per series.
+        #[arg(long, default_value_t = 20)]
+        scrapes: usize,
+        /// Send many samples per series per request instead of the live shape.
+        #[arg(long)]
+        backfill: bool,
+        /// Use remote write 2.0.
+        #[arg(long)]
+        v2: bool,
+        /// Series per request (Prometheus sends up to 2000 samples per request).
+        #[arg(long, default_value_t = 2000)]
+        series_per_request: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Process id of the receiver, to measure its CPU time and peak RSS.
+        #[arg(long)]
+        receiver_pid: Option<u32>,
+        /// Tenant header to send.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Timestamp (ms) of the first scrape; default: now minus the run's span.
+        #[arg(long)]
+        start_ms: Option<i64>,
+        /// Wait until this URL answers 2xx before sending.
+        #[arg(long)]
+        wait_for: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up {
+                listen,
+                data_dir,
+                config,
+            } => {
+                server::run(server::ServerOptions {
+                    listen,
+                    data_dir,
+                    config,
+                    self_monitor: Some(Duration::from_secs(15)),
+                    maintenance_interval: Duration::from_secs(30),
+                })
+                .await
+            }
+            Command::Server {
+                listen,
+                data_dir,
+                config,
+            } => {
+                server::run(server::ServerOptions {
+                    listen,
+                    data_dir,
+                    config,
+                    self_monitor: None,
+                    maintenance_interval: Duration::from_secs(30),
+                })
+                .await
+            }
+            Command::Bench { bench } => match bench {
+                BenchCommand::RemoteWrite {
+                    url,
+                    series,
+                    scrapes,
+                    backfill,
+                    v2,
+                    series_per_request,
+                    concurrency,
+                    receiver_pid,
+                    tenant,
+                    start_ms,
+                    wait_for,
+                } => {
+                    if let Some(ready_url) = wait_for {
+                        loadgen::wait_ready(&ready_url, Duration::from_secs(60)).await?;
+                    }
+                    loadgen::run(loadgen::LoadOptions {
+                        url,
+                        series,
+                        scrapes,
+                        backfill,
+                        v2,
+                        series_per_request,
+                        concurrency,
+                        receiver_pid,
+                        tenant,
+                        start_ms,
+                    })
+                    .await
+                }
+            },
+        }
+    })
+}

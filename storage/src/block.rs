@@ -1,0 +1,515 @@
+//! Blocks: immutable Parquet files holding a closed time window of one tenant.
+//!
+//! A block is a directory `<tenant>/<ulid>/` in the object store with
+//! - `series.parquet`: one row per series, sorted by label set, with the series'
+//!   labels, the first row and row count of its samples, and its time bounds;
+//! - `samples.parquet`: one row per sample, sorted by series then time;
+//!   series ids run-length encode to almost nothing, timestamps are
+//!   delta-binary-packed, values dictionary-encoded falling back to byte-stream-split,
+//!   all zstd-compressed;
+//! - `meta.json`: time bounds, counts, format version, compaction lineage —
+//!   written last, so a block without it is an unfinished write and is removed.
+//!
+//! Opening a block loads `series.parquet` into an in-memory inverted index, so a
+//! matcher lookup never scans; samples are read with a row selection covering
+//! exactly the selected series.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::builder::{MapBuilder, StringBuilder};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int64Array, MapArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
+// ParquetObjectReader is deprecated in favour of hand-written AsyncFileReaders;
+// it is still the plain way to read a file of an object store. Revisit when it goes.
+#[allow(deprecated)]
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+use tidewatch_model::seam::{SeriesSamples, TimeRange};
+use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
+
+use crate::error::{Error, Result};
+use crate::index::Postings;
+
+/// Version of the block layout written by this code.
+pub const BLOCK_FORMAT_VERSION: u32 = 1;
+
+pub const META_FILE: &str = "meta.json";
+pub const SERIES_FILE: &str = "series.parquet";
+pub const SAMPLES_FILE: &str = "samples.parquet";
+
+pub const COLUMN_SERIES_ID: &str = "series_id";
+pub const COLUMN_LABELS: &str = "labels";
+pub const COLUMN_ROW_START: &str = "row_start";
+pub const COLUMN_ROW_COUNT: &str = "row_count";
+pub const COLUMN_MIN_TIME: &str = "min_time";
+pub const COLUMN_MAX_TIME: &str = "max_time";
+pub const COLUMN_TIMESTAMP: &str = "timestamp";
+pub const COLUMN_VALUE: &str = "value";
+
+const SAMPLES_BATCH_ROWS: usize = 1 << 20;
+
+/// `meta.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub version: u32,
+    pub ulid: String,
+    /// Oldest and newest sample time, inclusive.
+    pub min_time: TimestampMs,
+    pub max_time: TimestampMs,
+    pub num_series: u64,
+    pub num_samples: u64,
+    /// 1 for blocks cut from the head, one more than the highest source for compactions.
+    pub level: u32,
+    /// Blocks this one replaces; once it exists they are deleted.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    pub series_file_size: u64,
+    pub samples_file_size: u64,
+}
+
+fn map_field() -> Field {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(
+            vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ]
+            .into(),
+        ),
+        false,
+    );
+    Field::new(COLUMN_LABELS, DataType::Map(Arc::new(entries), false), false)
+}
+
+/// Schema of `series.parquet`.
+pub fn series_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(COLUMN_SERIES_ID, DataType::UInt32, false),
+        map_field(),
+        Field::new(COLUMN_ROW_START, DataType::UInt64, false),
+        Field::new(COLUMN_ROW_COUNT, DataType::UInt32, false),
+        Field::new(COLUMN_MIN_TIME, DataType::Int64, false),
+        Field::new(COLUMN_MAX_TIME, DataType::Int64, false),
+    ]))
+}
+
+/// Schema of `samples.parquet`.
+pub fn samples_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(COLUMN_SERIES_ID, DataType::UInt32, false),
+        Field::new(COLUMN_TIMESTAMP, DataType::Int64, false),
+        Field::new(COLUMN_VALUE, DataType::Float64, false),
+    ]))
+}
+
+fn samples_writer_properties() -> WriterProperties {
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default());
+    WriterProperties::builder()
+        .set_compression(zstd)
+        .set_column_dictionary_enabled(ColumnPath::from(COLUMN_TIMESTAMP), false)
+        .set_column_encoding(ColumnPath::from(COLUMN_TIMESTAMP), Encoding::DELTA_BINARY_PACKED)
+        // Dictionary first (gauges repeat values), byte-stream-split when it outgrows the page.
+        .set_column_encoding(ColumnPath::from(COLUMN_VALUE), Encoding::BYTE_STREAM_SPLIT)
+        .build()
+}
+
+/// The Parquet files of a block, encoded in memory, with their meta.
+#[derive(Debug)]
+pub struct EncodedBlock {
+    pub meta: BlockMeta,
+    pub series: Bytes,
+    pub samples: Bytes,
+}
+
+/// Encodes series (sorted by labels, samples sorted by time, none empty) as a block.
+/// CPU-heavy: call it from a blocking thread.
+pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) -> Result<EncodedBlock> {
+    debug_assert!(series.windows(2).all(|w| w[0].labels < w[1].labels));
+    let ulid = ulid::Ulid::new().to_string();
+    let mut samples_writer = ArrowWriter::try_new(Vec::new(), samples_schema(), Some(samples_writer_properties()))?;
+    let mut ids = Vec::with_capacity(SAMPLES_BATCH_ROWS);
+    let mut timestamps = Vec::with_capacity(SAMPLES_BATCH_ROWS);
+    let mut values = Vec::with_capacity(SAMPLES_BATCH_ROWS);
+    let mut flush = |ids: &mut Vec<u32>, timestamps: &mut Vec<i64>, values: &mut Vec<f64>| -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(ids))),
+            Arc::new(Int64Array::from(std::mem::take(timestamps))),
+            Arc::new(Float64Array::from(std::mem::take(values))),
+        ];
+        samples_writer.write(&RecordBatch::try_new(samples_schema(), columns)?)?;
+        Ok(())
+    };
+
+    let mut series_ids = Vec::with_capacity(series.len());
+    let mut labels_builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    let mut row_starts = Vec::with_capacity(series.len());
+    let mut row_counts = Vec::with_capacity(series.len());
+    let mut min_times = Vec::with_capacity(series.len());
+    let mut max_times = Vec::with_capacity(series.len());
+    let mut row = 0u64;
+    let (mut block_min, mut block_max) = (TimestampMs::MAX, TimestampMs::MIN);
+    for (id, entry) in series.iter().enumerate() {
+        let (Some(first), Some(last)) = (entry.samples.first(), entry.samples.last()) else {
+            continue;
+        };
+        let id = id as u32;
+        series_ids.push(id);
+        for label in &entry.labels {
+            labels_builder.keys().append_value(&label.name);
+            labels_builder.values().append_value(&label.value);
+        }
+        labels_builder.append(true)?;
+        row_starts.push(row);
+        row_counts.push(entry.samples.len() as u32);
+        min_times.push(first.timestamp);
+        max_times.push(last.timestamp);
+        block_min = block_min.min(first.timestamp);
+        block_max = block_max.max(last.timestamp);
+        row += entry.samples.len() as u64;
+        for sample in &entry.samples {
+            ids.push(id);
+            timestamps.push(sample.timestamp);
+            values.push(sample.value);
+            if ids.len() == SAMPLES_BATCH_ROWS {
+                flush(&mut ids, &mut timestamps, &mut values)?;
+            }
+        }
+    }
+    flush(&mut ids, &mut timestamps, &mut values)?;
+    let samples = Bytes::from(samples_writer.into_inner()?);
+
+    let series_columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(series_ids.clone())),
+        Arc::new(labels_builder.finish()),
+        Arc::new(UInt64Array::from(row_starts)),
+        Arc::new(UInt32Array::from(row_counts)),
+        Arc::new(Int64Array::from(min_times)),
+        Arc::new(Int64Array::from(max_times)),
+    ];
+    let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
+    let series_properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut series_writer = ArrowWriter::try_new(Vec::new(), series_schema(), Some(series_properties))?;
+    series_writer.write(&series_batch)?;
+    let series_bytes = Bytes::from(series_writer.into_inner()?);
+
+    let meta = BlockMeta {
+        version: BLOCK_FORMAT_VERSION,
+        ulid,
+        min_time: block_min,
+        max_time: block_max,
+        num_series: series_ids.len() as u64,
+        num_samples: row,
+        level,
+        sources,
+        series_file_size: series_bytes.len() as u64,
+        samples_file_size: samples.len() as u64,
+    };
+    Ok(EncodedBlock {
+        meta,
+        series: series_bytes,
+        samples,
+    })
+}
+
+/// Writes an encoded block under `tenant_prefix`, meta last. Returns when durable.
+pub async fn write_block(
+    store: &Arc<dyn ObjectStore>,
+    tenant_prefix: &StorePath,
+    block: EncodedBlock,
+) -> Result<BlockMeta> {
+    let dir = tenant_prefix.clone().join(block.meta.ulid.as_str());
+    store
+        .put(&dir.clone().join(SERIES_FILE), PutPayload::from_bytes(block.series))
+        .await?;
+    store
+        .put(&dir.clone().join(SAMPLES_FILE), PutPayload::from_bytes(block.samples))
+        .await?;
+    let meta_json = serde_json::to_vec_pretty(&block.meta).map_err(|e| Error::Block {
+        block: block.meta.ulid.clone(),
+        message: format!("encoding meta.json: {e}"),
+    })?;
+    store
+        .put(&dir.clone().join(META_FILE), PutPayload::from(meta_json))
+        .await?;
+    Ok(block.meta)
+}
+
+/// An opened block: meta, the series table in memory, and its inverted index.
+#[derive(Debug)]
+pub struct Block {
+    meta: BlockMeta,
+    dir: StorePath,
+    store: Arc<dyn ObjectStore>,
+    labels: Vec<Labels>,
+    /// (first row, row count) of each series' samples.
+    rows: Vec<(u64, u32)>,
+    time_bounds: Vec<(TimestampMs, TimestampMs)>,
+    postings: Postings,
+}
+
+impl Block {
+    /// Reads `meta.json` and `series.parquet` of the block in `dir`.
+    pub async fn open(store: Arc<dyn ObjectStore>, dir: StorePath) -> Result<Block> {
+        let meta_bytes = store.get(&dir.clone().join(META_FILE)).await?.bytes().await?;
+        let meta: BlockMeta = serde_json::from_slice(&meta_bytes).map_err(|e| Error::Block {
+            block: dir.to_string(),
+            message: format!("bad meta.json: {e}"),
+        })?;
+        if meta.version != BLOCK_FORMAT_VERSION {
+            return Err(Error::Block {
+                block: dir.to_string(),
+                message: format!(
+                    "format version {} is not supported (this build reads {BLOCK_FORMAT_VERSION})",
+                    meta.version
+                ),
+            });
+        }
+        let series_bytes = store.get(&dir.clone().join(SERIES_FILE)).await?.bytes().await?;
+        let block_name = dir.to_string();
+        let (labels, rows, time_bounds, postings) =
+            tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+        Ok(Block {
+            meta,
+            dir,
+            store,
+            labels,
+            rows,
+            time_bounds,
+            postings,
+        })
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    pub fn dir(&self) -> &StorePath {
+        &self.dir
+    }
+
+    pub fn overlaps(&self, range: TimeRange) -> bool {
+        self.meta.min_time <= range.end && range.start <= self.meta.max_time
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn labels(&self, id: u32) -> &Labels {
+        &self.labels[id as usize]
+    }
+
+    pub fn postings(&self) -> &Postings {
+        &self.postings
+    }
+
+    /// Ids of selected series that have samples overlapping `range`.
+    pub fn select_ids(&self, matchers: &[Matcher], range: TimeRange) -> Vec<u32> {
+        self.postings
+            .select(matchers)
+            .iter()
+            .filter(|&id| {
+                let (min, max) = self.time_bounds[id as usize];
+                min <= range.end && range.start <= max
+            })
+            .collect()
+    }
+
+    /// Selected series with their samples in `range`.
+    pub async fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Vec<SeriesSamples>> {
+        let ids = self.select_ids(matchers, range);
+        let samples = self.read_samples(&ids).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, mut series_samples) in ids.into_iter().zip(samples) {
+            series_samples.retain(|s| range.contains(s.timestamp));
+            if !series_samples.is_empty() {
+                out.push(SeriesSamples {
+                    labels: self.labels[id as usize].clone(),
+                    samples: series_samples,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// All samples of the series `ids` (ascending), one vector per id.
+    pub async fn read_samples(&self, ids: &[u32]) -> Result<Vec<Vec<Sample>>> {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ranges: Vec<Range<usize>> = ids
+            .iter()
+            .map(|&id| {
+                let (start, count) = self.rows[id as usize];
+                start as usize..(start as usize + count as usize)
+            })
+            .collect();
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(SAMPLES_FILE))
+            .with_file_size(self.meta.samples_file_size);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let projection = ProjectionMask::columns(builder.parquet_schema(), [COLUMN_TIMESTAMP, COLUMN_VALUE]);
+        let selection = RowSelection::from_consecutive_ranges(ranges.iter().cloned(), self.meta.num_samples as usize);
+        let mut stream = builder
+            .with_projection(projection)
+            .with_row_selection(selection)
+            .with_batch_size(64 * 1024)
+            .build()?;
+        let mut out: Vec<Vec<Sample>> = ranges.iter().map(|r| Vec::with_capacity(r.len())).collect();
+        let mut current = 0usize;
+        while let Some(batch) = stream.try_next().await? {
+            let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
+            let values = column::<Float64Array>(&batch, COLUMN_VALUE, &self.meta.ulid)?;
+            for (timestamp, value) in timestamps.values().iter().zip(values.values().iter()) {
+                while current < ranges.len() && out[current].len() == ranges[current].len() {
+                    current += 1;
+                }
+                let Some(target) = out.get_mut(current) else {
+                    return Err(Error::Block {
+                        block: self.meta.ulid.clone(),
+                        message: "more sample rows than the series table accounts for".into(),
+                    });
+                };
+                target.push(Sample::new(*timestamp, *value));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, block: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::Block {
+            block: block.to_string(),
+            message: format!("column {name} is missing or has the wrong type"),
+        })
+}
+
+type SeriesTable = (Vec<Labels>, Vec<(u64, u32)>, Vec<(TimestampMs, TimestampMs)>, Postings);
+
+fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
+    let mut labels = Vec::new();
+    let mut rows = Vec::new();
+    let mut bounds = Vec::new();
+    let mut postings = Postings::default();
+    for batch in reader {
+        let batch = batch?;
+        let maps = column::<MapArray>(&batch, COLUMN_LABELS, block)?;
+        let starts = column::<UInt64Array>(&batch, COLUMN_ROW_START, block)?;
+        let counts = column::<UInt32Array>(&batch, COLUMN_ROW_COUNT, block)?;
+        let mins = column::<Int64Array>(&batch, COLUMN_MIN_TIME, block)?;
+        let maxs = column::<Int64Array>(&batch, COLUMN_MAX_TIME, block)?;
+        let keys = maps.keys().as_any().downcast_ref::<StringArray>();
+        let values = maps.values().as_any().downcast_ref::<StringArray>();
+        let (Some(keys), Some(values)) = (keys, values) else {
+            return Err(Error::Block {
+                block: block.to_string(),
+                message: "labels map does not hold strings".into(),
+            });
+        };
+        let offsets = maps.value_offsets();
+        for row in 0..batch.num_rows() {
+            let range = offsets[row] as usize..offsets[row + 1] as usize;
+            let pairs = range.map(|i| (keys.value(i).to_string(), values.value(i).to_string()));
+            let series_labels = Labels::from_pairs(pairs);
+            let id = labels.len() as u32;
+            postings.add(id, &series_labels);
+            labels.push(series_labels);
+            rows.push((starts.value(row), counts.value(row)));
+            bounds.push((mins.value(row), maxs.value(row)));
+        }
+    }
+    Ok((labels, rows, bounds, postings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use proptest::prelude::*;
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn series_strategy() -> impl Strategy<Value = Vec<SeriesSamples>> {
+        proptest::collection::btree_map(
+            "[a-c]{1,3}",
+            proptest::collection::btree_map(-1000i64..1000, any::<u64>(), 1..20),
+            0..12,
+        )
+        .prop_map(|by_name| {
+            by_name
+                .into_iter()
+                .map(|(name, samples)| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m".to_string()), ("name", name)]),
+                    samples: samples
+                        .into_iter()
+                        .map(|(t, bits)| Sample::new(t, f64::from_bits(bits)))
+                        .collect(),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        // Whatever goes into a block comes back out bit for bit, for any selection and range.
+        #[test]
+        fn blocks_round_trip(series in series_strategy(), start in -1200i64..1200, span in 0i64..2400) {
+            run(async {
+                let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                let prefix = StorePath::from("tenant");
+                let encoded = encode_block(&series, 1, Vec::new()).unwrap();
+                let meta = write_block(&store, &prefix, encoded).await.unwrap();
+                let block = Block::open(store.clone(), prefix.clone().join(meta.ulid.as_str())).await.unwrap();
+                prop_assert_eq!(block.series_count(), series.len());
+                let range = TimeRange::new(start, start + span);
+                let got = block.select(&[Matcher::equal("__name__", "m")], range).await.unwrap();
+                let expected: Vec<SeriesSamples> = series
+                    .iter()
+                    .map(|s| SeriesSamples { labels: s.labels.clone(), samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect() })
+                    .filter(|s| !s.samples.is_empty())
+                    .collect();
+                prop_assert_eq!(got.len(), expected.len());
+                for (g, e) in got.iter().zip(&expected) {
+                    prop_assert_eq!(&g.labels, &e.labels);
+                    prop_assert!(g.samples.len() == e.samples.len() && g.samples.iter().zip(&e.samples).all(|(a, b)| a.same_as(b)));
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -1,0 +1,865 @@
+//! The multi-tenant database: wiring WAL, head and blocks per tenant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tidewatch_model::seam::{
+    CardinalityStats, Ingest, MetadataRead, MetricMetadata, SeriesRead, SeriesSamples, TimeRange, WriteBatch,
+    WriteSummary,
+};
+use tidewatch_model::validate::{IngestLimits, validate_batch};
+use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
+
+use crate::block::{Block, META_FILE, encode_block, write_block};
+use crate::error::{Error, Result};
+use crate::head::Head;
+use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefSample, Wal};
+
+const HOUR_MS: i64 = 3_600_000;
+const WAL_DIR: &str = "wal";
+const BLOCKS_DIR: &str = "blocks";
+
+/// Storage settings.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Length of the time window a head block covers (Prometheus: 2h).
+    pub block_duration_ms: i64,
+    /// Blocks whose newest sample is older than this are deleted.
+    pub retention_ms: i64,
+    /// A sample older than its series' newest sample by more than this is rejected.
+    pub out_of_order_window_ms: i64,
+    /// Most series one tenant may have in the head; 0 means unlimited.
+    pub max_series_per_tenant: usize,
+    pub limits: IngestLimits,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StorageConfig {
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::default(),
+            block_duration_ms: 2 * HOUR_MS,
+            retention_ms: 15 * 24 * HOUR_MS,
+            out_of_order_window_ms: 7 * 24 * HOUR_MS,
+            max_series_per_tenant: 0,
+            limits: IngestLimits::default(),
+        }
+    }
+}
+
+/// Counters for self-monitoring.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    pub samples_appended: AtomicU64,
+    pub series_created: AtomicU64,
+    pub writes_rejected: AtomicU64,
+    pub blocks_written: AtomicU64,
+    pub compactions: AtomicU64,
+    pub blocks_deleted_by_retention: AtomicU64,
+}
+
+/// Samples taken out of the head and not yet in a registered block; readers see them.
+#[derive(Debug)]
+struct Flushing {
+    series: Vec<SeriesSamples>,
+}
+
+/// One tenant's WAL, head and blocks.
+#[derive(Debug)]
+struct TenantDb {
+    prefix: StorePath,
+    head: RwLock<Head>,
+    wal: Mutex<Wal>,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    flushing: RwLock<Vec<Arc<Flushing>>>,
+    /// One flush or compaction at a time per tenant.
+    maintenance: tokio::sync::Mutex<()>,
+}
+
+fn lock_poisoned<T>(result: std::sync::LockResult<T>) -> T {
+    // A panic while holding a lock is a bug we already logged; the data behind
+    // the lock is still consistent at every await/return point, so keep serving.
+    result.unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TenantDb {
+    fn snapshot_blocks(&self) -> Vec<Arc<Block>> {
+        lock_poisoned(self.blocks.read()).clone()
+    }
+}
+
+/// The storage engine for every tenant.
+#[derive(Debug)]
+pub struct Storage {
+    config: StorageConfig,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn ObjectStore>,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantDb>>>,
+    stats: Arc<StorageStats>,
+}
+
+impl Storage {
+    /// Opens the data directory: loads every tenant's blocks and replays its WAL.
+    pub async fn open(config: StorageConfig, clock: Arc<dyn Clock>) -> Result<Arc<Storage>> {
+        let blocks_dir = config.data_dir.join(BLOCKS_DIR);
+        std::fs::create_dir_all(&blocks_dir).map_err(|e| Error::io(format!("creating {}", blocks_dir.display()), e))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&blocks_dir)?);
+        Self::open_with_store(config, clock, store).await
+    }
+
+    /// Like [`Storage::open`] with blocks in the given object store.
+    pub async fn open_with_store(
+        config: StorageConfig,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Arc<Storage>> {
+        let wal_root = config.data_dir.join(WAL_DIR);
+        std::fs::create_dir_all(&wal_root).map_err(|e| Error::io(format!("creating {}", wal_root.display()), e))?;
+        let storage = Arc::new(Storage {
+            config,
+            clock,
+            store,
+            tenants: RwLock::new(HashMap::new()),
+            stats: Arc::new(StorageStats::default()),
+        });
+        let mut names = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&wal_root).map_err(|e| Error::io("listing WAL tenants", e))? {
+            let entry = entry.map_err(|e| Error::io("listing WAL tenants", e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.insert(name.to_string());
+            }
+        }
+        let listing = storage.store.list_with_delimiter(None).await?;
+        for prefix in listing.common_prefixes {
+            if let Some(name) = prefix.filename() {
+                names.insert(name.to_string());
+            }
+        }
+        for name in names {
+            match TenantId::parse(&name) {
+                Ok(tenant) => {
+                    storage.tenant(&tenant).await?;
+                }
+                Err(e) => tracing::warn!(name, error = %e, "ignoring data directory entry that is not a tenant"),
+            }
+        }
+        Ok(storage)
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<StorageStats> {
+        &self.stats
+    }
+
+    fn existing_tenant(&self, tenant: &TenantId) -> Option<Arc<TenantDb>> {
+        lock_poisoned(self.tenants.read()).get(tenant).cloned()
+    }
+
+    /// The tenant's database, opened (blocks loaded, WAL replayed) on first use.
+    async fn tenant(&self, tenant: &TenantId) -> Result<Arc<TenantDb>> {
+        if let Some(db) = self.existing_tenant(tenant) {
+            return Ok(db);
+        }
+        let prefix = StorePath::from(tenant.as_str());
+        let blocks = self.load_blocks(&prefix).await?;
+        let wal_dir = self.config.data_dir.join(WAL_DIR).join(tenant.as_str());
+        let fsync = self.config.fsync;
+        let (head, wal) = tokio::task::spawn_blocking(move || replay(&wal_dir, fsync))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let db = Arc::new(TenantDb {
+            prefix,
+            head: RwLock::new(head),
+            wal: Mutex::new(wal),
+            blocks: RwLock::new(blocks),
+            flushing: RwLock::new(Vec::new()),
+            maintenance: tokio::sync::Mutex::new(()),
+        });
+        let mut tenants = lock_poisoned(self.tenants.write());
+        // Another request may have opened it meanwhile; the first one wins.
+        Ok(tenants.entry(tenant.clone()).or_insert(db).clone())
+    }
+
+    async fn load_blocks(&self, prefix: &StorePath) -> Result<Vec<Arc<Block>>> {
+        let listing = self.store.list_with_delimiter(Some(prefix)).await?;
+        let mut blocks = Vec::new();
+        for dir in listing.common_prefixes {
+            let has_meta = self.store.head(&dir.clone().join(META_FILE)).await.is_ok();
+            if !has_meta {
+                tracing::warn!(block = %dir, "removing unfinished block without meta.json");
+                self.delete_prefix(&dir).await?;
+                continue;
+            }
+            blocks.push(Arc::new(Block::open(self.store.clone(), dir).await?));
+        }
+        // A compacted block names its sources: finish a deletion a crash interrupted.
+        let replaced: std::collections::HashSet<String> =
+            blocks.iter().flat_map(|b| b.meta().sources.clone()).collect();
+        let mut kept = Vec::new();
+        for block in blocks {
+            if replaced.contains(&block.meta().ulid) {
+                tracing::info!(block = %block.meta().ulid, "removing block already replaced by compaction");
+                self.delete_prefix(block.dir()).await?;
+            } else {
+                kept.push(block);
+            }
+        }
+        sort_blocks(&mut kept);
+        Ok(kept)
+    }
+
+    async fn delete_prefix(&self, prefix: &StorePath) -> Result<()> {
+        let paths: Vec<StorePath> = self
+            .store
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await?;
+        for path in paths {
+            self.store.delete(&path).await?;
+        }
+        Ok(())
+    }
+
+    /// Validates and stores a batch; returns once it is in the WAL.
+    pub async fn append(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary> {
+        if let Err(e) = validate_batch(&batch, &self.config.limits, self.clock.now_ms()) {
+            self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(e.into());
+        }
+        let db = self.tenant(tenant).await?;
+        let config = self.config.clone();
+        let stats = self.stats.clone();
+        let result = tokio::task::spawn_blocking(move || append_blocking(&db, &config, &stats, batch))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        if result.is_err() {
+            self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Tenants with data.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut tenants: Vec<TenantId> = lock_poisoned(self.tenants.read()).keys().cloned().collect();
+        tenants.sort();
+        tenants
+    }
+
+    /// Writes everything in every tenant's head into blocks; returns when durable.
+    pub async fn flush_all(&self) -> Result<()> {
+        for tenant in self.tenants() {
+            if let Some(db) = self.existing_tenant(&tenant) {
+                self.flush_before(&db, TimestampMs::MAX).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves head samples older than `cutoff` into blocks (one per block window),
+    /// then checkpoints the WAL so it no longer holds them.
+    async fn flush_before(&self, db: &Arc<TenantDb>, cutoff: TimestampMs) -> Result<()> {
+        let _maintenance = db.maintenance.lock().await;
+        let (flushing, wal_cut) = {
+            let mut head = lock_poisoned(db.head.write());
+            let taken = head.take_before(cutoff);
+            let mut series: Vec<SeriesSamples> = taken
+                .into_iter()
+                .filter_map(|(id, samples)| {
+                    head.series(id).map(|s| SeriesSamples {
+                        labels: s.labels.clone(),
+                        samples,
+                    })
+                })
+                .collect();
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            let flushing = Arc::new(Flushing { series });
+            lock_poisoned(db.flushing.write()).push(flushing.clone());
+            let wal_cut = lock_poisoned(db.wal.lock()).cut()?;
+            (flushing, wal_cut)
+        };
+        let windows = split_by_window(&flushing.series, self.config.block_duration_ms);
+        for window in windows {
+            let encoded = tokio::task::spawn_blocking(move || encode_block(&window, 1, Vec::new()))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+            let meta = write_block(&self.store, &db.prefix, encoded).await?;
+            let block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
+            tracing::info!(block = %meta.ulid, series = meta.num_series, samples = meta.num_samples, "wrote block from head");
+            self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+            let mut blocks = lock_poisoned(db.blocks.write());
+            blocks.push(Arc::new(block));
+            sort_blocks(&mut blocks);
+        }
+        lock_poisoned(db.flushing.write()).retain(|f| !Arc::ptr_eq(f, &flushing));
+        // Blocks are durable: drop flushed samples from the log.
+        let wal_dir = lock_poisoned(db.wal.lock()).dir().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            wal::checkpoint(&wal_dir, wal_cut, |record| match record {
+                Record::Samples(samples) => {
+                    let kept: Vec<RefSample> = samples.into_iter().filter(|s| s.timestamp >= cutoff).collect();
+                    (!kept.is_empty()).then_some(Record::Samples(kept))
+                }
+                other => Some(other),
+            })
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Periodic work: WAL sync, cutting head windows into blocks, compaction, retention.
+    pub async fn maintain(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        for tenant in self.tenants() {
+            let Some(db) = self.existing_tenant(&tenant) else {
+                continue;
+            };
+            lock_poisoned(db.wal.lock()).sync_if_due()?;
+            let bounds = lock_poisoned(db.head.read()).time_bounds();
+            let block = self.config.block_duration_ms;
+            if let Some((min, max)) = bounds {
+                // Keep at least half a block window in the head, as Prometheus does.
+                if max - min > block * 3 / 2 {
+                    let cutoff = align_down(max - block / 2, block);
+                    self.flush_before(&db, cutoff).await?;
+                }
+            }
+            self.compact(&db, now).await?;
+            self.apply_retention(&db, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Merges blocks lying in the same aligned window of each compaction range
+    /// once that window is over, and blocks that overlap.
+    async fn compact(&self, db: &Arc<TenantDb>, now: TimestampMs) -> Result<()> {
+        let _maintenance = db.maintenance.lock().await;
+        let block = self.config.block_duration_ms;
+        for range in [block * 3, block * 12] {
+            let blocks = db.snapshot_blocks();
+            let mut groups: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for b in blocks {
+                let window = align_down(b.meta().min_time, range);
+                if b.meta().max_time < window + range {
+                    groups.entry(window).or_default().push(b);
+                }
+            }
+            for (window, group) in groups {
+                if group.len() < 2 || window + range > now - block / 2 {
+                    continue;
+                }
+                self.merge(db, &group).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn merge(&self, db: &Arc<TenantDb>, group: &[Arc<Block>]) -> Result<()> {
+        // Later sources win on equal timestamps: order by ulid (creation time).
+        let mut sources: Vec<Arc<Block>> = group.to_vec();
+        sources.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
+        let mut merged: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+        for source in &sources {
+            let ids: Vec<u32> = (0..source.series_count() as u32).collect();
+            let samples = source.read_samples(&ids).await?;
+            for (id, series_samples) in ids.into_iter().zip(samples) {
+                merged
+                    .entry(source.labels(id).clone())
+                    .or_default()
+                    .push(series_samples);
+            }
+        }
+        let series: Vec<SeriesSamples> = merged
+            .into_iter()
+            .map(|(labels, parts)| SeriesSamples {
+                labels,
+                samples: merge_sorted(parts),
+            })
+            .collect();
+        let level = sources.iter().map(|b| b.meta().level).max().unwrap_or(1) + 1;
+        let names: Vec<String> = sources.iter().map(|b| b.meta().ulid.clone()).collect();
+        let encoded = tokio::task::spawn_blocking(move || encode_block(&series, level, names))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let meta = write_block(&self.store, &db.prefix, encoded).await?;
+        let merged_block = Arc::new(Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?);
+        {
+            let mut blocks = lock_poisoned(db.blocks.write());
+            blocks.retain(|b| !sources.iter().any(|s| s.meta().ulid == b.meta().ulid));
+            blocks.push(merged_block);
+            sort_blocks(&mut blocks);
+        }
+        for source in &sources {
+            self.delete_prefix(source.dir()).await?;
+        }
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(block = %meta.ulid, sources = sources.len(), level, "compacted blocks");
+        Ok(())
+    }
+
+    async fn apply_retention(&self, db: &Arc<TenantDb>, now: TimestampMs) -> Result<()> {
+        let _maintenance = db.maintenance.lock().await;
+        let oldest_kept = now - self.config.retention_ms;
+        let expired: Vec<Arc<Block>> = db
+            .snapshot_blocks()
+            .into_iter()
+            .filter(|b| b.meta().max_time < oldest_kept)
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        lock_poisoned(db.blocks.write()).retain(|b| b.meta().max_time >= oldest_kept);
+        for block in expired {
+            tracing::info!(block = %block.meta().ulid, max_time = block.meta().max_time, "deleting block past retention");
+            self.delete_prefix(block.dir()).await?;
+            self.stats.blocks_deleted_by_retention.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Number of blocks per tenant, for tests and self-monitoring.
+    pub fn block_count(&self) -> usize {
+        lock_poisoned(self.tenants.read())
+            .values()
+            .map(|db| lock_poisoned(db.blocks.read()).len())
+            .sum()
+    }
+
+    /// Series and samples currently held in all heads.
+    pub fn head_totals(&self) -> (u64, u64) {
+        let tenants = lock_poisoned(self.tenants.read());
+        let mut series = 0;
+        let mut samples = 0;
+        for db in tenants.values() {
+            let head = lock_poisoned(db.head.read());
+            series += head.series_count() as u64;
+            samples += head.sample_count();
+        }
+        (series, samples)
+    }
+
+    /// Bytes of WAL on disk over all tenants.
+    pub fn wal_disk_size(&self) -> u64 {
+        let tenants = lock_poisoned(self.tenants.read());
+        tenants
+            .values()
+            .map(|db| lock_poisoned(db.wal.lock()).disk_size())
+            .sum()
+    }
+
+    /// Selected series from head, in-flight flushes and blocks, merged.
+    async fn select_merged(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<SeriesSamples>> {
+        let Some(db) = self.existing_tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        if matchers.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Oldest source first, so that later parts win on equal timestamps.
+        let mut parts: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+        for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
+            for series in block.select(matchers, range).await? {
+                parts.entry(series.labels).or_default().push(series.samples);
+            }
+        }
+        let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
+        for set in flushing {
+            for series in &set.series {
+                if tidewatch_model::seam::matches_all(&series.labels, matchers) {
+                    let samples: Vec<Sample> = series
+                        .samples
+                        .iter()
+                        .copied()
+                        .filter(|s| range.contains(s.timestamp))
+                        .collect();
+                    if !samples.is_empty() {
+                        parts.entry(series.labels.clone()).or_default().push(samples);
+                    }
+                }
+            }
+        }
+        let from_head = lock_poisoned(db.head.read()).select(matchers, range);
+        for series in from_head {
+            parts.entry(series.labels).or_default().push(series.samples);
+        }
+        Ok(parts
+            .into_iter()
+            .map(|(labels, parts)| SeriesSamples {
+                labels,
+                samples: merge_sorted(parts),
+            })
+            .collect())
+    }
+
+    async fn series_merged(&self, tenant: &TenantId, matchers: &[Matcher], range: TimeRange) -> Result<Vec<Labels>> {
+        let Some(db) = self.existing_tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        if matchers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut all = std::collections::BTreeSet::new();
+        for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
+            for id in block.select_ids(matchers, range) {
+                all.insert(block.labels(id).clone());
+            }
+        }
+        for set in lock_poisoned(db.flushing.read()).iter() {
+            for series in &set.series {
+                if tidewatch_model::seam::matches_all(&series.labels, matchers)
+                    && series.samples.iter().any(|s| range.contains(s.timestamp))
+                {
+                    all.insert(series.labels.clone());
+                }
+            }
+        }
+        all.extend(lock_poisoned(db.head.read()).select_labels(matchers, range));
+        Ok(all.into_iter().collect())
+    }
+}
+
+fn sort_blocks(blocks: &mut [Arc<Block>]) {
+    blocks.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
+}
+
+fn align_down(timestamp: TimestampMs, step: i64) -> TimestampMs {
+    timestamp.div_euclid(step) * step
+}
+
+/// Merges per-source sorted sample lists; on equal timestamps the later list wins.
+fn merge_sorted(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all: Vec<(usize, Sample)> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for (source, samples) in parts.into_iter().enumerate() {
+        all.extend(samples.into_iter().map(|s| (source, s)));
+    }
+    all.sort_by_key(|(source, s)| (s.timestamp, *source));
+    let mut merged: Vec<Sample> = Vec::with_capacity(all.len());
+    for (_, sample) in all {
+        match merged.last_mut() {
+            Some(last) if last.timestamp == sample.timestamp => *last = sample,
+            _ => merged.push(sample),
+        }
+    }
+    merged
+}
+
+/// Splits series into aligned block windows, each sorted by labels.
+fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSamples>> {
+    let mut windows: BTreeMap<i64, Vec<SeriesSamples>> = BTreeMap::new();
+    for entry in series {
+        let mut start = 0;
+        while start < entry.samples.len() {
+            let window = align_down(entry.samples[start].timestamp, window_ms);
+            let end = start + entry.samples[start..].partition_point(|s| s.timestamp < window + window_ms);
+            windows.entry(window).or_default().push(SeriesSamples {
+                labels: entry.labels.clone(),
+                samples: entry.samples[start..end].to_vec(),
+            });
+            start = end;
+        }
+    }
+    windows.into_values().collect()
+}
+
+/// Replays a tenant's WAL into a fresh head.
+fn replay(dir: &Path, fsync: FsyncPolicy) -> Result<(Head, Wal)> {
+    let mut head = Head::default();
+    // WAL references are dense ids of the head that wrote them; a checkpoint keeps
+    // them, so map explicitly rather than assume they still line up.
+    let mut ref_to_id: HashMap<u64, u32> = HashMap::new();
+    let mut orphan_samples = 0u64;
+    let started = std::time::Instant::now();
+    let (wal, stats) = Wal::open(dir, fsync, &mut |record| match record {
+        Record::Series { series_ref, labels } => {
+            let hash = labels.hash64();
+            let id = match head.lookup(&labels, hash) {
+                Some(id) => id,
+                None => head.create(labels, hash),
+            };
+            ref_to_id.insert(series_ref, id);
+        }
+        Record::Samples(samples) => {
+            for sample in samples {
+                match ref_to_id.get(&sample.series_ref) {
+                    Some(&id) => {
+                        head.append(id, Sample::new(sample.timestamp, sample.value));
+                    }
+                    None => orphan_samples += 1,
+                }
+            }
+        }
+        Record::Metadata(metadata) => {
+            head.add_metadata(metadata);
+        }
+    })?;
+    if orphan_samples > 0 {
+        tracing::warn!(dir = %dir.display(), orphan_samples, "WAL samples without a series record were skipped");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        segments = stats.segments,
+        records = stats.records,
+        series = head.series_count(),
+        samples = head.sample_count(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "replayed WAL"
+    );
+    // Head ids must equal WAL refs from now on: re-log the mapping when they differ.
+    let mut wal = wal;
+    if ref_to_id.iter().any(|(&r, &id)| r != u64::from(id)) {
+        let mut buffer = RecordBuffer::default();
+        for id in 0..head.series_count() as u32 {
+            if let Some(series) = head.series(id) {
+                buffer.series(u64::from(id), &series.labels);
+            }
+        }
+        wal.append(&buffer)?;
+    }
+    Ok((head, wal))
+}
+
+fn append_blocking(
+    db: &TenantDb,
+    config: &StorageConfig,
+    stats: &StorageStats,
+    batch: WriteBatch,
+) -> Result<WriteSummary> {
+    let mut head = lock_poisoned(db.head.write());
+    let existing_series = head.series_count();
+    let mut ids = Vec::with_capacity(batch.series.len());
+    let mut new_series = Vec::new();
+    // First pass: resolve ids and check everything that can reject the batch,
+    // so that a rejected request changes nothing.
+    let mut pending_new: HashMap<&Labels, usize> = HashMap::new();
+    for series in &batch.series {
+        let hash = series.labels.hash64();
+        match head.lookup(&series.labels, hash) {
+            Some(id) => {
+                if let Some(max) = head.series(id).and_then(|s| s.max_time()) {
+                    let oldest_allowed = max - config.out_of_order_window_ms;
+                    if let Some(old) = series.samples.iter().find(|s| s.timestamp < oldest_allowed) {
+                        return Err(Error::Rejected(format!(
+                            "series {}: sample at {} is out of order by more than the {} ms window (newest sample is at {max})",
+                            series.labels, old.timestamp, config.out_of_order_window_ms
+                        )));
+                    }
+                }
+                ids.push(Ok(id));
+            }
+            None => {
+                let next = pending_new.len();
+                let index = *pending_new.entry(&series.labels).or_insert(next);
+                if index == next {
+                    new_series.push((&series.labels, hash));
+                }
+                ids.push(Err(index));
+            }
+        }
+    }
+    if config.max_series_per_tenant > 0 && existing_series + new_series.len() > config.max_series_per_tenant {
+        let (labels, _) = new_series[0];
+        return Err(Error::Limit(format!(
+            "series {labels} would exceed the limit of {} series per tenant ({existing_series} exist, the request adds {})",
+            config.max_series_per_tenant,
+            new_series.len()
+        )));
+    }
+    let mut buffer = RecordBuffer::default();
+    let mut created = Vec::with_capacity(new_series.len());
+    for (labels, hash) in new_series {
+        let id = head.create(labels.clone(), hash);
+        buffer.series(u64::from(id), labels);
+        created.push(id);
+    }
+    let mut wal_samples = Vec::with_capacity(batch.sample_count());
+    for (series, id) in batch.series.iter().zip(&ids) {
+        let id = match id {
+            Ok(id) => *id,
+            Err(index) => created[*index],
+        };
+        for sample in &series.samples {
+            wal_samples.push(RefSample {
+                series_ref: u64::from(id),
+                timestamp: sample.timestamp,
+                value: sample.value,
+            });
+        }
+    }
+    buffer.samples(&wal_samples);
+    let new_metadata: Vec<MetricMetadata> = batch
+        .metadata
+        .into_iter()
+        .filter(|m| {
+            head.metadata()
+                .get(&m.metric_family_name)
+                .is_none_or(|known| !known.contains(m))
+        })
+        .collect();
+    for metadata in &new_metadata {
+        buffer.metadata(metadata);
+    }
+    if let Err(e) = lock_poisoned(db.wal.lock()).append(&buffer) {
+        head.truncate_series(existing_series);
+        return Err(e);
+    }
+    for sample in &wal_samples {
+        head.append(sample.series_ref as u32, Sample::new(sample.timestamp, sample.value));
+    }
+    for metadata in new_metadata {
+        head.add_metadata(metadata);
+    }
+    stats.series_created.fetch_add(created.len() as u64, Ordering::Relaxed);
+    stats
+        .samples_appended
+        .fetch_add(wal_samples.len() as u64, Ordering::Relaxed);
+    Ok(WriteSummary {
+        samples: wal_samples.len() as u64,
+        ..WriteSummary::default()
+    })
+}
+
+impl Ingest for Storage {
+    async fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary, tidewatch_model::Error> {
+        Ok(self.append(tenant, batch).await?)
+    }
+}
+
+impl SeriesRead for Storage {
+    async fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<SeriesSamples>, tidewatch_model::Error> {
+        Ok(self.select_merged(tenant, matchers, range).await?)
+    }
+
+    async fn series(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<Labels>, tidewatch_model::Error> {
+        Ok(self.series_merged(tenant, matchers, range).await?)
+    }
+
+    async fn label_names(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<String>, tidewatch_model::Error> {
+        if !matchers.is_empty() {
+            let series = self.series_merged(tenant, matchers, range).await?;
+            let names: std::collections::BTreeSet<String> =
+                series.iter().flat_map(|l| l.iter().map(|p| p.name.clone())).collect();
+            return Ok(names.into_iter().collect());
+        }
+        let Some(db) = self.existing_tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        // No matchers: answer from the indexes alone.
+        let mut names: std::collections::BTreeSet<String> =
+            lock_poisoned(db.head.read()).label_names().into_iter().collect();
+        for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
+            names.extend(block.postings().label_names());
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    async fn label_values(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<Vec<String>, tidewatch_model::Error> {
+        if !matchers.is_empty() {
+            let series = self.series_merged(tenant, matchers, range).await?;
+            let values: std::collections::BTreeSet<String> =
+                series.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
+            return Ok(values.into_iter().collect());
+        }
+        let Some(db) = self.existing_tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut values: std::collections::BTreeSet<String> =
+            lock_poisoned(db.head.read()).label_values(name).into_iter().collect();
+        for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
+            values.extend(block.postings().label_values(name));
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+impl MetadataRead for Storage {
+    async fn metadata(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<BTreeMap<String, Vec<MetricMetadata>>, tidewatch_model::Error> {
+        Ok(self
+            .existing_tenant(tenant)
+            .map(|db| lock_poisoned(db.head.read()).metadata().clone())
+            .unwrap_or_default())
+    }
+
+    async fn cardinality(&self, tenant: &TenantId, limit: usize) -> Result<CardinalityStats, tidewatch_model::Error> {
+        Ok(self
+            .existing_tenant(tenant)
+            .map(|db| lock_poisoned(db.head.read()).cardinality(limit))
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_prefers_later_sources() {
+        let merged = merge_sorted(vec![
+            vec![Sample::new(1, 1.0), Sample::new(2, 2.0)],
+            vec![Sample::new(2, 20.0), Sample::new(3, 3.0)],
+        ]);
+        assert_eq!(
+            merged,
+            vec![Sample::new(1, 1.0), Sample::new(2, 20.0), Sample::new(3, 3.0)]
+        );
+    }
+
+    #[test]
+    fn splits_into_aligned_windows() {
+        let series = vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "a")]),
+            samples: vec![
+                Sample::new(-1, 0.0),
+                Sample::new(5, 0.0),
+                Sample::new(10, 0.0),
+                Sample::new(25, 0.0),
+            ],
+        }];
+        let windows = split_by_window(&series, 10);
+        let sizes: Vec<usize> = windows.iter().map(|w| w[0].samples.len()).collect();
+        assert_eq!(sizes, [1, 1, 1, 1]);
+    }
+}

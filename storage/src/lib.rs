@@ -1,0 +1,25 @@
+//! Tidewatch's storage engine.
+//!
+//! Per tenant: a write-ahead log ([`wal`]), an in-memory head with an inverted
+//! index ([`head`], [`index`]), and immutable Parquet blocks ([`block`]) in an
+//! object store, merged by compaction and deleted by retention. [`Storage`] is
+//! the entry point; it implements the model crate's seams
+//! ([`Ingest`](tidewatch_model::seam::Ingest),
+//! [`SeriesRead`](tidewatch_model::seam::SeriesRead),
+//! [`MetadataRead`](tidewatch_model::seam::MetadataRead)).
+//!
+//! Guarantees: a write is acknowledged only once it is in the WAL; a restart
+//! loads blocks and replays the WAL; a torn WAL tail is cut, never fatal; reads
+//! merge head and blocks and return one sample per timestamp (the newest
+//! source wins).
+
+pub mod block;
+mod db;
+pub mod error;
+mod head;
+pub mod index;
+pub mod wal;
+
+pub use db::{Storage, StorageConfig, StorageStats};
+pub use error::{Error, Result};
+pub use wal::FsyncPolicy;
