@@ -253,7 +253,7 @@ pub fn decode_v1(raw: &[u8]) -> Result<WriteBatch, Error> {
     Ok(batch)
 }
 
-fn symbol<'a>(symbols: &'a [String], reference: u32) -> Result<&'a str, Error> {
+fn symbol(symbols: &[String], reference: u32) -> Result<&str, Error> {
     symbols.get(reference as usize).map(String::as_str).ok_or_else(|| {
         Error::Invalid(format!(
             "symbol reference {reference} is out of range: the symbol table has {} entries",

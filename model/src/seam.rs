@@ -247,11 +247,14 @@ pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
     matchers.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
 }
 
+/// One tenant's series in [`MemSeriesStore`]: samples by time, per label set.
+type TenantSeries = BTreeMap<Labels, BTreeMap<TimestampMs, f64>>;
+
 /// An in-memory [`SeriesRead`] + [`Ingest`] for tests of consumers: a plain map,
 /// no WAL, no index — obviously correct, so it doubles as an oracle.
 #[derive(Debug, Default)]
 pub struct MemSeriesStore {
-    tenants: std::sync::Mutex<BTreeMap<TenantId, BTreeMap<Labels, BTreeMap<TimestampMs, f64>>>>,
+    tenants: std::sync::Mutex<BTreeMap<TenantId, TenantSeries>>,
     metadata: std::sync::Mutex<BTreeMap<TenantId, BTreeMap<String, Vec<MetricMetadata>>>>,
 }
 
@@ -260,9 +263,7 @@ impl MemSeriesStore {
         Self::default()
     }
 
-    fn lock_tenants(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<TenantId, BTreeMap<Labels, BTreeMap<TimestampMs, f64>>>> {
+    fn lock_tenants(&self) -> std::sync::MutexGuard<'_, BTreeMap<TenantId, TenantSeries>> {
         self.tenants.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

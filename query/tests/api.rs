@@ -1,0 +1,251 @@
+//! The Prometheus API in process: router + oneshot requests over the in-memory
+//! store, checking JSON shapes field by field.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tidewatch_model::remote_write::encode_v1;
+use tidewatch_model::seam::{Ingest, MemSeriesStore, MetricMetadata, MetricType, SeriesSamples, WriteBatch};
+use tidewatch_model::{Labels, Sample, TenantId};
+use tidewatch_query::stats::HttpStats;
+use tidewatch_query::{ApiConfig, prometheus_router};
+use tower::ServiceExt;
+
+async fn router_with_data() -> (axum::Router, Arc<HttpStats>) {
+    let store = Arc::new(MemSeriesStore::new());
+    let batch = WriteBatch {
+        series: vec![
+            SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", "api"), ("instance", "a:1")]),
+                samples: vec![Sample::new(1_000, 1.0), Sample::new(16_000, f64::INFINITY)],
+            },
+            SeriesSamples {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", "db"), ("instance", "b:1")]),
+                samples: vec![Sample::new(1_000, 0.0)],
+            },
+        ],
+        metadata: vec![MetricMetadata {
+            metric_family_name: "up".into(),
+            metric_type: MetricType::Gauge,
+            help: "Whether the target is up.".into(),
+            unit: String::new(),
+        }],
+    };
+    store.ingest(&TenantId::default_tenant(), batch).await.unwrap();
+    let stats = Arc::new(HttpStats::default());
+    (prometheus_router(store, ApiConfig::default(), stats.clone()), stats)
+}
+
+async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+    send(router, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn instant_query_shape() {
+    let (router, _) = router_with_data().await;
+    let (status, body) = get(&router, "/api/v1/query?query=up%7Bjob%3D%22api%22%7D&time=20").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "up", "instance": "a:1", "job": "api"}, "value": [20, "+Inf"]}
+        ]}})
+    );
+}
+
+#[tokio::test]
+async fn form_post_scalar_like_grafana() {
+    let (router, _) = router_with_data().await;
+    let request = Request::post("/api/v1/query")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(Body::from("query=2&time=4"))
+        .unwrap();
+    let (status, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"resultType": "scalar", "result": [4, "2"]})
+    );
+}
+
+#[tokio::test]
+async fn range_query_and_matrix_selector() {
+    let (router, _) = router_with_data().await;
+    let (status, body) = get(&router, "/api/v1/query_range?query=up&start=0&end=20&step=10").await;
+    assert_eq!(status, StatusCode::OK);
+    let result = &body["data"]["result"];
+    assert_eq!(body["data"]["resultType"], "matrix");
+    assert_eq!(result[0]["values"], serde_json::json!([[10, "1"], [20, "+Inf"]]));
+    assert_eq!(result[1]["values"], serde_json::json!([[10, "0"], [20, "0"]]));
+
+    let (_, body) = get(&router, "/api/v1/query?query=up%7Bjob%3D%22api%22%7D%5B1m%5D&time=16").await;
+    assert_eq!(
+        body["data"]["result"][0]["values"],
+        serde_json::json!([[1, "1"], [16, "+Inf"]])
+    );
+}
+
+#[tokio::test]
+async fn errors_have_prometheus_shape_and_status() {
+    let (router, _) = router_with_data().await;
+    let cases = [
+        ("/api/v1/query?query=up%7B", StatusCode::BAD_REQUEST, "bad_data"),
+        (
+            "/api/v1/query?query=sum(up)",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "execution",
+        ),
+        (
+            "/api/v1/query?query=up&time=yesterday",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=10&end=0&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=10&step=0",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=100000&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        (
+            "/api/v1/query_range?query=up%5B1m%5D&start=0&end=10&step=1",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        ("/api/v1/series", StatusCode::BAD_REQUEST, "bad_data"),
+        (
+            "/api/v1/series?match[]=%7Bjob%3D%22%22%7D",
+            StatusCode::BAD_REQUEST,
+            "bad_data",
+        ),
+        ("/api/v1/labels?limit=-3", StatusCode::BAD_REQUEST, "bad_data"),
+    ];
+    for (uri, expected_status, expected_type) in cases {
+        let (status, body) = get(&router, uri).await;
+        assert_eq!(status, expected_status, "{uri}: {body}");
+        assert_eq!(body["status"], "error", "{uri}");
+        assert_eq!(body["errorType"], expected_type, "{uri}");
+        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{uri}");
+    }
+    let (_, body) = get(&router, "/api/v1/query?query=up&time=yesterday").await;
+    assert!(body["error"].as_str().unwrap().contains("\"time\""), "{body}");
+}
+
+#[tokio::test]
+async fn series_labels_values_with_limits() {
+    let (router, _) = router_with_data().await;
+    let (_, body) = get(&router, "/api/v1/series?match[]=up&match[]=%7Bjob%3D%22db%22%7D").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        body["data"][1],
+        serde_json::json!({"__name__": "up", "instance": "b:1", "job": "db"})
+    );
+
+    let (_, body) = get(&router, "/api/v1/labels").await;
+    assert_eq!(body["data"], serde_json::json!(["__name__", "instance", "job"]));
+    let (_, body) = get(&router, "/api/v1/labels?limit=1").await;
+    assert_eq!(body["data"], serde_json::json!(["__name__"]));
+    assert_eq!(body["warnings"], serde_json::json!(["results truncated due to limit"]));
+
+    let (_, body) = get(&router, "/api/v1/label/job/values?match[]=up%7Bjob%3D%22db%22%7D").await;
+    assert_eq!(body["data"], serde_json::json!(["db"]));
+    let (_, body) = get(&router, "/api/v1/label/__name__/values?limit=40000").await;
+    assert_eq!(body["data"], serde_json::json!(["up"]));
+    // Time bounds exclude everything.
+    let (_, body) = get(&router, "/api/v1/label/job/values?start=100&end=200").await;
+    assert_eq!(body["data"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn metadata_buildinfo_tsdb() {
+    let (router, _) = router_with_data().await;
+    let (_, body) = get(&router, "/api/v1/metadata?limit=40000").await;
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"up": [{"type": "gauge", "help": "Whether the target is up.", "unit": ""}]})
+    );
+    let (_, body) = get(&router, "/api/v1/status/buildinfo").await;
+    assert!(body["data"]["version"].as_str().unwrap().starts_with('3'));
+    assert!(body["data"].get("features").is_none());
+    let (_, body) = get(&router, "/api/v1/status/tsdb").await;
+    assert_eq!(body["data"]["headStats"]["numSeries"], 2);
+    assert_eq!(
+        body["data"]["seriesCountByMetricName"][0],
+        serde_json::json!({"name": "up", "value": 2})
+    );
+}
+
+#[tokio::test]
+async fn tenants_do_not_see_each_other() {
+    let (router, _) = router_with_data().await;
+    let request = Request::get("/api/v1/series?match[]=up")
+        .header("X-Scope-OrgID", "other")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"], serde_json::json!([]));
+    let request = Request::get("/api/v1/series?match[]=up")
+        .header("X-Scope-OrgID", "a/b")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _) = send(&router, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn remote_write_statuses_and_stats() {
+    let (router, stats) = router_with_data().await;
+    let batch = WriteBatch {
+        series: vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "written"), ("job", "x")]),
+            samples: vec![Sample::new(5_000, 7.0)],
+        }],
+        metadata: Vec::new(),
+    };
+    let request = Request::post("/api/v1/write")
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(Body::from(encode_v1(&batch)))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.headers()["X-Prometheus-Remote-Write-Samples-Written"], "1");
+    let (_, body) = get(&router, "/api/v1/query?query=written&time=5").await;
+    assert_eq!(body["data"]["result"][0]["value"], serde_json::json!([5, "7"]));
+
+    let request = Request::post("/api/v1/write")
+        .header("Content-Type", "text/plain")
+        .body(Body::from("x"))
+        .unwrap();
+    assert_eq!(
+        router.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let request = Request::post("/api/v1/write").body(Body::from("not snappy")).unwrap();
+    let (status, body) = send(&router, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().contains("snappy"), "{body}");
+
+    let counted = stats.snapshot();
+    assert_eq!(counted[&("/api/v1/write".to_string(), 204)].count, 1);
+    assert_eq!(counted[&("/api/v1/write".to_string(), 400)].count, 1);
+}

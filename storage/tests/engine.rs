@@ -1,0 +1,259 @@
+//! The storage engine end to end: restart, flush, compaction, retention,
+//! limits and tenancy, driven by a manual clock.
+
+use std::sync::Arc;
+
+use tidewatch_model::seam::{SeriesRead, SeriesSamples, TimeRange, WriteBatch};
+use tidewatch_model::{Labels, ManualClock, Matcher, Sample, TenantId, stale_nan};
+use tidewatch_storage::{FsyncPolicy, Storage, StorageConfig};
+
+const HOUR: i64 = 3_600_000;
+/// A fixed "now": 2026-01-01T00:00:00Z.
+const NOW: i64 = 1_767_225_600_000;
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    StorageConfig {
+        fsync: FsyncPolicy::Never,
+        ..StorageConfig::new(dir)
+    }
+}
+
+fn labels(name: &str, pod: &str) -> Labels {
+    Labels::from_pairs([("__name__", name), ("pod", pod)])
+}
+
+fn batch(series: &[(Labels, Vec<(i64, f64)>)]) -> WriteBatch {
+    WriteBatch {
+        series: series
+            .iter()
+            .map(|(labels, samples)| SeriesSamples {
+                labels: labels.clone(),
+                samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+            })
+            .collect(),
+        metadata: Vec::new(),
+    }
+}
+
+async fn all(storage: &Storage, tenant: &TenantId) -> Vec<SeriesSamples> {
+    storage
+        .select(tenant, &[Matcher::equal("__name__", "m")], TimeRange::ALL)
+        .await
+        .unwrap()
+}
+
+fn same_samples(got: &[Sample], expected: &[(i64, f64)]) -> bool {
+    got.len() == expected.len()
+        && got
+            .iter()
+            .zip(expected)
+            .all(|(g, &(t, v))| g.timestamp == t && g.value.to_bits() == v.to_bits())
+}
+
+#[tokio::test]
+async fn restart_loads_blocks_and_replays_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let flushed: Vec<(i64, f64)> = (0..10).map(|i| (NOW - HOUR + i * 15_000, i as f64)).collect();
+    let in_wal: Vec<(i64, f64)> = vec![
+        (NOW - 1000, f64::NAN),
+        (NOW, stale_nan()),
+        (NOW - 2 * HOUR, f64::INFINITY),
+    ];
+    {
+        let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        storage
+            .append(&tenant, batch(&[(labels("m", "a"), flushed.clone())]))
+            .await
+            .unwrap();
+        storage.flush_all().await.unwrap();
+        assert_eq!(storage.block_count(), 1);
+        storage
+            .append(&tenant, batch(&[(labels("m", "a"), in_wal.clone())]))
+            .await
+            .unwrap();
+    }
+    let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    assert_eq!(storage.block_count(), 1);
+    let series = all(&storage, &tenant).await;
+    assert_eq!(series.len(), 1);
+    let mut expected = flushed.clone();
+    expected.extend(in_wal.iter().copied());
+    expected.sort_by_key(|&(t, _)| t);
+    assert!(same_samples(&series[0].samples, &expected), "{:?}", series[0].samples);
+
+    // A second restart after flushing everything reads the same from blocks alone,
+    // and the WAL checkpoint keeps no flushed samples.
+    storage.flush_all().await.unwrap();
+    drop(storage);
+    let storage = Storage::open(config(dir.path()), Arc::new(clock)).await.unwrap();
+    assert_eq!(storage.head_totals().1, 0, "flushed samples came back into the head");
+    assert!(same_samples(&all(&storage, &tenant).await[0].samples, &expected));
+}
+
+#[tokio::test]
+async fn compaction_merges_finished_windows_and_keeps_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    // Three 2h windows of one aligned 6h window, a day ago: flush splits them into three blocks.
+    let start = NOW - 24 * HOUR;
+    let samples: Vec<(i64, f64)> = (0..(6 * 60)).map(|i| (start + i * 60_000, i as f64)).collect();
+    storage
+        .append(
+            &tenant,
+            batch(&[
+                (labels("m", "a"), samples.clone()),
+                (labels("m", "b"), samples[..10].to_vec()),
+            ]),
+        )
+        .await
+        .unwrap();
+    storage.flush_all().await.unwrap();
+    assert_eq!(storage.block_count(), 3);
+    // Overlapping late data for the first window makes a fourth block in that window.
+    storage
+        .append(&tenant, batch(&[(labels("m", "a"), vec![(start, 100.0)])]))
+        .await
+        .unwrap();
+    storage.flush_all().await.unwrap();
+    assert_eq!(storage.block_count(), 4);
+
+    storage.maintain().await.unwrap();
+    assert_eq!(storage.block_count(), 1, "the finished 6h window was not compacted");
+    let series = all(&storage, &tenant).await;
+    let mut expected = samples.clone();
+    expected[0] = (start, 100.0);
+    assert!(same_samples(&series[0].samples, &expected));
+    assert!(same_samples(&series[1].samples, &samples[..10]));
+
+    // Compaction survives a restart: sources are gone, the merged block remains.
+    drop(storage);
+    let storage = Storage::open(config(dir.path()), Arc::new(clock)).await.unwrap();
+    assert_eq!(storage.block_count(), 1);
+    assert!(same_samples(&all(&storage, &tenant).await[0].samples, &expected));
+}
+
+#[tokio::test]
+async fn retention_deletes_old_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    storage
+        .append(&tenant, batch(&[(labels("m", "a"), vec![(NOW - 3 * HOUR, 1.0)])]))
+        .await
+        .unwrap();
+    storage.flush_all().await.unwrap();
+    storage.maintain().await.unwrap();
+    assert_eq!(storage.block_count(), 1);
+    clock.advance(16 * 24 * HOUR);
+    storage.maintain().await.unwrap();
+    assert_eq!(storage.block_count(), 0);
+    assert!(all(&storage, &tenant).await.is_empty());
+}
+
+#[tokio::test]
+async fn head_windows_are_cut_into_blocks_as_time_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let samples: Vec<(i64, f64)> = (0..(4 * 60)).map(|i| (NOW - 4 * HOUR + i * 60_000, i as f64)).collect();
+    storage
+        .append(&tenant, batch(&[(labels("m", "a"), samples.clone())]))
+        .await
+        .unwrap();
+    storage.maintain().await.unwrap();
+    assert!(storage.block_count() >= 1, "no block was cut from a 4h head");
+    let (_, head_samples) = storage.head_totals();
+    assert!(head_samples < samples.len() as u64);
+    assert!(same_samples(&all(&storage, &tenant).await[0].samples, &samples));
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_on_disk_and_in_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let a = TenantId::parse("a").unwrap();
+    let b = TenantId::parse("b").unwrap();
+    {
+        let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        storage
+            .append(&a, batch(&[(labels("m", "x"), vec![(NOW, 1.0)])]))
+            .await
+            .unwrap();
+        storage.flush_all().await.unwrap();
+        storage
+            .append(&a, batch(&[(labels("m", "x"), vec![(NOW + 1, 2.0)])]))
+            .await
+            .unwrap();
+        assert!(all(&storage, &b).await.is_empty());
+    }
+    let storage = Storage::open(config(dir.path()), Arc::new(clock)).await.unwrap();
+    assert_eq!(all(&storage, &a).await[0].samples.len(), 2);
+    assert!(all(&storage, &b).await.is_empty());
+    assert!(storage.label_names(&b, &[], TimeRange::ALL).await.unwrap().is_empty());
+    assert_eq!(
+        storage.label_values(&a, "pod", &[], TimeRange::ALL).await.unwrap(),
+        ["x"]
+    );
+}
+
+#[tokio::test]
+async fn rejected_batches_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let mut settings = config(dir.path());
+    settings.max_series_per_tenant = 2;
+    settings.out_of_order_window_ms = HOUR;
+    let storage = Storage::open(settings, Arc::new(clock)).await.unwrap();
+    storage
+        .append(&tenant, batch(&[(labels("m", "a"), vec![(NOW, 1.0)])]))
+        .await
+        .unwrap();
+
+    let err = storage
+        .append(
+            &tenant,
+            batch(&[
+                (labels("m", "b"), vec![(NOW, 1.0)]),
+                (labels("m", "c"), vec![(NOW, 1.0)]),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("limit of 2 series per tenant"), "{err}");
+
+    // The valid first series of a batch whose second series is out of window is not stored either.
+    let err = storage
+        .append(
+            &tenant,
+            batch(&[
+                (labels("m", "b"), vec![(NOW, 5.0)]),
+                (labels("m", "a"), vec![(NOW - 2 * HOUR, 1.0)]),
+            ]),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("out of order"), "{err}");
+    assert!(err.to_string().contains("pod=\"a\""), "{err}");
+    let series = all(&storage, &tenant).await;
+    assert_eq!(series.len(), 1);
+    assert!(same_samples(&series[0].samples, &[(NOW, 1.0)]));
+}
