@@ -44,7 +44,7 @@ fn process_figures() -> Option<(f64, f64)> {
 /// Collects every family.
 pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
     let stats = storage.stats();
-    let (head_series, head_samples) = storage.head_totals();
+    let head = storage.head_figures();
     let mut families = vec![
         family(
             "tidewatch_samples_appended_total",
@@ -68,13 +68,19 @@ pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
             "tidewatch_head_series",
             "Series held in the in-memory head.",
             MetricType::Gauge,
-            head_series as f64,
+            head.series as f64,
         ),
         family(
             "tidewatch_head_samples",
             "Samples held in the in-memory head.",
             MetricType::Gauge,
-            head_samples as f64,
+            head.samples as f64,
+        ),
+        family(
+            "tidewatch_head_sample_bytes",
+            "Bytes of compressed sample data in the head.",
+            MetricType::Gauge,
+            head.sample_bytes as f64,
         ),
         family(
             "tidewatch_wal_size_bytes",

@@ -66,6 +66,14 @@ pub struct StorageStats {
     pub blocks_deleted_by_retention: AtomicU64,
 }
 
+/// Totals over every tenant's head.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadFigures {
+    pub series: u64,
+    pub samples: u64,
+    pub sample_bytes: u64,
+}
+
 /// Samples taken out of the head and not yet in a registered block; readers see them.
 #[derive(Debug)]
 struct Flushing {
@@ -439,15 +447,21 @@ impl Storage {
 
     /// Series and samples currently held in all heads.
     pub fn head_totals(&self) -> (u64, u64) {
+        let totals = self.head_figures();
+        (totals.series, totals.samples)
+    }
+
+    /// Series, samples and encoded sample bytes held in all heads.
+    pub fn head_figures(&self) -> HeadFigures {
         let tenants = lock_poisoned(self.tenants.read());
-        let mut series = 0;
-        let mut samples = 0;
+        let mut figures = HeadFigures::default();
         for db in tenants.values() {
             let head = lock_poisoned(db.head.read());
-            series += head.series_count() as u64;
-            samples += head.sample_count();
+            figures.series += head.series_count() as u64;
+            figures.samples += head.sample_count();
+            figures.sample_bytes += head.sample_bytes();
         }
-        (series, samples)
+        figures
     }
 
     /// Bytes of WAL on disk over all tenants.

@@ -9,38 +9,195 @@ use std::collections::{BTreeMap, HashMap};
 use tidewatch_model::seam::{CardinalityStats, MetricMetadata, SeriesSamples, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 
+use crate::chunk::XorChunk;
 use crate::index::Postings;
 
-/// One series in the head.
+/// Samples per sealed chunk, as in Prometheus.
+const SAMPLES_PER_CHUNK: usize = 120;
+
+/// One series in the head: in-order samples in XOR chunks, late samples in a
+/// small sorted buffer that wins over chunk data at the same timestamp.
 #[derive(Debug)]
 pub(crate) struct MemSeries {
     pub(crate) labels: Labels,
-    /// Sorted by timestamp, unique timestamps.
-    pub(crate) samples: Vec<Sample>,
+    sealed: Vec<XorChunk>,
+    open: XorChunk,
+    /// Out-of-order samples, sorted, unique timestamps.
+    out_of_order: Vec<Sample>,
 }
 
 impl MemSeries {
-    pub(crate) fn max_time(&self) -> Option<TimestampMs> {
-        self.samples.last().map(|s| s.timestamp)
-    }
-
-    /// Inserts keeping order; the common in-order case is a push.
-    pub(crate) fn insert(&mut self, sample: Sample) {
-        match self.samples.last() {
-            None => self.samples.push(sample),
-            Some(last) if last.timestamp < sample.timestamp => self.samples.push(sample),
-            Some(_) => match self.samples.binary_search_by_key(&sample.timestamp, |s| s.timestamp) {
-                Ok(position) => self.samples[position] = sample,
-                Err(position) => self.samples.insert(position, sample),
-            },
+    fn new(labels: Labels) -> Self {
+        MemSeries {
+            labels,
+            sealed: Vec::new(),
+            open: XorChunk::default(),
+            out_of_order: Vec::new(),
         }
     }
 
-    fn in_range(&self, range: TimeRange) -> &[Sample] {
-        let start = self.samples.partition_point(|s| s.timestamp < range.start);
-        let end = self.samples.partition_point(|s| s.timestamp <= range.end);
-        &self.samples[start..end.max(start)]
+    fn in_order_max(&self) -> Option<TimestampMs> {
+        self.open
+            .last_time()
+            .or_else(|| self.sealed.last().and_then(XorChunk::last_time))
     }
+
+    pub(crate) fn max_time(&self) -> Option<TimestampMs> {
+        let late = self.out_of_order.last().map(|s| s.timestamp);
+        self.in_order_max().max(late)
+    }
+
+    fn min_time(&self) -> Option<TimestampMs> {
+        let chunked = self
+            .sealed
+            .first()
+            .and_then(XorChunk::first_time)
+            .or_else(|| self.open.first_time());
+        let late = self.out_of_order.first().map(|s| s.timestamp);
+        match (chunked, late) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Stored entries (chunk samples plus late samples).
+    pub(crate) fn entry_count(&self) -> usize {
+        self.sealed.iter().map(XorChunk::len).sum::<usize>() + self.open.len() + self.out_of_order.len()
+    }
+
+    /// Bytes of sample data held, for statistics.
+    pub(crate) fn sample_bytes(&self) -> usize {
+        self.sealed.iter().map(XorChunk::byte_len).sum::<usize>() + self.open.byte_len() + self.out_of_order.len() * 16
+    }
+
+    /// Stores a sample; returns how many entries were added (0 when it replaced one).
+    pub(crate) fn insert(&mut self, sample: Sample) -> usize {
+        if self.in_order_max().is_none_or(|max| sample.timestamp > max) {
+            if self
+                .out_of_order
+                .last()
+                .is_some_and(|s| s.timestamp >= sample.timestamp)
+            {
+                return self.insert_late(sample);
+            }
+            self.open.append(sample);
+            if self.open.len() == SAMPLES_PER_CHUNK {
+                let mut full = std::mem::take(&mut self.open);
+                full.shrink();
+                self.sealed.push(full);
+            }
+            return 1;
+        }
+        self.insert_late(sample)
+    }
+
+    fn insert_late(&mut self, sample: Sample) -> usize {
+        match self
+            .out_of_order
+            .binary_search_by_key(&sample.timestamp, |s| s.timestamp)
+        {
+            Ok(position) => {
+                self.out_of_order[position] = sample;
+                0
+            }
+            Err(position) => {
+                self.out_of_order.insert(position, sample);
+                1
+            }
+        }
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = &XorChunk> {
+        self.sealed.iter().chain(std::iter::once(&self.open))
+    }
+
+    /// Samples in `range`, sorted, one per timestamp (late samples win).
+    pub(crate) fn samples_in(&self, range: TimeRange) -> Vec<Sample> {
+        let mut chunked = Vec::new();
+        for chunk in self.chunks() {
+            let (Some(first), Some(last)) = (chunk.first_time(), chunk.last_time()) else {
+                continue;
+            };
+            if last < range.start || first > range.end {
+                continue;
+            }
+            chunked.extend(chunk.iter().filter(|s| range.contains(s.timestamp)));
+        }
+        let late: Vec<Sample> = self
+            .out_of_order
+            .iter()
+            .copied()
+            .filter(|s| range.contains(s.timestamp))
+            .collect();
+        merge_late(chunked, late)
+    }
+
+    fn has_sample_in(&self, range: TimeRange) -> bool {
+        match (self.min_time(), self.max_time()) {
+            (Some(min), Some(max)) if max < range.start || min > range.end => false,
+            (Some(_), Some(_)) => !self.samples_in(range).is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Removes and returns every sample older than `cutoff`.
+    fn take_before(&mut self, cutoff: TimestampMs) -> Vec<Sample> {
+        if self.min_time().is_none_or(|min| min >= cutoff) {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut kept = Vec::new();
+        let mut chunks: Vec<XorChunk> = std::mem::take(&mut self.sealed);
+        chunks.push(std::mem::take(&mut self.open));
+        let last_index = chunks.len() - 1;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            match (chunk.first_time(), chunk.last_time()) {
+                (Some(_), Some(last)) if last < cutoff => taken.extend(chunk.iter()),
+                (Some(first), Some(_)) if first < cutoff => {
+                    let mut rest = XorChunk::default();
+                    for sample in chunk.iter() {
+                        if sample.timestamp < cutoff {
+                            taken.push(sample);
+                        } else {
+                            rest.append(sample);
+                        }
+                    }
+                    kept.push((index, rest));
+                }
+                _ => kept.push((index, chunk)),
+            }
+        }
+        for (index, chunk) in kept {
+            if index == last_index {
+                self.open = chunk;
+            } else if chunk.len() > 0 {
+                self.sealed.push(chunk);
+            }
+        }
+        let split = self.out_of_order.partition_point(|s| s.timestamp < cutoff);
+        let late: Vec<Sample> = self.out_of_order.drain(..split).collect();
+        merge_late(taken, late)
+    }
+}
+
+/// Merges sorted chunk samples with sorted late samples; late wins on equal time.
+fn merge_late(chunked: Vec<Sample>, late: Vec<Sample>) -> Vec<Sample> {
+    if late.is_empty() {
+        return chunked;
+    }
+    let mut merged = Vec::with_capacity(chunked.len() + late.len());
+    let mut late = late.into_iter().peekable();
+    for sample in chunked {
+        while let Some(l) = late.next_if(|l| l.timestamp < sample.timestamp) {
+            merged.push(l);
+        }
+        match late.peek() {
+            Some(l) if l.timestamp == sample.timestamp => {}
+            _ => merged.push(sample),
+        }
+    }
+    merged.extend(late);
+    merged
 }
 
 /// A tenant's head.
@@ -62,6 +219,11 @@ impl Head {
         self.sample_count
     }
 
+    /// Bytes of encoded sample data, for self-monitoring.
+    pub(crate) fn sample_bytes(&self) -> u64 {
+        self.series.iter().map(|s| s.sample_bytes() as u64).sum()
+    }
+
     /// The id of the series with exactly these labels.
     pub(crate) fn lookup(&self, labels: &Labels, hash: u64) -> Option<u32> {
         self.by_hash
@@ -76,10 +238,7 @@ impl Head {
         let id = self.series.len() as u32;
         self.postings.add(id, &labels);
         self.by_hash.entry(hash).or_default().push(id);
-        self.series.push(MemSeries {
-            labels,
-            samples: Vec::new(),
-        });
+        self.series.push(MemSeries::new(labels));
         id
     }
 
@@ -90,7 +249,7 @@ impl Head {
             let Some(series) = self.series.pop() else {
                 break;
             };
-            self.sample_count -= series.samples.len() as u64;
+            self.sample_count -= series.entry_count() as u64;
             self.postings.remove(id, &series.labels);
             let hash = series.labels.hash64();
             if let Some(ids) = self.by_hash.get_mut(&hash) {
@@ -112,9 +271,7 @@ impl Head {
         let Some(series) = self.series.get_mut(id as usize) else {
             return false;
         };
-        let before = series.samples.len();
-        series.insert(sample);
-        self.sample_count += (series.samples.len() - before) as u64;
+        self.sample_count += series.insert(sample) as u64;
         true
     }
 
@@ -138,11 +295,11 @@ impl Head {
         let mut out = Vec::new();
         for id in self.postings.select(matchers) {
             let series = &self.series[id as usize];
-            let samples = series.in_range(range);
+            let samples = series.samples_in(range);
             if !samples.is_empty() {
                 out.push(SeriesSamples {
                     labels: series.labels.clone(),
-                    samples: samples.to_vec(),
+                    samples,
                 });
             }
         }
@@ -154,7 +311,7 @@ impl Head {
         let mut out = Vec::new();
         for id in self.postings.select(matchers) {
             let series = &self.series[id as usize];
-            if !series.in_range(range).is_empty() {
+            if series.has_sample_in(range) {
                 out.push(series.labels.clone());
             }
         }
@@ -165,10 +322,10 @@ impl Head {
     pub(crate) fn time_bounds(&self) -> Option<(TimestampMs, TimestampMs)> {
         let mut bounds: Option<(TimestampMs, TimestampMs)> = None;
         for series in &self.series {
-            if let (Some(first), Some(last)) = (series.samples.first(), series.samples.last()) {
+            if let (Some(first), Some(last)) = (series.min_time(), series.max_time()) {
                 bounds = Some(match bounds {
-                    None => (first.timestamp, last.timestamp),
-                    Some((lo, hi)) => (lo.min(first.timestamp), hi.max(last.timestamp)),
+                    None => (first, last),
+                    Some((lo, hi)) => (lo.min(first), hi.max(last)),
                 });
             }
         }
@@ -179,14 +336,12 @@ impl Head {
     pub(crate) fn take_before(&mut self, cutoff: TimestampMs) -> Vec<(u32, Vec<Sample>)> {
         let mut taken = Vec::new();
         for (id, series) in self.series.iter_mut().enumerate() {
-            let split = series.samples.partition_point(|s| s.timestamp < cutoff);
-            if split == 0 {
-                continue;
+            let before = series.entry_count();
+            let old = series.take_before(cutoff);
+            self.sample_count -= (before - series.entry_count()) as u64;
+            if !old.is_empty() {
+                taken.push((id as u32, old));
             }
-            let rest = series.samples.split_off(split);
-            let old = std::mem::replace(&mut series.samples, rest);
-            self.sample_count -= old.len() as u64;
-            taken.push((id as u32, old));
         }
         taken
     }
@@ -195,6 +350,11 @@ impl Head {
     pub(crate) fn cardinality(&self, limit: usize) -> CardinalityStats {
         let mut stats = CardinalityStats {
             num_series: self.series.len() as u64,
+            chunk_count: self
+                .series
+                .iter()
+                .map(|s| s.sealed.len() as u64 + u64::from(s.open.len() > 0))
+                .sum(),
             ..CardinalityStats::default()
         };
         if let Some((min, max)) = self.time_bounds() {
@@ -250,10 +410,11 @@ mod tests {
         for (t, v) in [(30, 3.0), (10, 1.0), (20, 2.0), (20, 2.5), (40, f64::NAN)] {
             head.append(id, Sample::new(t, v));
         }
-        let samples = &head.series(id).unwrap().samples;
+        let samples = head.series(id).unwrap().samples_in(TimeRange::ALL);
         let times: Vec<i64> = samples.iter().map(|s| s.timestamp).collect();
         assert_eq!(times, [10, 20, 30, 40]);
         assert_eq!(samples[1].value, 2.5);
+        assert!(samples[3].value.is_nan());
         assert_eq!(head.sample_count(), 4);
         let taken = head.take_before(25);
         assert_eq!(taken[0].1.len(), 2);

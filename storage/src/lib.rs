@@ -14,12 +14,13 @@
 //! source wins).
 
 pub mod block;
+mod chunk;
 mod db;
 pub mod error;
 mod head;
 pub mod index;
 pub mod wal;
 
-pub use db::{Storage, StorageConfig, StorageStats};
+pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
 pub use wal::FsyncPolicy;
