@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tidewatch_model::seam::Ingest;
 use tidewatch_model::{Clock, SystemClock, TenantId};
 use tidewatch_query::stats::HttpStats;
 use tidewatch_storage::Storage;
@@ -179,7 +178,7 @@ async fn self_monitor_loop(
         ticker.tick().await;
         let families = selfmon::collect(&storage, &http);
         let batch = selfmon::to_batch(&families, &instance, clock.now_ms());
-        if let Err(e) = storage.ingest(&tenant, batch).await {
+        if let Err(e) = storage.append(&tenant, batch).await {
             tracing::warn!(error = %e, "self-monitoring write failed");
         }
     }

@@ -92,14 +92,7 @@ impl Labels {
     /// A stable 64-bit hash of the label set (xxh3 over name/value bytes with
     /// separators that cannot occur in valid UTF-8).
     pub fn hash64(&self) -> u64 {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for label in &self.pairs {
-            hasher.update(label.name.as_bytes());
-            hasher.update(&[0xff]);
-            hasher.update(label.value.as_bytes());
-            hasher.update(&[0xff]);
-        }
-        hasher.digest()
+        hash_pairs(self.pairs.iter().map(|l| (l.name.as_str(), l.value.as_str())))
     }
 
     pub fn into_vec(self) -> Vec<Label> {
@@ -109,6 +102,28 @@ impl Labels {
     pub fn as_slice(&self) -> &[Label] {
         &self.pairs
     }
+}
+
+thread_local! {
+    static HASH_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hash of sorted (name, value) pairs: xxh3 over `name 0xff value 0xff …`
+/// (0xff never occurs in UTF-8, so distinct sets cannot collide by concatenation).
+/// One-shot hashing of a reused buffer is much faster than feeding the
+/// streaming hasher many short pieces.
+pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    HASH_SCRATCH.with(|scratch| {
+        let mut buffer = scratch.borrow_mut();
+        buffer.clear();
+        for (name, value) in pairs {
+            buffer.extend_from_slice(name.as_bytes());
+            buffer.push(0xff);
+            buffer.extend_from_slice(value.as_bytes());
+            buffer.push(0xff);
+        }
+        xxhash_rust::xxh3::xxh3_64(&buffer)
+    })
 }
 
 impl<'a> IntoIterator for &'a Labels {

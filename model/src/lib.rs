@@ -9,6 +9,7 @@
 pub mod error;
 pub mod labels;
 pub mod matcher;
+pub mod raw_write;
 pub mod remote_write;
 pub mod sample;
 pub mod seam;

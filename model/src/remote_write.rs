@@ -209,7 +209,7 @@ pub fn decode(body: &[u8], protocol: Protocol, limits: DecodeLimits) -> Result<W
     }
 }
 
-fn unsupported(kind: &str, count: usize, labels: &Labels) -> Error {
+pub(crate) fn unsupported(kind: &str, count: usize, labels: &Labels) -> Error {
     Error::Invalid(format!(
         "series {labels} carries {count} {kind}, which this server does not store yet; \
          disable sending them (send_exemplars / native histograms) for this remote write"

@@ -11,6 +11,7 @@ use std::future::Future;
 use crate::error::Error;
 use crate::labels::Labels;
 use crate::matcher::Matcher;
+use crate::raw_write::RawWriteBatch;
 use crate::sample::Sample;
 use crate::tenant::TenantId;
 use crate::time::TimestampMs;
@@ -110,9 +111,14 @@ pub struct WriteSummary {
 }
 
 /// Accepts writes. `ingest` returns only once the batch is durable in the WAL:
-/// a successful return is an acknowledgement.
+/// a successful return is an acknowledgement. The batch comes in its zero-copy
+/// form; owned batches convert with [`RawWriteBatch::from_batch`].
 pub trait Ingest: Send + Sync + 'static {
-    fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> impl Future<Output = Result<WriteSummary, Error>> + Send;
+    fn ingest(
+        &self,
+        tenant: &TenantId,
+        batch: RawWriteBatch,
+    ) -> impl Future<Output = Result<WriteSummary, Error>> + Send;
 }
 
 /// A time range, both ends inclusive, in milliseconds.
@@ -296,7 +302,8 @@ impl MemSeriesStore {
 }
 
 impl Ingest for MemSeriesStore {
-    async fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary, Error> {
+    async fn ingest(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary, Error> {
+        let batch = batch.to_batch();
         let mut written = 0;
         {
             let mut tenants = self.lock_tenants();

@@ -3,6 +3,8 @@
 
 use crate::error::Error;
 use crate::labels::{Labels, METRIC_NAME};
+use crate::raw_write::RawWriteBatch;
+use crate::sample::Sample;
 use crate::seam::WriteBatch;
 use crate::time::TimestampMs;
 
@@ -55,42 +57,53 @@ pub fn is_valid_metric_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// Checks one series' label set against the grammar and the limits.
-pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Error> {
-    let invalid = |what: String| Err(Error::Invalid(format!("series {labels}: {what}")));
-    let Some(name) = labels.metric_name() else {
+/// Checks one series' labels (sorted by name) against the grammar and the limits.
+/// `series` renders the series for the error message; it runs only on error.
+pub fn validate_label_pairs<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone,
+    limits: &IngestLimits,
+    series: impl Fn() -> String,
+) -> Result<(), Error> {
+    let invalid = |what: String| Err(Error::Invalid(format!("series {}: {what}", series())));
+    let count = pairs.len();
+    let mut metric_name = None;
+    let mut previous: Option<&str> = None;
+    for (name, value) in pairs.clone() {
+        if previous == Some(name) {
+            return invalid(format!("duplicate label name {name:?}"));
+        }
+        previous = Some(name);
+        if name == METRIC_NAME {
+            metric_name = Some(value);
+        }
+    }
+    let Some(metric_name) = metric_name else {
         return invalid(format!("the {METRIC_NAME} label is missing"));
     };
-    if !is_valid_metric_name(name) {
-        return invalid(format!("invalid metric name {name:?}"));
+    if !is_valid_metric_name(metric_name) {
+        return invalid(format!("invalid metric name {metric_name:?}"));
     }
-    if let Some(duplicate) = labels.duplicate_name() {
-        return invalid(format!("duplicate label name {duplicate:?}"));
-    }
-    if labels.len() > limits.max_labels_per_series {
+    if count > limits.max_labels_per_series {
         return invalid(format!(
-            "{} labels exceed the limit of {} labels per series",
-            labels.len(),
+            "{count} labels exceed the limit of {} labels per series",
             limits.max_labels_per_series
         ));
     }
-    for label in labels {
-        if !is_valid_label_name(&label.name) {
-            return invalid(format!("invalid label name {:?}", label.name));
+    for (name, value) in pairs {
+        if !is_valid_label_name(name) {
+            return invalid(format!("invalid label name {name:?}"));
         }
-        if label.name.len() > limits.max_label_name_length {
+        if name.len() > limits.max_label_name_length {
             return invalid(format!(
-                "label name {:?} is {} bytes long, over the limit of {}",
-                label.name,
-                label.name.len(),
+                "label name {name:?} is {} bytes long, over the limit of {}",
+                name.len(),
                 limits.max_label_name_length
             ));
         }
-        if label.value.len() > limits.max_label_value_length {
+        if value.len() > limits.max_label_value_length {
             return invalid(format!(
-                "value of label {:?} is {} bytes long, over the limit of {}",
-                label.name,
-                label.value.len(),
+                "value of label {name:?} is {} bytes long, over the limit of {}",
+                value.len(),
                 limits.max_label_value_length
             ));
         }
@@ -98,34 +111,72 @@ pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Err
     Ok(())
 }
 
-/// Validates a whole batch before anything of it is stored, so a rejected
-/// request leaves no partial write behind.
-pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
-    let samples = batch.sample_count();
+/// Checks one owned label set against the grammar and the limits.
+pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Error> {
+    validate_label_pairs(
+        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+        limits,
+        || labels.to_string(),
+    )
+}
+
+fn check_times(
+    samples: &[Sample],
+    limits: &IngestLimits,
+    now: TimestampMs,
+    series: impl Fn() -> String,
+) -> Result<(), Error> {
+    let oldest_allowed = now.saturating_sub(limits.max_sample_age_ms);
+    let newest_allowed = now.saturating_add(limits.max_future_ms);
+    for sample in samples {
+        if sample.timestamp < oldest_allowed {
+            return Err(Error::Invalid(format!(
+                "series {}: sample at {} is too old: samples older than {} ms before now ({now}) are rejected",
+                series(),
+                sample.timestamp,
+                limits.max_sample_age_ms
+            )));
+        }
+        if sample.timestamp > newest_allowed {
+            return Err(Error::Invalid(format!(
+                "series {}: sample at {} is too far in the future: more than {} ms after now ({now})",
+                series(),
+                sample.timestamp,
+                limits.max_future_ms
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_sample_count(samples: usize, limits: &IngestLimits) -> Result<(), Error> {
     if samples > limits.max_samples_per_request {
         return Err(Error::Invalid(format!(
             "request carries {samples} samples, over the limit of {} per request",
             limits.max_samples_per_request
         )));
     }
-    let oldest_allowed = now.saturating_sub(limits.max_sample_age_ms);
-    let newest_allowed = now.saturating_add(limits.max_future_ms);
+    Ok(())
+}
+
+/// Validates a whole batch before anything of it is stored, so a rejected
+/// request leaves no partial write behind.
+pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
+    check_sample_count(batch.sample_count(), limits)?;
     for series in &batch.series {
         validate_labels(&series.labels, limits)?;
-        for sample in &series.samples {
-            if sample.timestamp < oldest_allowed {
-                return Err(Error::Invalid(format!(
-                    "series {}: sample at {} is too old: samples older than {} ms before now ({now}) are rejected",
-                    series.labels, sample.timestamp, limits.max_sample_age_ms
-                )));
-            }
-            if sample.timestamp > newest_allowed {
-                return Err(Error::Invalid(format!(
-                    "series {}: sample at {} is too far in the future: more than {} ms after now ({now})",
-                    series.labels, sample.timestamp, limits.max_future_ms
-                )));
-            }
-        }
+        check_times(&series.samples, limits, now, || series.labels.to_string())?;
+    }
+    Ok(())
+}
+
+/// [`validate_batch`] for the zero-copy form.
+pub fn validate_raw_batch(batch: &RawWriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
+    check_sample_count(batch.sample_count(), limits)?;
+    for series in batch.series() {
+        let describe = || series.to_labels().to_string();
+        validate_label_pairs(series.labels(), limits, describe)?;
+        check_times(series.samples, limits, now, describe)?;
     }
     Ok(())
 }
@@ -133,7 +184,6 @@ pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampM
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::Sample;
     use crate::seam::SeriesSamples;
 
     fn batch(labels: Labels, timestamp: i64) -> WriteBatch {
@@ -164,7 +214,10 @@ mod tests {
         let err = validate_batch(&batch(bad, 0), &limits, 0).unwrap_err();
         assert!(err.to_string().contains("up{bad-name=\"x\"}"), "{err}");
         let dup = Labels::from_pairs([("__name__", "up"), ("a", "1"), ("a", "2")]);
-        let err = validate_batch(&batch(dup, 0), &limits, 0).unwrap_err();
+        let err = validate_batch(&batch(dup.clone(), 0), &limits, 0).unwrap_err();
+        assert!(err.to_string().contains("duplicate label name"), "{err}");
+        let raw = RawWriteBatch::from_batch(&batch(dup, 0));
+        let err = validate_raw_batch(&raw, &limits, 0).unwrap_err();
         assert!(err.to_string().contains("duplicate label name"), "{err}");
     }
 

@@ -597,7 +597,7 @@ async fn write<S: Ingest>(State(state): State<Arc<ApiState<S>>>, headers: Header
         Ok(tenant) => tenant,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.message),
     };
-    let batch = match remote_write::decode(&body, protocol, state.config.decode_limits) {
+    let batch = match tidewatch_model::raw_write::decode_raw(&body, protocol, state.config.decode_limits) {
         Ok(batch) => batch,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };

@@ -273,7 +273,13 @@ mod tests {
             }],
             metadata: Vec::new(),
         };
-        store.ingest(&TenantId::default_tenant(), batch).await.unwrap();
+        store
+            .ingest(
+                &TenantId::default_tenant(),
+                tidewatch_model::raw_write::RawWriteBatch::from_batch(&batch),
+            )
+            .await
+            .unwrap();
         store
     }
 

@@ -32,7 +32,13 @@ async fn router_with_data() -> (axum::Router, Arc<HttpStats>) {
             unit: String::new(),
         }],
     };
-    store.ingest(&TenantId::default_tenant(), batch).await.unwrap();
+    store
+        .ingest(
+            &TenantId::default_tenant(),
+            tidewatch_model::raw_write::RawWriteBatch::from_batch(&batch),
+        )
+        .await
+        .unwrap();
     let stats = Arc::new(HttpStats::default());
     (prometheus_router(store, ApiConfig::default(), stats.clone()), stats)
 }

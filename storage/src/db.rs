@@ -9,11 +9,12 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use tidewatch_model::raw_write::{RawSeriesRef, RawWriteBatch};
 use tidewatch_model::seam::{
     CardinalityStats, Ingest, MetadataRead, MetricMetadata, SeriesRead, SeriesSamples, TimeRange, WriteBatch,
     WriteSummary,
 };
-use tidewatch_model::validate::{IngestLimits, validate_batch};
+use tidewatch_model::validate::{IngestLimits, validate_raw_batch};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
 use crate::block::{Block, META_FILE, encode_block, write_block};
@@ -111,6 +112,8 @@ pub struct Storage {
     clock: Arc<dyn Clock>,
     store: Arc<dyn ObjectStore>,
     tenants: RwLock<HashMap<TenantId, Arc<TenantDb>>>,
+    /// Serialises opening tenants (loading blocks, replaying the WAL).
+    opening: tokio::sync::Mutex<()>,
     stats: Arc<StorageStats>,
 }
 
@@ -136,6 +139,7 @@ impl Storage {
             clock,
             store,
             tenants: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
             stats: Arc::new(StorageStats::default()),
         });
         let mut names = std::collections::BTreeSet::new();
@@ -179,6 +183,12 @@ impl Storage {
         if let Some(db) = self.existing_tenant(tenant) {
             return Ok(db);
         }
+        // One opener at a time: two concurrent first writes must not both replay
+        // (and possibly repair) the same WAL while the other appends to it.
+        let _opening = self.opening.lock().await;
+        if let Some(db) = self.existing_tenant(tenant) {
+            return Ok(db);
+        }
         let prefix = StorePath::from(tenant.as_str());
         let blocks = self.load_blocks(&prefix).await?;
         let wal_dir = self.config.data_dir.join(WAL_DIR).join(tenant.as_str());
@@ -194,9 +204,8 @@ impl Storage {
             flushing: RwLock::new(Vec::new()),
             maintenance: tokio::sync::Mutex::new(()),
         });
-        let mut tenants = lock_poisoned(self.tenants.write());
-        // Another request may have opened it meanwhile; the first one wins.
-        Ok(tenants.entry(tenant.clone()).or_insert(db).clone())
+        lock_poisoned(self.tenants.write()).insert(tenant.clone(), db.clone());
+        Ok(db)
     }
 
     async fn load_blocks(&self, prefix: &StorePath) -> Result<Vec<Arc<Block>>> {
@@ -240,9 +249,14 @@ impl Storage {
         Ok(())
     }
 
-    /// Validates and stores a batch; returns once it is in the WAL.
+    /// Validates and stores an owned batch; returns once it is in the WAL.
     pub async fn append(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary> {
-        if let Err(e) = validate_batch(&batch, &self.config.limits, self.clock.now_ms()) {
+        self.append_raw(tenant, RawWriteBatch::from_batch(&batch)).await
+    }
+
+    /// Validates and stores a batch; returns once it is in the WAL.
+    pub async fn append_raw(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary> {
+        if let Err(e) = validate_raw_batch(&batch, &self.config.limits, self.clock.now_ms()) {
             self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }
@@ -549,6 +563,24 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// Whether `range` contains every sample of the tenant, so that the label
+    /// indexes answer label queries without looking at samples.
+    fn covers_all_data(&self, tenant: &TenantId, range: TimeRange) -> bool {
+        let Some(db) = self.existing_tenant(tenant) else {
+            return true;
+        };
+        let head_bounds = lock_poisoned(db.head.read()).time_bounds();
+        let in_range = |min: TimestampMs, max: TimestampMs| range.start <= min && max <= range.end;
+        head_bounds.is_none_or(|(min, max)| in_range(min, max))
+            && db
+                .snapshot_blocks()
+                .iter()
+                .all(|b| in_range(b.meta().min_time, b.meta().max_time))
+            && lock_poisoned(db.flushing.read()).is_empty()
+    }
+}
+
 fn sort_blocks(blocks: &mut [Arc<Block>]) {
     blocks.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
 }
@@ -656,62 +688,70 @@ fn append_blocking(
     db: &TenantDb,
     config: &StorageConfig,
     stats: &StorageStats,
-    batch: WriteBatch,
+    batch: RawWriteBatch,
 ) -> Result<WriteSummary> {
     let mut head = lock_poisoned(db.head.write());
     let existing_series = head.series_count();
-    let mut ids = Vec::with_capacity(batch.series.len());
-    let mut new_series = Vec::new();
+    let mut ids = Vec::with_capacity(batch.len());
+    // New series of this batch: (labels, hash), deduplicated within the batch.
+    let mut new_series: Vec<(RawSeriesRef<'_>, u64)> = Vec::new();
+    let mut new_by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
     // First pass: resolve ids and check everything that can reject the batch,
     // so that a rejected request changes nothing.
-    let mut pending_new: HashMap<&Labels, usize> = HashMap::new();
-    for series in &batch.series {
-        let hash = series.labels.hash64();
-        match head.lookup(&series.labels, hash) {
+    for series in batch.series() {
+        let hash = series.hash64();
+        match head.lookup_raw(&series, hash) {
             Some(id) => {
                 if let Some(max) = head.series(id).and_then(|s| s.max_time()) {
                     let oldest_allowed = max - config.out_of_order_window_ms;
                     if let Some(old) = series.samples.iter().find(|s| s.timestamp < oldest_allowed) {
                         return Err(Error::Rejected(format!(
                             "series {}: sample at {} is out of order by more than the {} ms window (newest sample is at {max})",
-                            series.labels, old.timestamp, config.out_of_order_window_ms
+                            series.to_labels(),
+                            old.timestamp,
+                            config.out_of_order_window_ms
                         )));
                     }
                 }
                 ids.push(Ok(id));
             }
             None => {
-                let next = pending_new.len();
-                let index = *pending_new.entry(&series.labels).or_insert(next);
-                if index == next {
-                    new_series.push((&series.labels, hash));
-                }
+                let candidates = new_by_hash.entry(hash).or_default();
+                let known = candidates
+                    .iter()
+                    .copied()
+                    .find(|&index| same_raw_labels(&new_series[index].0, &series));
+                let index = known.unwrap_or_else(|| {
+                    new_series.push((series, hash));
+                    candidates.push(new_series.len() - 1);
+                    new_series.len() - 1
+                });
                 ids.push(Err(index));
             }
         }
     }
     if config.max_series_per_tenant > 0 && existing_series + new_series.len() > config.max_series_per_tenant {
-        let (labels, _) = new_series[0];
         return Err(Error::Limit(format!(
-            "series {labels} would exceed the limit of {} series per tenant ({existing_series} exist, the request adds {})",
+            "series {} would exceed the limit of {} series per tenant ({existing_series} exist, the request adds {})",
+            new_series[0].0.to_labels(),
             config.max_series_per_tenant,
             new_series.len()
         )));
     }
     let mut buffer = RecordBuffer::default();
     let mut created = Vec::with_capacity(new_series.len());
-    for (labels, hash) in new_series {
-        let id = head.create(labels.clone(), hash);
-        buffer.series(u64::from(id), labels);
-        created.push(id);
+    for (series, hash) in &new_series {
+        let labels = series.to_labels();
+        buffer.series(u64::from(head.series_count() as u32), &labels);
+        created.push(head.create(labels, *hash));
     }
     let mut wal_samples = Vec::with_capacity(batch.sample_count());
-    for (series, id) in batch.series.iter().zip(&ids) {
+    for (series, id) in batch.series().zip(&ids) {
         let id = match id {
             Ok(id) => *id,
             Err(index) => created[*index],
         };
-        for sample in &series.samples {
+        for sample in series.samples {
             wal_samples.push(RefSample {
                 series_ref: u64::from(id),
                 timestamp: sample.timestamp,
@@ -720,9 +760,9 @@ fn append_blocking(
         }
     }
     buffer.samples(&wal_samples);
-    let new_metadata: Vec<MetricMetadata> = batch
+    let new_metadata: Vec<&MetricMetadata> = batch
         .metadata
-        .into_iter()
+        .iter()
         .filter(|m| {
             head.metadata()
                 .get(&m.metric_family_name)
@@ -740,7 +780,7 @@ fn append_blocking(
         head.append(sample.series_ref as u32, Sample::new(sample.timestamp, sample.value));
     }
     for metadata in new_metadata {
-        head.add_metadata(metadata);
+        head.add_metadata(metadata.clone());
     }
     stats.series_created.fetch_add(created.len() as u64, Ordering::Relaxed);
     stats
@@ -752,9 +792,13 @@ fn append_blocking(
     })
 }
 
+fn same_raw_labels(a: &RawSeriesRef<'_>, b: &RawSeriesRef<'_>) -> bool {
+    a.labels().len() == b.labels().len() && a.labels().zip(b.labels()).all(|(x, y)| x == y)
+}
+
 impl Ingest for Storage {
-    async fn ingest(&self, tenant: &TenantId, batch: WriteBatch) -> Result<WriteSummary, tidewatch_model::Error> {
-        Ok(self.append(tenant, batch).await?)
+    async fn ingest(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary, tidewatch_model::Error> {
+        Ok(self.append_raw(tenant, batch).await?)
     }
 }
 
@@ -783,8 +827,9 @@ impl SeriesRead for Storage {
         matchers: &[Matcher],
         range: TimeRange,
     ) -> Result<Vec<String>, tidewatch_model::Error> {
-        if !matchers.is_empty() {
-            let series = self.series_merged(tenant, matchers, range).await?;
+        if !matchers.is_empty() || !self.covers_all_data(tenant, range) {
+            let matchers = tidewatch_model::seam::all_if_empty(matchers);
+            let series = self.series_merged(tenant, &matchers, range).await?;
             let names: std::collections::BTreeSet<String> =
                 series.iter().flat_map(|l| l.iter().map(|p| p.name.clone())).collect();
             return Ok(names.into_iter().collect());
@@ -792,7 +837,7 @@ impl SeriesRead for Storage {
         let Some(db) = self.existing_tenant(tenant) else {
             return Ok(Vec::new());
         };
-        // No matchers: answer from the indexes alone.
+        // No matchers and a range holding all data: answer from the indexes alone.
         let mut names: std::collections::BTreeSet<String> =
             lock_poisoned(db.head.read()).label_names().into_iter().collect();
         for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
@@ -808,8 +853,9 @@ impl SeriesRead for Storage {
         matchers: &[Matcher],
         range: TimeRange,
     ) -> Result<Vec<String>, tidewatch_model::Error> {
-        if !matchers.is_empty() {
-            let series = self.series_merged(tenant, matchers, range).await?;
+        if !matchers.is_empty() || !self.covers_all_data(tenant, range) {
+            let matchers = tidewatch_model::seam::all_if_empty(matchers);
+            let series = self.series_merged(tenant, &matchers, range).await?;
             let values: std::collections::BTreeSet<String> =
                 series.iter().filter_map(|l| l.get(name).map(str::to_string)).collect();
             return Ok(values.into_iter().collect());

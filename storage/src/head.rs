@@ -5,9 +5,12 @@
 //! timestamp already present replaces it (last write wins, as replay does).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use tidewatch_model::seam::{CardinalityStats, MetricMetadata, SeriesSamples, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
+
+use tidewatch_model::raw_write::RawSeriesRef;
 
 use crate::chunk::XorChunk;
 use crate::index::Postings;
@@ -200,11 +203,32 @@ fn merge_late(chunked: Vec<Sample>, late: Vec<Sample>) -> Vec<Sample> {
     merged
 }
 
+/// The keys of `by_hash` are already xxh3 hashes: hashing them again is waste.
+#[derive(Debug, Default)]
+pub(crate) struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in for correctness.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
 /// A tenant's head.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     series: Vec<MemSeries>,
-    by_hash: HashMap<u64, Vec<u32>>,
+    by_hash: HashMap<u64, Vec<u32>, BuildHasherDefault<HashIsKey>>,
     postings: Postings,
     metadata: BTreeMap<String, Vec<MetricMetadata>>,
     sample_count: u64,
@@ -231,6 +255,15 @@ impl Head {
             .iter()
             .copied()
             .find(|&id| self.series[id as usize].labels == *labels)
+    }
+
+    /// The id of the series with exactly the labels of a raw write.
+    pub(crate) fn lookup_raw(&self, series: &RawSeriesRef<'_>, hash: u64) -> Option<u32> {
+        self.by_hash
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| series.equals(&self.series[id as usize].labels))
     }
 
     /// Creates a series with the next id, which must equal `expected_id` when replaying.

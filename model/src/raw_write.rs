@@ -1,0 +1,712 @@
+//! The zero-copy ingest form of a remote write request.
+//!
+//! Decoding into owned [`Labels`] allocates two strings per label per series —
+//! the dominant cost of ingestion, where almost every series already exists.
+//! [`RawWriteBatch`] instead keeps the decompressed request and records where
+//! each label name and value lies in it; storage compares and hashes those
+//! slices against the series it knows and allocates only for new series.
+//! The protobuf is read by hand here (the wire format is small and fixed), with
+//! the same acceptance rules as the prost path in [`crate::remote_write`]:
+//! UTF-8 strings, histograms and exemplars refused, labels canonicalised
+//! (sorted by name, empty values dropped).
+
+use std::ops::Range;
+
+use crate::error::Error;
+use crate::labels::{Label, Labels};
+use crate::sample::Sample;
+use crate::seam::{MetricMetadata, MetricType, WriteBatch};
+
+/// A byte range of the request buffer holding a validated UTF-8 string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone)]
+struct RawSeries {
+    labels: Range<u32>,
+    samples: Range<u32>,
+}
+
+/// A decoded write whose label strings still live in the request buffer.
+#[derive(Debug, Clone, Default)]
+pub struct RawWriteBatch {
+    buffer: Vec<u8>,
+    series: Vec<RawSeries>,
+    /// (name, value) spans, each series' run sorted by name.
+    labels: Vec<(Span, Span)>,
+    samples: Vec<Sample>,
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// One series of a [`RawWriteBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct RawSeriesRef<'a> {
+    batch: &'a RawWriteBatch,
+    labels: &'a [(Span, Span)],
+    pub samples: &'a [Sample],
+}
+
+impl<'a> RawSeriesRef<'a> {
+    /// The labels, sorted by name, empty values already dropped.
+    pub fn labels(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone + 'a {
+        let batch = self.batch;
+        self.labels.iter().map(move |(n, v)| (batch.str(*n), batch.str(*v)))
+    }
+
+    /// An owned label set (for new series).
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_sorted(self.labels().map(|(n, v)| Label::new(n, v)).collect())
+    }
+
+    /// Whether these labels equal `labels` exactly.
+    pub fn equals(&self, labels: &Labels) -> bool {
+        labels.len() == self.labels.len()
+            && self
+                .labels()
+                .zip(labels.iter())
+                .all(|((n, v), l)| n == l.name && v == l.value)
+    }
+
+    /// The same hash [`Labels::hash64`] gives for the owned label set.
+    pub fn hash64(&self) -> u64 {
+        crate::labels::hash_pairs(self.labels())
+    }
+
+    pub fn metric_name(&self) -> Option<&'a str> {
+        self.labels()
+            .find(|(n, _)| *n == crate::labels::METRIC_NAME)
+            .map(|(_, v)| v)
+    }
+}
+
+impl RawWriteBatch {
+    fn str(&self, span: Span) -> &str {
+        let bytes = &self.buffer[span.start as usize..(span.start + span.len) as usize];
+        // Every span was checked with from_utf8 when it was recorded.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn series(&self) -> impl ExactSizeIterator<Item = RawSeriesRef<'_>> {
+        self.series.iter().map(move |s| RawSeriesRef {
+            batch: self,
+            labels: &self.labels[s.labels.start as usize..s.labels.end as usize],
+            samples: &self.samples[s.samples.start as usize..s.samples.end as usize],
+        })
+    }
+
+    /// Converts an owned batch (self-monitoring, tests) into the raw form.
+    pub fn from_batch(batch: &WriteBatch) -> RawWriteBatch {
+        let mut raw = RawWriteBatch {
+            metadata: batch.metadata.clone(),
+            ..RawWriteBatch::default()
+        };
+        for series in &batch.series {
+            let first_label = raw.labels.len() as u32;
+            for label in &series.labels {
+                let name = raw.push_str(&label.name);
+                let value = raw.push_str(&label.value);
+                raw.labels.push((name, value));
+            }
+            let first_sample = raw.samples.len() as u32;
+            raw.samples.extend_from_slice(&series.samples);
+            raw.series.push(RawSeries {
+                labels: first_label..raw.labels.len() as u32,
+                samples: first_sample..raw.samples.len() as u32,
+            });
+        }
+        raw
+    }
+
+    fn push_str(&mut self, value: &str) -> Span {
+        let start = self.buffer.len() as u32;
+        self.buffer.extend_from_slice(value.as_bytes());
+        Span {
+            start,
+            len: value.len() as u32,
+        }
+    }
+
+    /// Converts to the owned form.
+    pub fn to_batch(&self) -> WriteBatch {
+        WriteBatch {
+            series: self
+                .series()
+                .map(|s| crate::seam::SeriesSamples {
+                    labels: s.to_labels(),
+                    samples: s.samples.to_vec(),
+                })
+                .collect(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// Protobuf wire reading over a buffer, with absolute offsets.
+struct Wire<'a> {
+    buffer: &'a [u8],
+    position: usize,
+    end: usize,
+}
+
+const WIRE_VARINT: u64 = 0;
+const WIRE_I64: u64 = 1;
+const WIRE_LEN: u64 = 2;
+const WIRE_I32: u64 = 5;
+
+fn truncated() -> Error {
+    Error::Protobuf("message is truncated".into())
+}
+
+impl<'a> Wire<'a> {
+    fn new(buffer: &'a [u8], range: Range<usize>) -> Self {
+        Wire {
+            buffer,
+            position: range.start,
+            end: range.end,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.position >= self.end
+    }
+
+    fn varint(&mut self) -> Result<u64, Error> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            if self.position >= self.end {
+                return Err(truncated());
+            }
+            let byte = self.buffer[self.position];
+            self.position += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(Error::Protobuf("varint is longer than 10 bytes".into()))
+    }
+
+    fn fixed64(&mut self) -> Result<u64, Error> {
+        let bytes = self
+            .buffer
+            .get(self.position..self.position + 8)
+            .filter(|_| self.position + 8 <= self.end)
+            .ok_or_else(truncated)?;
+        self.position += 8;
+        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| truncated())?))
+    }
+
+    fn length_delimited(&mut self) -> Result<Range<usize>, Error> {
+        let len = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        let start = self.position;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.end)
+            .ok_or_else(truncated)?;
+        self.position = end;
+        Ok(start..end)
+    }
+
+    /// (field number, wire type) of the next field.
+    fn key(&mut self) -> Result<(u64, u64), Error> {
+        let key = self.varint()?;
+        let field = key >> 3;
+        if field == 0 {
+            return Err(Error::Protobuf("field number 0 is invalid".into()));
+        }
+        Ok((field, key & 7))
+    }
+
+    fn skip(&mut self, wire_type: u64) -> Result<(), Error> {
+        match wire_type {
+            WIRE_VARINT => self.varint().map(drop),
+            WIRE_I64 => self.fixed64().map(drop),
+            WIRE_LEN => self.length_delimited().map(drop),
+            WIRE_I32 => {
+                if self.position + 4 > self.end {
+                    return Err(truncated());
+                }
+                self.position += 4;
+                Ok(())
+            }
+            other => Err(Error::Protobuf(format!("unsupported wire type {other}"))),
+        }
+    }
+
+    fn expect(wire_type: u64, wanted: u64, field: &str) -> Result<(), Error> {
+        if wire_type == wanted {
+            Ok(())
+        } else {
+            Err(Error::Protobuf(format!(
+                "field {field} has wire type {wire_type}, expected {wanted}"
+            )))
+        }
+    }
+}
+
+fn utf8_span(buffer: &[u8], range: Range<usize>, what: &str) -> Result<Span, Error> {
+    std::str::from_utf8(&buffer[range.clone()]).map_err(|_| Error::Protobuf(format!("{what} is not valid UTF-8")))?;
+    Ok(Span {
+        start: range.start as u32,
+        len: (range.end - range.start) as u32,
+    })
+}
+
+fn span_str(buffer: &[u8], span: Span) -> &str {
+    std::str::from_utf8(&buffer[span.start as usize..(span.start + span.len) as usize]).unwrap_or_default()
+}
+
+/// A sample message of either version: value = 1 (double), timestamp = 2 (int64).
+fn decode_sample(buffer: &[u8], range: Range<usize>) -> Result<Sample, Error> {
+    let mut wire = Wire::new(buffer, range);
+    let mut sample = Sample::new(0, 0.0);
+    while !wire.done() {
+        let (field, wire_type) = wire.key()?;
+        match field {
+            1 => {
+                Wire::expect(wire_type, WIRE_I64, "Sample.value")?;
+                sample.value = f64::from_bits(wire.fixed64()?);
+            }
+            2 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Sample.timestamp")?;
+                sample.timestamp = wire.varint()? as i64;
+            }
+            _ => wire.skip(wire_type)?,
+        }
+    }
+    Ok(sample)
+}
+
+/// Sorts a series' label spans by name, drops empty values, and reports duplicates
+/// as validation does (duplicates are kept so validation can name them).
+fn canonicalise(buffer: &[u8], labels: &mut [(Span, Span)]) -> usize {
+    let sorted = labels
+        .windows(2)
+        .all(|w| span_str(buffer, w[0].0) <= span_str(buffer, w[1].0));
+    if !sorted {
+        labels.sort_by(|a, b| {
+            span_str(buffer, a.0)
+                .cmp(span_str(buffer, b.0))
+                .then_with(|| span_str(buffer, a.1).cmp(span_str(buffer, b.1)))
+        });
+    }
+    let mut kept = 0;
+    for i in 0..labels.len() {
+        if labels[i].1.len > 0 {
+            labels[kept] = labels[i];
+            kept += 1;
+        }
+    }
+    kept
+}
+
+/// The error for a series carrying data we do not store yet, naming the series.
+fn refuse(buffer: &[u8], labels: &[(Span, Span)], kind: &str, count: usize) -> Error {
+    let pairs = labels
+        .iter()
+        .map(|(n, v)| (span_str(buffer, *n).to_string(), span_str(buffer, *v).to_string()));
+    crate::remote_write::unsupported(kind, count, &Labels::from_pairs(pairs))
+}
+
+/// Closes the series whose labels start at `first_label` and samples at `first_sample`.
+fn push_series(buffer: &[u8], batch: &mut RawWriteBatch, first_label: usize, first_sample: usize) {
+    let kept = canonicalise(buffer, &mut batch.labels[first_label..]);
+    batch.labels.truncate(first_label + kept);
+    batch.series.push(RawSeries {
+        labels: first_label as u32..batch.labels.len() as u32,
+        samples: first_sample as u32..batch.samples.len() as u32,
+    });
+}
+
+/// Decodes an uncompressed `prometheus.WriteRequest` without copying label strings.
+pub fn decode_v1_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
+    let mut batch = RawWriteBatch::default();
+    let buffer = raw;
+    let mut request = Wire::new(&buffer, 0..buffer.len());
+    let mut timeseries = Vec::new();
+    let mut metadata = Vec::new();
+    while !request.done() {
+        let (field, wire_type) = request.key()?;
+        match field {
+            1 => {
+                Wire::expect(wire_type, WIRE_LEN, "WriteRequest.timeseries")?;
+                timeseries.push(request.length_delimited()?);
+            }
+            3 => {
+                Wire::expect(wire_type, WIRE_LEN, "WriteRequest.metadata")?;
+                metadata.push(request.length_delimited()?);
+            }
+            _ => request.skip(wire_type)?,
+        }
+    }
+    batch.series.reserve(timeseries.len());
+    batch.labels.reserve(timeseries.len() * 8);
+    batch.samples.reserve(timeseries.len());
+    for range in timeseries {
+        let first_label = batch.labels.len();
+        let first_sample = batch.samples.len();
+        let (mut exemplars, mut histograms) = (0, 0);
+        let mut wire = Wire::new(&buffer, range);
+        while !wire.done() {
+            let (field, wire_type) = wire.key()?;
+            match field {
+                1 => {
+                    Wire::expect(wire_type, WIRE_LEN, "TimeSeries.labels")?;
+                    let label = wire.length_delimited()?;
+                    let mut inner = Wire::new(&buffer, label);
+                    let mut name = Span { start: 0, len: 0 };
+                    let mut value = Span { start: 0, len: 0 };
+                    while !inner.done() {
+                        let (field, wire_type) = inner.key()?;
+                        match field {
+                            1 => {
+                                Wire::expect(wire_type, WIRE_LEN, "Label.name")?;
+                                name = utf8_span(&buffer, inner.length_delimited()?, "label name")?;
+                            }
+                            2 => {
+                                Wire::expect(wire_type, WIRE_LEN, "Label.value")?;
+                                value = utf8_span(&buffer, inner.length_delimited()?, "label value")?;
+                            }
+                            _ => inner.skip(wire_type)?,
+                        }
+                    }
+                    batch.labels.push((name, value));
+                }
+                2 => {
+                    Wire::expect(wire_type, WIRE_LEN, "TimeSeries.samples")?;
+                    let sample = wire.length_delimited()?;
+                    batch.samples.push(decode_sample(&buffer, sample)?);
+                }
+                3 => {
+                    wire.skip(wire_type)?;
+                    exemplars += 1;
+                }
+                4 => {
+                    wire.skip(wire_type)?;
+                    histograms += 1;
+                }
+                _ => wire.skip(wire_type)?,
+            }
+        }
+        if histograms > 0 {
+            return Err(refuse(
+                &buffer,
+                &batch.labels[first_label..],
+                "native histograms",
+                histograms,
+            ));
+        }
+        if exemplars > 0 {
+            return Err(refuse(&buffer, &batch.labels[first_label..], "exemplars", exemplars));
+        }
+        push_series(&buffer, &mut batch, first_label, first_sample);
+    }
+    for range in metadata {
+        let mut wire = Wire::new(&buffer, range);
+        let mut entry = MetricMetadata {
+            metric_family_name: String::new(),
+            metric_type: MetricType::Unknown,
+            help: String::new(),
+            unit: String::new(),
+        };
+        while !wire.done() {
+            let (field, wire_type) = wire.key()?;
+            match (field, wire_type) {
+                (1, WIRE_VARINT) => entry.metric_type = MetricType::from_proto(wire.varint()? as i32),
+                (2 | 4 | 5, WIRE_LEN) => {
+                    let span = utf8_span(&buffer, wire.length_delimited()?, "metadata string")?;
+                    let text = span_str(&buffer, span).to_string();
+                    match field {
+                        2 => entry.metric_family_name = text,
+                        4 => entry.help = text,
+                        _ => entry.unit = text,
+                    }
+                }
+                (1 | 2 | 4 | 5, _) => {
+                    return Err(Error::Protobuf(format!(
+                        "metadata field {field} has wire type {wire_type}"
+                    )));
+                }
+                _ => wire.skip(wire_type)?,
+            }
+        }
+        batch.metadata.push(entry);
+    }
+    batch.buffer = buffer;
+    Ok(batch)
+}
+
+/// Decodes an uncompressed `io.prometheus.write.v2.Request` without copying symbols.
+pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
+    let buffer = raw;
+    let mut request = Wire::new(&buffer, 0..buffer.len());
+    let mut symbols: Vec<Span> = Vec::new();
+    let mut timeseries = Vec::new();
+    while !request.done() {
+        let (field, wire_type) = request.key()?;
+        match field {
+            4 => {
+                Wire::expect(wire_type, WIRE_LEN, "Request.symbols")?;
+                symbols.push(utf8_span(&buffer, request.length_delimited()?, "symbol")?);
+            }
+            5 => {
+                Wire::expect(wire_type, WIRE_LEN, "Request.timeseries")?;
+                timeseries.push(request.length_delimited()?);
+            }
+            _ => request.skip(wire_type)?,
+        }
+    }
+    if !timeseries.is_empty() && symbols.first().is_none_or(|s| s.len != 0) {
+        return Err(Error::Invalid(
+            "the first entry of the symbol table must be the empty string".to_string(),
+        ));
+    }
+    let symbol = |reference: u64| -> Result<Span, Error> {
+        usize::try_from(reference)
+            .ok()
+            .and_then(|r| symbols.get(r))
+            .copied()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "symbol reference {reference} is out of range: the symbol table has {} entries",
+                    symbols.len()
+                ))
+            })
+    };
+    let mut batch = RawWriteBatch::default();
+    batch.series.reserve(timeseries.len());
+    batch.samples.reserve(timeseries.len());
+    for range in timeseries {
+        let first_label = batch.labels.len();
+        let first_sample = batch.samples.len();
+        let mut refs: Vec<u64> = Vec::with_capacity(16);
+        let (mut exemplars, mut histograms) = (0, 0);
+        let mut metadata = None;
+        let mut wire = Wire::new(&buffer, range);
+        while !wire.done() {
+            let (field, wire_type) = wire.key()?;
+            match (field, wire_type) {
+                (1, WIRE_LEN) => {
+                    let packed = wire.length_delimited()?;
+                    let mut inner = Wire::new(&buffer, packed);
+                    while !inner.done() {
+                        refs.push(inner.varint()?);
+                    }
+                }
+                (1, WIRE_VARINT) => refs.push(wire.varint()?),
+                (2, WIRE_LEN) => {
+                    let sample = wire.length_delimited()?;
+                    batch.samples.push(decode_sample(&buffer, sample)?);
+                }
+                (3, _) => {
+                    wire.skip(wire_type)?;
+                    histograms += 1;
+                }
+                (4, _) => {
+                    wire.skip(wire_type)?;
+                    exemplars += 1;
+                }
+                (5, WIRE_LEN) => {
+                    let mut inner = Wire::new(&buffer, wire.length_delimited()?);
+                    let (mut metric_type, mut help, mut unit) = (0u64, 0u64, 0u64);
+                    while !inner.done() {
+                        let (field, wire_type) = inner.key()?;
+                        match (field, wire_type) {
+                            (1, WIRE_VARINT) => metric_type = inner.varint()?,
+                            (3, WIRE_VARINT) => help = inner.varint()?,
+                            (4, WIRE_VARINT) => unit = inner.varint()?,
+                            _ => inner.skip(wire_type)?,
+                        }
+                    }
+                    metadata = Some((metric_type, help, unit));
+                }
+                (1 | 2 | 5, _) => {
+                    return Err(Error::Protobuf(format!(
+                        "TimeSeries field {field} has wire type {wire_type}"
+                    )));
+                }
+                _ => wire.skip(wire_type)?,
+            }
+        }
+        if refs.len() % 2 != 0 {
+            return Err(Error::Invalid(format!(
+                "labels_refs of a series has odd length {}: it must hold name/value pairs",
+                refs.len()
+            )));
+        }
+        for pair in refs.chunks_exact(2) {
+            batch.labels.push((symbol(pair[0])?, symbol(pair[1])?));
+        }
+        if histograms > 0 {
+            return Err(refuse(
+                &buffer,
+                &batch.labels[first_label..],
+                "native histograms",
+                histograms,
+            ));
+        }
+        if exemplars > 0 {
+            return Err(refuse(&buffer, &batch.labels[first_label..], "exemplars", exemplars));
+        }
+        push_series(&buffer, &mut batch, first_label, first_sample);
+        if let Some((metric_type, help, unit)) = metadata {
+            let metric_type = MetricType::from_proto(metric_type as i32);
+            let help = span_str(&buffer, symbol(help)?);
+            let unit = span_str(&buffer, symbol(unit)?);
+            let name = batch.labels[first_label..]
+                .iter()
+                .find(|(n, _)| span_str(&buffer, *n) == crate::labels::METRIC_NAME)
+                .map(|(_, v)| span_str(&buffer, *v));
+            let has_metadata = metric_type != MetricType::Unknown || !help.is_empty() || !unit.is_empty();
+            if let (true, Some(name)) = (has_metadata, name) {
+                let entry = MetricMetadata {
+                    metric_family_name: name.to_string(),
+                    metric_type,
+                    help: help.to_string(),
+                    unit: unit.to_string(),
+                };
+                if !batch.metadata.contains(&entry) {
+                    batch.metadata.push(entry);
+                }
+            }
+        }
+    }
+    batch.buffer = buffer;
+    Ok(batch)
+}
+
+/// Decodes a snappy-compressed request of either protocol into the raw form.
+pub fn decode_raw(
+    body: &[u8],
+    protocol: crate::remote_write::Protocol,
+    limits: crate::remote_write::DecodeLimits,
+) -> Result<RawWriteBatch, Error> {
+    let raw = crate::remote_write::decompress(body, limits)?;
+    match protocol {
+        crate::remote_write::Protocol::V1 => decode_v1_raw(raw),
+        crate::remote_write::Protocol::V2 => decode_v2_raw(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote_write::{DecodeLimits, Protocol, decode, encode_v1, encode_v2};
+    use proptest::prelude::*;
+
+    fn batch_strategy() -> impl Strategy<Value = WriteBatch> {
+        let series = (
+            proptest::collection::vec(("[a-z_]{1,4}", "[a-zA-Zé0-9 ]{0,4}"), 0..5),
+            "[a-z_]{1,6}",
+            proptest::collection::vec((any::<i64>(), any::<u64>()), 0..4),
+        )
+            .prop_map(|(pairs, name, samples)| crate::seam::SeriesSamples {
+                labels: Labels::from_pairs(pairs.into_iter().chain([("__name__".to_string(), name)])),
+                samples: samples
+                    .into_iter()
+                    .map(|(t, v)| Sample::new(t, f64::from_bits(v)))
+                    .collect(),
+            });
+        (
+            proptest::collection::vec(series, 0..5),
+            proptest::collection::vec(("[a-z]{1,5}", 0i32..8, "[a-z ]{0,5}"), 0..3),
+        )
+            .prop_map(|(series, metadata)| WriteBatch {
+                series,
+                metadata: metadata
+                    .into_iter()
+                    .map(|(name, t, help)| MetricMetadata {
+                        metric_family_name: name,
+                        metric_type: MetricType::from_proto(t),
+                        help,
+                        unit: String::new(),
+                    })
+                    .collect(),
+            })
+    }
+
+    fn same(a: &WriteBatch, b: &WriteBatch) -> bool {
+        a.series.len() == b.series.len()
+            && a.series.iter().zip(&b.series).all(|(x, y)| {
+                x.labels == y.labels
+                    && x.samples.len() == y.samples.len()
+                    && x.samples.iter().zip(&y.samples).all(|(s, t)| {
+                        s.timestamp == t.timestamp
+                            && (s.value.to_bits() == t.value.to_bits() || (s.value == 0.0 && t.value == 0.0))
+                    })
+            })
+    }
+
+    proptest! {
+        // The hand-written decoders agree with the prost ones on every valid request.
+        #[test]
+        fn raw_decoding_agrees_with_prost(batch in batch_strategy()) {
+            for (body, protocol) in [(encode_v1(&batch), Protocol::V1), (encode_v2(&batch), Protocol::V2)] {
+                let owned = decode(&body, protocol, DecodeLimits::default()).unwrap();
+                let raw = decode_raw(&body, protocol, DecodeLimits::default()).unwrap();
+                prop_assert!(same(&raw.to_batch(), &owned));
+                if protocol == Protocol::V1 {
+                    prop_assert_eq!(&raw.metadata, &owned.metadata);
+                }
+                for (series, expected) in raw.series().zip(&owned.series) {
+                    prop_assert_eq!(series.hash64(), expected.labels.hash64());
+                    prop_assert!(series.equals(&expected.labels));
+                }
+            }
+        }
+
+        // On any bytes both decoders either fail or agree.
+        #[test]
+        fn garbage_agrees_or_fails(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let owned = crate::remote_write::decode_v1(&bytes);
+            let raw = decode_v1_raw(bytes.clone());
+            if let (Ok(owned), Ok(raw)) = (owned, raw) {
+                prop_assert!(same(&raw.to_batch(), &owned));
+            }
+            let _ = decode_v2_raw(bytes);
+        }
+    }
+
+    #[test]
+    fn unsorted_labels_are_sorted_and_empty_values_dropped() {
+        let request = crate::remote_write::v1::WriteRequest {
+            timeseries: vec![crate::remote_write::v1::TimeSeries {
+                labels: vec![
+                    crate::remote_write::v1::Label {
+                        name: "z".into(),
+                        value: "1".into(),
+                    },
+                    crate::remote_write::v1::Label {
+                        name: "__name__".into(),
+                        value: "m".into(),
+                    },
+                    crate::remote_write::v1::Label {
+                        name: "e".into(),
+                        value: String::new(),
+                    },
+                ],
+                ..Default::default()
+            }],
+            metadata: Vec::new(),
+        };
+        let raw = decode_v1_raw(prost::Message::encode_to_vec(&request)).unwrap();
+        let series = raw.series().next().unwrap();
+        assert_eq!(series.labels().collect::<Vec<_>>(), [("__name__", "m"), ("z", "1")]);
+        assert_eq!(series.metric_name(), Some("m"));
+    }
+}

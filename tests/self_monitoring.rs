@@ -1,0 +1,125 @@
+//! End to end: `tidewatch up` ingests its own metrics and serves `/metrics`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, batch, now_s_ms, series};
+
+/// Parses the text exposition format: (series text, value) per sample line,
+/// and checks every line is a comment or a sample.
+fn samples_of(text: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|e| panic!("bad value in {line:?}: {e}")),
+        };
+        out.push((series.to_string(), value));
+    }
+    out
+}
+
+fn value_of(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .unwrap_or_else(|| panic!("{series} not exposed"))
+        .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_ingests_its_own_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with("up", dir.path(), None);
+    let api = server.api();
+
+    // Self-monitoring writes through the ingest path; poll (bounded) until it shows up.
+    let query = r#"tidewatch_samples_appended_total{job="tidewatch"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let got = api.vector(query, common::now_ms(), None).await;
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} not found within 20 s; stderr:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (labels, (_, value)) = found.into_iter().next().unwrap();
+    assert_eq!(labels.get("job").map(String::as_str), Some("tidewatch"), "{labels:?}");
+    assert_eq!(labels.get("instance"), Some(&server.address), "{labels:?}");
+    let value: f64 = value.parse().expect("counter value is a number");
+    assert!(value >= 0.0 && value.is_finite(), "{value}");
+    // The gauge the README promises answers too, with its metadata.
+    let head = api
+        .vector(r#"tidewatch_head_series{job="tidewatch"}"#, common::now_ms(), None)
+        .await;
+    assert_eq!(head.len(), 1, "{head:?}");
+    let data = api
+        .get("/api/v1/metadata", &[("metric", "tidewatch_head_series")], None)
+        .await
+        .success_data();
+    assert_eq!(data["tidewatch_head_series"][0]["type"], "gauge", "{data}");
+
+    // /metrics: the text format.
+    let reply = api.get("/metrics", &[], None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let content_type = reply.header("content-type").unwrap_or_default().to_string();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        reply.body.contains("# TYPE tidewatch_head_series gauge\n"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.contains("# HELP tidewatch_head_series "), "{}", reply.body);
+    assert!(
+        reply.body.contains("# TYPE tidewatch_samples_appended_total counter\n"),
+        "{}",
+        reply.body
+    );
+    let before = samples_of(&reply.body);
+    let head_series = value_of(&before, "tidewatch_head_series");
+    assert!(
+        head_series >= 1.0,
+        "the self-monitoring series are in the head: {head_series}"
+    );
+
+    // A remote write shows up in the counter: at least the samples we sent.
+    let now = now_s_ms();
+    let pushed = batch(
+        (0..25)
+            .map(|i| series("selfmon_probe", &[("i", &i.to_string())], &[(now, 1.0)]))
+            .collect(),
+    );
+    api.write_ok(&pushed, None).await;
+    let reply = api.get("/metrics", &[], None).await;
+    let after = samples_of(&reply.body);
+    let appended_before = value_of(&before, "tidewatch_samples_appended_total");
+    let appended_after = value_of(&after, "tidewatch_samples_appended_total");
+    assert!(
+        appended_after >= appended_before + 25.0,
+        "samples appended went from {appended_before} to {appended_after}"
+    );
+    assert!(value_of(&after, "tidewatch_head_series") >= head_series + 25.0);
+    // Requests are counted by handler and code.
+    assert!(
+        after
+            .iter()
+            .any(|(s, v)| s.starts_with("tidewatch_http_requests_total{") && s.contains("/api/v1/write") && *v >= 1.0),
+        "{}",
+        reply.body
+    );
+}
