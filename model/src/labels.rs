@@ -113,13 +113,18 @@ thread_local! {
 /// One-shot hashing of a reused buffer is much faster than feeding the
 /// streaming hasher many short pieces.
 pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    hash_byte_pairs(pairs.map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+}
+
+/// [`hash_pairs`] over the bytes of UTF-8 strings.
+pub fn hash_byte_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
     HASH_SCRATCH.with(|scratch| {
         let mut buffer = scratch.borrow_mut();
         buffer.clear();
         for (name, value) in pairs {
-            buffer.extend_from_slice(name.as_bytes());
+            buffer.extend_from_slice(name);
             buffer.push(0xff);
-            buffer.extend_from_slice(value.as_bytes());
+            buffer.extend_from_slice(value);
             buffer.push(0xff);
         }
         xxhash_rust::xxh3::xxh3_64(&buffer)

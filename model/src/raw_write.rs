@@ -50,43 +50,57 @@ pub struct RawSeriesRef<'a> {
 }
 
 impl<'a> RawSeriesRef<'a> {
-    /// The labels, sorted by name, empty values already dropped.
-    pub fn labels(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone + 'a {
+    /// The labels as bytes (valid UTF-8, checked at decode): the hot path
+    /// compares and hashes these without re-validating.
+    pub fn label_bytes(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
         let batch = self.batch;
-        self.labels.iter().map(move |(n, v)| (batch.str(*n), batch.str(*v)))
+        self.labels.iter().map(move |(n, v)| (batch.bytes(*n), batch.bytes(*v)))
     }
 
-    /// An owned label set (for new series).
-    pub fn to_labels(&self) -> Labels {
-        Labels::from_sorted(self.labels().map(|(n, v)| Label::new(n, v)).collect())
+    /// An owned label set (for new series); fails on a string that is not UTF-8.
+    pub fn to_labels(&self) -> Result<Labels, Error> {
+        let mut pairs = Vec::with_capacity(self.labels.len());
+        for (name, value) in self.label_bytes() {
+            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) else {
+                return Err(Error::Invalid(format!(
+                    "series {}: a label is not valid UTF-8",
+                    self.describe()
+                )));
+            };
+            pairs.push(Label::new(name, value));
+        }
+        Ok(Labels::from_sorted(pairs))
+    }
+
+    /// The series in Prometheus notation for messages, invalid UTF-8 replaced.
+    pub fn describe(&self) -> String {
+        let pairs = self.label_bytes().map(|(n, v)| {
+            (
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        });
+        Labels::from_pairs(pairs).to_string()
     }
 
     /// Whether these labels equal `labels` exactly.
     pub fn equals(&self, labels: &Labels) -> bool {
         labels.len() == self.labels.len()
             && self
-                .labels()
+                .label_bytes()
                 .zip(labels.iter())
-                .all(|((n, v), l)| n == l.name && v == l.value)
+                .all(|((n, v), l)| n == l.name.as_bytes() && v == l.value.as_bytes())
     }
 
     /// The same hash [`Labels::hash64`] gives for the owned label set.
     pub fn hash64(&self) -> u64 {
-        crate::labels::hash_pairs(self.labels())
-    }
-
-    pub fn metric_name(&self) -> Option<&'a str> {
-        self.labels()
-            .find(|(n, _)| *n == crate::labels::METRIC_NAME)
-            .map(|(_, v)| v)
+        crate::labels::hash_byte_pairs(self.label_bytes())
     }
 }
 
 impl RawWriteBatch {
-    fn str(&self, span: Span) -> &str {
-        let bytes = &self.buffer[span.start as usize..(span.start + span.len) as usize];
-        // Every span was checked with from_utf8 when it was recorded.
-        std::str::from_utf8(bytes).unwrap_or_default()
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.buffer[span.start as usize..(span.start + span.len) as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -141,18 +155,19 @@ impl RawWriteBatch {
         }
     }
 
-    /// Converts to the owned form.
-    pub fn to_batch(&self) -> WriteBatch {
-        WriteBatch {
-            series: self
-                .series()
-                .map(|s| crate::seam::SeriesSamples {
-                    labels: s.to_labels(),
-                    samples: s.samples.to_vec(),
-                })
-                .collect(),
-            metadata: self.metadata.clone(),
+    /// Converts to the owned form; fails where a label is not UTF-8.
+    pub fn to_batch(&self) -> Result<WriteBatch, Error> {
+        let mut series = Vec::with_capacity(self.series.len());
+        for raw in self.series() {
+            series.push(crate::seam::SeriesSamples {
+                labels: raw.to_labels()?,
+                samples: raw.samples.to_vec(),
+            });
         }
+        Ok(WriteBatch {
+            series,
+            metadata: self.metadata.clone(),
+        })
     }
 }
 
@@ -267,6 +282,20 @@ fn utf8_span(buffer: &[u8], range: Range<usize>, what: &str) -> Result<Span, Err
     })
 }
 
+/// A span whose UTF-8 check is deferred: label strings of series that already
+/// exist equal stored (valid) strings, so only new series are checked, in
+/// [`RawSeriesRef::to_labels`].
+fn span(range: Range<usize>) -> Span {
+    Span {
+        start: range.start as u32,
+        len: (range.end - range.start) as u32,
+    }
+}
+
+fn span_bytes(buffer: &[u8], span: Span) -> &[u8] {
+    &buffer[span.start as usize..(span.start + span.len) as usize]
+}
+
 fn span_str(buffer: &[u8], span: Span) -> &str {
     std::str::from_utf8(&buffer[span.start as usize..(span.start + span.len) as usize]).unwrap_or_default()
 }
@@ -295,14 +324,15 @@ fn decode_sample(buffer: &[u8], range: Range<usize>) -> Result<Sample, Error> {
 /// Sorts a series' label spans by name, drops empty values, and reports duplicates
 /// as validation does (duplicates are kept so validation can name them).
 fn canonicalise(buffer: &[u8], labels: &mut [(Span, Span)]) -> usize {
+    // Byte order of UTF-8 is code point order, the order `str` sorts by.
     let sorted = labels
         .windows(2)
-        .all(|w| span_str(buffer, w[0].0) <= span_str(buffer, w[1].0));
+        .all(|w| span_bytes(buffer, w[0].0) <= span_bytes(buffer, w[1].0));
     if !sorted {
         labels.sort_by(|a, b| {
-            span_str(buffer, a.0)
-                .cmp(span_str(buffer, b.0))
-                .then_with(|| span_str(buffer, a.1).cmp(span_str(buffer, b.1)))
+            span_bytes(buffer, a.0)
+                .cmp(span_bytes(buffer, b.0))
+                .then_with(|| span_bytes(buffer, a.1).cmp(span_bytes(buffer, b.1)))
         });
     }
     let mut kept = 0;
@@ -376,11 +406,11 @@ pub fn decode_v1_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                         match field {
                             1 => {
                                 Wire::expect(wire_type, WIRE_LEN, "Label.name")?;
-                                name = utf8_span(&buffer, inner.length_delimited()?, "label name")?;
+                                name = span(inner.length_delimited()?);
                             }
                             2 => {
                                 Wire::expect(wire_type, WIRE_LEN, "Label.value")?;
-                                value = utf8_span(&buffer, inner.length_delimited()?, "label value")?;
+                                value = span(inner.length_delimited()?);
                             }
                             _ => inner.skip(wire_type)?,
                         }
@@ -659,7 +689,7 @@ mod tests {
             for (body, protocol) in [(encode_v1(&batch), Protocol::V1), (encode_v2(&batch), Protocol::V2)] {
                 let owned = decode(&body, protocol, DecodeLimits::default()).unwrap();
                 let raw = decode_raw(&body, protocol, DecodeLimits::default()).unwrap();
-                prop_assert!(same(&raw.to_batch(), &owned));
+                prop_assert!(same(&raw.to_batch().unwrap(), &owned));
                 if protocol == Protocol::V1 {
                     prop_assert_eq!(&raw.metadata, &owned.metadata);
                 }
@@ -676,7 +706,7 @@ mod tests {
             let owned = crate::remote_write::decode_v1(&bytes);
             let raw = decode_v1_raw(bytes.clone());
             if let (Ok(owned), Ok(raw)) = (owned, raw) {
-                prop_assert!(same(&raw.to_batch(), &owned));
+                prop_assert!(same(&raw.to_batch().unwrap(), &owned));
             }
             let _ = decode_v2_raw(bytes);
         }
@@ -706,7 +736,25 @@ mod tests {
         };
         let raw = decode_v1_raw(prost::Message::encode_to_vec(&request)).unwrap();
         let series = raw.series().next().unwrap();
-        assert_eq!(series.labels().collect::<Vec<_>>(), [("__name__", "m"), ("z", "1")]);
-        assert_eq!(series.metric_name(), Some("m"));
+        assert_eq!(
+            series.to_labels().unwrap(),
+            Labels::from_pairs([("__name__", "m"), ("z", "1")])
+        );
+    }
+}
+
+#[cfg(test)]
+mod utf8_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_in_a_new_series_is_refused() {
+        // WriteRequest{timeseries: [TimeSeries{labels: [Label{name: "__name__", value: 0xff}]}]}
+        let label = [&[0x0a, 8][..], b"__name__", &[0x12, 1, 0xff]].concat();
+        let series = [&[0x0a, label.len() as u8][..], &label].concat();
+        let request = [&[0x0a, series.len() as u8][..], &series].concat();
+        let raw = decode_v1_raw(request).unwrap();
+        let err = raw.series().next().unwrap().to_labels().unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
     }
 }

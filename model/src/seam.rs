@@ -303,7 +303,7 @@ impl MemSeriesStore {
 
 impl Ingest for MemSeriesStore {
     async fn ingest(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary, Error> {
-        let batch = batch.to_batch();
+        let batch = batch.to_batch()?;
         let mut written = 0;
         {
             let mut tenants = self.lock_tenants();

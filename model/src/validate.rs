@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::labels::{Labels, METRIC_NAME};
-use crate::raw_write::RawWriteBatch;
+use crate::raw_write::{RawSeriesRef, RawWriteBatch};
 use crate::sample::Sample;
 use crate::seam::WriteBatch;
 use crate::time::TimestampMs;
@@ -39,49 +39,49 @@ impl Default for IngestLimits {
 
 /// Whether `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    is_valid_name_bytes(name.as_bytes(), false)
 }
 
 /// Whether `name` is a valid metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
 pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    is_valid_name_bytes(name.as_bytes(), true)
+}
+
+/// The grammar on bytes: every allowed character is ASCII, so no decoding is needed.
+fn is_valid_name_bytes(name: &[u8], colons: bool) -> bool {
+    let Some((&first, rest)) = name.split_first() else {
+        return false;
+    };
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (colons && b == b':');
+    !first.is_ascii_digit() && allowed(first) && rest.iter().all(|&b| allowed(b))
 }
 
 /// Checks one series' labels (sorted by name) against the grammar and the limits.
 /// `series` renders the series for the error message; it runs only on error.
 pub fn validate_label_pairs<'a>(
-    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone,
+    pairs: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
     limits: &IngestLimits,
     series: impl Fn() -> String,
 ) -> Result<(), Error> {
     let invalid = |what: String| Err(Error::Invalid(format!("series {}: {what}", series())));
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let count = pairs.len();
     let mut metric_name = None;
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<&[u8]> = None;
     for (name, value) in pairs.clone() {
         if previous == Some(name) {
-            return invalid(format!("duplicate label name {name:?}"));
+            return invalid(format!("duplicate label name {:?}", text(name)));
         }
         previous = Some(name);
-        if name == METRIC_NAME {
+        if name == METRIC_NAME.as_bytes() {
             metric_name = Some(value);
         }
     }
     let Some(metric_name) = metric_name else {
         return invalid(format!("the {METRIC_NAME} label is missing"));
     };
-    if !is_valid_metric_name(metric_name) {
-        return invalid(format!("invalid metric name {metric_name:?}"));
+    if !is_valid_name_bytes(metric_name, true) {
+        return invalid(format!("invalid metric name {:?}", text(metric_name)));
     }
     if count > limits.max_labels_per_series {
         return invalid(format!(
@@ -90,19 +90,21 @@ pub fn validate_label_pairs<'a>(
         ));
     }
     for (name, value) in pairs {
-        if !is_valid_label_name(name) {
-            return invalid(format!("invalid label name {name:?}"));
+        if !is_valid_name_bytes(name, false) {
+            return invalid(format!("invalid label name {:?}", text(name)));
         }
         if name.len() > limits.max_label_name_length {
             return invalid(format!(
-                "label name {name:?} is {} bytes long, over the limit of {}",
+                "label name {:?} is {} bytes long, over the limit of {}",
+                text(name),
                 name.len(),
                 limits.max_label_name_length
             ));
         }
         if value.len() > limits.max_label_value_length {
             return invalid(format!(
-                "value of label {name:?} is {} bytes long, over the limit of {}",
+                "value of label {:?} is {} bytes long, over the limit of {}",
+                text(name),
                 value.len(),
                 limits.max_label_value_length
             ));
@@ -114,7 +116,7 @@ pub fn validate_label_pairs<'a>(
 /// Checks one owned label set against the grammar and the limits.
 pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Error> {
     validate_label_pairs(
-        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+        labels.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())),
         limits,
         || labels.to_string(),
     )
@@ -170,15 +172,21 @@ pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampM
     Ok(())
 }
 
-/// [`validate_batch`] for the zero-copy form.
-pub fn validate_raw_batch(batch: &RawWriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
+/// The part of [`validate_batch`] every series of a raw batch needs: sample
+/// count and times. Labels are checked by [`validate_new_series`] for series the
+/// store does not know yet — a known series passed when it was created.
+pub fn validate_raw_samples(batch: &RawWriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
     check_sample_count(batch.sample_count(), limits)?;
     for series in batch.series() {
-        let describe = || series.to_labels().to_string();
-        validate_label_pairs(series.labels(), limits, describe)?;
-        check_times(series.samples, limits, now, describe)?;
+        check_times(series.samples, limits, now, || series.describe())?;
     }
     Ok(())
+}
+
+/// Checks the labels of a series about to be created and returns them owned.
+pub fn validate_new_series(series: &RawSeriesRef<'_>, limits: &IngestLimits) -> Result<Labels, Error> {
+    validate_label_pairs(series.label_bytes(), limits, || series.describe())?;
+    series.to_labels()
 }
 
 #[cfg(test)]
@@ -217,7 +225,7 @@ mod tests {
         let err = validate_batch(&batch(dup.clone(), 0), &limits, 0).unwrap_err();
         assert!(err.to_string().contains("duplicate label name"), "{err}");
         let raw = RawWriteBatch::from_batch(&batch(dup, 0));
-        let err = validate_raw_batch(&raw, &limits, 0).unwrap_err();
+        let err = validate_new_series(&raw.series().next().unwrap(), &limits).unwrap_err();
         assert!(err.to_string().contains("duplicate label name"), "{err}");
     }
 

@@ -14,7 +14,7 @@ use tidewatch_model::seam::{
     CardinalityStats, Ingest, MetadataRead, MetricMetadata, SeriesRead, SeriesSamples, TimeRange, WriteBatch,
     WriteSummary,
 };
-use tidewatch_model::validate::{IngestLimits, validate_raw_batch};
+use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_samples};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
 use crate::block::{Block, META_FILE, encode_block, write_block};
@@ -256,7 +256,7 @@ impl Storage {
 
     /// Validates and stores a batch; returns once it is in the WAL.
     pub async fn append_raw(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary> {
-        if let Err(e) = validate_raw_batch(&batch, &self.config.limits, self.clock.now_ms()) {
+        if let Err(e) = validate_raw_samples(&batch, &self.config.limits, self.clock.now_ms()) {
             self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }
@@ -707,7 +707,7 @@ fn append_blocking(
                     if let Some(old) = series.samples.iter().find(|s| s.timestamp < oldest_allowed) {
                         return Err(Error::Rejected(format!(
                             "series {}: sample at {} is out of order by more than the {} ms window (newest sample is at {max})",
-                            series.to_labels(),
+                            series.describe(),
                             old.timestamp,
                             config.out_of_order_window_ms
                         )));
@@ -733,15 +733,18 @@ fn append_blocking(
     if config.max_series_per_tenant > 0 && existing_series + new_series.len() > config.max_series_per_tenant {
         return Err(Error::Limit(format!(
             "series {} would exceed the limit of {} series per tenant ({existing_series} exist, the request adds {})",
-            new_series[0].0.to_labels(),
+            new_series[0].0.describe(),
             config.max_series_per_tenant,
             new_series.len()
         )));
     }
+    let mut new_labels = Vec::with_capacity(new_series.len());
+    for (series, _) in &new_series {
+        new_labels.push(validate_new_series(series, &config.limits)?);
+    }
     let mut buffer = RecordBuffer::default();
     let mut created = Vec::with_capacity(new_series.len());
-    for (series, hash) in &new_series {
-        let labels = series.to_labels();
+    for ((_, hash), labels) in new_series.iter().zip(new_labels) {
         buffer.series(u64::from(head.series_count() as u32), &labels);
         created.push(head.create(labels, *hash));
     }
@@ -793,7 +796,7 @@ fn append_blocking(
 }
 
 fn same_raw_labels(a: &RawSeriesRef<'_>, b: &RawSeriesRef<'_>) -> bool {
-    a.labels().len() == b.labels().len() && a.labels().zip(b.labels()).all(|(x, y)| x == y)
+    a.label_bytes().len() == b.label_bytes().len() && a.label_bytes().zip(b.label_bytes()).all(|(x, y)| x == y)
 }
 
 impl Ingest for Storage {
