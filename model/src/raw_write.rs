@@ -353,7 +353,33 @@ fn refuse(buffer: &[u8], labels: &[(Span, Span)], kind: &str, count: usize) -> E
     crate::remote_write::unsupported(kind, count, &Labels::from_pairs(pairs))
 }
 
-/// Closes the series whose labels start at `first_label` and samples at `first_sample`.
+/// What a series carried that we refuse rather than drop.
+struct Refused {
+    histograms: usize,
+    exemplars: usize,
+}
+
+/// Closes the series whose labels start at `first_label` and samples at
+/// `first_sample`, refusing it when it carries histograms or exemplars.
+fn close_series(
+    buffer: &[u8],
+    batch: &mut RawWriteBatch,
+    first_label: usize,
+    first_sample: usize,
+    refused: Refused,
+) -> Result<(), Error> {
+    let labels = &batch.labels[first_label..];
+    if refused.histograms > 0 {
+        return Err(refuse(buffer, labels, "native histograms", refused.histograms));
+    }
+    if refused.exemplars > 0 {
+        return Err(refuse(buffer, labels, "exemplars", refused.exemplars));
+    }
+    push_series(buffer, batch, first_label, first_sample);
+    Ok(())
+}
+
+/// Records the series whose labels start at `first_label` and samples at `first_sample`.
 fn push_series(buffer: &[u8], batch: &mut RawWriteBatch, first_label: usize, first_sample: usize) {
     let kept = canonicalise(buffer, &mut batch.labels[first_label..]);
     batch.labels.truncate(first_label + kept);
@@ -433,18 +459,13 @@ pub fn decode_v1_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                 _ => wire.skip(wire_type)?,
             }
         }
-        if histograms > 0 {
-            return Err(refuse(
-                &buffer,
-                &batch.labels[first_label..],
-                "native histograms",
-                histograms,
-            ));
-        }
-        if exemplars > 0 {
-            return Err(refuse(&buffer, &batch.labels[first_label..], "exemplars", exemplars));
-        }
-        push_series(&buffer, &mut batch, first_label, first_sample);
+        close_series(
+            &buffer,
+            &mut batch,
+            first_label,
+            first_sample,
+            Refused { histograms, exemplars },
+        )?;
     }
     for range in metadata {
         let mut wire = Wire::new(&buffer, range);
@@ -582,18 +603,13 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
         for pair in refs.chunks_exact(2) {
             batch.labels.push((symbol(pair[0])?, symbol(pair[1])?));
         }
-        if histograms > 0 {
-            return Err(refuse(
-                &buffer,
-                &batch.labels[first_label..],
-                "native histograms",
-                histograms,
-            ));
-        }
-        if exemplars > 0 {
-            return Err(refuse(&buffer, &batch.labels[first_label..], "exemplars", exemplars));
-        }
-        push_series(&buffer, &mut batch, first_label, first_sample);
+        close_series(
+            &buffer,
+            &mut batch,
+            first_label,
+            first_sample,
+            Refused { histograms, exemplars },
+        )?;
         if let Some((metric_type, help, unit)) = metadata {
             let metric_type = MetricType::from_proto(metric_type as i32);
             let help = span_str(&buffer, symbol(help)?);
