@@ -594,7 +594,7 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                 _ => wire.skip(wire_type)?,
             }
         }
-        if refs.len() % 2 != 0 {
+        if !refs.len().is_multiple_of(2) {
             return Err(Error::Invalid(format!(
                 "labels_refs of a series has odd length {}: it must hold name/value pairs",
                 refs.len()

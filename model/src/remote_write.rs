@@ -355,7 +355,10 @@ pub fn encode_v1(batch: &WriteBatch) -> Vec<u8> {
 
 /// Encodes a batch as a snappy-compressed 2.0 request with an interned symbol table.
 pub fn encode_v2(batch: &WriteBatch) -> Vec<u8> {
+    // The table must start with "" even when no series has a label (the fuzzer
+    // found a series without labels encoding to an empty, invalid table).
     let mut symbols = SymbolTable::default();
+    symbols.intern("");
     let mut timeseries = Vec::with_capacity(batch.series.len());
     for series in &batch.series {
         let mut labels_refs = Vec::with_capacity(series.labels.len() * 2);
@@ -514,6 +517,16 @@ mod tests {
             Protocol::from_content_type(Some("application/x-protobuf;proto=foo.Bar")),
             None
         );
+    }
+
+    #[test]
+    fn v2_symbol_table_starts_empty_string_even_without_labels() {
+        let batch = WriteBatch {
+            series: vec![SeriesSamples::default()],
+            metadata: Vec::new(),
+        };
+        let decoded = decode(&encode_v2(&batch), Protocol::V2, DecodeLimits::default()).unwrap();
+        assert_eq!(decoded.series.len(), 1);
     }
 
     #[test]

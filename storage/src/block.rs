@@ -512,7 +512,7 @@ mod tests {
                 let range = TimeRange::new(start, start + span);
                 // A subset of series too: value deltas must restart at every selected series.
                 let subset = Matcher::new(tidewatch_model::MatchOp::RegexMatch, "name", "b.*|c").unwrap();
-                let got = block.select(&[subset.clone()], range).await.unwrap();
+                let got = block.select(std::slice::from_ref(&subset), range).await.unwrap();
                 let expected: Vec<SeriesSamples> = series
                     .iter()
                     .filter(|s| subset.matches(s.labels.get("name").unwrap_or("")))

@@ -1,0 +1,96 @@
+//! Blocks: encoding 10,000 series × 120 samples (4 h at 2 min, or 30 min at
+//! 15 s) to Parquet, and reading a block back by matcher and by series id.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use object_store::path::Path as StorePath;
+use tidewatch_benches::{Cluster, now_ms, sized};
+use tidewatch_model::Matcher;
+use tidewatch_model::seam::TimeRange;
+use tidewatch_storage::block::{Block, encode_block, write_block};
+
+const SAMPLES_PER_SERIES: usize = 120;
+const SCRAPE_INTERVAL_MS: i64 = 15_000;
+
+fn block(c: &mut Criterion) {
+    let series_count = sized(10_000, 1_000);
+    let mut cluster = Cluster::new(series_count, 9);
+    let series = cluster.history(now_ms() - 3_600_000, SCRAPE_INTERVAL_MS, SAMPLES_PER_SERIES);
+    let samples = (series_count * SAMPLES_PER_SERIES) as u64;
+
+    let encoded = encode_block(&series, 1, Vec::new()).expect("block encodes");
+    let bytes = encoded.series.len() + encoded.samples.len();
+    eprintln!(
+        "block: {series_count} series x {SAMPLES_PER_SERIES} samples -> series.parquet {} bytes, \
+         samples.parquet {} bytes, {:.3} bytes/sample ({:.3} for samples.parquet alone)",
+        encoded.series.len(),
+        encoded.samples.len(),
+        bytes as f64 / samples as f64,
+        encoded.samples.len() as f64 / samples as f64,
+    );
+
+    let mut group = c.benchmark_group("block_encode");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(samples));
+    group.bench_function(format!("{series_count}x{SAMPLES_PER_SERIES}"), |b| {
+        b.iter(|| encode_block(black_box(&series), 1, Vec::new()).expect("block encodes"))
+    });
+    group.finish();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let prefix = StorePath::from("bench");
+    let meta = runtime
+        .block_on(write_block(&store, &prefix, encoded))
+        .expect("block written");
+    let dir = prefix.clone().join(meta.ulid.as_str());
+    let block = runtime
+        .block_on(Block::open(store.clone(), dir.clone()))
+        .expect("block opens");
+
+    let matchers = [Matcher::equal("namespace", "team-1")];
+    let selected = runtime
+        .block_on(block.select(&matchers, TimeRange::ALL))
+        .expect("select");
+    let selected_samples: usize = selected.iter().map(|s| s.samples.len()).sum();
+    assert!(!selected.is_empty());
+    // 100 series spread evenly over the block, ascending as read_samples wants.
+    let ids: Vec<u32> = (0..100u32).map(|i| i * (block.series_count() as u32 / 100)).collect();
+
+    let mut group = c.benchmark_group("block_read");
+    group.throughput(Throughput::Elements(series_count as u64));
+    group.bench_function("open", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(Block::open(store.clone(), dir.clone()))
+                .expect("block opens")
+        })
+    });
+    group.throughput(Throughput::Elements(selected_samples as u64));
+    group.bench_function(format!("select_namespace_{}_series", selected.len()), |b| {
+        b.iter(|| {
+            runtime
+                .block_on(block.select(black_box(&matchers), TimeRange::ALL))
+                .expect("select")
+        })
+    });
+    group.throughput(Throughput::Elements((ids.len() * SAMPLES_PER_SERIES) as u64));
+    group.bench_function("read_samples_100_series", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(block.read_samples(black_box(&ids)))
+                .expect("read_samples")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, block);
+criterion_main!(benches);
