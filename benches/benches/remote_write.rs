@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tidewatch_benches::{Cluster, now_ms};
+use tidewatch_model::raw_write::decode_raw;
 use tidewatch_model::remote_write::{DecodeLimits, Protocol, decode, encode_v1, encode_v2};
 
 const SERIES: usize = 2_000;
@@ -30,6 +31,13 @@ fn decode_requests(c: &mut Criterion) {
     });
     group.bench_function("v2_2000_series", |b| {
         b.iter(|| decode(black_box(&v2), Protocol::V2, limits))
+    });
+    // The zero-copy decoders ingestion actually uses.
+    group.bench_function("v1_2000_series_raw", |b| {
+        b.iter(|| decode_raw(black_box(&v1), Protocol::V1, limits))
+    });
+    group.bench_function("v2_2000_series_raw", |b| {
+        b.iter(|| decode_raw(black_box(&v2), Protocol::V2, limits))
     });
     group.finish();
     eprintln!(
