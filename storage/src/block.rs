@@ -200,104 +200,156 @@ pub struct EncodedBlock {
     pub samples: Bytes,
 }
 
-/// Encodes series (sorted by labels, samples sorted by time, none empty) as a block.
+/// Encodes series (sorted by labels, samples sorted by time) as a block.
 /// CPU-heavy: call it from a blocking thread.
 pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) -> Result<EncodedBlock> {
-    debug_assert!(series.windows(2).all(|w| w[0].labels < w[1].labels));
-    let ulid = ulid::Ulid::new().to_string();
-    let mut samples_writer = ArrowWriter::try_new(Vec::new(), samples_schema(), Some(samples_writer_properties()))?;
-    let mut ids = Vec::with_capacity(SAMPLES_BATCH_ROWS);
-    let mut timestamps = Vec::with_capacity(SAMPLES_BATCH_ROWS);
-    let mut values = Vec::with_capacity(SAMPLES_BATCH_ROWS);
-    let mut flush = |ids: &mut Vec<u32>, timestamps: &mut Vec<i64>, values: &mut Vec<i64>| -> Result<()> {
-        if ids.is_empty() {
+    let mut writer = BlockWriter::new(level, sources)?;
+    for entry in series {
+        writer.push(&entry.labels, &entry.samples)?;
+    }
+    writer.finish()
+}
+
+/// Builds a block series by series, so compaction can stream: samples go to
+/// the Parquet writer in batches as they come, only the series table is held.
+pub struct BlockWriter {
+    level: u32,
+    sources: Vec<String>,
+    samples_writer: ArrowWriter<Vec<u8>>,
+    ids: Vec<u32>,
+    timestamps: Vec<i64>,
+    values: Vec<i64>,
+    labels_builder: MapBuilder<StringBuilder, StringBuilder>,
+    last_labels: Option<Labels>,
+    row_starts: Vec<u64>,
+    row_counts: Vec<u32>,
+    min_times: Vec<i64>,
+    max_times: Vec<i64>,
+    encodings: Vec<u8>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for BlockWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockWriter")
+            .field("series", &self.row_starts.len())
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockWriter {
+    pub fn new(level: u32, sources: Vec<String>) -> Result<BlockWriter> {
+        Ok(BlockWriter {
+            level,
+            sources,
+            samples_writer: ArrowWriter::try_new(Vec::new(), samples_schema(), Some(samples_writer_properties()))?,
+            ids: Vec::with_capacity(SAMPLES_BATCH_ROWS),
+            timestamps: Vec::with_capacity(SAMPLES_BATCH_ROWS),
+            values: Vec::with_capacity(SAMPLES_BATCH_ROWS),
+            labels_builder: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
+            last_labels: None,
+            row_starts: Vec::new(),
+            row_counts: Vec::new(),
+            min_times: Vec::new(),
+            max_times: Vec::new(),
+            encodings: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Adds a series. Series must come in ascending label order, samples in
+    /// ascending time; a series without samples is skipped.
+    pub fn push(&mut self, labels: &Labels, samples: &[Sample]) -> Result<()> {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            return Ok(());
+        };
+        debug_assert!(self.last_labels.as_ref().is_none_or(|previous| previous < labels));
+        debug_assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+        // Ids are dense row numbers of series.parquet.
+        let id = self.row_starts.len() as u32;
+        for label in labels {
+            self.labels_builder.keys().append_value(&label.name);
+            self.labels_builder.values().append_value(&label.value);
+        }
+        self.labels_builder.append(true)?;
+        self.row_starts.push(self.rows);
+        self.row_counts.push(samples.len() as u32);
+        self.min_times.push(first.timestamp);
+        self.max_times.push(last.timestamp);
+        self.rows += samples.len() as u64;
+        let encoding = ValueEncoding::choose(samples);
+        self.encodings.push(encoding as u8);
+        let mut previous = 0u64;
+        for sample in samples {
+            self.ids.push(id);
+            self.timestamps.push(sample.timestamp);
+            self.values.push(encoding.encode(sample.value, &mut previous));
+            if self.ids.len() == SAMPLES_BATCH_ROWS {
+                self.flush_samples()?;
+            }
+        }
+        if cfg!(debug_assertions) {
+            self.last_labels = Some(labels.clone());
+        }
+        Ok(())
+    }
+
+    fn flush_samples(&mut self) -> Result<()> {
+        if self.ids.is_empty() {
             return Ok(());
         }
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt32Array::from(std::mem::take(ids))),
-            Arc::new(Int64Array::from(std::mem::take(timestamps))),
-            Arc::new(Int64Array::from(std::mem::take(values))),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.ids))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.timestamps))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.values))),
         ];
-        samples_writer.write(&RecordBatch::try_new(samples_schema(), columns)?)?;
+        self.samples_writer
+            .write(&RecordBatch::try_new(samples_schema(), columns)?)?;
         Ok(())
-    };
-
-    let mut series_ids = Vec::with_capacity(series.len());
-    let mut labels_builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-    let mut row_starts = Vec::with_capacity(series.len());
-    let mut row_counts = Vec::with_capacity(series.len());
-    let mut min_times = Vec::with_capacity(series.len());
-    let mut max_times = Vec::with_capacity(series.len());
-    let mut encodings = Vec::with_capacity(series.len());
-    let mut row = 0u64;
-    let (mut block_min, mut block_max) = (TimestampMs::MAX, TimestampMs::MIN);
-    for (id, entry) in series.iter().enumerate() {
-        let (Some(first), Some(last)) = (entry.samples.first(), entry.samples.last()) else {
-            continue;
-        };
-        let id = id as u32;
-        series_ids.push(id);
-        for label in &entry.labels {
-            labels_builder.keys().append_value(&label.name);
-            labels_builder.values().append_value(&label.value);
-        }
-        labels_builder.append(true)?;
-        row_starts.push(row);
-        row_counts.push(entry.samples.len() as u32);
-        min_times.push(first.timestamp);
-        max_times.push(last.timestamp);
-        block_min = block_min.min(first.timestamp);
-        block_max = block_max.max(last.timestamp);
-        row += entry.samples.len() as u64;
-        let encoding = ValueEncoding::choose(&entry.samples);
-        encodings.push(encoding as u8);
-        let mut previous = 0u64;
-        for sample in &entry.samples {
-            ids.push(id);
-            timestamps.push(sample.timestamp);
-            values.push(encoding.encode(sample.value, &mut previous));
-            if ids.len() == SAMPLES_BATCH_ROWS {
-                flush(&mut ids, &mut timestamps, &mut values)?;
-            }
-        }
     }
-    flush(&mut ids, &mut timestamps, &mut values)?;
-    let samples = Bytes::from(samples_writer.into_inner()?);
 
-    let series_columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt32Array::from(series_ids.clone())),
-        Arc::new(labels_builder.finish()),
-        Arc::new(UInt64Array::from(row_starts)),
-        Arc::new(UInt32Array::from(row_counts)),
-        Arc::new(Int64Array::from(min_times)),
-        Arc::new(Int64Array::from(max_times)),
-        Arc::new(UInt8Array::from(encodings)),
-    ];
-    let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
-    let series_properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut series_writer = ArrowWriter::try_new(Vec::new(), series_schema(), Some(series_properties))?;
-    series_writer.write(&series_batch)?;
-    let series_bytes = Bytes::from(series_writer.into_inner()?);
-
-    let meta = BlockMeta {
-        version: BLOCK_FORMAT_VERSION,
-        ulid,
-        min_time: block_min,
-        max_time: block_max,
-        num_series: series_ids.len() as u64,
-        num_samples: row,
-        level,
-        sources,
-        series_file_size: series_bytes.len() as u64,
-        samples_file_size: samples.len() as u64,
-    };
-    Ok(EncodedBlock {
-        meta,
-        series: series_bytes,
-        samples,
-    })
+    /// Closes both files and computes the meta.
+    pub fn finish(mut self) -> Result<EncodedBlock> {
+        self.flush_samples()?;
+        let samples = Bytes::from(self.samples_writer.into_inner()?);
+        let series_count = self.row_starts.len();
+        let block_min = self.min_times.iter().copied().min().unwrap_or(TimestampMs::MAX);
+        let block_max = self.max_times.iter().copied().max().unwrap_or(TimestampMs::MIN);
+        let series_columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from_iter_values(0..series_count as u32)),
+            Arc::new(self.labels_builder.finish()),
+            Arc::new(UInt64Array::from(self.row_starts)),
+            Arc::new(UInt32Array::from(self.row_counts)),
+            Arc::new(Int64Array::from(self.min_times)),
+            Arc::new(Int64Array::from(self.max_times)),
+            Arc::new(UInt8Array::from(self.encodings)),
+        ];
+        let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
+        let series_properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let mut series_writer = ArrowWriter::try_new(Vec::new(), series_schema(), Some(series_properties))?;
+        series_writer.write(&series_batch)?;
+        let series_bytes = Bytes::from(series_writer.into_inner()?);
+        let meta = BlockMeta {
+            version: BLOCK_FORMAT_VERSION,
+            ulid: ulid::Ulid::new().to_string(),
+            min_time: block_min,
+            max_time: block_max,
+            num_series: series_count as u64,
+            num_samples: self.rows,
+            level: self.level,
+            sources: self.sources,
+            series_file_size: series_bytes.len() as u64,
+            samples_file_size: samples.len() as u64,
+        };
+        Ok(EncodedBlock {
+            meta,
+            series: series_bytes,
+            samples,
+        })
+    }
 }
 
 /// Writes an encoded block under `tenant_prefix`, meta last. Returns when durable.

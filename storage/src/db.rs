@@ -17,13 +17,15 @@ use tidewatch_model::seam::{
 use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_samples};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
-use crate::block::{Block, META_FILE, encode_block, write_block};
+use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, write_block};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefSample, Wal};
 
 const HOUR_MS: i64 = 3_600_000;
 const WAL_DIR: &str = "wal";
+/// Series per step of a streaming compaction.
+const MERGE_CHUNK_SERIES: usize = 2048;
 const BLOCKS_DIR: &str = "blocks";
 
 /// Storage settings.
@@ -392,29 +394,60 @@ impl Storage {
         // Later sources win on equal timestamps: order by ulid (creation time).
         let mut sources: Vec<Arc<Block>> = group.to_vec();
         sources.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
-        let mut merged: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
-        for source in &sources {
-            let ids: Vec<u32> = (0..source.series_count() as u32).collect();
-            let samples = source.read_samples(&ids).await?;
-            for (id, series_samples) in ids.into_iter().zip(samples) {
-                merged
-                    .entry(source.labels(id).clone())
-                    .or_default()
-                    .push(series_samples);
+        // Every series of the sources in label order, with each source's id for it.
+        // Ids inside a block follow label order, so each source's ids in a chunk
+        // of this list ascend, as `read_samples` wants.
+        let mut union: BTreeMap<Labels, Vec<(usize, u32)>> = BTreeMap::new();
+        for (index, source) in sources.iter().enumerate() {
+            for id in 0..source.series_count() as u32 {
+                union.entry(source.labels(id).clone()).or_default().push((index, id));
             }
         }
-        let series: Vec<SeriesSamples> = merged
-            .into_iter()
-            .map(|(labels, parts)| SeriesSamples {
-                labels,
-                samples: merge_sorted(parts),
-            })
-            .collect();
         let level = sources.iter().map(|b| b.meta().level).max().unwrap_or(1) + 1;
         let names: Vec<String> = sources.iter().map(|b| b.meta().ulid.clone()).collect();
-        let encoded = tokio::task::spawn_blocking(move || encode_block(&series, level, names))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        // Stream: read a chunk of series from every source, merge, hand it to the
+        // encoder on a blocking thread; memory holds a chunk, not the blocks.
+        let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<Vec<SeriesSamples>>(2);
+        let writer = tokio::task::spawn_blocking(move || -> Result<EncodedBlock> {
+            let mut writer = BlockWriter::new(level, names)?;
+            while let Some(chunk) = chunks_rx.blocking_recv() {
+                for series in chunk {
+                    writer.push(&series.labels, &series.samples)?;
+                }
+            }
+            writer.finish()
+        });
+        let entries: Vec<(Labels, Vec<(usize, u32)>)> = union.into_iter().collect();
+        for chunk in entries.chunks(MERGE_CHUNK_SERIES) {
+            let mut ids_per_source: Vec<Vec<u32>> = vec![Vec::new(); sources.len()];
+            for (_, refs) in chunk {
+                for &(index, id) in refs {
+                    ids_per_source[index].push(id);
+                }
+            }
+            let mut read: Vec<HashMap<u32, Vec<Sample>>> = Vec::with_capacity(sources.len());
+            for (source, ids) in sources.iter().zip(&ids_per_source) {
+                let samples = source.read_samples(ids).await?;
+                read.push(ids.iter().copied().zip(samples).collect());
+            }
+            let merged: Vec<SeriesSamples> = chunk
+                .iter()
+                .map(|(labels, refs)| SeriesSamples {
+                    labels: labels.clone(),
+                    samples: merge_sorted(
+                        refs.iter()
+                            .map(|(index, id)| read[*index].remove(id).unwrap_or_default())
+                            .collect(),
+                    ),
+                })
+                .collect();
+            if chunks_tx.send(merged).await.is_err() {
+                // The encoder stopped; its error is reported below.
+                break;
+            }
+        }
+        drop(chunks_tx);
+        let encoded = writer.await.map_err(|e| Error::Task(e.to_string()))??;
         let meta = write_block(&self.store, &db.prefix, encoded).await?;
         let merged_block = Arc::new(Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?);
         {

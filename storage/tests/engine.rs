@@ -257,3 +257,44 @@ async fn rejected_batches_store_nothing() {
     assert_eq!(series.len(), 1);
     assert!(same_samples(&series[0].samples, &[(NOW, 1.0)]));
 }
+
+#[tokio::test]
+async fn compaction_streams_across_chunks_of_series() {
+    // More series than one merge step holds, spread unevenly over the blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let storage = Storage::open(config(dir.path()), Arc::new(clock)).await.unwrap();
+    let start = NOW - 24 * HOUR;
+    let pods: Vec<String> = (0..5000).map(|i| format!("pod-{i:05}")).collect();
+    for window in 0..3i64 {
+        let t = start + window * 2 * HOUR;
+        let series: Vec<(Labels, Vec<(i64, f64)>)> = pods
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (*i as i64 + window) % 3 != 0)
+            .map(|(i, pod)| (labels("m", pod), vec![(t, i as f64), (t + 1, f64::from_bits(i as u64))]))
+            .collect();
+        storage.append(&tenant, batch(&series)).await.unwrap();
+        storage.flush_all().await.unwrap();
+    }
+    assert_eq!(storage.block_count(), 3);
+    storage.maintain().await.unwrap();
+    assert_eq!(storage.block_count(), 1);
+    let series = all(&storage, &tenant).await;
+    assert_eq!(series.len(), pods.len());
+    for (i, entry) in series.iter().enumerate() {
+        let mut expected = Vec::new();
+        for window in 0..3i64 {
+            if (i as i64 + window) % 3 != 0 {
+                let t = start + window * 2 * HOUR;
+                expected.extend([(t, i as f64), (t + 1, f64::from_bits(i as u64))]);
+            }
+        }
+        assert!(
+            same_samples(&entry.samples, &expected),
+            "series {i}: {:?}",
+            entry.samples
+        );
+    }
+}
