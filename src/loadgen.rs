@@ -174,7 +174,21 @@ impl SeriesSet {
                 // Counters move in whole units when their rate is large, as real ones do.
                 Kind::Counter(mean) if mean >= 1.0 => self.values[i] + (mean * 2.0 * noise).round(),
                 Kind::Counter(mean) => self.values[i] + ((mean * 2.0 * noise) * 1000.0).round() / 1000.0,
-                Kind::Gauge(level) => (level * (0.8 + 0.4 * noise)).round(),
+                Kind::Gauge(level) => {
+                    // Memory-like: starts near the level, then moves by a few pages
+                    // per scrape (often not at all), as a working set does.
+                    let current = if self.values[i] == 0.0 {
+                        (level * (0.8 + 0.4 * noise) / 4096.0).round() * 4096.0
+                    } else {
+                        self.values[i]
+                    };
+                    if noise < 0.3 {
+                        current
+                    } else {
+                        let step = ((self.rng.unit() - 0.5) * 0.02 * level / 4096.0).round() * 4096.0;
+                        (current + step).clamp(0.5 * level, 1.5 * level)
+                    }
+                }
                 Kind::Bucket(share) => {
                     if share <= 1.0 / HISTOGRAM_BOUNDS.len() as f64 + f64::EPSILON {
                         requests_step = (60.0 * noise).round();
