@@ -4,9 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidewatch_model::Sample;
+use tidewatch_fuzz::assert_same_series;
 use tidewatch_model::remote_write::{DecodeLimits, Protocol, decode, decode_v2, encode_v2};
-use tidewatch_model::seam::WriteBatch;
 
 fuzz_target!(|data: &[u8]| {
     // The framed path (snappy, then protobuf) must reject garbage without panicking.
@@ -30,26 +29,3 @@ fuzz_target!(|data: &[u8]| {
     // several entries for one metric family re-encodes with the first of them.
     assert_same_series(&batch, &again);
 });
-
-fn assert_same_series(before: &WriteBatch, after: &WriteBatch) {
-    assert_eq!(
-        before.series.len(),
-        after.series.len(),
-        "series count changed in the round trip"
-    );
-    for (x, y) in before.series.iter().zip(&after.series) {
-        assert_eq!(x.labels, y.labels, "labels changed in the round trip");
-        assert_eq!(x.samples.len(), y.samples.len(), "sample count of {} changed", x.labels);
-        for (s, t) in x.samples.iter().zip(&y.samples) {
-            assert!(same_sample(s, t), "sample of {} changed: {s:?} became {t:?}", x.labels);
-        }
-    }
-}
-
-/// Bitwise, so NaN payloads (staleness markers) must survive; prost omits a
-/// double equal to 0.0, so -0.0 legitimately comes back as 0.0.
-fn same_sample(before: &Sample, after: &Sample) -> bool {
-    before.timestamp == after.timestamp
-        && (before.value.to_bits() == after.value.to_bits()
-            || (before.value == 0.0 && after.value.to_bits() == 0.0f64.to_bits()))
-}
