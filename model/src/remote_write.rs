@@ -189,6 +189,14 @@ impl Default for DecodeLimits {
 /// allocating for them.
 pub fn decompress(body: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, Error> {
     let length = snap::raw::decompress_len(body).map_err(|e| Error::Snappy(e.to_string()))?;
+    // No snappy op expands more than 64 bytes from 3 (a 2-byte-offset copy), so a
+    // header promising more than ~22x the body is a lie: refuse it before allocating.
+    if length > body.len().saturating_mul(22).saturating_add(64) {
+        return Err(Error::Snappy(format!(
+            "header claims {length} decompressed bytes, impossible for a {}-byte body",
+            body.len()
+        )));
+    }
     if length > limits.max_decompressed_bytes {
         return Err(Error::Invalid(format!(
             "decompressed body of {length} bytes exceeds the limit of {} bytes",
@@ -499,6 +507,18 @@ mod tests {
             let decoded = decode(&body, protocol, DecodeLimits::default()).unwrap();
             assert_eq!(decoded.metadata, batch.metadata);
         }
+    }
+
+    #[test]
+    fn impossible_snappy_lengths_are_refused_before_allocating() {
+        // A varint header claiming 128 MiB, then nothing.
+        let body = [0x80, 0x80, 0x80, 0x40];
+        let err = decompress(&body, DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("impossible"), "{err}");
+        // Highly compressible data still decodes.
+        let zeros = vec![0u8; 1 << 20];
+        let compressed = compress(&zeros);
+        assert_eq!(decompress(&compressed, DecodeLimits::default()).unwrap(), zeros);
     }
 
     #[test]
