@@ -652,6 +652,7 @@ pub fn decode_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote_write::tests::same_batch;
     use crate::remote_write::{DecodeLimits, Protocol, decode, encode_v1, encode_v2};
     use proptest::prelude::*;
 
@@ -686,18 +687,6 @@ mod tests {
             })
     }
 
-    fn same(a: &WriteBatch, b: &WriteBatch) -> bool {
-        a.series.len() == b.series.len()
-            && a.series.iter().zip(&b.series).all(|(x, y)| {
-                x.labels == y.labels
-                    && x.samples.len() == y.samples.len()
-                    && x.samples.iter().zip(&y.samples).all(|(s, t)| {
-                        s.timestamp == t.timestamp
-                            && (s.value.to_bits() == t.value.to_bits() || (s.value == 0.0 && t.value == 0.0))
-                    })
-            })
-    }
-
     proptest! {
         // The hand-written decoders agree with the prost ones on every valid request.
         #[test]
@@ -705,7 +694,7 @@ mod tests {
             for (body, protocol) in [(encode_v1(&batch), Protocol::V1), (encode_v2(&batch), Protocol::V2)] {
                 let owned = decode(&body, protocol, DecodeLimits::default()).unwrap();
                 let raw = decode_raw(&body, protocol, DecodeLimits::default()).unwrap();
-                prop_assert!(same(&raw.to_batch().unwrap(), &owned));
+                prop_assert!(same_batch(&raw.to_batch().unwrap(), &owned));
                 if protocol == Protocol::V1 {
                     prop_assert_eq!(&raw.metadata, &owned.metadata);
                 }
@@ -722,7 +711,7 @@ mod tests {
             let owned = crate::remote_write::decode_v1(&bytes);
             let raw = decode_v1_raw(bytes.clone());
             if let (Ok(owned), Ok(raw)) = (owned, raw) {
-                prop_assert!(same(&raw.to_batch().unwrap(), &owned));
+                prop_assert!(same_batch(&raw.to_batch().unwrap(), &owned));
             }
             let _ = decode_v2_raw(bytes);
         }

@@ -436,7 +436,7 @@ impl SymbolTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -456,7 +456,8 @@ mod tests {
         })
     }
 
-    fn same_batch(a: &WriteBatch, b: &WriteBatch) -> bool {
+    /// Same series, labels and samples (bitwise; -0.0 may come back as 0.0, see below).
+    pub(crate) fn same_batch(a: &WriteBatch, b: &WriteBatch) -> bool {
         a.series.len() == b.series.len()
             && a.series.iter().zip(&b.series).all(|(x, y)| {
                 x.labels == y.labels
