@@ -19,7 +19,7 @@ use tidewatch_model::tenant::TENANT_HEADER;
 use tidewatch_model::{ErrorKind, Labels, Matcher, TenantId, TimestampMs};
 
 use crate::error::{Error, ErrorType};
-use crate::eval::{self, EvalRange, QueryLimits, Value};
+use crate::engine::{self, EvalRange, QueryLimits, Value};
 use crate::params::{MAX_TIME_MS, MIN_TIME_MS, Params, match_sets};
 use crate::stats::HttpStats;
 
@@ -41,7 +41,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            lookback_ms: eval::DEFAULT_LOOKBACK_MS,
+            lookback_ms: engine::DEFAULT_LOOKBACK_MS,
             query_limits: QueryLimits::default(),
             query_timeout: Duration::from_secs(120),
             max_body_bytes: 64 << 20,
@@ -126,21 +126,24 @@ fn now_ms() -> TimestampMs {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A success body: `{"status":"success","data":…}` plus warnings when any.
-fn success_raw(data_json: &str, warnings: &[String]) -> Response {
+/// A success body: `{"status":"success","data":…}` plus warnings and infos
+/// when any (Prometheus puts them in separate arrays).
+fn success_raw(data_json: &str, warnings: &[String], infos: &[String]) -> Response {
     let mut body = String::with_capacity(data_json.len() + 64);
     body.push_str("{\"status\":\"success\",\"data\":");
     body.push_str(data_json);
-    if !warnings.is_empty() {
-        body.push_str(",\"warnings\":");
-        body.push_str(&serde_json::to_string(warnings).unwrap_or_else(|_| "[]".into()));
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if !list.is_empty() {
+            body.push_str(&format!(",\"{key}\":"));
+            body.push_str(&serde_json::to_string(list).unwrap_or_else(|_| "[]".into()));
+        }
     }
     body.push('}');
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn success(data: serde_json::Value, warnings: &[String]) -> Response {
-    success_raw(&data.to_string(), warnings)
+    success_raw(&data.to_string(), warnings, &[])
 }
 
 /// A float as Prometheus writes sample values: shortest round-trip decimal,
@@ -276,13 +279,18 @@ async fn run_query<S: SeriesRead>(
     let text = params
         .get("query")
         .ok_or_else(|| Error::bad_data("invalid parameter \"query\": query must not be empty"))?;
-    let expr = eval::parse(text)?;
+    let expr = engine::parse(text)?;
     let timeout = query_timeout(params, &state.config)?;
-    let evaluation = eval::evaluate(state.store.as_ref(), tenant, &expr, range, state.config.query_limits);
-    let value = tokio::time::timeout(timeout, evaluation)
+    let evaluation = engine::evaluate(state.store.as_ref(), tenant, &expr, range, state.config.query_limits);
+    let evaluated = tokio::time::timeout(timeout, evaluation)
         .await
         .map_err(|_| Error::timeout(format!("query timed out in expression evaluation after {timeout:?}")))??;
-    Ok(success_raw(&render_value(&value), &[]))
+    let annotations = &evaluated.annotations;
+    Ok(success_raw(
+        &render_value(&evaluated.value),
+        &annotations.warnings,
+        &annotations.infos,
+    ))
 }
 
 async fn query<S: SeriesRead>(
@@ -392,7 +400,7 @@ async fn series<S: SeriesRead>(
         write_labels(&mut out, labels);
     }
     out.push(']');
-    Ok(success_raw(&out, &warnings))
+    Ok(success_raw(&out, &warnings, &[]))
 }
 
 async fn names_or_values<S: SeriesRead>(

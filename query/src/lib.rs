@@ -1,6 +1,6 @@
 //! Tidewatch's query side.
 //!
-//! Evaluates PromQL ([`eval`]) against the model crate's read seam
+//! Evaluates PromQL ([`engine`]) against the model crate's read seam
 //! ([`SeriesRead`](tidewatch_model::seam::SeriesRead)) and serves the Prometheus
 //! HTTP API ([`api`]) — query, metadata, status and remote write — with
 //! Prometheus' JSON shapes, status codes and error bodies. Nothing here knows
@@ -8,7 +8,7 @@
 
 pub mod api;
 pub mod error;
-pub mod eval;
+pub mod engine;
 pub mod params;
 pub mod stats;
 

@@ -85,6 +85,21 @@ pub enum Value {
     },
 }
 
+/// The engine's annotations of one evaluation, rendered as Prometheus renders
+/// them (`PromQL warning: … (line:col)`), each once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+/// A query's value and what the engine noticed on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub value: Value,
+    pub annotations: Annotations,
+}
+
 /// Parses a query with Prometheus' parser; errors carry its position and message.
 pub fn parse(query: &str) -> Result<Expr, Error> {
     promql_parser::parser::parse(query).map_err(|e| Error::bad_data(format!("invalid parameter \"query\": {e}")))
@@ -97,10 +112,24 @@ pub async fn evaluate<S: SeriesRead>(
     expr: &Expr,
     range: EvalRange,
     limits: QueryLimits,
+) -> Result<Evaluated, Error> {
+    let value = evaluate_value(source, tenant, expr, range, limits).await?;
+    Ok(Evaluated {
+        value,
+        annotations: Annotations::default(),
+    })
+}
+
+async fn evaluate_value<S: SeriesRead>(
+    source: &S,
+    tenant: &TenantId,
+    expr: &Expr,
+    range: EvalRange,
+    limits: QueryLimits,
 ) -> Result<Value, Error> {
     let is_range_query = range.step > 0;
     match expr {
-        Expr::Paren(paren) => Box::pin(evaluate(source, tenant, &paren.expr, range, limits)).await,
+        Expr::Paren(paren) => Box::pin(evaluate_value(source, tenant, &paren.expr, range, limits)).await,
         Expr::NumberLiteral(number) => {
             if is_range_query {
                 let samples = range.steps().map(|t| Sample::new(t, number.val)).collect();
@@ -294,6 +323,7 @@ mod tests {
         )
         .await
         .unwrap()
+        .value
     }
 
     fn vector_values(value: Value) -> Vec<f64> {
@@ -343,7 +373,8 @@ mod tests {
             QueryLimits::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .value;
         let Value::Matrix(series) = value else {
             panic!("expected a matrix")
         };
