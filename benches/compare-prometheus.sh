@@ -50,5 +50,5 @@ kill $PROM_PID; wait $PROM_PID 2>/dev/null || true
 
 SAMPLES=$((SERIES * SCRAPES))
 awk -v s="$SAMPLES" -v tw="$TW_BLOCKS" -v pr="$PROM_BLOCKS" 'BEGIN {
-  printf "disk: samples=%d tidewatch_bytes=%d (%.3f B/sample) prometheus_bytes=%d (%.3f B/sample) ratio=%.2f\n",
+  printf "disk: samples=%d tidewatch_bytes=%d (%.3f B/sample) prometheus_bytes=%d (%.3f B/sample) ratio=%.3f\n",
     s, tw, tw / s, pr, pr / s, tw / pr }'

@@ -18,8 +18,8 @@ use tidewatch_model::seam::{Ingest, MetadataRead, SeriesRead, SeriesSamples, Tim
 use tidewatch_model::tenant::TENANT_HEADER;
 use tidewatch_model::{ErrorKind, Labels, Matcher, TenantId, TimestampMs};
 
-use crate::error::{Error, ErrorType};
 use crate::engine::{self, EvalRange, QueryLimits, Value};
+use crate::error::{Error, ErrorType};
 use crate::params::{MAX_TIME_MS, MIN_TIME_MS, Params, match_sets};
 use crate::stats::HttpStats;
 

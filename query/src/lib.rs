@@ -7,8 +7,8 @@
 //! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
 
 pub mod api;
-pub mod error;
 pub mod engine;
+pub mod error;
 pub mod params;
 pub mod stats;
 
