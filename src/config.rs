@@ -74,6 +74,7 @@ pub(crate) struct QuerySection {
     pub(crate) lookback_delta: String,
     pub(crate) timeout: String,
     pub(crate) max_samples: usize,
+    pub(crate) max_series: usize,
 }
 
 impl Default for QuerySection {
@@ -82,6 +83,7 @@ impl Default for QuerySection {
             lookback_delta: "5m".into(),
             timeout: "2m".into(),
             max_samples: 50_000_000,
+            max_series: 1_000_000,
         }
     }
 }
@@ -141,6 +143,7 @@ impl ConfigFile {
             ..ApiConfig::default()
         };
         api.query_limits.max_samples = self.query.max_samples;
+        api.query_limits.max_series = self.query.max_series;
         Ok(Settings { storage, api })
     }
 }

@@ -32,6 +32,9 @@ pub struct Labels {
 }
 
 impl Labels {
+    /// The empty label set, usable in statics.
+    pub const EMPTY: Labels = Labels { pairs: Vec::new() };
+
     /// Builds a label set from pairs in any order, dropping empty values.
     /// Duplicate names are kept (and sorted next to each other) so that
     /// validation can report them; see [`Labels::duplicate_name`].

@@ -72,6 +72,9 @@ where
     Router::new()
         .route("/api/v1/query", get(query::<S>).post(query::<S>))
         .route("/api/v1/query_range", get(query_range::<S>).post(query_range::<S>))
+        .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/parse_query", get(parse_query).post(parse_query))
         .route("/api/v1/series", get(series::<S>).post(series::<S>))
         .route("/api/v1/labels", get(labels::<S>).post(labels::<S>))
         .route("/api/v1/label/{name}/values", get(label_values::<S>))
@@ -276,10 +279,7 @@ async fn run_query<S: SeriesRead>(
     params: &Params,
     range: EvalRange,
 ) -> Result<Response, Error> {
-    let text = params
-        .get("query")
-        .ok_or_else(|| Error::bad_data("invalid parameter \"query\": query must not be empty"))?;
-    let expr = engine::parse(text)?;
+    let expr = query_param(params)?;
     let timeout = query_timeout(params, &state.config)?;
     let evaluation = engine::evaluate(state.store.as_ref(), tenant, &expr, range, state.config.query_limits);
     let evaluated = tokio::time::timeout(timeout, evaluation)
@@ -347,6 +347,35 @@ async fn query_range<S: SeriesRead>(
         lookback: lookback(&params, &state.config)?,
     };
     run_query(&state, &tenant, &params, range).await
+}
+
+/// The `query` parameter, parsed.
+fn query_param(params: &Params) -> Result<promql_parser::parser::Expr, Error> {
+    let text = params
+        .get("query")
+        .ok_or_else(|| Error::bad_data("invalid parameter \"query\": query must not be empty"))?;
+    engine::parse(text)
+}
+
+/// Exemplars are not stored yet (remote write refuses them with a 400), so
+/// every valid request has none — the answer Grafana expects, not an error.
+async fn query_exemplars(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let params = request_params(raw, &headers, &body);
+    query_param(&params)?;
+    time_range(&params)?;
+    Ok(success(serde_json::Value::Array(Vec::new()), &[]))
+}
+
+async fn format_query(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let params = request_params(raw, &headers, &body);
+    let expr = query_param(&params)?;
+    Ok(success(serde_json::Value::String(expr.prettify()), &[]))
+}
+
+async fn parse_query(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+    let params = request_params(raw, &headers, &body);
+    let expr = query_param(&params)?;
+    Ok(success(crate::ast_json::translate(&expr), &[]))
 }
 
 fn time_range(params: &Params) -> Result<TimeRange, Error> {

@@ -7,6 +7,7 @@
 //! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
 
 pub mod api;
+pub mod ast_json;
 pub mod engine;
 pub mod error;
 pub mod params;

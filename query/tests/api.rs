@@ -107,7 +107,7 @@ async fn errors_have_prometheus_shape_and_status() {
     let cases = [
         ("/api/v1/query?query=up%7B", StatusCode::BAD_REQUEST, "bad_data"),
         (
-            "/api/v1/query?query=sum(up)",
+            "/api/v1/query?query=up%20%2B%20on()%20up&time=20",
             StatusCode::UNPROCESSABLE_ENTITY,
             "execution",
         ),
@@ -254,4 +254,71 @@ async fn remote_write_statuses_and_stats() {
     let counted = stats.snapshot();
     assert_eq!(counted[&("/api/v1/write".to_string(), 204)].count, 1);
     assert_eq!(counted[&("/api/v1/write".to_string(), 400)].count, 1);
+}
+
+#[tokio::test]
+async fn what_grafana_calls_when_it_connects() {
+    let (router, _) = router_with_data().await;
+    let (status, body) = get(&router, "/api/v1/query_exemplars?query=up&start=0&end=20").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"], serde_json::json!([]));
+    let (status, body) = get(&router, "/api/v1/format_query?query=sum%20by(job)(up)").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"], "sum by (job) (up)");
+    let (status, body) = get(&router, "/api/v1/parse_query?query=up%5B5m%5D").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["type"], "matrixSelector");
+    assert_eq!(body["data"]["range"], 300_000);
+    let (status, body) = get(&router, "/api/v1/format_query?query=sum(").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["errorType"], "bad_data");
+    let (status, body) = get(
+        &router,
+        "/api/v1/labels?match[]=%7B__name__%3D~%22.%2B%22%7D&limit=40000&start=0&end=20",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"], serde_json::json!(["__name__", "instance", "job"]));
+    let (_, body) = get(&router, "/api/v1/label/__name__/values?limit=40000&start=0&end=20").await;
+    assert_eq!(body["data"], serde_json::json!(["up"]));
+    let (_, body) = get(&router, "/api/v1/metadata?limit=40000").await;
+    assert_eq!(body["data"]["up"][0]["type"], "gauge");
+}
+
+#[tokio::test]
+async fn engine_results_through_the_api() {
+    let (router, _) = router_with_data().await;
+    let (status, body) = get(&router, "/api/v1/query?query=sum%20by%20(job)%20(up)%20*%202&time=10").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut results: Vec<(String, String)> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["job"].as_str().unwrap().to_string(),
+                r["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    results.sort();
+    assert_eq!(
+        results,
+        [
+            ("api".to_string(), "2".to_string()),
+            ("db".to_string(), "0".to_string())
+        ]
+    );
+    let (status, body) = get(&router, "/api/v1/query?query=rate(up%5B1m%5D)&time=20").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let infos = body["infos"]
+        .as_array()
+        .expect("rate over a gauge name carries an info");
+    assert!(
+        infos[0]
+            .as_str()
+            .unwrap()
+            .starts_with("PromQL info: metric might not be a counter"),
+        "{body}"
+    );
 }

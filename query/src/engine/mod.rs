@@ -1,29 +1,48 @@
-//! PromQL evaluation.
+//! The PromQL engine.
 //!
-//! This slice evaluates what the read API needs before the full engine lands:
-//! instant-vector selectors (with the lookback window, staleness markers,
-//! `offset` and `@`), range-vector selectors, number and string literals, and
-//! parentheses. Any other expression fails with an `execution` error naming it,
-//! never a wrong answer. Selectors push their matchers and exact time range into
-//! the read seam, so nothing beyond what the query needs is loaded.
+//! Queries are parsed by `promql-parser` and evaluated here over every step at
+//! once ([`data`]): an expression's value is a list of series with their points
+//! at the query's steps, so label work (matching, grouping, name dropping) is
+//! done once per series and the per-step loops only touch numbers. Selectors
+//! push their matchers and exact time range into the read seam, so nothing
+//! beyond what the query needs is loaded.
+//!
+//! Semantics are Prometheus 3's: range windows are left-open, the metric name
+//! is dropped at the end of evaluation (delayed name removal), and staleness
+//! markers end a series at once.
 
-use std::time::SystemTime;
+mod aggregate;
+mod binary;
+mod data;
+mod functions;
+pub(crate) mod kernels;
+mod selector;
 
-use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
-use tidewatch_model::seam::{SeriesRead, SeriesSamples, TimeRange};
-use tidewatch_model::{Labels, Sample, TenantId, TimestampMs, is_stale_nan};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{AtModifier, Expr, Offset};
+use tidewatch_model::seam::{SeriesRead, SeriesSamples};
+use tidewatch_model::{Labels, Sample, TenantId, TimestampMs};
 
 use crate::error::Error;
-use crate::params::selector_matchers;
+use data::{Data, RangeSeries, Series};
 
 /// Prometheus' default lookback delta.
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// Step of a subquery written without one (`x[10m:]`): Prometheus uses the
+/// global evaluation interval, 1 m by default.
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
 
 /// Limits on one query.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
     /// Most samples a query may load.
     pub max_samples: usize,
+    /// Most series a query may select (summed over its selectors).
+    pub max_series: usize,
     /// Most points a range query may return per series.
     pub max_points_per_series: i64,
 }
@@ -32,6 +51,7 @@ impl Default for QueryLimits {
     fn default() -> Self {
         QueryLimits {
             max_samples: 50_000_000,
+            max_series: 1_000_000,
             max_points_per_series: 11_000,
         }
     }
@@ -55,13 +75,6 @@ impl EvalRange {
             step: 0,
             lookback,
         }
-    }
-
-    fn steps(&self) -> impl Iterator<Item = TimestampMs> + '_ {
-        let step = self.step.max(1);
-        (0..)
-            .map(move |i: i64| self.start + i * step)
-            .take_while(move |&t| t <= self.end)
     }
 }
 
@@ -113,178 +126,395 @@ pub async fn evaluate<S: SeriesRead>(
     range: EvalRange,
     limits: QueryLimits,
 ) -> Result<Evaluated, Error> {
-    let value = evaluate_value(source, tenant, expr, range, limits).await?;
-    Ok(Evaluated {
-        value,
-        annotations: Annotations::default(),
-    })
+    let is_range_query = range.step > 0;
+    if is_range_query {
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            other => {
+                return Err(Error::bad_data(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    type_name(other)
+                )));
+            }
+        }
+    }
+    let shared = Shared {
+        positions: positions(expr),
+        ..Shared::default()
+    };
+    let evaluator = Evaluator {
+        source,
+        tenant,
+        start: range.start,
+        end: range.end,
+        interval: range.step.max(1),
+        query_start: range.start,
+        query_end: range.end,
+        range_query: is_range_query,
+        lookback: range.lookback,
+        limits,
+        shared: &shared,
+    };
+    let data = evaluator.eval(expr).await?;
+    let value = evaluator.to_value(data, is_range_query)?;
+    let annotations = shared.into_annotations();
+    Ok(Evaluated { value, annotations })
 }
 
-async fn evaluate_value<S: SeriesRead>(
-    source: &S,
-    tenant: &TenantId,
-    expr: &Expr,
-    range: EvalRange,
+/// Where every sub-expression starts in the query as printed on one line.
+/// Prometheus reports positions in the text it parsed; printing is what it
+/// does too for rewritten queries, and for the usual spelling the two agree.
+fn positions(expr: &Expr) -> HashMap<usize, usize> {
+    fn children(expr: &Expr) -> Vec<&Expr> {
+        match expr {
+            Expr::Aggregate(a) => a.param.iter().map(|p| p.as_ref()).chain([a.expr.as_ref()]).collect(),
+            Expr::Binary(b) => vec![b.lhs.as_ref(), b.rhs.as_ref()],
+            Expr::Paren(p) => vec![p.expr.as_ref()],
+            Expr::Unary(u) => vec![u.expr.as_ref()],
+            Expr::Subquery(s) => vec![s.expr.as_ref()],
+            Expr::Call(c) => c.args.args.iter().map(|a| a.as_ref()).collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn walk(expr: &Expr, offset: usize, text: &str, out: &mut HashMap<usize, usize>) {
+        out.insert(expr as *const Expr as usize, offset);
+        let mut cursor = 0;
+        for child in children(expr) {
+            let child_text = child.to_string();
+            if let Some(found) = text.get(cursor..).and_then(|rest| rest.find(&child_text)) {
+                let start = cursor + found;
+                walk(child, offset + start, &child_text, out);
+                cursor = start + child_text.len();
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    walk(expr, 0, &expr.to_string(), &mut out);
+    out
+}
+
+fn type_name(value_type: ValueType) -> &'static str {
+    match value_type {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+/// State every evaluator of one query shares: what was loaded so far (for
+/// the limits), annotations, and where each sub-expression starts in the
+/// query's text (annotations end with `(line:column)`).
+#[derive(Debug, Default)]
+struct Shared {
+    inner: Mutex<SharedInner>,
+    /// Byte offset of each sub-expression, by its address in the syntax tree.
+    positions: HashMap<usize, usize>,
+}
+
+#[derive(Debug, Default)]
+struct SharedInner {
+    series_loaded: usize,
+    samples_loaded: usize,
+    warnings: BTreeSet<String>,
+    infos: BTreeSet<String>,
+    order: Vec<(bool, String)>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedInner> {
+        // A poisoned lock only means another evaluation task panicked; the
+        // counters are still meaningful.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts what a selector loaded against the query's limits.
+    fn add_loaded(&self, series: usize, samples: usize, limits: &QueryLimits) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.series_loaded += series;
+        inner.samples_loaded += samples;
+        if inner.series_loaded > limits.max_series {
+            return Err(Error::execution(format!(
+                "query touched too many series: more than {} (query.max_series)",
+                limits.max_series
+            )));
+        }
+        if inner.samples_loaded > limits.max_samples {
+            return Err(Error::execution(
+                "query processing would load too many samples into memory in query execution",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `message` with the position of `node`, as Prometheus ends annotations.
+    fn at(&self, message: String, node: &Expr) -> String {
+        let column = self
+            .positions
+            .get(&(node as *const Expr as usize))
+            .map_or(1, |offset| offset + 1);
+        format!("{message} (1:{column})")
+    }
+
+    fn warn(&self, message: String, node: &Expr) {
+        let message = self.at(message, node);
+        let mut inner = self.lock();
+        if inner.warnings.insert(message.clone()) {
+            inner.order.push((true, message));
+        }
+    }
+
+    fn info(&self, message: String, node: &Expr) {
+        let message = self.at(message, node);
+        let mut inner = self.lock();
+        if inner.infos.insert(message.clone()) {
+            inner.order.push((false, message));
+        }
+    }
+
+    fn into_annotations(self) -> Annotations {
+        let inner = self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut annotations = Annotations::default();
+        for (is_warning, message) in inner.order {
+            if is_warning {
+                annotations.warnings.push(format!("PromQL warning: {message}"));
+            } else {
+                annotations.infos.push(format!("PromQL info: {message}"));
+            }
+        }
+        annotations
+    }
+}
+
+/// Evaluates expressions over one grid of steps: the query's, or a subquery's.
+struct Evaluator<'a, S> {
+    source: &'a S,
+    tenant: &'a TenantId,
+    /// First and last step time, and the distance between steps (≥ 1).
+    start: TimestampMs,
+    end: TimestampMs,
+    interval: i64,
+    /// The outer query's range, which `@ start()` and `@ end()` refer to.
+    query_start: TimestampMs,
+    query_end: TimestampMs,
+    /// Whether the outer query is a range query (results are then sorted by labels).
+    range_query: bool,
+    lookback: i64,
     limits: QueryLimits,
-) -> Result<Value, Error> {
-    let is_range_query = range.step > 0;
-    match expr {
-        Expr::Paren(paren) => Box::pin(evaluate_value(source, tenant, &paren.expr, range, limits)).await,
-        Expr::NumberLiteral(number) => {
-            if is_range_query {
-                let samples = range.steps().map(|t| Sample::new(t, number.val)).collect();
+    shared: &'a Shared,
+}
+
+type EvalFuture<'b> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Data, Error>> + Send + 'b>>;
+
+impl<'a, S: SeriesRead> Evaluator<'a, S> {
+    fn step_count(&self) -> usize {
+        ((self.end - self.start) / self.interval + 1) as usize
+    }
+
+    fn step_time(&self, step: usize) -> TimestampMs {
+        self.start + step as i64 * self.interval
+    }
+
+    fn step_times(&self) -> impl Iterator<Item = TimestampMs> + '_ {
+        (0..self.step_count()).map(|i| self.step_time(i))
+    }
+
+    /// The time a selector or subquery reads at for step time `t`: `@` pins
+    /// it, `offset` shifts it.
+    fn effective_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: TimestampMs) -> TimestampMs {
+        let base = match at {
+            Some(AtModifier::Start) => self.query_start,
+            Some(AtModifier::End) => self.query_end,
+            Some(AtModifier::At(time)) => system_time_ms(*time),
+            None => t,
+        };
+        base.saturating_sub(offset_ms(offset))
+    }
+
+    fn eval<'b>(&'b self, expr: &'b Expr) -> EvalFuture<'b>
+    where
+        'a: 'b,
+    {
+        Box::pin(async move {
+            // Yield between nodes, so a timeout or a client that went away
+            // (the future is then dropped) stops a long evaluation promptly.
+            tokio::task::yield_now().await;
+            match expr {
+                Expr::Paren(paren) => self.eval(&paren.expr).await,
+                Expr::NumberLiteral(number) => Ok(Data::Scalar(vec![number.val; self.step_count()])),
+                Expr::StringLiteral(string) => Ok(Data::String(string.val.clone())),
+                Expr::Unary(unary) => match self.eval(&unary.expr).await? {
+                    Data::Scalar(values) => Ok(Data::Scalar(values.into_iter().map(|v| -v).collect())),
+                    Data::Vector(mut series) => {
+                        for entry in &mut series {
+                            entry.drop_name = true;
+                            for point in &mut entry.points {
+                                point.value = -point.value;
+                            }
+                        }
+                        Ok(Data::Vector(series))
+                    }
+                    _ => Err(Error::bad_data(
+                        "unary expression only allowed on expressions of type scalar or instant vector",
+                    )),
+                },
+                Expr::VectorSelector(selector) => Ok(Data::Vector(
+                    selector::instant(self, selector, selector::Sampled::Value).await?,
+                )),
+                Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                    let windows = selector::windows(self, expr).await?;
+                    Ok(Data::Matrix(windows.into_single_step()))
+                }
+                Expr::Call(call) => functions::call(self, expr, call).await,
+                Expr::Aggregate(aggregate) => aggregate::eval(self, aggregate).await,
+                Expr::Binary(binary) => binary::eval(self, binary).await,
+                Expr::Extension(_) => Err(Error::execution("extension expressions are not supported")),
+            }
+        })
+    }
+
+    /// Evaluates an argument that must be a scalar: one value per step.
+    async fn eval_scalar(&self, expr: &Expr) -> Result<Vec<f64>, Error> {
+        match self.eval(expr).await? {
+            Data::Scalar(values) => Ok(values),
+            _ => Err(Error::bad_data(format!("expected type scalar in {expr}"))),
+        }
+    }
+
+    async fn eval_vector(&self, expr: &Expr) -> Result<Vec<Series>, Error> {
+        match self.eval(expr).await? {
+            Data::Vector(series) => Ok(series),
+            _ => Err(Error::bad_data(format!("expected type instant vector in {expr}"))),
+        }
+    }
+
+    /// The evaluated top-level expression as the API returns it.
+    fn to_value(&self, data: Data, is_range_query: bool) -> Result<Value, Error> {
+        match data {
+            Data::Scalar(values) if is_range_query => {
+                let samples = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| Sample::new(self.step_time(i), v))
+                    .collect();
                 Ok(Value::Matrix(vec![SeriesSamples {
                     labels: Labels::default(),
                     samples,
                 }]))
-            } else {
-                Ok(Value::Scalar {
-                    time: range.start,
-                    value: number.val,
-                })
+            }
+            Data::Scalar(values) => Ok(Value::Scalar {
+                time: self.start,
+                value: values.first().copied().unwrap_or(f64::NAN),
+            }),
+            Data::String(value) => Ok(Value::String {
+                time: self.start,
+                value,
+            }),
+            Data::Matrix(series) => {
+                let series = finish_range_series(series)?;
+                Ok(Value::Matrix(series))
+            }
+            Data::Vector(series) => {
+                let series = finish_names(series)?;
+                if is_range_query {
+                    let mut matrix: Vec<SeriesSamples> = series
+                        .into_iter()
+                        .filter(|s| !s.points.is_empty())
+                        .map(|s| SeriesSamples {
+                            labels: s.labels,
+                            samples: s
+                                .points
+                                .iter()
+                                .map(|p| Sample::new(self.step_time(p.step as usize), p.value))
+                                .collect(),
+                        })
+                        .collect();
+                    matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
+                    Ok(Value::Matrix(matrix))
+                } else {
+                    let samples = series
+                        .into_iter()
+                        .filter_map(|s| s.points.first().map(|p| (s.labels, p.value)))
+                        .collect();
+                    Ok(Value::Vector {
+                        time: self.start,
+                        samples,
+                    })
+                }
             }
         }
-        Expr::StringLiteral(string) if !is_range_query => Ok(Value::String {
-            time: range.start,
-            value: string.val.clone(),
-        }),
-        Expr::StringLiteral(_) => Err(Error::bad_data(
-            "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
-        )),
-        Expr::VectorSelector(selector) => instant_selector(source, tenant, selector, range, limits).await,
-        Expr::MatrixSelector(matrix) if !is_range_query => {
-            let window = i64::try_from(matrix.range.as_millis()).unwrap_or(i64::MAX);
-            let at = effective_time(&matrix.vs, range.start, range);
-            // Range windows are left-open: (at - window, at].
-            let time_range = TimeRange::new(at.saturating_sub(window).saturating_add(1), at);
-            let mut series = select(source, tenant, &matrix.vs, time_range, limits).await?;
-            for entry in &mut series {
-                entry.samples.retain(|s| !is_stale_nan(s.value));
-            }
-            series.retain(|s| !s.samples.is_empty());
-            Ok(Value::Matrix(series))
-        }
-        Expr::MatrixSelector(_) => Err(Error::bad_data(
-            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
-        )),
-        other => Err(Error::execution(format!(
-            "unsupported expression {}: this build evaluates selectors and literals only; functions, operators and aggregations come with the PromQL engine",
-            describe(other)
-        ))),
     }
 }
 
-fn describe(expr: &Expr) -> String {
-    let text = expr.to_string();
-    if text.len() > 80 {
-        format!("{}…", &text[..text.floor_char_boundary(80)])
-    } else {
-        text
+/// Drops the metric name where an operation asked for it, and refuses a
+/// result in which two series end up with the same labels at the same step.
+fn finish_names(series: Vec<Series>) -> Result<Vec<Series>, Error> {
+    let mut out = Vec::with_capacity(series.len());
+    let mut seen: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    for mut entry in series {
+        if entry.points.is_empty() {
+            continue;
+        }
+        if entry.drop_name {
+            entry.labels = data::without_name(&entry.labels);
+            entry.drop_name = false;
+        }
+        match seen.get(&entry.labels) {
+            Some(&index) => {
+                let existing: &mut Series = &mut out[index];
+                let steps: HashSet<u32> = existing.points.iter().map(|p| p.step).collect();
+                if entry.points.iter().any(|p| steps.contains(&p.step)) {
+                    return Err(duplicate_labelset());
+                }
+                existing.points.extend(entry.points);
+                existing.points.sort_by_key(|p| p.step);
+            }
+            None => {
+                seen.insert(entry.labels.clone(), out.len());
+                out.push(entry);
+            }
+        }
     }
+    Ok(out)
 }
 
-fn system_time_ms(time: SystemTime) -> TimestampMs {
-    match time.duration_since(SystemTime::UNIX_EPOCH) {
+fn finish_range_series(series: Vec<RangeSeries>) -> Result<Vec<SeriesSamples>, Error> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(series.len());
+    for entry in series {
+        let labels = if entry.drop_name {
+            data::without_name(&entry.labels)
+        } else {
+            entry.labels
+        };
+        if !seen.insert(labels.clone()) {
+            return Err(duplicate_labelset());
+        }
+        out.push(SeriesSamples {
+            labels,
+            samples: entry.samples,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn duplicate_labelset() -> Error {
+    Error::execution("vector cannot contain metrics with the same labelset")
+}
+
+fn system_time_ms(time: std::time::SystemTime) -> TimestampMs {
+    match time.duration_since(std::time::SystemTime::UNIX_EPOCH) {
         Ok(after) => after.as_millis() as TimestampMs,
         Err(before) => -(before.duration().as_millis() as TimestampMs),
     }
 }
 
-fn offset_ms(selector: &VectorSelector) -> i64 {
-    match &selector.offset {
+fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
         Some(Offset::Pos(d)) => d.as_millis() as i64,
         Some(Offset::Neg(d)) => -(d.as_millis() as i64),
         None => 0,
     }
-}
-
-/// The time a selector reads at for evaluation time `t`: `@` pins it, `offset` shifts it.
-fn effective_time(selector: &VectorSelector, t: TimestampMs, range: EvalRange) -> TimestampMs {
-    let base = match &selector.at {
-        Some(AtModifier::Start) => range.start,
-        Some(AtModifier::End) => range.end,
-        Some(AtModifier::At(time)) => system_time_ms(*time),
-        None => t,
-    };
-    base.saturating_sub(offset_ms(selector))
-}
-
-async fn select<S: SeriesRead>(
-    source: &S,
-    tenant: &TenantId,
-    selector: &VectorSelector,
-    time_range: TimeRange,
-    limits: QueryLimits,
-) -> Result<Vec<SeriesSamples>, Error> {
-    let sets = selector_matchers(selector)?;
-    let mut all: Vec<SeriesSamples> = Vec::new();
-    for matchers in sets {
-        for series in source.select(tenant, &matchers, time_range).await? {
-            if !all.iter().any(|s| s.labels == series.labels) {
-                all.push(series);
-            }
-        }
-    }
-    all.sort_by(|a, b| a.labels.cmp(&b.labels));
-    let loaded: usize = all.iter().map(|s| s.samples.len()).sum();
-    if loaded > limits.max_samples {
-        return Err(Error::execution(
-            "query processing would load too many samples into memory in query execution",
-        ));
-    }
-    Ok(all)
-}
-
-/// The newest sample at or before `t` within the lookback window, unless it is a staleness marker.
-fn sample_at(samples: &[Sample], t: TimestampMs, lookback: i64) -> Option<f64> {
-    let index = samples.partition_point(|s| s.timestamp <= t);
-    let sample = samples.get(index.checked_sub(1)?)?;
-    if sample.timestamp <= t - lookback || is_stale_nan(sample.value) {
-        return None;
-    }
-    Some(sample.value)
-}
-
-async fn instant_selector<S: SeriesRead>(
-    source: &S,
-    tenant: &TenantId,
-    selector: &VectorSelector,
-    range: EvalRange,
-    limits: QueryLimits,
-) -> Result<Value, Error> {
-    let first = effective_time(selector, range.start, range);
-    let last = effective_time(selector, range.end, range);
-    let (lo, hi) = (first.min(last), first.max(last));
-    let time_range = TimeRange::new(lo.saturating_sub(range.lookback).saturating_add(1), hi);
-    let series = select(source, tenant, selector, time_range, limits).await?;
-    if range.step == 0 {
-        let mut samples = Vec::new();
-        for entry in series {
-            if let Some(value) = sample_at(&entry.samples, first, range.lookback) {
-                samples.push((entry.labels, value));
-            }
-        }
-        return Ok(Value::Vector {
-            time: range.start,
-            samples,
-        });
-    }
-    let mut matrix = Vec::new();
-    for entry in series {
-        let points: Vec<Sample> = range
-            .steps()
-            .filter_map(|t| {
-                sample_at(&entry.samples, effective_time(selector, t, range), range.lookback).map(|v| Sample::new(t, v))
-            })
-            .collect();
-        if !points.is_empty() {
-            matrix.push(SeriesSamples {
-                labels: entry.labels,
-                samples: points,
-            });
-        }
-    }
-    Ok(Value::Matrix(matrix))
 }
 
 #[cfg(test)]
@@ -390,16 +620,22 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.message.contains("range vector"), "{err}");
-        let err = evaluate(
+        let value = evaluate(
             &store,
             &TenantId::default_tenant(),
-            &parse("sum(m)").unwrap(),
+            &parse("sum(m) * 2").unwrap(),
             range,
             QueryLimits::default(),
         )
         .await
-        .unwrap_err();
-        assert_eq!(err.error_type, crate::error::ErrorType::Execution);
+        .unwrap()
+        .value;
+        let Value::Matrix(series) = value else {
+            panic!("expected a matrix")
+        };
+        assert_eq!(series[0].labels, Labels::default());
+        let values: Vec<f64> = series[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, [2.0, 2.0, 4.0, 4.0, 4.0]);
     }
 
     #[tokio::test]
@@ -419,5 +655,24 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.message.contains("too many samples"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn series_limit_fails_the_query() {
+        let store = store_with(&[(0, 1.0)]).await;
+        let limits = QueryLimits {
+            max_series: 0,
+            ..QueryLimits::default()
+        };
+        let err = evaluate(
+            &store,
+            &TenantId::default_tenant(),
+            &parse("sum(m)").unwrap(),
+            EvalRange::instant(10, DEFAULT_LOOKBACK_MS),
+            limits,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.message.contains("too many series"), "{err}");
     }
 }

@@ -1,0 +1,415 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, …).
+//!
+//! Groups depend only on labels, so each series' group is found once; the
+//! per-step loop then feeds values into per-group accumulators.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_LIMIT_RATIO, T_LIMITK, T_MAX, T_MIN, T_QUANTILE, T_STDDEV,
+    T_STDVAR, T_SUM, T_TOPK, TokenId,
+};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use tidewatch_model::seam::SeriesRead;
+use tidewatch_model::{Label, Labels, METRIC_NAME};
+
+use super::Evaluator;
+use super::data::{Data, Point, Series, StepCursor, format_float};
+use super::kernels::{Mean, kahan_sum_inc, quantile};
+use crate::error::Error;
+
+pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &AggregateExpr) -> Result<Data, Error> {
+    let op = aggregate.op.id();
+    let param = match &aggregate.param {
+        Some(param) => Some(ev.eval(param).await?),
+        None => None,
+    };
+    // With delayed name removal a name an earlier operation will drop still
+    // takes part in grouping (`by (__name__)`); a group drops it if any member does.
+    let input = ev.eval_vector(&aggregate.expr).await?;
+    let grouping = Grouping::of(aggregate);
+    let steps = ev.step_count();
+    match (op, param) {
+        (T_TOPK | T_BOTTOMK | T_LIMITK, Some(Data::Scalar(k))) => {
+            Ok(Data::Vector(select_k(ev, op, &k, input, &grouping, steps)?))
+        }
+        (T_LIMIT_RATIO, Some(Data::Scalar(ratio))) => {
+            Ok(Data::Vector(limit_ratio(ev, &ratio, input, param_node(aggregate))))
+        }
+        (T_COUNT_VALUES, Some(Data::String(label))) => count_values(&label, input, &grouping, steps).map(Data::Vector),
+        (T_QUANTILE, Some(Data::Scalar(q))) => {
+            let q = (q.as_slice(), param_node(aggregate));
+            Ok(Data::Vector(reduce(ev, op, Some(q), input, &grouping, steps)))
+        }
+        (T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR, None) => {
+            Ok(Data::Vector(reduce(ev, op, None, input, &grouping, steps)))
+        }
+        _ => Err(Error::bad_data(format!(
+            "unsupported aggregation parameters in {aggregate}"
+        ))),
+    }
+}
+
+/// The parameter expression (annotations point at it).
+fn param_node(aggregate: &AggregateExpr) -> &Expr {
+    aggregate.param.as_deref().unwrap_or(&aggregate.expr)
+}
+
+/// `by (…)` or `without (…)`.
+#[derive(Debug)]
+struct Grouping<'e> {
+    without: bool,
+    names: Vec<&'e str>,
+}
+
+impl<'e> Grouping<'e> {
+    fn of(aggregate: &'e AggregateExpr) -> Grouping<'e> {
+        match &aggregate.modifier {
+            Some(LabelModifier::Include(labels)) => Grouping {
+                without: false,
+                names: labels.labels.iter().map(String::as_str).collect(),
+            },
+            Some(LabelModifier::Exclude(labels)) => Grouping {
+                without: true,
+                names: labels.labels.iter().map(String::as_str).collect(),
+            },
+            None => Grouping {
+                without: false,
+                names: Vec::new(),
+            },
+        }
+    }
+
+    fn labels(&self, labels: &Labels) -> Labels {
+        let kept = labels.iter().filter(|l| {
+            if self.without {
+                l.name != METRIC_NAME && !self.names.contains(&l.name.as_str())
+            } else {
+                self.names.contains(&l.name.as_str())
+            }
+        });
+        Labels::from_sorted(kept.cloned().collect())
+    }
+
+    /// Each series' group number, and the groups' labels in order of first appearance.
+    fn assign(&self, input: &[Series]) -> (Vec<usize>, Vec<Labels>) {
+        let mut ids: HashMap<Labels, usize> = HashMap::new();
+        let mut groups = Vec::new();
+        let assigned = input
+            .iter()
+            .map(|s| {
+                let labels = self.labels(&s.labels);
+                *ids.entry(labels.clone()).or_insert_with(|| {
+                    groups.push(labels);
+                    groups.len() - 1
+                })
+            })
+            .collect();
+        (assigned, groups)
+    }
+}
+
+/// One group's running aggregate at one step.
+#[derive(Debug, Clone, Default)]
+struct Accumulator {
+    count: f64,
+    value: f64,
+    compensation: f64,
+    /// Welford's running mean for `stddev`/`stdvar`.
+    mean: f64,
+    average: Mean,
+    values: Vec<f64>,
+}
+
+impl Accumulator {
+    fn start(&mut self, op: TokenId, v: f64) {
+        *self = Accumulator {
+            count: 1.0,
+            value: v,
+            compensation: 0.0,
+            mean: v,
+            average: Mean::new(v),
+            values: std::mem::take(&mut self.values),
+        };
+        self.values.clear();
+        match op {
+            T_GROUP => self.value = 1.0,
+            T_STDDEV | T_STDVAR => self.value = 0.0,
+            T_QUANTILE => self.values.push(v),
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, op: TokenId, v: f64) {
+        self.count += 1.0;
+        match op {
+            T_SUM => (self.value, self.compensation) = kahan_sum_inc(v, self.value, self.compensation),
+            T_AVG => self.average.add(v),
+            // A NaN is replaced by any later value.
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
+            T_STDDEV | T_STDVAR => {
+                // Welford's online variance.
+                let delta = v - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (v - self.mean);
+            }
+            T_QUANTILE => self.values.push(v),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, op: TokenId, q: f64) -> f64 {
+        match op {
+            T_SUM => self.value + self.compensation,
+            T_AVG => self.average.value(),
+            T_COUNT => self.count,
+            T_STDVAR => self.value / self.count,
+            T_STDDEV => (self.value / self.count).sqrt(),
+            T_QUANTILE => quantile(q, &mut self.values),
+            _ => self.value,
+        }
+    }
+}
+
+fn reduce<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    op: TokenId,
+    q: Option<(&[f64], &Expr)>,
+    input: Vec<Series>,
+    grouping: &Grouping<'_>,
+    steps: usize,
+) -> Vec<Series> {
+    let (group_of, groups) = grouping.assign(&input);
+    let mut out: Vec<Series> = groups.into_iter().map(|l| Series::new(l, false, Vec::new())).collect();
+    for (series, &group) in input.iter().zip(&group_of) {
+        out[group].drop_name |= series.drop_name;
+    }
+    let mut accumulators = vec![Accumulator::default(); out.len()];
+    let mut started = vec![false; out.len()];
+    let mut touched = Vec::new();
+    let mut cursor = StepCursor::new(input.len());
+    let mut warned_quantile = false;
+    for step in 0..steps as u32 {
+        for (index, &group) in group_of.iter().enumerate() {
+            let Some(v) = cursor.value(&input, index, step) else {
+                continue;
+            };
+            if started[group] {
+                accumulators[group].add(op, v);
+            } else {
+                started[group] = true;
+                touched.push(group);
+                accumulators[group].start(op, v);
+            }
+        }
+        let q_now = q.map_or(f64::NAN, |(q, _)| q[step as usize]);
+        if let Some((_, node)) = q
+            && !touched.is_empty()
+            && !(0.0..=1.0).contains(&q_now)
+            && !warned_quantile
+        {
+            warned_quantile = true;
+            ev.shared.warn(
+                format!("quantile value should be between 0 and 1, got {}", format_float(q_now)),
+                node,
+            );
+        }
+        touched.sort_unstable();
+        for group in touched.drain(..) {
+            started[group] = false;
+            let value = accumulators[group].finish(op, q_now);
+            out[group].points.push(Point { step, value });
+        }
+    }
+    out.retain(|s| !s.points.is_empty());
+    out
+}
+
+/// A per-step count parameter (`topk`, `bottomk`, `limitk`) as an integer.
+fn count_param(value: f64) -> Result<i64, Error> {
+    if value.is_nan() {
+        return Err(Error::execution("Parameter value is NaN"));
+    }
+    if value >= i64::MAX as f64 || value <= i64::MIN as f64 {
+        return Err(Error::execution(format!(
+            "Scalar value {} overflows int64",
+            format_float(value)
+        )));
+    }
+    Ok(value as i64)
+}
+
+/// `topk`, `bottomk` and `limitk`: up to k series per group at each step,
+/// keeping the input series' labels.
+fn select_k<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    op: TokenId,
+    k: &[f64],
+    input: Vec<Series>,
+    grouping: &Grouping<'_>,
+    steps: usize,
+) -> Result<Vec<Series>, Error> {
+    let (group_of, groups) = grouping.assign(&input);
+    let mut members: Vec<Vec<(usize, f64)>> = vec![Vec::new(); groups.len()];
+    let mut out: Vec<Series> = input
+        .iter()
+        .map(|s| Series::new(s.labels.clone(), s.drop_name, Vec::new()))
+        .collect();
+    let mut order: Vec<usize> = Vec::new();
+    let mut cursor = StepCursor::new(input.len());
+    let is_instant = steps == 1;
+    for step in 0..steps as u32 {
+        let k = count_param(k[step as usize])?;
+        for (index, &group) in group_of.iter().enumerate() {
+            if let Some(v) = cursor.value(&input, index, step) {
+                members[group].push((index, v));
+            }
+        }
+        if k < 1 {
+            members.iter_mut().for_each(Vec::clear);
+            continue;
+        }
+        for group in &mut members {
+            if group.is_empty() {
+                continue;
+            }
+            // NaN ranks last for both; limitk keeps the input order. Stable
+            // sorts keep equal values in input order.
+            match op {
+                T_TOPK => group.sort_by(|a, b| rank_desc(a.1, b.1)),
+                T_BOTTOMK => group.sort_by(|a, b| rank_asc(a.1, b.1)),
+                _ => {}
+            }
+            group.truncate(usize::try_from(k).unwrap_or(usize::MAX));
+            for &(index, value) in group.iter() {
+                out[index].points.push(Point { step, value });
+                if is_instant {
+                    order.push(index);
+                }
+            }
+            group.clear();
+        }
+    }
+    let _ = ev;
+    if is_instant {
+        // An instant query returns each group's selection in rank order.
+        let mut ranked: Vec<Series> = Vec::with_capacity(order.len());
+        let mut slots: Vec<Option<Series>> = out.into_iter().map(Some).collect();
+        for index in order {
+            if let Some(series) = slots[index].take() {
+                ranked.push(series);
+            }
+        }
+        return Ok(ranked);
+    }
+    out.retain(|s| !s.points.is_empty());
+    Ok(out)
+}
+
+/// Descending by value, NaN last.
+fn rank_desc(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// Ascending by value, NaN last.
+fn rank_asc(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// `limit_ratio(r, v)`: a stable sample of series chosen by label hash, the
+/// same series at every step; a negative ratio picks the complement.
+fn limit_ratio<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    ratio: &[f64],
+    mut input: Vec<Series>,
+    node: &Expr,
+) -> Vec<Series> {
+    let mut warned = false;
+    let offsets: Vec<f64> = input
+        .iter()
+        .map(|s| prometheus_labels_hash(&s.labels) as f64 / u64::MAX as f64)
+        .collect();
+    for (series, offset) in input.iter_mut().zip(offsets) {
+        series.points.retain(|p| {
+            let mut r = ratio[p.step as usize];
+            if !(-1.0..=1.0).contains(&r) {
+                let capped = r.clamp(-1.0, 1.0);
+                if !warned {
+                    warned = true;
+                    ev.shared.warn(
+                        format!(
+                            "ratio value should be between -1 and 1, got {}, capping to {}",
+                            format_float(r),
+                            format_float(capped)
+                        ),
+                        node,
+                    );
+                }
+                r = capped;
+            }
+            (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+        });
+    }
+    input.retain(|s| !s.points.is_empty());
+    input
+}
+
+/// Prometheus' `labels.Labels.Hash()`: xxHash64 of `name 0xff value 0xff …`.
+fn prometheus_labels_hash(labels: &Labels) -> u64 {
+    let mut bytes = Vec::with_capacity(256);
+    for label in labels {
+        bytes.extend_from_slice(label.name.as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(label.value.as_bytes());
+        bytes.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&bytes, 0)
+}
+
+/// `count_values("label", v)`: per group, how many series have each value.
+fn count_values(label: &str, input: Vec<Series>, grouping: &Grouping<'_>, steps: usize) -> Result<Vec<Series>, Error> {
+    if !is_valid_label_name(label) {
+        return Err(Error::execution(format!("invalid label name {label:?}")));
+    }
+    let group_labels: Vec<Labels> = input.iter().map(|s| grouping.labels(&s.labels)).collect();
+    let mut out: Vec<Series> = Vec::new();
+    let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+    let mut cursor = StepCursor::new(input.len());
+    for step in 0..steps as u32 {
+        for (index, base) in group_labels.iter().enumerate() {
+            let Some(v) = cursor.value(&input, index, step) else {
+                continue;
+            };
+            let mut pairs: Vec<Label> = base.iter().filter(|l| l.name != label).cloned().collect();
+            pairs.push(Label::new(label, format_float(v)));
+            pairs.sort();
+            let labels = Labels::from_sorted(pairs);
+            let slot = *by_labels.entry(labels.clone()).or_insert_with(|| {
+                out.push(Series::new(labels, false, Vec::new()));
+                out.len() - 1
+            });
+            out[slot].drop_name |= input[index].drop_name;
+            match out[slot].points.last_mut() {
+                Some(point) if point.step == step => point.value += 1.0,
+                _ => out[slot].points.push(Point { step, value: 1.0 }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn is_valid_label_name(name: &str) -> bool {
+    // Prometheus 3 accepts any UTF-8 label name; only the empty name is invalid.
+    !name.is_empty()
+}

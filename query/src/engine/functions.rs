@@ -1,0 +1,917 @@
+//! PromQL functions: dispatch, argument handling and label work. The numeric
+//! cores live in [`kernels`](super::kernels).
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, TimeZone, Timelike};
+use promql_parser::parser::{Call, Expr};
+use tidewatch_model::seam::SeriesRead;
+use tidewatch_model::{Label, Labels, METRIC_NAME, Sample};
+
+use super::Evaluator;
+use super::data::{Data, Point, RangeSeries, Series, StepCursor, go_max, go_min, without_name};
+use super::kernels::{self, Bucket};
+use super::selector::{self, Sampled, Windows};
+use crate::error::Error;
+
+pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call: &Call) -> Result<Data, Error> {
+    let name = call.func.name;
+    let args: Vec<&Expr> = call.args.args.iter().map(|a| a.as_ref()).collect();
+    let arg = |i: usize| -> Result<&Expr, Error> {
+        args.get(i)
+            .copied()
+            .ok_or_else(|| Error::bad_data(format!("missing argument {} of {name}()", i + 1)))
+    };
+    match name {
+        "time" => Ok(Data::Scalar(ev.step_times().map(|t| t as f64 / 1000.0).collect())),
+        "pi" => Ok(Data::Scalar(vec![std::f64::consts::PI; ev.step_count()])),
+        "start" => Ok(Data::Scalar(vec![ev.query_start as f64 / 1000.0; ev.step_count()])),
+        "end" => Ok(Data::Scalar(vec![ev.query_end as f64 / 1000.0; ev.step_count()])),
+        "range" => Ok(Data::Scalar(vec![
+            (ev.query_end - ev.query_start) as f64 / 1000.0;
+            ev.step_count()
+        ])),
+        "step" => Ok(Data::Scalar(vec![ev.interval as f64 / 1000.0; ev.step_count()])),
+        "vector" => {
+            let values = ev.eval_scalar(arg(0)?).await?;
+            let points = values
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| Point { step: i as u32, value })
+                .collect();
+            Ok(Data::Vector(vec![Series::new(Labels::default(), false, points)]))
+        }
+        "scalar" => {
+            let series = ev.eval_vector(arg(0)?).await?;
+            let mut values = vec![f64::NAN; ev.step_count()];
+            let mut counts = vec![0u32; ev.step_count()];
+            for entry in &series {
+                for point in &entry.points {
+                    counts[point.step as usize] += 1;
+                    values[point.step as usize] = point.value;
+                }
+            }
+            for (value, count) in values.iter_mut().zip(counts) {
+                if count != 1 {
+                    *value = f64::NAN;
+                }
+            }
+            Ok(Data::Scalar(values))
+        }
+        "timestamp" => {
+            let mut inner = arg(0)?;
+            while let Expr::Paren(paren) = inner {
+                inner = &paren.expr;
+            }
+            let mut series = match inner {
+                // A selector's samples keep their own timestamps.
+                Expr::VectorSelector(vs) => selector::instant(ev, vs, Sampled::Timestamp).await?,
+                other => {
+                    let mut series = ev.eval_vector(other).await?;
+                    for entry in &mut series {
+                        for point in &mut entry.points {
+                            point.value = ev.step_time(point.step as usize) as f64 / 1000.0;
+                        }
+                    }
+                    series
+                }
+            };
+            series.iter_mut().for_each(|s| s.drop_name = true);
+            Ok(Data::Vector(series))
+        }
+        "abs" => map(ev, arg(0)?, f64::abs).await,
+        "ceil" => map(ev, arg(0)?, f64::ceil).await,
+        "floor" => map(ev, arg(0)?, f64::floor).await,
+        "exp" => map(ev, arg(0)?, f64::exp).await,
+        "ln" => map(ev, arg(0)?, f64::ln).await,
+        "log2" => map(ev, arg(0)?, f64::log2).await,
+        "log10" => map(ev, arg(0)?, f64::log10).await,
+        "sqrt" => map(ev, arg(0)?, f64::sqrt).await,
+        "sgn" => {
+            map(ev, arg(0)?, |v| {
+                if v < 0.0 {
+                    -1.0
+                } else if v > 0.0 {
+                    1.0
+                } else {
+                    v
+                }
+            })
+            .await
+        }
+        "sin" => map(ev, arg(0)?, f64::sin).await,
+        "cos" => map(ev, arg(0)?, f64::cos).await,
+        "tan" => map(ev, arg(0)?, f64::tan).await,
+        "asin" => map(ev, arg(0)?, f64::asin).await,
+        "acos" => map(ev, arg(0)?, f64::acos).await,
+        "atan" => map(ev, arg(0)?, f64::atan).await,
+        "sinh" => map(ev, arg(0)?, f64::sinh).await,
+        "cosh" => map(ev, arg(0)?, f64::cosh).await,
+        "tanh" => map(ev, arg(0)?, f64::tanh).await,
+        "asinh" => map(ev, arg(0)?, f64::asinh).await,
+        "acosh" => map(ev, arg(0)?, f64::acosh).await,
+        "atanh" => map(ev, arg(0)?, f64::atanh).await,
+        "deg" => map(ev, arg(0)?, |v| v * 180.0 / std::f64::consts::PI).await,
+        "rad" => map(ev, arg(0)?, |v| v * std::f64::consts::PI / 180.0).await,
+        "round" => {
+            let to_nearest = match args.get(1) {
+                Some(expr) => ev.eval_scalar(expr).await?,
+                None => vec![1.0; ev.step_count()],
+            };
+            map_with(ev, arg(0)?, |v, step| {
+                let inverse = 1.0 / to_nearest[step];
+                Some((v * inverse + 0.5).floor() / inverse)
+            })
+            .await
+        }
+        "clamp" => {
+            let min = ev.eval_scalar(arg(1)?).await?;
+            let max = ev.eval_scalar(arg(2)?).await?;
+            // An empty range (max < min) yields nothing; NaN bounds yield NaN.
+            map_with(ev, arg(0)?, |v, step| {
+                let empty = max[step] < min[step];
+                (!empty).then(|| go_max(min[step], go_min(max[step], v)))
+            })
+            .await
+        }
+        "clamp_min" => {
+            let min = ev.eval_scalar(arg(1)?).await?;
+            map_with(ev, arg(0)?, |v, step| Some(go_max(v, min[step]))).await
+        }
+        "clamp_max" => {
+            let max = ev.eval_scalar(arg(1)?).await?;
+            map_with(ev, arg(0)?, |v, step| Some(go_min(v, max[step]))).await
+        }
+        "minute" | "hour" | "day_of_week" | "day_of_month" | "day_of_year" | "days_in_month" | "month" | "year" => {
+            date_function(ev, name, args.first().copied()).await
+        }
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.range_query => {
+            ev.shared.warn(
+                "sort is ineffective for range queries since results are always ordered by labels".to_string(),
+                node,
+            );
+            Ok(Data::Vector(ev.eval_vector(arg(0)?).await?))
+        }
+        "sort" | "sort_desc" => {
+            let mut series = ev.eval_vector(arg(0)?).await?;
+            {
+                let value = |s: &Series| s.points.first().map_or(f64::NAN, |p| p.value);
+                // NaN sorts last either way.
+                series.sort_by(|a, b| {
+                    let (x, y) = (value(a), value(b));
+                    match (x.is_nan(), y.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if name == "sort" => x.total_cmp(&y),
+                        _ => y.total_cmp(&x),
+                    }
+                });
+            }
+            Ok(Data::Vector(series))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut series = ev.eval_vector(arg(0)?).await?;
+            let mut names = Vec::new();
+            for expr in &args[1..] {
+                names.push(string_arg(expr)?);
+            }
+            series.sort_by(|a, b| {
+                let mut ordering = std::cmp::Ordering::Equal;
+                for name in &names {
+                    let (x, y) = (a.labels.get(name).unwrap_or(""), b.labels.get(name).unwrap_or(""));
+                    ordering = natural_cmp(x, y);
+                    if ordering.is_ne() {
+                        break;
+                    }
+                }
+                let ordering = ordering.then_with(|| a.labels.cmp(&b.labels));
+                if name == "sort_by_label" {
+                    ordering
+                } else {
+                    ordering.reverse()
+                }
+            });
+            Ok(Data::Vector(series))
+        }
+        "label_replace" => label_replace(ev, &args).await,
+        "info" => info(ev, &args).await,
+        "label_join" => label_join(ev, &args).await,
+        "absent" => {
+            let series = ev.eval_vector(arg(0)?).await?;
+            let mut present = vec![false; ev.step_count()];
+            for entry in &series {
+                for point in &entry.points {
+                    present[point.step as usize] = true;
+                }
+            }
+            Ok(Data::Vector(absent_series(absent_labels(arg(0)?), &present)))
+        }
+        "absent_over_time" => {
+            let windows = selector::windows(ev, arg(0)?).await?;
+            let present: Vec<bool> = (0..ev.step_count())
+                .map(|step| (0..windows.series.len()).any(|i| !windows.slice(i, step).is_empty()))
+                .collect();
+            Ok(Data::Vector(absent_series(absent_labels(arg(0)?), &present)))
+        }
+        "histogram_quantile" => {
+            let q = ev.eval_scalar(arg(0)?).await?;
+            let series = ev.eval_vector(arg(1)?).await?;
+            histogram_quantile(ev, &q, series, arg(0)?, arg(1)?)
+        }
+        "histogram_fraction" => {
+            let lower = ev.eval_scalar(arg(0)?).await?;
+            let upper = ev.eval_scalar(arg(1)?).await?;
+            let series = ev.eval_vector(arg(2)?).await?;
+            histogram_fraction(ev, &lower, &upper, series, arg(2)?)
+        }
+        // Only native histograms have these; no float series yields a value.
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
+            let _ = ev.eval_vector(arg(0)?).await?;
+            Ok(Data::Vector(Vec::new()))
+        }
+        _ => range_function(ev, name, &args).await,
+    }
+}
+
+/// A string literal argument (label names in `label_*`, `sort_by_label`).
+fn string_arg(expr: &Expr) -> Result<String, Error> {
+    let mut expr = expr;
+    while let Expr::Paren(paren) = expr {
+        expr = &paren.expr;
+    }
+    match expr {
+        Expr::StringLiteral(s) => Ok(s.val.clone()),
+        other => Err(Error::bad_data(format!("expected a string literal, got {other}"))),
+    }
+}
+
+async fn map<S: SeriesRead>(ev: &Evaluator<'_, S>, arg: &Expr, f: impl Fn(f64) -> f64) -> Result<Data, Error> {
+    map_with(ev, arg, |v, _| Some(f(v))).await
+}
+
+/// Applies `f(value, step)` to every point, dropping points where it gives
+/// `None`; the metric name goes, as for every function that changes values.
+async fn map_with<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    arg: &Expr,
+    f: impl Fn(f64, usize) -> Option<f64>,
+) -> Result<Data, Error> {
+    let mut series = ev.eval_vector(arg).await?;
+    for entry in &mut series {
+        entry.drop_name = true;
+        entry.points.retain_mut(|p| match f(p.value, p.step as usize) {
+            Some(v) => {
+                p.value = v;
+                true
+            }
+            None => false,
+        });
+    }
+    series.retain(|s| !s.points.is_empty());
+    Ok(Data::Vector(series))
+}
+
+async fn date_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, arg: Option<&Expr>) -> Result<Data, Error> {
+    let series = match arg {
+        Some(expr) => ev.eval_vector(expr).await?,
+        // Without an argument: vector(time()).
+        None => vec![Series::new(
+            Labels::default(),
+            false,
+            ev.step_times()
+                .enumerate()
+                .map(|(i, t)| Point {
+                    step: i as u32,
+                    value: t as f64 / 1000.0,
+                })
+                .collect(),
+        )],
+    };
+    let component = |seconds: f64| -> f64 {
+        let Some(time) = chrono::Utc.timestamp_opt(seconds as i64, 0).single() else {
+            return f64::NAN;
+        };
+        match name {
+            "minute" => f64::from(time.minute()),
+            "hour" => f64::from(time.hour()),
+            "day_of_week" => f64::from(time.weekday().num_days_from_sunday()),
+            "day_of_month" => f64::from(time.day()),
+            "day_of_year" => f64::from(time.ordinal()),
+            "days_in_month" => f64::from(days_in_month(time.year(), time.month())),
+            "month" => f64::from(time.month()),
+            _ => f64::from(time.year()),
+        }
+    };
+    let mut series = series;
+    for entry in &mut series {
+        entry.drop_name = true;
+        for point in &mut entry.points {
+            point.value = component(point.value);
+        }
+    }
+    Ok(Data::Vector(series))
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    chrono::NaiveDate::from_ymd_opt(next_year, next_month, 1)
+        .and_then(|d| d.pred_opt())
+        .map_or(31, |d| d.day())
+}
+
+/// Natural order: runs of digits compare as numbers, the rest as text.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let chunks = |s: &str| -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, chunk)) if *d == digit => chunk.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    };
+    let (x, y) = (chunks(a), chunks(b));
+    for ((dx, cx), (dy, cy)) in x.iter().zip(&y) {
+        let ordering = if *dx && *dy {
+            let (tx, ty) = (cx.trim_start_matches('0'), cy.trim_start_matches('0'));
+            tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty))
+        } else {
+            cx.cmp(cy)
+        };
+        if ordering.is_ne() {
+            return ordering;
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+async fn label_replace<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Data, Error> {
+    let [vector, dst, replacement, src, regex] = args else {
+        return Err(Error::bad_data("label_replace() takes 5 arguments"));
+    };
+    let (dst, replacement, src, regex_text) = (
+        string_arg(dst)?,
+        string_arg(replacement)?,
+        string_arg(src)?,
+        string_arg(regex)?,
+    );
+    let regex = regex::Regex::new(&format!("^(?s:{regex_text})$"))
+        .map_err(|_| Error::bad_data(format!("invalid regular expression in label_replace(): {regex_text}")))?;
+    if dst.is_empty() {
+        return Err(Error::bad_data(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        )));
+    }
+    let mut series = ev.eval_vector(vector).await?;
+    for entry in &mut series {
+        let value = entry.labels.get(&src).unwrap_or("");
+        if let Some(captures) = regex.captures(value) {
+            let mut result = String::new();
+            captures.expand(&replacement, &mut result);
+            entry.labels = with_label(&entry.labels, &dst, &result);
+            if dst == METRIC_NAME {
+                entry.drop_name = false;
+            }
+        }
+    }
+    Ok(Data::Vector(series))
+}
+
+async fn label_join<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Data, Error> {
+    let [vector, dst, separator, sources @ ..] = args else {
+        return Err(Error::bad_data("label_join() takes at least 3 arguments"));
+    };
+    let (dst, separator) = (string_arg(dst)?, string_arg(separator)?);
+    if dst.is_empty() {
+        return Err(Error::bad_data(format!(
+            "invalid destination label name in label_join(): {dst}"
+        )));
+    }
+    let mut names = Vec::new();
+    for source in sources {
+        names.push(string_arg(source)?);
+    }
+    let mut series = ev.eval_vector(vector).await?;
+    for entry in &mut series {
+        let joined = names
+            .iter()
+            .map(|n| entry.labels.get(n).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(&separator);
+        entry.labels = with_label(&entry.labels, &dst, &joined);
+        if dst == METRIC_NAME {
+            entry.drop_name = false;
+        }
+    }
+    Ok(Data::Vector(series))
+}
+
+/// The labels that tie a series to its info series.
+const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, {selector})`: adds the data labels of info series (by default
+/// `target_info`) that share `instance` and `job` with each series, at each
+/// step; among info series of one name the one with the latest sample wins.
+async fn info<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Data, Error> {
+    let base = ev
+        .eval_vector(
+            args.first()
+                .copied()
+                .ok_or_else(|| Error::bad_data("info() needs a vector"))?,
+        )
+        .await?;
+    let mut selector = match args.get(1).copied() {
+        Some(Expr::VectorSelector(vs)) => vs.clone(),
+        Some(other) => return Err(Error::bad_data(format!("info() takes a selector, got {other}"))),
+        None => promql_parser::parser::VectorSelector::new(None, promql_parser::label::Matchers::new(Vec::new())),
+    };
+    let name_matchers: Vec<promql_parser::label::Matcher> = selector
+        .matchers
+        .matchers
+        .iter()
+        .filter(|m| m.name == METRIC_NAME)
+        .cloned()
+        .chain(
+            selector
+                .name
+                .iter()
+                .map(|n| promql_parser::label::Matcher::new(promql_parser::label::MatchOp::Equal, METRIC_NAME, n)),
+        )
+        .collect();
+    if name_matchers.is_empty() {
+        selector.name = Some("target_info".to_string());
+    }
+    let data_matchers: Vec<promql_parser::label::Matcher> = selector
+        .matchers
+        .matchers
+        .iter()
+        .filter(|m| m.name != METRIC_NAME)
+        .cloned()
+        .collect();
+    let accepts_missing = data_matchers.iter().all(|m| m.is_match(""));
+    let has_positive_name = name_matchers.iter().any(|m| {
+        matches!(
+            m.op,
+            promql_parser::label::MatchOp::Equal | promql_parser::label::MatchOp::Re(_)
+        )
+    });
+    let is_info_series = |labels: &Labels| {
+        let name = labels.metric_name().unwrap_or("");
+        if name_matchers.is_empty() {
+            name == "target_info"
+        } else {
+            has_positive_name && name_matchers.iter().all(|m| m.is_match(name))
+        }
+    };
+    let infos = selector::instant(ev, &selector, Sampled::Timestamp).await?;
+    let identity =
+        |labels: &Labels| -> [String; 2] { IDENTIFYING_LABELS.map(|n| labels.get(n).unwrap_or("").to_string()) };
+    let mut by_identity: HashMap<[String; 2], Vec<usize>> = HashMap::new();
+    for (index, entry) in infos.iter().enumerate() {
+        by_identity.entry(identity(&entry.labels)).or_default().push(index);
+    }
+    let mut out: Vec<Series> = Vec::new();
+    let mut out_by_labels: HashMap<(Labels, bool), usize> = HashMap::new();
+    let mut info_cursor = StepCursor::new(infos.len());
+    for entry in &base {
+        let candidates = by_identity
+            .get(&identity(&entry.labels))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let ignored = is_info_series(&entry.labels);
+        for point in &entry.points {
+            let labels = if ignored {
+                entry.labels.clone()
+            } else {
+                // Per info metric name, the series with the latest sample.
+                let mut chosen: Vec<(&str, usize, f64)> = Vec::new();
+                for &index in candidates {
+                    let Some(sampled_at) = info_cursor.value(&infos, index, point.step) else {
+                        continue;
+                    };
+                    let name = infos[index].labels.metric_name().unwrap_or("");
+                    match chosen.iter_mut().find(|(n, _, _)| *n == name) {
+                        Some(slot) if slot.2 < sampled_at => *slot = (name, index, sampled_at),
+                        Some(_) => {}
+                        None => chosen.push((name, index, sampled_at)),
+                    }
+                }
+                if chosen.is_empty() {
+                    if !accepts_missing {
+                        continue;
+                    }
+                    entry.labels.clone()
+                } else {
+                    let mut pairs: Vec<Label> = entry.labels.iter().cloned().collect();
+                    for &(_, index, _) in &chosen {
+                        for label in &infos[index].labels {
+                            let wanted = label.name != METRIC_NAME
+                                && !IDENTIFYING_LABELS.contains(&label.name.as_str())
+                                && (data_matchers.is_empty() || data_matchers.iter().any(|m| m.name == label.name));
+                            if wanted && !pairs.iter().any(|p| p.name == label.name) {
+                                pairs.push(label.clone());
+                            }
+                        }
+                    }
+                    pairs.sort();
+                    Labels::from_sorted(pairs)
+                }
+            };
+            let key = (labels, entry.drop_name);
+            let slot = match out_by_labels.get(&key) {
+                Some(&slot) => slot,
+                None => {
+                    out.push(Series::new(key.0.clone(), key.1, Vec::new()));
+                    out_by_labels.insert(key, out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            out[slot].points.push(*point);
+        }
+        // Each base series walks the info series from the first step again.
+        info_cursor = StepCursor::new(infos.len());
+    }
+    Ok(Data::Vector(out))
+}
+
+/// `labels` with `name` set to `value`, or removed when `value` is empty.
+fn with_label(labels: &Labels, name: &str, value: &str) -> Labels {
+    let mut pairs: Vec<Label> = labels.iter().filter(|l| l.name != name).cloned().collect();
+    if !value.is_empty() {
+        pairs.push(Label::new(name, value));
+        pairs.sort();
+    }
+    Labels::from_sorted(pairs)
+}
+
+/// The labels `absent()` reports: the selector's equality matchers, except
+/// names that are matched more than once or otherwise.
+fn absent_labels(expr: &Expr) -> Labels {
+    let matchers = match expr {
+        Expr::VectorSelector(vs) => &vs.matchers,
+        Expr::MatrixSelector(ms) => &ms.vs.matchers,
+        _ => return Labels::default(),
+    };
+    let mut set: Vec<Label> = Vec::new();
+    let mut removed: Vec<&str> = Vec::new();
+    let all = matchers.matchers.iter().chain(matchers.or_matchers.iter().flatten());
+    for matcher in all {
+        if matcher.name == METRIC_NAME {
+            continue;
+        }
+        let equal = matches!(matcher.op, promql_parser::label::MatchOp::Equal);
+        if equal && !set.iter().any(|l| l.name == matcher.name) {
+            set.push(Label::new(matcher.name.clone(), matcher.value.clone()));
+        } else {
+            removed.push(&matcher.name);
+        }
+    }
+    set.retain(|l| !removed.contains(&l.name.as_str()) && !l.value.is_empty());
+    set.sort();
+    Labels::from_sorted(set)
+}
+
+fn absent_series(labels: Labels, present: &[bool]) -> Vec<Series> {
+    let points: Vec<Point> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(i, _)| Point {
+            step: i as u32,
+            value: 1.0,
+        })
+        .collect();
+    if points.is_empty() {
+        Vec::new()
+    } else {
+        vec![Series::new(labels, false, points)]
+    }
+}
+
+/// Buckets of classic histograms, grouped per step by their labels without `le`.
+fn bucket_groups<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    series: &[Series],
+    node: &Expr,
+) -> (Vec<usize>, Vec<Labels>, Vec<Option<f64>>) {
+    let mut ids: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut group_of = Vec::with_capacity(series.len());
+    let mut bounds = Vec::with_capacity(series.len());
+    for entry in series {
+        let bound = entry.labels.get("le").and_then(parse_go_float);
+        if bound.is_none() {
+            ev.shared.warn(
+                format!(
+                    "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                    entry.labels.get("le").unwrap_or(""),
+                    entry.labels.metric_name().unwrap_or("")
+                ),
+                node,
+            );
+        }
+        bounds.push(bound);
+        let key = Labels::from_sorted(entry.labels.iter().filter(|l| l.name != "le").cloned().collect());
+        let id = *ids.entry(key.clone()).or_insert_with(|| {
+            groups.push(key);
+            groups.len() - 1
+        });
+        group_of.push(id);
+    }
+    (group_of, groups, bounds)
+}
+
+/// Parses a float as Go's `strconv.ParseFloat` accepts it (for `le` values).
+fn parse_go_float(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => text.parse().ok(),
+    }
+}
+
+fn histogram_quantile<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    q: &[f64],
+    series: Vec<Series>,
+    q_node: &Expr,
+    vector_node: &Expr,
+) -> Result<Data, Error> {
+    let (group_of, groups, bounds) = bucket_groups(ev, &series, vector_node);
+    let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); groups.len()];
+    let mut out: Vec<Series> = groups
+        .iter()
+        .map(|l| Series::new(without_name(l), false, Vec::new()))
+        .collect();
+    let mut cursor = StepCursor::new(series.len());
+    for (step, &q_now) in q.iter().enumerate() {
+        for (index, &group) in group_of.iter().enumerate() {
+            let (Some(v), Some(bound)) = (cursor.value(&series, index, step as u32), bounds[index]) else {
+                continue;
+            };
+            buckets[group].push(Bucket {
+                upper_bound: bound,
+                count: v,
+            });
+        }
+        let mut any = false;
+        for (group, list) in buckets.iter_mut().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            any = true;
+            let outcome = kernels::bucket_quantile(q_now, list);
+            if outcome.forced_monotonicity {
+                ev.shared.info(
+                    format!(
+                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                        groups[group].metric_name().unwrap_or("")
+                    ),
+                    vector_node,
+                );
+            }
+            out[group].points.push(Point {
+                step: step as u32,
+                value: outcome.value,
+            });
+            list.clear();
+        }
+        if any && !(0.0..=1.0).contains(&q_now) {
+            ev.shared.warn(
+                format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    super::data::format_float(q_now)
+                ),
+                q_node,
+            );
+        }
+    }
+    out.retain(|s| !s.points.is_empty());
+    Ok(Data::Vector(out))
+}
+
+fn histogram_fraction<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    lower: &[f64],
+    upper: &[f64],
+    series: Vec<Series>,
+    vector_node: &Expr,
+) -> Result<Data, Error> {
+    let (group_of, groups, bounds) = bucket_groups(ev, &series, vector_node);
+    let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); groups.len()];
+    let mut out: Vec<Series> = groups
+        .iter()
+        .map(|l| Series::new(without_name(l), false, Vec::new()))
+        .collect();
+    let mut cursor = StepCursor::new(series.len());
+    for step in 0..ev.step_count() {
+        for (index, &group) in group_of.iter().enumerate() {
+            let (Some(v), Some(bound)) = (cursor.value(&series, index, step as u32), bounds[index]) else {
+                continue;
+            };
+            buckets[group].push(Bucket {
+                upper_bound: bound,
+                count: v,
+            });
+        }
+        for (group, list) in buckets.iter_mut().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let value = kernels::bucket_fraction(lower[step], upper[step], list);
+            out[group].points.push(Point {
+                step: step as u32,
+                value,
+            });
+            list.clear();
+        }
+    }
+    out.retain(|s| !s.points.is_empty());
+    Ok(Data::Vector(out))
+}
+
+/// Functions of a range vector (and possibly scalars): one value per series
+/// and step from the samples in that step's window.
+async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: &[&Expr]) -> Result<Data, Error> {
+    // Where the range vector is and which scalar arguments come with it.
+    let (range_index, scalar_indexes): (usize, &[usize]) = match name {
+        "quantile_over_time" => (1, &[0]),
+        "predict_linear" => (0, &[1]),
+        "double_exponential_smoothing" => (0, &[1, 2]),
+        "rate"
+        | "increase"
+        | "delta"
+        | "irate"
+        | "idelta"
+        | "resets"
+        | "changes"
+        | "deriv"
+        | "avg_over_time"
+        | "sum_over_time"
+        | "count_over_time"
+        | "min_over_time"
+        | "max_over_time"
+        | "stddev_over_time"
+        | "stdvar_over_time"
+        | "last_over_time"
+        | "first_over_time"
+        | "present_over_time"
+        | "mad_over_time"
+        | "ts_of_min_over_time"
+        | "ts_of_max_over_time"
+        | "ts_of_first_over_time"
+        | "ts_of_last_over_time" => (0, &[]),
+        other => return Err(Error::execution(format!("function {other}() is not supported yet"))),
+    };
+    let mut scalars: Vec<Vec<f64>> = Vec::new();
+    for &index in scalar_indexes {
+        let expr = args
+            .get(index)
+            .ok_or_else(|| Error::bad_data(format!("missing argument {} of {name}()", index + 1)))?;
+        scalars.push(ev.eval_scalar(expr).await?);
+    }
+    let range_arg = args
+        .get(range_index)
+        .ok_or_else(|| Error::bad_data(format!("missing range vector argument of {name}()")))?;
+    let windows = selector::windows(ev, range_arg).await?;
+    if name == "double_exponential_smoothing" && !windows.series.is_empty() {
+        check_smoothing_factors(&scalars)?;
+    }
+    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+    let mut out = Vec::with_capacity(windows.series.len());
+    for (index, entry) in windows.series.iter().enumerate() {
+        let mut points = Vec::new();
+        for (step, _) in windows.bounds.iter().enumerate() {
+            let samples = windows.slice(index, step);
+            if samples.is_empty() {
+                continue;
+            }
+            let scalar = |i: usize| scalars[i][step];
+            if let Some(value) = apply_range(ev, name, samples, &windows, step, &scalar) {
+                points.push(Point {
+                    step: step as u32,
+                    value,
+                });
+            }
+        }
+        if !points.is_empty() {
+            out.push(Series::new(
+                entry.labels.clone(),
+                entry.drop_name || !keeps_name,
+                points,
+            ));
+        }
+    }
+    annotate_range_function(ev, name, &windows.series, range_arg);
+    Ok(Data::Vector(out))
+}
+
+fn check_smoothing_factors(scalars: &[Vec<f64>]) -> Result<(), Error> {
+    for (values, what) in scalars.iter().zip(["smoothing factor", "trend factor"]) {
+        if let Some(bad) = values.iter().find(|v| !(**v > 0.0 && **v < 1.0)) {
+            // Go's %f: six decimals.
+            let short = if what == "smoothing factor" { "sf" } else { "tf" };
+            return Err(Error::execution(format!(
+                "invalid {what}. Expected: 0 < {short} < 1, got: {bad:.6}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn apply_range<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    name: &str,
+    samples: &[Sample],
+    windows: &Windows,
+    step: usize,
+    scalar: &dyn Fn(usize) -> f64,
+) -> Option<f64> {
+    let (start, end) = windows.bounds[step];
+    let last = samples.last()?;
+    let first = samples.first()?;
+    match name {
+        "rate" => kernels::extrapolated_rate(samples, start, end, true, true),
+        "increase" => kernels::extrapolated_rate(samples, start, end, true, false),
+        "delta" => kernels::extrapolated_rate(samples, start, end, false, false),
+        "irate" => kernels::instant_rate(samples, true),
+        "idelta" => kernels::instant_rate(samples, false),
+        "resets" => Some(kernels::resets(samples)),
+        "changes" => Some(kernels::changes(samples)),
+        "deriv" => kernels::deriv(samples),
+        "predict_linear" => kernels::predict_linear(samples, ev.step_time(step), scalar(0)),
+        "double_exponential_smoothing" => kernels::double_exponential_smoothing(samples, scalar(0), scalar(1)),
+        "avg_over_time" => Some(kernels::avg_over_time(samples)),
+        "sum_over_time" => Some(kernels::sum_over_time(samples)),
+        "count_over_time" => Some(samples.len() as f64),
+        "min_over_time" => Some(kernels::min_over_time(samples)),
+        "max_over_time" => Some(kernels::max_over_time(samples)),
+        "stddev_over_time" => Some(kernels::stddev_over_time(samples)),
+        "stdvar_over_time" => Some(kernels::stdvar_over_time(samples)),
+        "mad_over_time" => Some(kernels::mad_over_time(samples)),
+        "last_over_time" => Some(last.value),
+        "first_over_time" => Some(first.value),
+        "present_over_time" => Some(1.0),
+        "ts_of_min_over_time" => Some(kernels::ts_of_min_over_time(samples)),
+        "ts_of_max_over_time" => Some(kernels::ts_of_max_over_time(samples)),
+        "ts_of_first_over_time" => Some(first.timestamp as f64 / 1000.0),
+        "ts_of_last_over_time" => Some(last.timestamp as f64 / 1000.0),
+        "quantile_over_time" => {
+            let mut values: Vec<f64> = samples.iter().map(|s| s.value).collect();
+            Some(kernels::quantile(scalar(0), &mut values))
+        }
+        _ => None,
+    }
+}
+
+/// Prometheus' hints about functions used on the wrong kind of series.
+fn annotate_range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, series: &[RangeSeries], node: &Expr) {
+    if !matches!(name, "rate" | "increase") {
+        return;
+    }
+    for entry in series {
+        let Some(metric) = entry.labels.metric_name() else {
+            continue;
+        };
+        if !["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|suffix| metric.ends_with(suffix))
+        {
+            ev.shared.info(
+                format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"),
+                node,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_compares_digit_runs_as_numbers() {
+        assert!(natural_cmp("a2", "a10").is_lt());
+        assert!(natural_cmp("a10", "a2").is_gt());
+        assert!(natural_cmp("abc", "abd").is_lt());
+        assert!(natural_cmp("a", "a1").is_lt());
+        assert!(natural_cmp("x01", "x1").is_eq());
+    }
+
+    #[test]
+    fn days_in_month_knows_leap_years() {
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2023, 2), 28);
+        assert_eq!(days_in_month(2023, 12), 31);
+    }
+
+    #[test]
+    fn go_float_parsing_accepts_inf_spellings() {
+        assert_eq!(parse_go_float("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_go_float("0.5"), Some(0.5));
+        assert_eq!(parse_go_float("x"), None);
+    }
+}
