@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run Prometheus `promqltest` scripts against the PromQL engine; ends with
+    /// `N passed, M failed[, K skipped]`, exit status 1 when anything failed.
+    Promqltest {
+        /// Script files (`*.test`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print every skipped statement with its reason.
+        #[arg(long)]
+        show_skipped: bool,
+    },
     /// Benchmarks and load generators.
     Bench {
         #[command(subcommand)]
@@ -134,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await
             }
+            Command::Promqltest { files, show_skipped } => promqltest(&files, show_skipped).await,
             Command::Bench { bench } => match bench {
                 BenchCommand::RemoteWrite {
                     url,
@@ -168,4 +179,33 @@ fn main() -> anyhow::Result<()> {
             },
         }
     })
+}
+
+/// `tidewatch promqltest`: runs the scripts, prints failures (and skips) and the summary.
+async fn promqltest(files: &[PathBuf], show_skipped: bool) -> anyhow::Result<()> {
+    use tidewatch_query::promqltest::{Outcome, Report, run_script};
+    let mut all = Report::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        all.statements.extend(run_script(&name, &text).await.statements);
+    }
+    for statement in &all.statements {
+        match &statement.outcome {
+            Outcome::Failed(message) => {
+                println!("FAIL {}:{}: {}
+     {message}", statement.file, statement.line, statement.expr)
+            }
+            Outcome::Skipped(reason) if show_skipped => {
+                println!("SKIP {}:{}: {}
+     {reason}", statement.file, statement.line, statement.expr)
+            }
+            _ => {}
+        }
+    }
+    println!("{}", all.summary());
+    if all.failed() > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }

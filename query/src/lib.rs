@@ -11,6 +11,7 @@ pub mod ast_json;
 pub mod engine;
 pub mod error;
 pub mod params;
+pub mod promqltest;
 pub mod stats;
 
 pub use api::{ApiConfig, prometheus_router};

@@ -270,8 +270,8 @@ fn vector_vector(
                 return Err(Error::execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                     go_labels_string(&signatures[id]),
-                    go_labels_string(&one[index].labels),
                     go_labels_string(&one[previous].labels),
+                    go_labels_string(&one[index].labels),
                 )));
             }
             one_at[id] = Some(index);
@@ -290,6 +290,17 @@ fn vector_vector(
                     None => continue,
                 },
             };
+            // Two series of the "many" side matching one partner is an error
+            // for one-to-one matching even when a comparison drops them.
+            if one_to_one && one_index != FILLED {
+                let seen = matched[id].get_or_insert_with(Vec::new);
+                if !seen.is_empty() {
+                    return Err(Error::execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+                seen.push(index);
+            }
             let (l, r) = if swapped {
                 (one_value, many_value)
             } else {
@@ -314,19 +325,15 @@ fn vector_vector(
                     i
                 }
             };
-            let seen = matched[id].get_or_insert_with(Vec::new);
-            if one_to_one {
-                if !seen.is_empty() {
+            if !one_to_one {
+                let seen = matched[id].get_or_insert_with(Vec::new);
+                if seen.contains(&out_index) {
                     return Err(Error::execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                        "multiple matches for labels: grouping labels must ensure unique matches",
                     ));
                 }
-            } else if seen.contains(&out_index) {
-                return Err(Error::execution(
-                    "multiple matches for labels: grouping labels must ensure unique matches",
-                ));
+                seen.push(out_index);
             }
-            seen.push(out_index);
             let target = &mut out[out_index];
             if target.points.last().is_some_and(|p| p.step == step) {
                 return Err(super::duplicate_labelset());

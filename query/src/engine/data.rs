@@ -62,11 +62,21 @@ pub(crate) enum Data {
     Matrix(Vec<RangeSeries>),
 }
 
+/// The labels that go with the metric name: Prometheus' type-and-unit labels
+/// describe the metric, so they are dropped together with it.
+const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
 pub(crate) fn without_name(labels: &Labels) -> Labels {
-    if labels.get(METRIC_NAME).is_none() {
+    if !labels.iter().any(|l| NAME_LABELS.contains(&l.name.as_str())) {
         return labels.clone();
     }
-    Labels::from_sorted(labels.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
+    Labels::from_sorted(
+        labels
+            .iter()
+            .filter(|l| !NAME_LABELS.contains(&l.name.as_str()))
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Walks the points of many series step by step: at each step, which series

@@ -31,7 +31,12 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             (ev.query_end - ev.query_start) as f64 / 1000.0;
             ev.step_count()
         ])),
-        "step" => Ok(Data::Scalar(vec![ev.interval as f64 / 1000.0; ev.step_count()])),
+        "step" => Ok(Data::Scalar(vec![ev.query_step as f64 / 1000.0; ev.step_count()])),
+        "min_of" | "max_of" => {
+            let (a, b) = (ev.eval_scalar(arg(0)?).await?, ev.eval_scalar(arg(1)?).await?);
+            let pick = if name == "min_of" { go_min } else { go_max };
+            Ok(Data::Scalar(a.iter().zip(&b).map(|(&x, &y)| pick(x, y)).collect()))
+        }
         "vector" => {
             let values = ev.eval_scalar(arg(0)?).await?;
             let points = values
@@ -219,6 +224,30 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             let series = ev.eval_vector(arg(1)?).await?;
             histogram_quantile(ev, &q, series, arg(0)?, arg(1)?)
         }
+        "histogram_quantiles" => {
+            let series = ev.eval_vector(arg(0)?).await?;
+            let label = string_arg(arg(1)?)?;
+            if let Some(clash) = series.iter().find(|s| s.labels.get(&label).is_some()) {
+                return Err(Error::execution(format!(
+                    "label {label:?} already exists on series {}",
+                    clash.labels
+                )));
+            }
+            let mut out = Vec::new();
+            for q_expr in args.iter().skip(2) {
+                let q = ev.eval_scalar(q_expr).await?;
+                let Data::Vector(quantiles) = histogram_quantile(ev, &q, series.clone(), q_expr, arg(0)?)? else {
+                    continue;
+                };
+                for mut entry in quantiles {
+                    // One quantile per label value; q is constant across steps.
+                    let value = open_metrics_float(q.first().copied().unwrap_or(f64::NAN));
+                    entry.labels = with_label(&entry.labels, &label, &value);
+                    out.push(entry);
+                }
+            }
+            Ok(Data::Vector(out))
+        }
         "histogram_fraction" => {
             let lower = ev.eval_scalar(arg(0)?).await?;
             let upper = ev.eval_scalar(arg(1)?).await?;
@@ -318,6 +347,16 @@ fn days_in_month(year: i32, month: u32) -> u32 {
     chrono::NaiveDate::from_ymd_opt(next_year, next_month, 1)
         .and_then(|d| d.pred_opt())
         .map_or(31, |d| d.day())
+}
+
+/// A float as OpenMetrics writes label values: integers keep a `.0`.
+fn open_metrics_float(value: f64) -> String {
+    let text = super::data::format_float(value);
+    if value.is_finite() && !text.contains(['.', 'e']) {
+        format!("{text}.0")
+    } else {
+        text
+    }
 }
 
 /// Natural order: runs of digits compare as numbers, the rest as text.

@@ -28,6 +28,7 @@ use tidewatch_model::{Labels, Sample, TenantId, TimestampMs};
 
 use crate::error::Error;
 use data::{Data, RangeSeries, Series};
+pub(crate) use kernels::almost_equal;
 
 /// Prometheus' default lookback delta.
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -151,6 +152,7 @@ pub async fn evaluate<S: SeriesRead>(
         query_start: range.start,
         query_end: range.end,
         range_query: is_range_query,
+        query_step: range.step,
         lookback: range.lookback,
         limits,
         shared: &shared,
@@ -299,6 +301,8 @@ struct Evaluator<'a, S> {
     query_end: TimestampMs,
     /// Whether the outer query is a range query (results are then sorted by labels).
     range_query: bool,
+    /// The outer query's step (0 for an instant query), which `step()` returns.
+    query_step: i64,
     lookback: i64,
     limits: QueryLimits,
     shared: &'a Shared,

@@ -199,6 +199,7 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
         query_start: ev.query_start,
         query_end: ev.query_end,
         range_query: ev.range_query,
+        query_step: ev.query_step,
         lookback: ev.lookback,
         limits: ev.limits,
         shared: ev.shared,

@@ -1,0 +1,658 @@
+//! A runner for Prometheus' `promqltest` scripts: loads their series into an
+//! in-memory store, evaluates every `eval` with the engine and checks the
+//! result, annotations and errors as Prometheus' own harness does
+//! (`conformance/promql/FORMAT.md` §8), including the `@` variants and the
+//! range-mode cross-check of instant evals.
+
+mod script;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use promql_parser::parser::{AtModifier, Expr};
+use tidewatch_model::raw_write::RawWriteBatch;
+use tidewatch_model::seam::{Ingest, MemSeriesStore, SeriesSamples, WriteBatch};
+use tidewatch_model::{Labels, Sample, TenantId, is_stale_nan};
+
+use crate::engine::{self, DEFAULT_LOOKBACK_MS, EvalRange, Evaluated, QueryLimits, Value};
+use script::{Command, Eval, Expectations, Query, TextMatch};
+
+/// How one eval statement ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// One eval statement's outcome.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub file: String,
+    pub line: usize,
+    pub expr: String,
+    pub outcome: Outcome,
+}
+
+/// Outcomes of every eval of the scripts run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub statements: Vec<Statement>,
+}
+
+impl Report {
+    pub fn passed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Passed))
+    }
+
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_)))
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Skipped(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.statements.iter().filter(|s| f(&s.outcome)).count()
+    }
+
+    /// `N passed, M failed` (`, K skipped` when any).
+    pub fn summary(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed(), self.failed());
+        if self.skipped() > 0 {
+            let _ = write!(line, ", {} skipped", self.skipped());
+        }
+        line
+    }
+}
+
+/// Runs one script; `name` labels its statements.
+pub async fn run_script(name: &str, text: &str) -> Report {
+    let mut runner = Runner::new(name);
+    for command in script::parse(text) {
+        runner.command(command).await;
+    }
+    Report {
+        statements: runner.statements,
+    }
+}
+
+struct Runner {
+    file: String,
+    /// Everything loaded since the last `clear`: samples by time per series.
+    data: BTreeMap<Labels, BTreeMap<i64, f64>>,
+    store: MemSeriesStore,
+    /// Why evals cannot run until the next `clear` (a load failed).
+    blocked: Option<Outcome>,
+    /// Series the runner could not load, with why: evals reading them are skipped.
+    unsupported: Vec<(Labels, String)>,
+    statements: Vec<Statement>,
+}
+
+impl Runner {
+    fn new(file: &str) -> Runner {
+        Runner {
+            file: file.to_string(),
+            data: BTreeMap::new(),
+            store: MemSeriesStore::new(),
+            blocked: None,
+            unsupported: Vec::new(),
+            statements: Vec::new(),
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Clear => {
+                self.data.clear();
+                self.store = MemSeriesStore::new();
+                self.blocked = None;
+                self.unsupported.clear();
+            }
+            Command::Invalid { line, message } => self.statements.push(Statement {
+                file: self.file.clone(),
+                line,
+                expr: String::new(),
+                outcome: Outcome::Failed(format!("script error: {message}")),
+            }),
+            Command::Load(load) => {
+                self.unsupported.extend(load.unsupported);
+                if let Err(message) = self.load(&load.series, load.interval_ms).await {
+                    self.blocked = Some(Outcome::Failed(format!("load at line {} failed: {message}", load.line)));
+                }
+            }
+            Command::Eval(eval) => {
+                let outcome = match &self.blocked {
+                    Some(outcome) => outcome.clone(),
+                    None => self.eval(&eval).await,
+                };
+                self.statements.push(Statement {
+                    file: self.file.clone(),
+                    line: eval.line,
+                    expr: eval.expr.clone(),
+                    outcome,
+                });
+            }
+        }
+    }
+
+    async fn load(&mut self, series: &[(Labels, Vec<Option<f64>>)], interval_ms: i64) -> Result<(), String> {
+        for (labels, values) in series {
+            let stored = self.data.entry(labels.clone()).or_default();
+            for (i, value) in values.iter().enumerate() {
+                let Some(value) = *value else { continue };
+                let t = i as i64 * interval_ms;
+                match stored.get(&t) {
+                    Some(existing) if existing.to_bits() == value.to_bits() => {}
+                    Some(_) => return Err(format!("duplicate sample for timestamp {t} of {labels}")),
+                    None => {
+                        stored.insert(t, value);
+                    }
+                }
+            }
+        }
+        let batch = WriteBatch {
+            series: self
+                .data
+                .iter()
+                .map(|(labels, samples)| SeriesSamples {
+                    labels: labels.clone(),
+                    samples: samples.iter().map(|(&t, &v)| Sample::new(t, v)).collect(),
+                })
+                .collect(),
+            metadata: Vec::new(),
+        };
+        self.store = MemSeriesStore::new();
+        self.store
+            .ingest(&TenantId::default_tenant(), RawWriteBatch::from_batch(&batch))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn eval(&self, eval: &Eval) -> Outcome {
+        if let Some(reason) = &eval.expect.unsupported {
+            return Outcome::Skipped(reason.clone());
+        }
+        let expr = match engine::parse(&eval.expr) {
+            Ok(expr) => expr,
+            Err(e) => return Outcome::Skipped(format!("the PromQL parser cannot read it: {}", e.message)),
+        };
+        if let Some(reason) = self.reads_unsupported(&expr) {
+            return Outcome::Skipped(format!("reads series that were not loaded: {reason}"));
+        }
+        let result = match eval.query {
+            Query::Range {
+                start_ms,
+                end_ms,
+                step_ms,
+            } => self.check_range(&expr, start_ms, end_ms, step_ms, &eval.expect).await,
+            Query::Instant { at_ms } => self.check_instant(eval, &expr, at_ms).await,
+        };
+        match result {
+            Ok(()) => Outcome::Passed,
+            Err(message) => Outcome::Failed(message),
+        }
+    }
+
+    /// Why `expr` cannot be checked: a selector of it matches a series the
+    /// runner could not load.
+    fn reads_unsupported(&self, expr: &Expr) -> Option<String> {
+        if self.unsupported.is_empty() {
+            return None;
+        }
+        let mut selectors = Vec::new();
+        collect_selectors(expr, &mut selectors);
+        for selector in selectors {
+            let Ok(sets) = crate::params::selector_matchers(selector) else {
+                continue;
+            };
+            for (labels, reason) in &self.unsupported {
+                if sets.iter().any(|set| tidewatch_model::seam::matches_all(labels, set)) {
+                    return Some(reason.clone());
+                }
+            }
+        }
+        None
+    }
+
+    async fn run(&self, expr: &Expr, range: EvalRange) -> Result<Evaluated, crate::Error> {
+        let limits = QueryLimits::default();
+        engine::evaluate(&self.store, &TenantId::default_tenant(), expr, range, limits).await
+    }
+
+    async fn check_range(
+        &self,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        expect: &Expectations,
+    ) -> Result<(), String> {
+        let range = EvalRange {
+            start: start_ms,
+            end: end_ms,
+            step: step_ms,
+            lookback: DEFAULT_LOOKBACK_MS,
+        };
+        let result = self.run(expr, range).await;
+        let Some(evaluated) = check_error(result, expect)? else {
+            return Ok(());
+        };
+        check_annotations(&evaluated, expect)?;
+        if expect.ordered {
+            return Err("`expect ordered` with a range query".to_string());
+        }
+        match &evaluated.value {
+            Value::Matrix(series) => compare_matrix(series, expect, start_ms, step_ms),
+            other => Err(format!("expected a matrix, got {}", describe(other))),
+        }
+    }
+
+    async fn check_instant(&self, eval: &Eval, expr: &Expr, at_ms: i64) -> Result<(), String> {
+        let expect = &eval.expect;
+        let result = self.run(expr, EvalRange::instant(at_ms, DEFAULT_LOOKBACK_MS)).await;
+        let Some(evaluated) = check_error(result, expect)? else {
+            return Ok(());
+        };
+        check_annotations(&evaluated, expect)?;
+        compare_instant(&evaluated.value, expect)?;
+        if expect.fail.is_some() {
+            return Ok(());
+        }
+        let cross_check = expect.range_vector.is_none()
+            && expect.string.is_none()
+            && !["start()", "end()", "range()", "step()"].iter().any(|f| eval.expr.contains(f));
+        if cross_check {
+            self.cross_check(expr, at_ms, expect)
+                .await
+                .map_err(|e| format!("as a range query: {e}"))?;
+        }
+        // The same expectations hold with every selector pinned to the eval time.
+        if !uses_time_functions(expr) {
+            let mut pinned = expr.clone();
+            pin_at(&mut pinned, at_ms);
+            let times: Vec<i64> = if at_ms == 0 {
+                vec![-1000, 0, 1000]
+            } else {
+                vec![-10 * at_ms, 0, at_ms / 5, at_ms, 10 * at_ms]
+            };
+            for time in times {
+                let result = self.run(&pinned, EvalRange::instant(time, DEFAULT_LOOKBACK_MS)).await;
+                let context = |e: String| format!("with @ {} evaluated at {}: {e}", at_ms as f64 / 1000.0, time);
+                let evaluated = check_error(result, expect).map_err(context)?.ok_or_else(|| context("no result".into()))?;
+                check_annotations(&evaluated, expect).map_err(context)?;
+                compare_instant(&evaluated.value, expect).map_err(context)?;
+                if cross_check {
+                    self.cross_check_at(&pinned, at_ms, time, expect).await.map_err(context)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cross_check(&self, expr: &Expr, at_ms: i64, expect: &Expectations) -> Result<(), String> {
+        self.cross_check_at(expr, at_ms, at_ms, expect).await
+    }
+
+    /// Runs `expr` as a range query from `time`−1m to `time`+1m and compares
+    /// the points at `time` with the instant expectations.
+    async fn cross_check_at(&self, expr: &Expr, _at_ms: i64, time: i64, expect: &Expectations) -> Result<(), String> {
+        let range = EvalRange {
+            start: time - 60_000,
+            end: time + 60_000,
+            step: 60_000,
+            lookback: DEFAULT_LOOKBACK_MS,
+        };
+        let evaluated = self.run(expr, range).await.map_err(|e| format!("unexpected error: {}", e.message))?;
+        let Value::Matrix(series) = &evaluated.value else {
+            return Err(format!("expected a matrix, got {}", describe(&evaluated.value)));
+        };
+        if series.windows(2).any(|w| w[0].labels > w[1].labels) {
+            return Err("range result is not sorted by labels".to_string());
+        }
+        if expect.ordered {
+            return Ok(());
+        }
+        let at_time: Vec<(Labels, f64)> = series
+            .iter()
+            .filter_map(|s| {
+                s.samples
+                    .iter()
+                    .find(|p| p.timestamp == time)
+                    .map(|p| (s.labels.clone(), p.value))
+            })
+            .collect();
+        if let Some(scalar) = expect.scalar {
+            let got = at_time.first().map(|(_, v)| *v);
+            return match got {
+                Some(v) if at_time.len() == 1 && float_equal(scalar, v) => Ok(()),
+                _ => Err(format!("expected scalar {scalar}, got {at_time:?}")),
+            };
+        }
+        compare_vector(&at_time, expect)
+    }
+}
+
+/// Handles an expected or unexpected error; `Ok(None)` when the expected
+/// failure happened (nothing more to compare).
+fn check_error(result: Result<Evaluated, crate::Error>, expect: &Expectations) -> Result<Option<Evaluated>, String> {
+    match (result, &expect.fail) {
+        (Ok(_), Some(_)) => Err("expected the query to fail, it succeeded".to_string()),
+        (Ok(evaluated), None) => Ok(Some(evaluated)),
+        (Err(e), None) => Err(format!("unexpected error: {}", e.message)),
+        (Err(e), Some(expected)) => {
+            if text_matches(expected, &e.message)? {
+                Ok(None)
+            } else {
+                Err(format!("expected error {expected:?}, got {:?}", e.message))
+            }
+        }
+    }
+}
+
+fn text_matches(expected: &TextMatch, text: &str) -> Result<bool, String> {
+    Ok(match expected {
+        TextMatch::Any => true,
+        TextMatch::Exact(exact) => exact == text,
+        TextMatch::Regex(pattern) => regex::Regex::new(pattern)
+            .map_err(|e| format!("bad regex {pattern:?}: {e}"))?
+            .is_match(text),
+    })
+}
+
+fn check_annotations(evaluated: &Evaluated, expect: &Expectations) -> Result<(), String> {
+    let kinds = [
+        ("warning", &evaluated.annotations.warnings, &expect.warn, expect.no_warn, expect.some_warn),
+        ("info", &evaluated.annotations.infos, &expect.info, expect.no_info, expect.some_info),
+    ];
+    for (kind, got, expected, none, some) in kinds {
+        if none && !got.is_empty() {
+            return Err(format!("expected no {kind}, got {got:?}"));
+        }
+        if some && got.is_empty() {
+            return Err(format!("expected a {kind}, got none"));
+        }
+        if expected.is_empty() {
+            continue;
+        }
+        for line in expected {
+            let mut matched = false;
+            for text in got.iter() {
+                matched |= text_matches(line, text)?;
+            }
+            if !matched {
+                return Err(format!("expected {kind} {line:?}, got {got:?}"));
+            }
+        }
+        for text in got.iter() {
+            let mut matched = false;
+            for line in expected {
+                matched |= text_matches(line, text)?;
+            }
+            if !matched {
+                return Err(format!("unexpected {kind} {text:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compare_instant(value: &Value, expect: &Expectations) -> Result<(), String> {
+    if let Some(expected) = &expect.string {
+        return match value {
+            Value::String { value, .. } if value == expected => Ok(()),
+            other => Err(format!("expected string {expected:?}, got {}", describe(other))),
+        };
+    }
+    if let Some(expected) = expect.scalar {
+        return match value {
+            Value::Scalar { value, .. } if float_equal(expected, *value) => Ok(()),
+            other => Err(format!("expected scalar {expected}, got {}", describe(other))),
+        };
+    }
+    match value {
+        Value::Vector { samples, .. } => {
+            if expect.range_vector.is_some() {
+                return Err(format!("expected a range vector, got {}", describe(value)));
+            }
+            compare_vector(samples, expect)
+        }
+        Value::Matrix(series) => match expect.range_vector {
+            Some((start, _, step)) => compare_matrix(series, expect, start, step),
+            None => Err(format!("expected a vector, got {}", describe(value))),
+        },
+        other => Err(format!("expected a vector, got {}", describe(other))),
+    }
+}
+
+fn compare_vector(samples: &[(Labels, f64)], expect: &Expectations) -> Result<(), String> {
+    let expected: HashMap<&Labels, (usize, f64)> = expect
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, (labels, values))| (labels, (i, values.first().copied().flatten().unwrap_or(f64::NAN))))
+        .collect();
+    for (position, (labels, value)) in samples.iter().enumerate() {
+        let Some(&(index, want)) = expected.get(labels) else {
+            return Err(format!("unexpected series {labels} {value} (expected {})", expected_text(expect)));
+        };
+        if expect.ordered && index != position {
+            return Err(format!("{labels} at position {}, expected at {}", position + 1, index + 1));
+        }
+        if !float_equal(want, *value) {
+            return Err(format!("{labels}: expected {want}, got {value}"));
+        }
+    }
+    if samples.len() != expect.series.len() {
+        let got: Vec<&Labels> = samples.iter().map(|(l, _)| l).collect();
+        return Err(format!(
+            "expected {} series ({}), got {} ({got:?})",
+            expect.series.len(),
+            expected_text(expect),
+            samples.len()
+        ));
+    }
+    Ok(())
+}
+
+fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, step: i64) -> Result<(), String> {
+    if series.windows(2).any(|w| w[0].labels > w[1].labels) {
+        return Err("matrix is not sorted by labels".to_string());
+    }
+    let expected: HashMap<&Labels, &Vec<Option<f64>>> = expect.series.iter().map(|(l, v)| (l, v)).collect();
+    for entry in series {
+        let Some(values) = expected.get(&entry.labels) else {
+            return Err(format!("unexpected series {} (expected {})", entry.labels, expected_text(expect)));
+        };
+        let wanted: Vec<Sample> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| Sample::new(start + i as i64 * step, v)))
+            .collect();
+        if wanted.len() != entry.samples.len()
+            || wanted
+                .iter()
+                .zip(&entry.samples)
+                .any(|(w, g)| w.timestamp != g.timestamp || !float_equal(w.value, g.value))
+        {
+            return Err(format!(
+                "{}: expected {}, got {}",
+                entry.labels,
+                points_text(&wanted),
+                points_text(&entry.samples)
+            ));
+        }
+    }
+    if series.len() != expect.series.len() {
+        let got: Vec<&Labels> = series.iter().map(|s| &s.labels).collect();
+        return Err(format!(
+            "expected {} series ({}), got {} ({got:?})",
+            expect.series.len(),
+            expected_text(expect),
+            series.len()
+        ));
+    }
+    Ok(())
+}
+
+fn expected_text(expect: &Expectations) -> String {
+    let labels: Vec<String> = expect.series.iter().map(|(l, _)| l.to_string()).collect();
+    labels.join(", ")
+}
+
+fn points_text(samples: &[Sample]) -> String {
+    let points: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{}@{}", s.value, s.timestamp as f64 / 1000.0))
+        .collect();
+    format!("[{}]", points.join(" "))
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Vector { samples, .. } => format!("vector of {} ({samples:?})", samples.len()),
+        Value::Matrix(series) => format!("matrix of {} series", series.len()),
+        Value::Scalar { value, .. } => format!("scalar {value}"),
+        Value::String { value, .. } => format!("string {value:?}"),
+    }
+}
+
+/// The harness' float equality: staleness markers only equal each other,
+/// NaN equals NaN, otherwise a relative tolerance of 1e-6.
+pub fn float_equal(expected: f64, got: f64) -> bool {
+    if is_stale_nan(expected) || is_stale_nan(got) {
+        return is_stale_nan(expected) && is_stale_nan(got);
+    }
+    if expected.is_nan() && got.is_nan() {
+        return true;
+    }
+    crate::engine::almost_equal(expected, got, 1e-6)
+}
+
+/// Functions whose value depends on the evaluation time: their `@` variants
+/// would legitimately differ.
+fn uses_time_functions(expr: &Expr) -> bool {
+    const TIME_FUNCTIONS: [&str; 15] = [
+        "time",
+        "timestamp",
+        "predict_linear",
+        "start",
+        "end",
+        "range",
+        "step",
+        "minute",
+        "hour",
+        "day_of_week",
+        "day_of_month",
+        "day_of_year",
+        "days_in_month",
+        "month",
+        "year",
+    ];
+    match expr {
+        Expr::Call(call) => {
+            TIME_FUNCTIONS.contains(&call.func.name) || call.args.args.iter().any(|a| uses_time_functions(a))
+        }
+        Expr::Aggregate(a) => uses_time_functions(&a.expr) || a.param.as_deref().is_some_and(uses_time_functions),
+        Expr::Binary(b) => uses_time_functions(&b.lhs) || uses_time_functions(&b.rhs),
+        Expr::Paren(p) => uses_time_functions(&p.expr),
+        Expr::Unary(u) => uses_time_functions(&u.expr),
+        Expr::Subquery(s) => uses_time_functions(&s.expr),
+        _ => false,
+    }
+}
+
+fn collect_selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e promql_parser::parser::VectorSelector>) {
+    match expr {
+        Expr::VectorSelector(vs) => out.push(vs),
+        Expr::MatrixSelector(ms) => out.push(&ms.vs),
+        Expr::Subquery(sq) => collect_selectors(&sq.expr, out),
+        Expr::Call(call) => call.args.args.iter().for_each(|a| collect_selectors(a, out)),
+        Expr::Aggregate(a) => {
+            collect_selectors(&a.expr, out);
+            if let Some(param) = &a.param {
+                collect_selectors(param, out);
+            }
+        }
+        Expr::Binary(b) => {
+            collect_selectors(&b.lhs, out);
+            collect_selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => collect_selectors(&p.expr, out),
+        Expr::Unary(u) => collect_selectors(&u.expr, out),
+        _ => {}
+    }
+}
+
+/// Adds `@ at_ms` to every selector and subquery that has none, leaving the
+/// inside of subqueries that already have one alone.
+fn pin_at(expr: &mut Expr, at_ms: i64) {
+    let at = || {
+        let time = if at_ms >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms as u64)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_millis(at_ms.unsigned_abs())
+        };
+        Some(AtModifier::At(time))
+    };
+    match expr {
+        Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = at(),
+        Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = at(),
+        Expr::Subquery(sq) => {
+            if sq.at.is_none() {
+                sq.at = at();
+                pin_at(&mut sq.expr, at_ms);
+            }
+        }
+        Expr::Call(call) => call.args.args.iter_mut().for_each(|a| pin_at(a, at_ms)),
+        Expr::Aggregate(a) => {
+            pin_at(&mut a.expr, at_ms);
+            if let Some(param) = a.param.as_mut() {
+                pin_at(param, at_ms);
+            }
+        }
+        Expr::Binary(b) => {
+            pin_at(&mut b.lhs, at_ms);
+            pin_at(&mut b.rhs, at_ms);
+        }
+        Expr::Paren(p) => pin_at(&mut p.expr, at_ms),
+        Expr::Unary(u) => pin_at(&mut u.expr, at_ms),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_equality_follows_the_harness() {
+        assert!(float_equal(1.0, 1.0 + 1e-9));
+        assert!(!float_equal(1.0, 1.001));
+        assert!(float_equal(f64::NAN, f64::NAN));
+        assert!(!float_equal(tidewatch_model::stale_nan(), f64::NAN));
+        assert!(float_equal(tidewatch_model::stale_nan(), tidewatch_model::stale_nan()));
+        assert!(!float_equal(0.0, 1e-300));
+        assert!(float_equal(f64::INFINITY, f64::INFINITY));
+        assert!(!float_equal(f64::INFINITY, f64::NEG_INFINITY));
+    }
+
+    #[tokio::test]
+    async fn a_script_passes_and_fails_where_it_should() {
+        let script = "load 1m\n  m{job=\"a\"} 0+1x10\n  m{job=\"b\"} 5x10\n\n\
+eval instant at 5m sum(m)\n  {} 10\n\n\
+eval instant at 5m m\n  m{job=\"a\"} 5\n  m{job=\"b\"} 6\n\n\
+eval range from 0 to 2m step 1m m{job=\"a\"}\n  m{job=\"a\"} 0 1 2\n\n\
+eval instant at 0m m +\n\n";
+        let report = run_script("inline", script).await;
+        let outcomes: Vec<&Outcome> = report.statements.iter().map(|s| &s.outcome).collect();
+        assert_eq!(outcomes[0], &Outcome::Passed, "{report:?}");
+        assert!(matches!(outcomes[1], Outcome::Failed(m) if m.contains("expected 6, got 5")), "{outcomes:?}");
+        assert_eq!(outcomes[2], &Outcome::Passed);
+        assert!(matches!(outcomes[3], Outcome::Skipped(_)));
+        assert_eq!(report.summary(), "2 passed, 1 failed, 1 skipped");
+    }
+}

@@ -1,0 +1,734 @@
+//! Reading `promqltest` scripts (see `conformance/promql/FORMAT.md`) into commands.
+
+use std::collections::BTreeMap;
+
+use tidewatch_model::{Labels, stale_nan};
+
+/// One command of a script, with the line it starts on.
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    Load(Load),
+    Clear,
+    Eval(Box<Eval>),
+    /// A line or block the runner cannot use; its evals are reported, not run.
+    Invalid { line: usize, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    pub line: usize,
+    pub interval_ms: i64,
+    /// Series in order of appearance (a later line for the same labels wins).
+    pub series: Vec<(Labels, Vec<Option<f64>>)>,
+    /// Series this runner cannot load (native histograms, start timestamps),
+    /// with the reason: evals reading them are skipped.
+    pub unsupported: Vec<(Labels, String)>,
+}
+
+/// What an eval asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Query {
+    Instant { at_ms: i64 },
+    Range { start_ms: i64, end_ms: i64, step_ms: i64 },
+}
+
+/// An expected annotation line (`expect warn msg: …`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TextMatch {
+    Any,
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Expectations {
+    pub fail: Option<TextMatch>,
+    pub warn: Vec<TextMatch>,
+    pub no_warn: bool,
+    pub info: Vec<TextMatch>,
+    pub no_info: bool,
+    pub ordered: bool,
+    /// `eval_warn` / `eval_info`: at least one of the kind.
+    pub some_warn: bool,
+    pub some_info: bool,
+    /// `expect range vector from … to … step …`.
+    pub range_vector: Option<(i64, i64, i64)>,
+    pub string: Option<String>,
+    pub scalar: Option<f64>,
+    /// Expected series in order; values as in `load` (`None` = no point).
+    pub series: Vec<(Labels, Vec<Option<f64>>)>,
+    /// Why the expectations cannot be checked here (native histograms).
+    pub unsupported: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Eval {
+    pub line: usize,
+    pub expr: String,
+    pub query: Query,
+    pub expect: Expectations,
+}
+
+/// Splits a script into commands.
+pub(crate) fn parse(text: &str) -> Vec<Command> {
+    // Comments become empty lines, which end blocks.
+    let lines: Vec<(usize, &str)> = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, raw)| {
+            let line = raw.trim();
+            let line: &str = if line.starts_with('#') { &line[..0] } else { line };
+            (i + 1, line)
+        })
+        .collect();
+    let mut commands = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let (number, line) = lines[i];
+        i += 1;
+        if line.is_empty() {
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("").to_lowercase();
+        // A block runs to the next empty line.
+        let block_end = lines[i..].iter().position(|(_, l)| l.is_empty()).map_or(lines.len(), |p| i + p);
+        let body = &lines[i..block_end];
+        if first == "clear" {
+            commands.push(Command::Clear);
+        } else if first.starts_with("load") {
+            i = block_end;
+            commands.push(match parse_load(number, line, body) {
+                Ok(load) => Command::Load(load),
+                Err(message) => Command::Invalid { line: number, message },
+            });
+        } else if first.starts_with("eval") {
+            i = block_end;
+            match parse_eval(number, line, body) {
+                Ok(eval) => commands.push(Command::Eval(Box::new(eval))),
+                Err(message) => commands.push(Command::Invalid { line: number, message }),
+            }
+        } else {
+            commands.push(Command::Invalid {
+                line: number,
+                message: format!("unknown command {line:?}"),
+            });
+        }
+    }
+    commands
+}
+
+fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Load, String> {
+    let mut words = header.split_whitespace();
+    let keyword = words.next().unwrap_or("");
+    let interval = words.next().ok_or("load without an interval")?;
+    if words.next().is_some() {
+        return Err(format!("unexpected text after the interval in {header:?}"));
+    }
+    let interval_ms = parse_duration(interval).ok_or_else(|| format!("bad interval {interval:?}"))?;
+    let with_nhcb = match keyword {
+        "load" => false,
+        "load_with_nhcb" => true,
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    let mut unsupported: Vec<(Labels, String)> = Vec::new();
+    let mut series: BTreeMap<Labels, usize> = BTreeMap::new();
+    let mut ordered: Vec<(Labels, Vec<Option<f64>>)> = Vec::new();
+    for &(line_number, line) in body {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some(series) = first.strip_suffix("@st") {
+            let (labels, _) = parse_series_labels(series).map_err(|e| format!("line {line_number}: {e}"))?;
+            unsupported.push((labels, "sample start timestamps are not supported yet (@st)".to_string()));
+            continue;
+        }
+        let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
+        let values = match values {
+            Values::Floats(values) => values,
+            Values::Histograms => {
+                unsupported.push((labels, "native histograms are not stored yet".to_string()));
+                continue;
+            }
+        };
+        if with_nhcb && let Some(base) = nhcb_base(&labels) {
+            unsupported.push((base, "native histograms are not stored yet (load_with_nhcb)".to_string()));
+        }
+        match series.get(&labels) {
+            Some(&index) => ordered[index].1 = values,
+            None => {
+                series.insert(labels.clone(), ordered.len());
+                ordered.push((labels, values));
+            }
+        }
+    }
+    Ok(Load {
+        line: number,
+        interval_ms,
+        series: ordered,
+        unsupported,
+    })
+}
+
+/// The native histogram `load_with_nhcb` builds from a classic histogram
+/// series: the name without `_bucket`/`_count`/`_sum`, no `le`.
+fn nhcb_base(labels: &Labels) -> Option<Labels> {
+    let name = labels.metric_name()?;
+    let base = ["_bucket", "_count", "_sum"].iter().find_map(|suffix| name.strip_suffix(suffix))?;
+    let pairs = labels.iter().filter(|l| l.name != "le").map(|l| {
+        if l.name == "__name__" {
+            (l.name.clone(), base.to_string())
+        } else {
+            (l.name.clone(), l.value.clone())
+        }
+    });
+    Some(Labels::from_pairs(pairs))
+}
+
+fn parse_eval(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Eval, String> {
+    let (keyword, rest) = header.split_once(char::is_whitespace).ok_or("eval without a query")?;
+    let rest = rest.trim_start();
+    let mut expect = Expectations::default();
+    match keyword {
+        "eval" => {}
+        "eval_fail" => expect.fail = Some(TextMatch::Any),
+        "eval_warn" => expect.some_warn = true,
+        "eval_info" => expect.some_info = true,
+        "eval_ordered" => expect.ordered = true,
+        other => return Err(format!("unknown command {other:?}")),
+    }
+    let (query, expr) = if let Some(rest) = rest.strip_prefix("instant") {
+        let rest = rest.trim_start().strip_prefix("at").ok_or("expected `instant at`")?.trim_start();
+        let (time, expr) = rest.split_once(char::is_whitespace).ok_or("instant eval without a query")?;
+        let at_ms = parse_duration(time).ok_or_else(|| format!("bad time {time:?}"))?;
+        (Query::Instant { at_ms }, expr.trim())
+    } else if let Some(rest) = rest.strip_prefix("range") {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let [from, start, to, end, step_word, step, ..] = words.as_slice() else {
+            return Err("expected `range from A to B step S EXPR`".to_string());
+        };
+        if (*from, *to, *step_word) != ("from", "to", "step") {
+            return Err("expected `range from A to B step S EXPR`".to_string());
+        }
+        let start_ms = parse_duration(start).ok_or_else(|| format!("bad start {start:?}"))?;
+        let end_ms = parse_duration(end).ok_or_else(|| format!("bad end {end:?}"))?;
+        let step_ms = parse_duration(step).ok_or_else(|| format!("bad step {step:?}"))?;
+        if end_ms < start_ms {
+            return Err("range end before start".to_string());
+        }
+        // The expression is what follows the step word.
+        let after_step = rest
+            .find(&format!(" step {step}"))
+            .map(|i| &rest[i + 6 + step.len()..])
+            .unwrap_or("");
+        (
+            Query::Range {
+                start_ms,
+                end_ms,
+                step_ms,
+            },
+            after_step.trim(),
+        )
+    } else {
+        return Err(format!("expected `instant` or `range` in {header:?}"));
+    };
+    if expr.is_empty() {
+        return Err("eval without a query".to_string());
+    }
+    let mut seen: BTreeMap<Labels, usize> = BTreeMap::new();
+    for &(line_number, line) in body {
+        if expect.scalar.is_some() {
+            return Err(format!("line {line_number}: nothing may follow a scalar"));
+        }
+        if let Some(message) = line.strip_prefix("expected_fail_message") {
+            expect.fail = Some(TextMatch::Exact(message.trim().to_string()));
+            break;
+        }
+        if let Some(regex) = line.strip_prefix("expected_fail_regexp") {
+            expect.fail = Some(TextMatch::Regex(regex.trim().to_string()));
+            break;
+        }
+        let mut words = line.split_whitespace();
+        if words.next() == Some("expect") {
+            parse_expect_line(line, &mut expect).map_err(|e| format!("line {line_number}: {e}"))?;
+            continue;
+        }
+        if let Some(value) = parse_scalar_line(line) {
+            expect.scalar = Some(value);
+            continue;
+        }
+        let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
+        let values = match values {
+            Values::Floats(values) => values,
+            Values::Histograms => {
+                expect.unsupported = Some("expects native histograms, which are not stored yet".to_string());
+                Vec::new()
+            }
+        };
+        if matches!(query, Query::Instant { .. }) && expect.range_vector.is_none() && values.len() > 1 {
+            return Err(format!("line {line_number}: an instant eval expects one value per series"));
+        }
+        match seen.get(&labels) {
+            Some(&index) => expect.series[index].1 = values,
+            None => {
+                seen.insert(labels.clone(), expect.series.len());
+                expect.series.push((labels, values));
+            }
+        }
+    }
+    if let (Some((_, end, _)), Query::Instant { .. }) = (expect.range_vector, &query) {
+        // `expect range vector` moves the evaluation to its end.
+        return Ok(Eval {
+            line: number,
+            expr: expr.to_string(),
+            query: Query::Instant { at_ms: end },
+            expect,
+        });
+    }
+    Ok(Eval {
+        line: number,
+        expr: expr.to_string(),
+        query,
+        expect,
+    })
+}
+
+fn parse_expect_line(line: &str, expect: &mut Expectations) -> Result<(), String> {
+    let rest = line["expect".len()..].trim_start();
+    if let Some(range) = rest.strip_prefix("range vector") {
+        let words: Vec<&str> = range.split_whitespace().collect();
+        let ["from", start, "to", end, "step", step] = words.as_slice() else {
+            return Err("expected `expect range vector from A to B step S`".to_string());
+        };
+        let parse = |w: &str| parse_duration(w).ok_or_else(|| format!("bad duration {w:?}"));
+        expect.range_vector = Some((parse(start)?, parse(end)?, parse(step)?));
+        return Ok(());
+    }
+    if let Some(text) = rest.strip_prefix("string") {
+        expect.string = Some(unquote(text.trim()).ok_or_else(|| format!("bad string {text:?}"))?);
+        return Ok(());
+    }
+    let (kind, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let tail = tail.trim();
+    let text = if let Some(message) = tail.strip_prefix("msg:") {
+        TextMatch::Exact(message.trim().to_string())
+    } else if let Some(regex) = tail.strip_prefix("regex:") {
+        TextMatch::Regex(regex.trim().to_string())
+    } else if tail.is_empty() {
+        TextMatch::Any
+    } else {
+        return Err(format!("unexpected {tail:?} after `expect {kind}`"));
+    };
+    match kind {
+        "fail" => {
+            if expect.fail.is_some() {
+                return Err("more than one `expect fail`".to_string());
+            }
+            expect.fail = Some(text);
+        }
+        "warn" => expect.warn.push(text),
+        "no_warn" => expect.no_warn = true,
+        "info" => expect.info.push(text),
+        "no_info" => expect.no_info = true,
+        "ordered" => expect.ordered = true,
+        other => return Err(format!("unknown expectation {other:?}")),
+    }
+    if expect.no_warn && !expect.warn.is_empty() {
+        return Err("`expect warn` together with `expect no_warn`".to_string());
+    }
+    if expect.no_info && !expect.info.is_empty() {
+        return Err("`expect info` together with `expect no_info`".to_string());
+    }
+    Ok(())
+}
+
+/// A line that is only a number: an expected scalar. Go integer syntax with
+/// base prefixes first, then floats.
+fn parse_scalar_line(line: &str) -> Option<f64> {
+    let text = line.trim();
+    if text.contains(char::is_whitespace) {
+        return None;
+    }
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let integer = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()
+    } else if let Some(octal) = digits.strip_prefix("0o").or_else(|| digits.strip_prefix("0O")) {
+        i64::from_str_radix(octal, 8).ok()
+    } else if let Some(binary) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
+        i64::from_str_radix(binary, 2).ok()
+    } else {
+        None
+    };
+    if let Some(value) = integer {
+        return Some(if negative { -(value as f64) } else { value as f64 });
+    }
+    parse_number(text)
+}
+
+/// A number as series lines write it: decimal floats, `Inf`, `NaN`, signed.
+pub(crate) fn parse_number(text: &str) -> Option<f64> {
+    let (sign, body) = match text.as_bytes().first() {
+        Some(b'-') => (-1.0, &text[1..]),
+        Some(b'+') => (1.0, &text[1..]),
+        _ => (1.0, text),
+    };
+    let lower = body.to_ascii_lowercase();
+    let value = match lower.as_str() {
+        "inf" | "infinity" => f64::INFINITY,
+        "nan" => f64::NAN,
+        _ if body.starts_with(|c: char| c.is_ascii_digit() || c == '.') => body.parse::<f64>().ok()?,
+        _ => return None,
+    };
+    Some(sign * value)
+}
+
+/// The values of a series line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Values {
+    Floats(Vec<Option<f64>>),
+    /// The line holds native histograms, which this runner does not load.
+    Histograms,
+}
+
+/// `metric{labels} values…`.
+pub(crate) fn parse_series_line(line: &str) -> Result<(Labels, Values), String> {
+    let (labels, rest) = parse_series_labels(line)?;
+    Ok((labels, parse_values(rest)?))
+}
+
+fn parse_series_labels(line: &str) -> Result<(Labels, &str), String> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':') {
+        i += 1;
+    }
+    let name = &line[..i];
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if !name.is_empty() {
+        pairs.push(("__name__".to_string(), name.to_string()));
+    }
+    let rest = &line[i..];
+    if !rest.starts_with('{') {
+        if name.is_empty() {
+            return Err(format!("no series in {line:?}"));
+        }
+        return Ok((Labels::from_pairs(pairs), rest));
+    }
+    let mut chars = rest.char_indices().skip(1).peekable();
+    loop {
+        // Skip whitespace and commas between items.
+        while let Some(&(_, c)) = chars.peek() {
+            if c.is_whitespace() || c == ',' {
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let Some(&(position, c)) = chars.peek() else {
+            return Err(format!("unterminated label set in {line:?}"));
+        };
+        if c == '}' {
+            return Ok((Labels::from_pairs(pairs), &rest[position + 1..]));
+        }
+        let label_name = if c == '"' || c == '\'' || c == '`' {
+            let (text, end) = read_quoted(rest, position).ok_or_else(|| format!("bad string in {line:?}"))?;
+            while chars.peek().is_some_and(|&(p, _)| p < end) {
+                chars.next();
+            }
+            text
+        } else {
+            let mut name = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                    name.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            if name.is_empty() {
+                return Err(format!("unexpected {c:?} in {line:?}"));
+            }
+            name
+        };
+        while chars.peek().is_some_and(|&(_, c)| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.peek() {
+            Some(&(_, '=')) => {
+                chars.next();
+                while chars.peek().is_some_and(|&(_, c)| c.is_whitespace()) {
+                    chars.next();
+                }
+                let Some(&(position, _)) = chars.peek() else {
+                    return Err(format!("unterminated label set in {line:?}"));
+                };
+                let (value, end) = read_quoted(rest, position).ok_or_else(|| format!("bad label value in {line:?}"))?;
+                while chars.peek().is_some_and(|&(p, _)| p < end) {
+                    chars.next();
+                }
+                pairs.push((label_name, value));
+            }
+            // A lone quoted string names the metric.
+            _ => pairs.push(("__name__".to_string(), label_name)),
+        }
+    }
+}
+
+/// Reads a PromQL string literal starting at byte `start`; returns the text
+/// and the byte offset after the closing quote.
+fn read_quoted(text: &str, start: usize) -> Option<(String, usize)> {
+    let quote = text[start..].chars().next()?;
+    let body_start = start + quote.len_utf8();
+    if quote == '`' {
+        let end = text[body_start..].find('`')? + body_start;
+        return Some((text[body_start..end].to_string(), end + 1));
+    }
+    let mut escaped = false;
+    for (offset, c) in text[body_start..].char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if c == '\\' {
+            escaped = true;
+        } else if c == quote {
+            let end = body_start + offset;
+            return Some((unescape(&text[body_start..end])?, end + 1));
+        }
+    }
+    None
+}
+
+/// A quoted string (double quotes or back quotes) as `expect string` writes it.
+fn unquote(text: &str) -> Option<String> {
+    let (value, end) = read_quoted(text, 0)?;
+    (end == text.len()).then_some(value)
+}
+
+/// Go/PromQL escapes: `\n \t \\ \" \' \xNN \uNNNN \UNNNNNNNN \NNN` and friends.
+fn unescape(body: &str) -> Option<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let next = chars.next()?;
+        match next {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'a' => out.push('\u{7}'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'v' => out.push('\u{b}'),
+            '\\' | '"' | '\'' | '`' => out.push(next),
+            'x' => {
+                let hex: String = chars.by_ref().take(2).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            'u' | 'U' => {
+                let len = if next == 'u' { 4 } else { 8 };
+                let hex: String = chars.by_ref().take(len).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            '0'..='7' => {
+                let rest: String = chars.by_ref().take(2).collect();
+                let octal = format!("{next}{rest}");
+                out.push(char::from_u32(u32::from_str_radix(&octal, 8).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The value items of a series line (FORMAT.md §4).
+fn parse_values(text: &str) -> Result<Values, String> {
+    let mut values = Vec::new();
+    let mut tokens = text.split_whitespace().peekable();
+    while let Some(token) = tokens.next() {
+        if token.starts_with("{{") {
+            // A histogram literal may contain spaces: skip to its end.
+            let mut current = token;
+            while !current.contains("}}") {
+                current = tokens.next().ok_or("unterminated histogram")?;
+            }
+            return Ok(Values::Histograms);
+        }
+        expand_item(token, &mut values)?;
+    }
+    Ok(Values::Floats(values))
+}
+
+fn expand_item(token: &str, values: &mut Vec<Option<f64>>) -> Result<(), String> {
+    if token == "_" {
+        values.push(None);
+        return Ok(());
+    }
+    if token == "stale" {
+        values.push(Some(stale_nan()));
+        return Ok(());
+    }
+    // A trailing `xN` repeats; everything before it is `a` or `a±b`.
+    let (head, times) = match token.rfind('x') {
+        Some(x) if x > 0 && token[x + 1..].chars().all(|c| c.is_ascii_digit()) && x + 1 < token.len() => {
+            let times: usize = token[x + 1..].parse().map_err(|_| format!("bad count in {token:?}"))?;
+            (&token[..x], Some(times))
+        }
+        _ => (token, None),
+    };
+    if head == "_" {
+        let times = times.ok_or_else(|| format!("bad value {token:?}"))?;
+        values.extend(std::iter::repeat_n(None, times));
+        return Ok(());
+    }
+    // Split `a+b` / `a-b` at a sign that is neither leading nor an exponent's.
+    let bytes = head.as_bytes();
+    let split = (1..bytes.len())
+        .find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
+    match (split, times) {
+        (None, None) => values.push(Some(parse_number(head).ok_or_else(|| format!("bad value {token:?}"))?)),
+        (None, Some(times)) => {
+            let value = parse_number(head).ok_or_else(|| format!("bad value {token:?}"))?;
+            values.extend(std::iter::repeat_n(Some(value), times + 1));
+        }
+        (Some(at), Some(times)) => {
+            let start = parse_number(&head[..at]).ok_or_else(|| format!("bad value {token:?}"))?;
+            let step = parse_number(&head[at..]).ok_or_else(|| format!("bad step in {token:?}"))?;
+            // Repeated addition, as the reference harness computes it.
+            let mut current = start;
+            values.push(Some(current));
+            for _ in 0..times {
+                current += step;
+                values.push(Some(current));
+            }
+        }
+        (Some(_), None) => return Err(format!("bad value {token:?}")),
+    }
+    Ok(())
+}
+
+/// A script duration: `0`, or `<int><unit>` groups (`1h30m`, `10s53ms`),
+/// optionally signed.
+pub(crate) fn parse_duration(text: &str) -> Option<i64> {
+    let (sign, body) = match text.as_bytes().first() {
+        Some(b'-') => (-1, &text[1..]),
+        Some(b'+') => (1, &text[1..]),
+        _ => (1, text),
+    };
+    if body == "0" {
+        return Some(0);
+    }
+    let mut total: i64 = 0;
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    if bytes.is_empty() {
+        return None;
+    }
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let number: i64 = body[start..i].parse().ok()?;
+        let unit_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let unit_ms = match &body[unit_start..i] {
+            "y" => 365 * 24 * 3_600_000,
+            "w" => 7 * 24 * 3_600_000,
+            "d" => 24 * 3_600_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            "s" => 1000,
+            "ms" => 1,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(unit_ms)?)?;
+    }
+    Some(sign * total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floats(text: &str) -> Vec<Option<f64>> {
+        match parse_values(text).unwrap() {
+            Values::Floats(values) => values,
+            Values::Histograms => panic!("histograms"),
+        }
+    }
+
+    #[test]
+    fn value_items_expand_with_the_right_counts() {
+        assert_eq!(floats("1 _ 3"), [Some(1.0), None, Some(3.0)]);
+        assert_eq!(floats("5x2"), [Some(5.0); 3]);
+        assert_eq!(floats("_x3"), [None; 3]);
+        assert_eq!(floats("0+10x3"), [Some(0.0), Some(10.0), Some(20.0), Some(30.0)]);
+        assert_eq!(floats("5-1x2"), [Some(5.0), Some(4.0), Some(3.0)]);
+        assert_eq!(floats("-2+1x1"), [Some(-2.0), Some(-1.0)]);
+        assert_eq!(floats("1e3 -Inf +Inf"), [Some(1000.0), Some(f64::NEG_INFINITY), Some(f64::INFINITY)]);
+        assert_eq!(floats("1e-1+1e1x1"), [Some(0.1), Some(10.1)]);
+        let stale = floats("stale");
+        assert!(tidewatch_model::is_stale_nan(stale[0].unwrap()));
+        assert!(floats("NaN")[0].unwrap().is_nan());
+        assert_eq!(parse_values("{{schema:1 sum:3}} 1").unwrap(), Values::Histograms);
+    }
+
+    #[test]
+    fn expansion_accumulates_rounding_like_repeated_addition() {
+        let values = floats("0+0.1x3");
+        assert_eq!(values[3], Some(0.1 + 0.1 + 0.1));
+        assert_ne!(values[3], Some(0.3));
+    }
+
+    #[test]
+    fn series_labels_parse_with_escapes_and_quoted_names() {
+        let (labels, values) = parse_series_line(r#"http_requests{job="api\"x", path='/a b'} 1 2"#).unwrap();
+        assert_eq!(labels.get("__name__"), Some("http_requests"));
+        assert_eq!(labels.get("job"), Some("api\"x"));
+        assert_eq!(labels.get("path"), Some("/a b"));
+        assert_eq!(values, Values::Floats(vec![Some(1.0), Some(2.0)]));
+        let (labels, _) = parse_series_line(r#"{"my.metric", a="b",} 1"#).unwrap();
+        assert_eq!(labels.get("__name__"), Some("my.metric"));
+        let (labels, _) = parse_series_line("{} 5").unwrap();
+        assert!(labels.is_empty());
+    }
+
+    #[test]
+    fn durations_and_scalars() {
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("10s53ms"), Some(10_053));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("-1m"), Some(-60_000));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_scalar_line("0x10"), Some(16.0));
+        assert_eq!(parse_scalar_line("-0.5"), Some(-0.5));
+        assert_eq!(parse_scalar_line("{} 5"), None);
+        assert_eq!(parse_scalar_line("metric"), None);
+    }
+
+    #[test]
+    fn commands_and_expectations_parse() {
+        let script = "load 5m\n  m{a=\"1\"} 0+1x2\n\n# comment\neval instant at 10m m\n  expect no_warn\n  expect info msg: PromQL info: x (1:1)\n  m{a=\"1\"} 2\n\neval range from 0 to 10m step 5m m\n  m{a=\"1\"} 0 1 _\n\neval_fail instant at 0 nope(\n\nclear\n";
+        let commands = parse(script);
+        assert!(matches!(&commands[0], Command::Load(load) if load.interval_ms == 300_000 && load.series.len() == 1));
+        let Command::Eval(eval) = &commands[1] else { panic!("{commands:?}") };
+        assert_eq!(eval.query, Query::Instant { at_ms: 600_000 });
+        assert!(eval.expect.no_warn);
+        assert_eq!(eval.expect.info, [TextMatch::Exact("PromQL info: x (1:1)".to_string())]);
+        assert_eq!(eval.expect.series[0].1, [Some(2.0)]);
+        let Command::Eval(range) = &commands[2] else { panic!() };
+        assert_eq!(range.query, Query::Range { start_ms: 0, end_ms: 600_000, step_ms: 300_000 });
+        assert_eq!(range.expr, "m");
+        let Command::Eval(failing) = &commands[3] else { panic!() };
+        assert_eq!(failing.expect.fail, Some(TextMatch::Any));
+        assert!(matches!(commands[4], Command::Clear));
+    }
+}
