@@ -187,18 +187,26 @@ async fn promqltest(files: &[PathBuf], show_skipped: bool) -> anyhow::Result<()>
     let mut all = Report::default();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = file
+            .file_name()
+            .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
         all.statements.extend(run_script(&name, &text).await.statements);
     }
     for statement in &all.statements {
         match &statement.outcome {
             Outcome::Failed(message) => {
-                println!("FAIL {}:{}: {}
-     {message}", statement.file, statement.line, statement.expr)
+                println!(
+                    "FAIL {}:{}: {}
+     {message}",
+                    statement.file, statement.line, statement.expr
+                )
             }
             Outcome::Skipped(reason) if show_skipped => {
-                println!("SKIP {}:{}: {}
-     {reason}", statement.file, statement.line, statement.expr)
+                println!(
+                    "SKIP {}:{}: {}
+     {reason}",
+                    statement.file, statement.line, statement.expr
+                )
             }
             _ => {}
         }

@@ -483,6 +483,11 @@ async fn info<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Da
     if name_matchers.is_empty() {
         selector.name = Some("target_info".to_string());
     }
+    // Info series are looked up at the time the base series was read: the
+    // `@` and offsets on the way to its first selector apply to them too.
+    let (at, offset) = reference_time(args[0]);
+    selector.at = at;
+    selector.offset = offset;
     let data_matchers: Vec<promql_parser::label::Matcher> = selector
         .matchers
         .matchers
@@ -574,6 +579,76 @@ async fn info<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Da
         info_cursor = StepCursor::new(infos.len());
     }
     Ok(Data::Vector(out))
+}
+
+/// The `@` and total offset that map a step time to the time the first
+/// selector of `expr` reads at: walking down, an `@` pins the time and every
+/// offset below it shifts it.
+fn reference_time(
+    expr: &Expr,
+) -> (
+    Option<promql_parser::parser::AtModifier>,
+    Option<promql_parser::parser::Offset>,
+) {
+    use promql_parser::parser::Offset;
+    fn offset_ms(offset: &Option<Offset>) -> i64 {
+        match offset {
+            Some(Offset::Pos(d)) => d.as_millis() as i64,
+            Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+            None => 0,
+        }
+    }
+    fn walk(expr: &Expr, at: &mut Option<promql_parser::parser::AtModifier>, offset: &mut i64) -> bool {
+        let mut apply = |modifier_at: &Option<promql_parser::parser::AtModifier>, modifier_offset: &Option<Offset>| {
+            if modifier_at.is_some() {
+                *at = modifier_at.clone();
+                *offset = 0;
+            }
+            *offset += offset_ms(modifier_offset);
+        };
+        match expr {
+            Expr::VectorSelector(vs) => {
+                apply(&vs.at, &vs.offset);
+                true
+            }
+            Expr::MatrixSelector(ms) => {
+                apply(&ms.vs.at, &ms.vs.offset);
+                true
+            }
+            Expr::Subquery(sq) => {
+                apply(&sq.at, &sq.offset);
+                walk(&sq.expr, at, offset)
+            }
+            Expr::Paren(p) => walk(&p.expr, at, offset),
+            Expr::Unary(u) => walk(&u.expr, at, offset),
+            Expr::Call(call) => call.args.args.iter().any(|a| {
+                let (mut a_at, mut a_offset) = (at.clone(), *offset);
+                let found = walk(a, &mut a_at, &mut a_offset);
+                if found {
+                    (*at, *offset) = (a_at, a_offset);
+                }
+                found
+            }),
+            Expr::Aggregate(a) => walk(&a.expr, at, offset),
+            Expr::Binary(b) => {
+                let (mut l_at, mut l_offset) = (at.clone(), *offset);
+                if walk(&b.lhs, &mut l_at, &mut l_offset) {
+                    (*at, *offset) = (l_at, l_offset);
+                    return true;
+                }
+                walk(&b.rhs, at, offset)
+            }
+            _ => false,
+        }
+    }
+    let (mut at, mut offset) = (None, 0i64);
+    walk(expr, &mut at, &mut offset);
+    let offset = match offset {
+        0 => None,
+        ms if ms > 0 => Some(Offset::Pos(std::time::Duration::from_millis(ms as u64))),
+        ms => Some(Offset::Neg(std::time::Duration::from_millis(ms.unsigned_abs()))),
+    };
+    (at, offset)
 }
 
 /// `labels` with `name` set to `value`, or removed when `value` is empty.
@@ -696,12 +771,10 @@ fn histogram_quantile<S: SeriesRead>(
                 count: v,
             });
         }
-        let mut any = false;
         for (group, list) in buckets.iter_mut().enumerate() {
             if list.is_empty() {
                 continue;
             }
-            any = true;
             let outcome = kernels::bucket_quantile(q_now, list);
             if outcome.forced_monotonicity {
                 ev.shared.info(
@@ -718,7 +791,7 @@ fn histogram_quantile<S: SeriesRead>(
             });
             list.clear();
         }
-        if any && !(0.0..=1.0).contains(&q_now) {
+        if !(0.0..=1.0).contains(&q_now) {
             ev.shared.warn(
                 format!(
                     "quantile value should be between 0 and 1, got {}",
@@ -845,6 +918,18 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
         }
     }
     annotate_range_function(ev, name, &windows.series, range_arg);
+    if name == "quantile_over_time"
+        && !out.is_empty()
+        && let Some(bad) = scalars[0].iter().find(|q| !(0.0..=1.0).contains(*q))
+    {
+        ev.shared.warn(
+            format!(
+                "quantile value should be between 0 and 1, got {}",
+                super::data::format_float(*bad)
+            ),
+            args[0],
+        );
+    }
     Ok(Data::Vector(out))
 }
 

@@ -293,8 +293,11 @@ pub(crate) fn max_over_time(samples: &[Sample]) -> f64 {
     )
 }
 
-/// Median absolute deviation from the median.
+/// Median absolute deviation from the median; NaN when any value is NaN.
 pub(crate) fn mad_over_time(samples: &[Sample]) -> f64 {
+    if samples.iter().any(|s| s.value.is_nan()) {
+        return f64::NAN;
+    }
     let mut values: Vec<f64> = samples.iter().map(|s| s.value).collect();
     let median = quantile(0.5, &mut values);
     let mut deviations: Vec<f64> = samples.iter().map(|s| (s.value - median).abs()).collect();
@@ -517,7 +520,18 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>)
             f64::NEG_INFINITY
         };
         let upper_bound = bucket.upper_bound;
-        let interpolate = |v: f64| rank + (bucket.count - rank) * (v - lower_bound) / (upper_bound - lower_bound);
+        // The cumulative count at `v` inside this bucket: linear within a
+        // finite bucket; an infinitely wide one holds all its observations at
+        // its infinite end, so no finite range takes any of them.
+        let cumulative_at = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                bucket.count
+            } else if upper_bound == f64::INFINITY {
+                rank
+            } else {
+                rank + (bucket.count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+            }
+        };
         if !lower_set && lower_bound >= lower {
             lower_rank = rank;
             lower_set = true;
@@ -530,19 +544,11 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<Bucket>)
             break;
         }
         if !lower_set && lower_bound < lower && upper_bound > lower {
-            lower_rank = if upper_bound.is_infinite() || lower_bound.is_infinite() {
-                rank
-            } else {
-                interpolate(lower)
-            };
+            lower_rank = cumulative_at(lower);
             lower_set = true;
         }
         if !upper_set && lower_bound < upper && upper_bound > upper {
-            upper_rank = if upper_bound.is_infinite() || lower_bound.is_infinite() {
-                bucket.count
-            } else {
-                interpolate(upper)
-            };
+            upper_rank = cumulative_at(upper);
             upper_set = true;
         }
         if lower_set && upper_set {
@@ -757,7 +763,11 @@ mod tests {
         assert_eq!(bucket_fraction(0.0, 1.0, &mut b.clone()), 0.5);
         assert_eq!(bucket_fraction(1.0, 1.5, &mut b.clone()), 0.25);
         assert_eq!(bucket_fraction(2.0, 1.0, &mut b.clone()), 0.0);
-        assert_eq!(bucket_fraction(f64::NEG_INFINITY, f64::INFINITY, &mut b), 1.0);
+        assert_eq!(bucket_fraction(f64::NEG_INFINITY, f64::INFINITY, &mut b.clone()), 1.0);
+        // Nothing of an infinitely wide bucket falls in a finite range.
+        assert_eq!(bucket_fraction(2.5, 5.0, &mut b), 0.0);
+        let mut negative = buckets(&[(-3.0, 10.0), (-2.0, 12.0), (f64::INFINITY, 100.0)]);
+        assert_eq!(bucket_fraction(-4.0, -2.0, &mut negative), 0.02);
     }
 
     proptest! {

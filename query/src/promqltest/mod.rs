@@ -264,7 +264,9 @@ impl Runner {
         }
         let cross_check = expect.range_vector.is_none()
             && expect.string.is_none()
-            && !["start()", "end()", "range()", "step()"].iter().any(|f| eval.expr.contains(f));
+            && !["start()", "end()", "range()", "step()"]
+                .iter()
+                .any(|f| eval.expr.contains(f));
         if cross_check {
             self.cross_check(expr, at_ms, expect)
                 .await
@@ -282,11 +284,15 @@ impl Runner {
             for time in times {
                 let result = self.run(&pinned, EvalRange::instant(time, DEFAULT_LOOKBACK_MS)).await;
                 let context = |e: String| format!("with @ {} evaluated at {}: {e}", at_ms as f64 / 1000.0, time);
-                let evaluated = check_error(result, expect).map_err(context)?.ok_or_else(|| context("no result".into()))?;
+                let evaluated = check_error(result, expect)
+                    .map_err(context)?
+                    .ok_or_else(|| context("no result".into()))?;
                 check_annotations(&evaluated, expect).map_err(context)?;
                 compare_instant(&evaluated.value, expect).map_err(context)?;
                 if cross_check {
-                    self.cross_check_at(&pinned, at_ms, time, expect).await.map_err(context)?;
+                    self.cross_check_at(&pinned, at_ms, time, expect)
+                        .await
+                        .map_err(context)?;
                 }
             }
         }
@@ -306,7 +312,10 @@ impl Runner {
             step: 60_000,
             lookback: DEFAULT_LOOKBACK_MS,
         };
-        let evaluated = self.run(expr, range).await.map_err(|e| format!("unexpected error: {}", e.message))?;
+        let evaluated = self
+            .run(expr, range)
+            .await
+            .map_err(|e| format!("unexpected error: {}", e.message))?;
         let Value::Matrix(series) = &evaluated.value else {
             return Err(format!("expected a matrix, got {}", describe(&evaluated.value)));
         };
@@ -365,8 +374,20 @@ fn text_matches(expected: &TextMatch, text: &str) -> Result<bool, String> {
 
 fn check_annotations(evaluated: &Evaluated, expect: &Expectations) -> Result<(), String> {
     let kinds = [
-        ("warning", &evaluated.annotations.warnings, &expect.warn, expect.no_warn, expect.some_warn),
-        ("info", &evaluated.annotations.infos, &expect.info, expect.no_info, expect.some_info),
+        (
+            "warning",
+            &evaluated.annotations.warnings,
+            &expect.warn,
+            expect.no_warn,
+            expect.some_warn,
+        ),
+        (
+            "info",
+            &evaluated.annotations.infos,
+            &expect.info,
+            expect.no_info,
+            expect.some_info,
+        ),
     ];
     for (kind, got, expected, none, some) in kinds {
         if none && !got.is_empty() {
@@ -437,10 +458,17 @@ fn compare_vector(samples: &[(Labels, f64)], expect: &Expectations) -> Result<()
         .collect();
     for (position, (labels, value)) in samples.iter().enumerate() {
         let Some(&(index, want)) = expected.get(labels) else {
-            return Err(format!("unexpected series {labels} {value} (expected {})", expected_text(expect)));
+            return Err(format!(
+                "unexpected series {labels} {value} (expected {})",
+                expected_text(expect)
+            ));
         };
         if expect.ordered && index != position {
-            return Err(format!("{labels} at position {}, expected at {}", position + 1, index + 1));
+            return Err(format!(
+                "{labels} at position {}, expected at {}",
+                position + 1,
+                index + 1
+            ));
         }
         if !float_equal(want, *value) {
             return Err(format!("{labels}: expected {want}, got {value}"));
@@ -465,7 +493,11 @@ fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, s
     let expected: HashMap<&Labels, &Vec<Option<f64>>> = expect.series.iter().map(|(l, v)| (l, v)).collect();
     for entry in series {
         let Some(values) = expected.get(&entry.labels) else {
-            return Err(format!("unexpected series {} (expected {})", entry.labels, expected_text(expect)));
+            return Err(format!(
+                "unexpected series {} (expected {})",
+                entry.labels,
+                expected_text(expect)
+            ));
         };
         let wanted: Vec<Sample> = values
             .iter()
@@ -601,11 +633,10 @@ fn pin_at(expr: &mut Expr, at_ms: i64) {
     match expr {
         Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = at(),
         Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = at(),
-        Expr::Subquery(sq) => {
-            if sq.at.is_none() {
-                sq.at = at();
-                pin_at(&mut sq.expr, at_ms);
-            }
+        // A subquery with its own `@` is left alone, inside too.
+        Expr::Subquery(sq) if sq.at.is_none() => {
+            sq.at = at();
+            pin_at(&mut sq.expr, at_ms);
         }
         Expr::Call(call) => call.args.args.iter_mut().for_each(|a| pin_at(a, at_ms)),
         Expr::Aggregate(a) => {
@@ -650,7 +681,10 @@ eval instant at 0m m +\n\n";
         let report = run_script("inline", script).await;
         let outcomes: Vec<&Outcome> = report.statements.iter().map(|s| &s.outcome).collect();
         assert_eq!(outcomes[0], &Outcome::Passed, "{report:?}");
-        assert!(matches!(outcomes[1], Outcome::Failed(m) if m.contains("expected 6, got 5")), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[1], Outcome::Failed(m) if m.contains("expected 6, got 5")),
+            "{outcomes:?}"
+        );
         assert_eq!(outcomes[2], &Outcome::Passed);
         assert!(matches!(outcomes[3], Outcome::Skipped(_)));
         assert_eq!(report.summary(), "2 passed, 1 failed, 1 skipped");

@@ -11,7 +11,10 @@ pub(crate) enum Command {
     Clear,
     Eval(Box<Eval>),
     /// A line or block the runner cannot use; its evals are reported, not run.
-    Invalid { line: usize, message: String },
+    Invalid {
+        line: usize,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +94,10 @@ pub(crate) fn parse(text: &str) -> Vec<Command> {
         }
         let first = line.split_whitespace().next().unwrap_or("").to_lowercase();
         // A block runs to the next empty line.
-        let block_end = lines[i..].iter().position(|(_, l)| l.is_empty()).map_or(lines.len(), |p| i + p);
+        let block_end = lines[i..]
+            .iter()
+            .position(|(_, l)| l.is_empty())
+            .map_or(lines.len(), |p| i + p);
         let body = &lines[i..block_end];
         if first == "clear" {
             commands.push(Command::Clear);
@@ -137,7 +143,10 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some(series) = first.strip_suffix("@st") {
             let (labels, _) = parse_series_labels(series).map_err(|e| format!("line {line_number}: {e}"))?;
-            unsupported.push((labels, "sample start timestamps are not supported yet (@st)".to_string()));
+            unsupported.push((
+                labels,
+                "sample start timestamps are not supported yet (@st)".to_string(),
+            ));
             continue;
         }
         let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
@@ -149,7 +158,10 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
             }
         };
         if with_nhcb && let Some(base) = nhcb_base(&labels) {
-            unsupported.push((base, "native histograms are not stored yet (load_with_nhcb)".to_string()));
+            unsupported.push((
+                base,
+                "native histograms are not stored yet (load_with_nhcb)".to_string(),
+            ));
         }
         match series.get(&labels) {
             Some(&index) => ordered[index].1 = values,
@@ -171,7 +183,9 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
 /// series: the name without `_bucket`/`_count`/`_sum`, no `le`.
 fn nhcb_base(labels: &Labels) -> Option<Labels> {
     let name = labels.metric_name()?;
-    let base = ["_bucket", "_count", "_sum"].iter().find_map(|suffix| name.strip_suffix(suffix))?;
+    let base = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))?;
     let pairs = labels.iter().filter(|l| l.name != "le").map(|l| {
         if l.name == "__name__" {
             (l.name.clone(), base.to_string())
@@ -195,8 +209,14 @@ fn parse_eval(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Eva
         other => return Err(format!("unknown command {other:?}")),
     }
     let (query, expr) = if let Some(rest) = rest.strip_prefix("instant") {
-        let rest = rest.trim_start().strip_prefix("at").ok_or("expected `instant at`")?.trim_start();
-        let (time, expr) = rest.split_once(char::is_whitespace).ok_or("instant eval without a query")?;
+        let rest = rest
+            .trim_start()
+            .strip_prefix("at")
+            .ok_or("expected `instant at`")?
+            .trim_start();
+        let (time, expr) = rest
+            .split_once(char::is_whitespace)
+            .ok_or("instant eval without a query")?;
         let at_ms = parse_duration(time).ok_or_else(|| format!("bad time {time:?}"))?;
         (Query::Instant { at_ms }, expr.trim())
     } else if let Some(rest) = rest.strip_prefix("range") {
@@ -263,7 +283,9 @@ fn parse_eval(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Eva
             }
         };
         if matches!(query, Query::Instant { .. }) && expect.range_vector.is_none() && values.len() > 1 {
-            return Err(format!("line {line_number}: an instant eval expects one value per series"));
+            return Err(format!(
+                "line {line_number}: an instant eval expects one value per series"
+            ));
         }
         match seen.get(&labels) {
             Some(&index) => expect.series[index].1 = values,
@@ -588,8 +610,8 @@ fn expand_item(token: &str, values: &mut Vec<Option<f64>>) -> Result<(), String>
     }
     // Split `a+b` / `a-b` at a sign that is neither leading nor an exponent's.
     let bytes = head.as_bytes();
-    let split = (1..bytes.len())
-        .find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
+    let split =
+        (1..bytes.len()).find(|&i| (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E'));
     match (split, times) {
         (None, None) => values.push(Some(parse_number(head).ok_or_else(|| format!("bad value {token:?}"))?)),
         (None, Some(times)) => {
@@ -673,7 +695,10 @@ mod tests {
         assert_eq!(floats("0+10x3"), [Some(0.0), Some(10.0), Some(20.0), Some(30.0)]);
         assert_eq!(floats("5-1x2"), [Some(5.0), Some(4.0), Some(3.0)]);
         assert_eq!(floats("-2+1x1"), [Some(-2.0), Some(-1.0)]);
-        assert_eq!(floats("1e3 -Inf +Inf"), [Some(1000.0), Some(f64::NEG_INFINITY), Some(f64::INFINITY)]);
+        assert_eq!(
+            floats("1e3 -Inf +Inf"),
+            [Some(1000.0), Some(f64::NEG_INFINITY), Some(f64::INFINITY)]
+        );
         assert_eq!(floats("1e-1+1e1x1"), [Some(0.1), Some(10.1)]);
         let stale = floats("stale");
         assert!(tidewatch_model::is_stale_nan(stale[0].unwrap()));
@@ -719,13 +744,22 @@ mod tests {
         let script = "load 5m\n  m{a=\"1\"} 0+1x2\n\n# comment\neval instant at 10m m\n  expect no_warn\n  expect info msg: PromQL info: x (1:1)\n  m{a=\"1\"} 2\n\neval range from 0 to 10m step 5m m\n  m{a=\"1\"} 0 1 _\n\neval_fail instant at 0 nope(\n\nclear\n";
         let commands = parse(script);
         assert!(matches!(&commands[0], Command::Load(load) if load.interval_ms == 300_000 && load.series.len() == 1));
-        let Command::Eval(eval) = &commands[1] else { panic!("{commands:?}") };
+        let Command::Eval(eval) = &commands[1] else {
+            panic!("{commands:?}")
+        };
         assert_eq!(eval.query, Query::Instant { at_ms: 600_000 });
         assert!(eval.expect.no_warn);
         assert_eq!(eval.expect.info, [TextMatch::Exact("PromQL info: x (1:1)".to_string())]);
         assert_eq!(eval.expect.series[0].1, [Some(2.0)]);
         let Command::Eval(range) = &commands[2] else { panic!() };
-        assert_eq!(range.query, Query::Range { start_ms: 0, end_ms: 600_000, step_ms: 300_000 });
+        assert_eq!(
+            range.query,
+            Query::Range {
+                start_ms: 0,
+                end_ms: 600_000,
+                step_ms: 300_000
+            }
+        );
         assert_eq!(range.expr, "m");
         let Command::Eval(failing) = &commands[3] else { panic!() };
         assert_eq!(failing.expect.fail, Some(TextMatch::Any));
