@@ -165,6 +165,10 @@ impl ValueEncoding {
         };
         match self {
             ValueEncoding::BitsDelta => f64::from_bits(raw),
+            // Integers (scale 0) need no division; it is the slow part.
+            ValueEncoding::Decimal { scale: 0 } => {
+                f64::from_bits(((raw as i64) as f64).to_bits().wrapping_add(correction as u64))
+            }
             ValueEncoding::Decimal { scale } => {
                 let base = (raw as i64) as f64 / POW10[scale as usize];
                 f64::from_bits(base.to_bits().wrapping_add(correction as u64))

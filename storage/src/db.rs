@@ -624,8 +624,23 @@ fn align_down(timestamp: TimestampMs, step: i64) -> TimestampMs {
 
 /// Merges per-source sorted sample lists; on equal timestamps the later list wins.
 fn merge_sorted(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
-    if parts.len() == 1 {
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();
+    }
+    // Usually the sources cover disjoint stretches of time (blocks of
+    // different windows, then the head): then merging is concatenating.
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i][0].timestamp);
+    let disjoint = order
+        .windows(2)
+        .all(|w| parts[w[0]][parts[w[0]].len() - 1].timestamp < parts[w[1]][0].timestamp);
+    if disjoint {
+        let mut merged = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for i in order {
+            merged.append(&mut parts[i]);
+        }
+        return merged;
     }
     let mut all: Vec<(usize, Sample)> = Vec::with_capacity(parts.iter().map(Vec::len).sum());
     for (source, samples) in parts.into_iter().enumerate() {

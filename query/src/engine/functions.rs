@@ -896,8 +896,7 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
     let mut out = Vec::with_capacity(windows.series.len());
     for (index, entry) in windows.series.iter().enumerate() {
         let mut points = Vec::new();
-        for (step, _) in windows.bounds.iter().enumerate() {
-            let samples = windows.slice(index, step);
+        for (step, samples) in windows.slices(index).enumerate() {
             if samples.is_empty() {
                 continue;
             }

@@ -27,25 +27,35 @@ async fn load<S: SeriesRead>(
 ) -> Result<Vec<SeriesSamples>, Error> {
     let sets = selector_matchers(selector)?;
     let mut all: Vec<SeriesSamples> = Vec::new();
-    let single = sets.len() == 1;
+    let alternatives = sets.len();
     for matchers in sets {
         for series in ev.source.select(ev.tenant, &matchers, time_range).await? {
             // `or` alternatives may pick the same series twice.
-            if single || !all.iter().any(|s| s.labels == series.labels) {
+            if alternatives == 1 || !all.iter().any(|s| s.labels == series.labels) {
                 all.push(series);
             }
         }
     }
-    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    // One selection comes sorted by labels; alternatives are merged.
+    if alternatives > 1 {
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
     let loaded: usize = all.iter().map(|s| s.samples.len()).sum();
     ev.shared.add_loaded(all.len(), loaded, &ev.limits)?;
     Ok(all)
 }
 
-/// The newest sample at or before `t` within the lookback window, unless it is a staleness marker.
-fn sample_at(samples: &[Sample], t: TimestampMs, lookback: i64) -> Option<Sample> {
-    let index = samples.partition_point(|s| s.timestamp <= t);
-    let sample = samples.get(index.checked_sub(1)?)?;
+/// The newest sample at or before `t` within the lookback window, unless it
+/// is a staleness marker. `cursor` is where the search starts: step times
+/// usually ascend, so it only moves forward (it restarts when they do not).
+fn sample_at(samples: &[Sample], t: TimestampMs, lookback: i64, cursor: &mut usize) -> Option<Sample> {
+    if *cursor > 0 && samples.get(*cursor - 1).is_some_and(|s| s.timestamp > t) {
+        *cursor = 0;
+    }
+    while *cursor < samples.len() && samples[*cursor].timestamp <= t {
+        *cursor += 1;
+    }
+    let sample = samples.get(cursor.checked_sub(1)?)?;
     if sample.timestamp <= t - lookback || is_stale_nan(sample.value) {
         return None;
     }
@@ -69,11 +79,12 @@ pub(crate) async fn instant<S: SeriesRead>(
     let loaded = load(ev, selector, time_range).await?;
     let mut out = Vec::with_capacity(loaded.len());
     for entry in loaded {
+        let mut cursor = 0;
         let points: Vec<Point> = times
             .iter()
             .enumerate()
             .filter_map(|(step, &t)| {
-                sample_at(&entry.samples, t, ev.lookback).map(|sample| Point {
+                sample_at(&entry.samples, t, ev.lookback, &mut cursor).map(|sample| Point {
                     step: step as u32,
                     value: match sampled {
                         Sampled::Value => sample.value,
@@ -106,6 +117,34 @@ impl Windows {
         let from = samples.partition_point(|s| s.timestamp <= start);
         let to = samples.partition_point(|s| s.timestamp <= end);
         &samples[from..to.max(from)]
+    }
+
+    /// The samples of series `index` in each step's window, in step order.
+    /// Windows move forward with the steps, so two cursors slide along the
+    /// samples instead of searching them at every step.
+    pub(crate) fn slices(&self, index: usize) -> impl Iterator<Item = &[Sample]> + '_ {
+        let samples = &self.series[index].samples;
+        let (mut from, mut to) = (0usize, 0usize);
+        self.bounds.iter().map(move |&(start, end)| {
+            if from > 0 && samples[from - 1].timestamp > start {
+                // The window moved backwards (never for selectors): search again.
+                from = samples.partition_point(|s| s.timestamp <= start);
+                to = from;
+            }
+            while from < samples.len() && samples[from].timestamp <= start {
+                from += 1;
+            }
+            if to < from {
+                to = from;
+            }
+            if to > from && samples[to - 1].timestamp > end {
+                to = samples.partition_point(|s| s.timestamp <= end).max(from);
+            }
+            while to < samples.len() && samples[to].timestamp <= end {
+                to += 1;
+            }
+            &samples[from..to]
+        })
     }
 
     /// The range vector at the only step (an instant query's result).
@@ -233,4 +272,42 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
 
 pub(crate) fn duration_ms(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tidewatch_model::Labels;
+
+    proptest! {
+        // Sliding cursors give exactly the windows a search would, for
+        // forward-moving windows and for pinned (repeated) ones.
+        #[test]
+        fn sliding_windows_equal_searched_windows(
+            times in proptest::collection::btree_set(0i64..500, 0..60),
+            starts in proptest::collection::vec(-50i64..550, 1..30),
+            width in 0i64..200,
+            pinned in any::<bool>(),
+        ) {
+            let mut starts = starts;
+            starts.sort_unstable();
+            if pinned {
+                let first = starts[0];
+                starts.iter_mut().for_each(|s| *s = first);
+            }
+            let windows = Windows {
+                series: vec![RangeSeries {
+                    labels: Labels::default(),
+                    drop_name: false,
+                    samples: times.iter().map(|&t| Sample::new(t, t as f64)).collect(),
+                }],
+                bounds: starts.iter().map(|&s| (s, s + width)).collect(),
+            };
+            let slid: Vec<&[Sample]> = windows.slices(0).collect();
+            for (step, slice) in slid.iter().enumerate() {
+                prop_assert_eq!(*slice, windows.slice(0, step));
+            }
+        }
+    }
 }
