@@ -3,6 +3,7 @@
 
 mod config;
 mod loadgen;
+mod memory;
 mod selfmon;
 mod server;
 

@@ -161,6 +161,7 @@ async fn maintenance_loop(storage: Arc<Storage>, interval: Duration) {
         if let Err(e) = storage.maintain().await {
             tracing::error!(error = %e, "storage maintenance failed");
         }
+        crate::memory::release_free_memory();
     }
 }
 
@@ -193,7 +194,9 @@ async fn index() -> Response {
 }
 
 async fn flush(State(state): State<AppState>) -> Response {
-    match state.storage.flush_all().await {
+    let flushed = state.storage.flush_all().await;
+    crate::memory::release_free_memory();
+    match flushed {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "flush failed");

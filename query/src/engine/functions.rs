@@ -893,8 +893,8 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
         check_smoothing_factors(&scalars)?;
     }
     let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut out = Vec::with_capacity(windows.series.len());
-    for (index, entry) in windows.series.iter().enumerate() {
+    let one_series = |index: usize| -> Option<Series> {
+        let entry = &windows.series[index];
         let mut points = Vec::new();
         for (step, samples) in windows.slices(index).enumerate() {
             if samples.is_empty() {
@@ -908,14 +908,9 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
                 });
             }
         }
-        if !points.is_empty() {
-            out.push(Series::new(
-                entry.labels.clone(),
-                entry.drop_name || !keeps_name,
-                points,
-            ));
-        }
-    }
+        (!points.is_empty()).then(|| Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, points))
+    };
+    let out = in_parallel(windows.series.len(), windows.samples(), one_series);
     annotate_range_function(ev, name, &windows.series, range_arg);
     if name == "quantile_over_time"
         && !out.is_empty()
@@ -930,6 +925,39 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
         );
     }
     Ok(Data::Vector(out))
+}
+
+/// Below this many samples a range function runs on one thread: starting
+/// threads would cost more than it saves.
+const PARALLEL_MIN_SAMPLES: usize = 200_000;
+
+/// `f(0..count)` in order, split over the machine's cores when `work`
+/// (samples to read) is large enough to pay for the threads.
+fn in_parallel<T: Send>(count: usize, work: usize, f: impl Fn(usize) -> Option<T> + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count.max(1));
+    if work < PARALLEL_MIN_SAMPLES || threads < 2 {
+        return (0..count).filter_map(&f).collect();
+    }
+    let per_thread = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                scope.spawn(move || {
+                    (t * per_thread..((t + 1) * per_thread).min(count))
+                        .filter_map(f)
+                        .collect::<Vec<T>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a worker is a bug; surface it where it happened.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn check_smoothing_factors(scalars: &[Vec<f64>]) -> Result<(), Error> {

@@ -119,6 +119,11 @@ impl Windows {
         &samples[from..to.max(from)]
     }
 
+    /// How many samples the series hold in all.
+    pub(crate) fn samples(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+
     /// The samples of series `index` in each step's window, in step order.
     /// Windows move forward with the steps, so two cursors slide along the
     /// samples instead of searching them at every step.
