@@ -349,6 +349,43 @@ fn days_in_month(year: i32, month: u32) -> u32 {
         .map_or(31, |d| d.day())
 }
 
+/// A float as Go's `%g` (shortest) or `%.Ng` writes it in messages.
+fn go_g(value: f64, significant: Option<usize>) -> String {
+    if !value.is_finite() || value == 0.0 {
+        return super::data::format_float(value);
+    }
+    let exponent = value.abs().log10().floor() as i32;
+    let digits = significant.map_or(21, |d| d as i32);
+    if exponent < -4 || exponent >= digits {
+        let text = match significant {
+            Some(d) => format!("{value:.prec$e}", prec = d.saturating_sub(1)),
+            // Rust's `{:e}` is the shortest round-trip mantissa, like Go's.
+            None => format!("{value:e}"),
+        };
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mantissa
+        };
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mantissa}e{sign}{:02}", exp.abs());
+    }
+    match significant {
+        None => super::data::format_float(value),
+        Some(d) => {
+            let decimals = (d as i32 - 1 - exponent).max(0) as usize;
+            let text = format!("{value:.decimals$}");
+            if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
+            } else {
+                text
+            }
+        }
+    }
+}
+
 /// A float as OpenMetrics writes label values: integers keep a `.0`.
 fn open_metrics_float(value: f64) -> String {
     let text = super::data::format_float(value);
@@ -779,8 +816,11 @@ fn histogram_quantile<S: SeriesRead>(
             if outcome.forced_monotonicity {
                 ev.shared.info(
                     format!(
-                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                        groups[group].metric_name().unwrap_or("")
+                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}, from buckets {} to {}, with a max diff of {}",
+                        groups[group].metric_name().unwrap_or(""),
+                        go_g(outcome.min_bucket, None),
+                        go_g(outcome.max_bucket, None),
+                        go_g(outcome.max_diff, Some(2)),
                     ),
                     vector_node,
                 );
@@ -1050,6 +1090,16 @@ mod tests {
         assert!(natural_cmp("abc", "abd").is_lt());
         assert!(natural_cmp("a", "a1").is_lt());
         assert!(natural_cmp("x01", "x1").is_eq());
+    }
+
+    #[test]
+    fn floats_print_like_go_g() {
+        assert_eq!(go_g(10.0, Some(2)), "10");
+        assert_eq!(go_g(0.123, Some(2)), "0.12");
+        assert_eq!(go_g(123.0, Some(2)), "1.2e+02");
+        assert_eq!(go_g(0.5, None), "0.5");
+        assert_eq!(go_g(f64::INFINITY, None), "+Inf");
+        assert_eq!(go_g(1e-5, None), "1e-05");
     }
 
     #[test]
