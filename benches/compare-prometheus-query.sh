@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
-# PromQL latency and memory, Tidewatch vs Prometheus 2.42, on identical data.
+# PromQL latency and memory, Tidewatch vs Prometheus 2.42, on identical data
+# (issue 3).
 #
-#   benches/compare-prometheus-query.sh [SERIES] [RUNS]
+#   benches/compare-prometheus-query.sh [SERIES] [RUNS]      # default: 10000 5
 #
-# Loads 4 h (960 scrapes, 15 s apart) of SERIES Kubernetes-like series
-# (default 10000) into both receivers with `tidewatch bench remote-write`, in
-# the live shape and with the same start time, then times issue 3's queries as
-# range queries (4 h, step 60 s) and instant queries: one warm-up, then RUNS
-# (default 5) timed requests each; prints medians, the ratio Tidewatch /
-# Prometheus, the series returned, whether the two results agree (same label
-# sets, values within 1e-9 relative), and each receiver's memory before and
-# after the queries (VmRSS, VmHWM).
-# Needs: `cargo build --release`, `apt-get install prometheus`, python3.
+# Starts both servers, loads 4 h (960 scrapes, 15 s apart) of SERIES
+# Kubernetes-like series into each with `tidewatch bench remote-write` (live
+# shape, the same pinned --start-ms, so both hold the same samples; Prometheus
+# rejects out-of-order backfill), flushes Tidewatch's head into blocks
+# (TW_FLUSH=0 to skip), lets both settle, then times issue 3's queries as range
+# queries (4 h, step 60 s, from data start + 5 m) and as instant queries at the
+# data end: one warm-up, then RUNS timed requests (curl time_total), median.
+# Prints per query and mode: both medians, the ratio Tidewatch / Prometheus,
+# the series returned by each, and whether the answers agree (same label sets,
+# same timestamps, values within 1e-9 relative); then each server's memory:
+# VmRSS just before the queries, peak VmHWM during them, and the growth.
+# A query a server fails is marked `error` (its error body is printed) and the
+# run goes on.
+#
+# Query times sit 7 s off the 15 s scrape grid: a sample exactly on a window's
+# left edge is inside the window in Prometheus 2.42 (closed windows) and
+# outside in Prometheus 3.x and Tidewatch (left-open); off the grid both agree.
+#
+# Environment: TW_PORT (19472), PROM_PORT (19091), TW_FLUSH (1), SETTLE (5 s),
+# QUERY_TIMEOUT (300 s per request), TIDEWATCH_BIN, PROMETHEUS_BIN.
+# Needs: a release build (`cargo build --release`), `apt-get install prometheus`
+# (2.42), curl and python3.
 set -euo pipefail
+ARGS="$*"
 SERIES=${1:-10000}
 RUNS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,23 +36,59 @@ PROM=${PROMETHEUS_BIN:-prometheus}
 TW_PORT=${TW_PORT:-19472}
 PROM_PORT=${PROM_PORT:-19091}
 TW_FLUSH=${TW_FLUSH:-1}
+SETTLE=${SETTLE:-5}
+QUERY_TIMEOUT=${QUERY_TIMEOUT:-300}
+SCRAPES=960
+
+for tool in curl python3 "$PROM" "$BIN"; do
+  command -v "$tool" > /dev/null || { echo "missing: $tool (prometheus: apt-get install prometheus; tidewatch: cargo build --release)" >&2; exit 1; }
+done
+for port in "$TW_PORT" "$PROM_PORT"; do
+  if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then
+    echo "port $port is already in use (set TW_PORT / PROM_PORT)" >&2; exit 1
+  fi
+done
+
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
+cleanup() {
+  local p i
+  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for i in $(seq 100); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2> /dev/null || true
+    wait "$p" 2> /dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-echo "command: $0 $SERIES $RUNS"
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
+ENV_SET=""
+for v in TW_PORT PROM_PORT TW_FLUSH SETTLE QUERY_TIMEOUT TIDEWATCH_BIN PROMETHEUS_BIN; do
+  [ -n "${!v+x}" ] && ENV_SET+="$v=${!v} "
+done
+echo "command: ${ENV_SET}benches/compare-prometheus-query.sh${ARGS:+ $ARGS}   (series=$SERIES runs=$RUNS tw_flush=$TW_FLUSH)"
+echo "machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+TW_COMMIT=$(git -C "$ROOT" log -1 --format=%h 2> /dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD 2> /dev/null || TW_COMMIT+=" (+ uncommitted changes in the tree)"
+echo "tidewatch: $BIN, built $(date -r "$BIN" '+%Y-%m-%d %H:%M'), tree at $TW_COMMIT"
+echo "prometheus: $("$PROM" --version 2>&1 | head -1)"
 
-SCRAPES=960
-# Both receivers get the same samples: pin the start, a whole minute.
+# Both receivers get the same samples: the start is pinned once, a whole minute.
 START_MS=$(( ( $(date +%s) - SCRAPES * 15 ) / 60 * 60 * 1000 ))
-END_S=$(( START_MS / 1000 + (SCRAPES - 1) * 15 ))
-# Query times 7 s off the 15 s scrape grid: no sample sits on a window edge,
-# where Prometheus 2.42 (closed windows) and 3.x (left-open) legitimately differ.
-Q_START=$(( START_MS / 1000 + 300 + 7 ))
-Q_END=$(( Q_START + (END_S - Q_START) / 60 * 60 ))
+START_S=$(( START_MS / 1000 ))
+END_S=$(( START_S + (SCRAPES - 1) * 15 ))   # the last sample
+Q_START=$(( START_S + 300 + 7 ))             # windows full, off the grid
+Q_END=$(( END_S + 7 ))                       # "now", 7 s after the last scrape
+STEP=60
+utc() { date -u -d "@$1" '+%Y-%m-%dT%H:%M:%SZ'; }
+echo "data: $SERIES series x $SCRAPES scrapes (15 s) = $(( SERIES * SCRAPES )) samples, $(utc $START_S) .. $(utc $END_S) (--start-ms $START_MS)"
+echo "queries: range start=$(utc $Q_START) end=$(utc $Q_END) step=${STEP}s; instant time=$(utc $Q_END)"
+echo
 
+# Servers
 "$BIN" server --listen 127.0.0.1:$TW_PORT --data-dir "$WORK/tw" > "$WORK/tw.out" 2> "$WORK/tw.err" &
 TW_PID=$!; PIDS+=($TW_PID)
 printf 'global:\n  scrape_interval: 15s\n' > "$WORK/prometheus.yml"
@@ -46,13 +97,43 @@ printf 'global:\n  scrape_interval: 15s\n' > "$WORK/prometheus.yml"
   > "$WORK/prom.log" 2>&1 &
 PROM_PID=$!; PIDS+=($PROM_PID)
 
-for target in "tidewatch $TW_PORT $TW_PID" "prometheus $PROM_PORT $PROM_PID"; do
-  set -- $target
-  "$BIN" bench remote-write --url "http://127.0.0.1:$2/api/v1/write" --wait-for "http://127.0.0.1:$2/-/ready" \
-    --series "$SERIES" --scrapes "$SCRAPES" --start-ms "$START_MS" | tail -1 | sed "s/^/load $1: /"
-done
-if [ "$TW_FLUSH" = 1 ]; then curl -fsS -XPOST "http://127.0.0.1:$TW_PORT/api/v1/admin/flush"; fi
-sleep 5
+# load NAME PORT PID: sends the 4 h; a failed request is reported, not fatal.
+load() {
+  local name=$1 port=$2 pid=$3 rc=0 t0 t1
+  t0=$(date +%s.%N)
+  "$BIN" bench remote-write --url "http://127.0.0.1:$port/api/v1/write" --wait-for "http://127.0.0.1:$port/-/ready" \
+    --series "$SERIES" --scrapes "$SCRAPES" --start-ms "$START_MS" --receiver-pid "$pid" \
+    > "$WORK/load.$name" 2>&1 &
+  local lp=$!; PIDS+=($lp)
+  wait $lp || rc=$?
+  t1=$(date +%s.%N)
+  grep -v '^shape=' "$WORK/load.$name" | sed "s/^/load $name: /" || true
+  awk -v a="$t0" -v b="$t1" -v n="$name" 'BEGIN { printf "load %s: wall_s=%.1f\n", n, b - a }'
+  if ! kill -0 "$pid" 2> /dev/null; then
+    echo "load $name: the server exited; its log:" >&2
+    tail -20 "$WORK/$name".{err,log} 2> /dev/null >&2 || true
+    exit 1
+  fi
+  [ $rc = 0 ] || echo "load $name: WARNING: the load generator failed (exit $rc); results below may not match"
+}
+load tidewatch $TW_PORT $TW_PID
+if [ "$TW_FLUSH" = 1 ]; then
+  t0=$(date +%s.%N)
+  if curl -sS --max-time 600 -o "$WORK/flush.out" -w '%{http_code}' -XPOST "http://127.0.0.1:$TW_PORT/api/v1/admin/flush" > "$WORK/flush.code" \
+     && [[ $(cat "$WORK/flush.code") == 2* ]]; then
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "load tidewatch: flushed the head into blocks in %.1f s\n", b - a }'
+  else
+    echo "load tidewatch: WARNING: flush failed: HTTP $(cat "$WORK/flush.code" 2> /dev/null) $(head -c 300 "$WORK/flush.out" 2> /dev/null)"
+  fi
+fi
+load prometheus $PROM_PORT $PROM_PID
+sleep "$SETTLE"
+# What Prometheus holds: blocks compacted out of its head during the load, rejected samples.
+curl -s "http://127.0.0.1:$PROM_PORT/metrics" | awk '
+  /^prometheus_tsdb_(blocks_loaded|head_series|head_samples_appended_total|out_of_bound_samples_total|out_of_order_samples_total|too_old_samples_total|compactions_total) / ||
+  /^prometheus_tsdb_(head_samples_appended_total|out_of_bound_samples_total|out_of_order_samples_total|too_old_samples_total)\{/ {
+    name = $1; sub(/\{.*/, "", name); sub(/^prometheus_tsdb_/, "", name); v[name] += $2 }
+  END { printf "prometheus tsdb:"; for (k in v) printf " %s=%d", k, v[k]; print "" }'
 
 QUERIES=(
   'sum by (namespace) (rate(container_cpu_usage_seconds_total[5m]))'
@@ -62,35 +143,48 @@ QUERIES=(
 )
 
 mem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$1/status"; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
-# time_query PORT MODE QUERY OUT: prints the median seconds of RUNS requests.
-time_query() {
-  local port=$1 mode=$2 query=$3 out=$4 args
+# request PORT MODE QUERY OUT: one request; prints "HTTP_CODE SECONDS", fails if the
+# answer is not "status":"success".
+request() {
+  local port=$1 mode=$2 query=$3 out=$4 path args w
   if [ "$mode" = range ]; then
-    args=(--data-urlencode "query=$query" --data-urlencode "start=$Q_START" --data-urlencode "end=$Q_END" --data-urlencode "step=60")
-    path=query_range
+    path=query_range; args=(--data-urlencode "start=$Q_START" --data-urlencode "end=$Q_END" --data-urlencode "step=$STEP")
   else
-    args=(--data-urlencode "query=$query" --data-urlencode "time=$Q_END")
-    path=query
+    path=query; args=(--data-urlencode "time=$Q_END")
   fi
-  curl -s -o "$out" "${args[@]}" "http://127.0.0.1:$port/api/v1/$path" || true
-  for _ in $(seq "$RUNS"); do
-    curl -s -o "$out" -w '%{time_total}\n' "${args[@]}" "http://127.0.0.1:$port/api/v1/$path" || echo error
-  done | python3 -c 'import sys, statistics; xs=[float(l) for l in sys.stdin if l.strip() != "error"]; print(f"{statistics.median(xs):.4f}" if xs else "error")'
+  w=$(curl -s --max-time "$QUERY_TIMEOUT" -o "$out" -w '%{http_code} %{time_total}' \
+        --data-urlencode "query=$query" "${args[@]}" "http://127.0.0.1:$port/api/v1/$path") || { echo "curl-exit-$? ${w:-}"; return 1; }
+  echo "$w"
+  grep -qE '"status" *: *"success"' "$out"
 }
 
-# compare TW_JSON PROM_JSON: series count of Tidewatch's answer and whether it matches Prometheus'.
+# cell NAME PORT MODE QUERY: warm-up + RUNS timed requests; prints the median seconds,
+# or `error` (the failing answer goes to $WORK/NAME.err). Leaves the last answer in $WORK/NAME.json.
+cell() {
+  local name=$1 port=$2 mode=$3 query=$4 times=() w
+  rm -f "$WORK/$name.err" "$WORK/$name.json"
+  for i in $(seq 0 "$RUNS"); do
+    if ! w=$(request "$port" "$mode" "$query" "$WORK/$name.json"); then
+      { echo "HTTP ${w%% *} (request $i of $RUNS, 0 = warm-up): $(head -c 400 "$WORK/$name.json" 2> /dev/null)"; } > "$WORK/$name.err"
+      echo error; return
+    fi
+    [ "$i" = 0 ] || times+=("${w#* }")
+  done
+  printf '%s\n' "${times[@]}" | sort -g | awk '{ x[NR] = $1 } END { m = NR % 2 ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2; printf "%.4f\n", m }'
+}
+
+# compare TW_JSON PROM_JSON: "tw_series prom_series verdict".
 compare() {
   python3 - "$1" "$2" <<'PY'
 import json, math, sys
 def load(path):
     try:
         body = json.load(open(path))
-    except Exception as e:
-        return None, f"unreadable: {e}"
-    if body.get("status") != "success":
-        return None, body.get("error", "error")
-    return body["data"], None
+    except Exception:
+        return None
+    return body["data"] if body.get("status") == "success" else None
 def points(data):
     out = {}
     for r in data["result"]:
@@ -101,44 +195,68 @@ def points(data):
 def close(a, b):
     if math.isnan(a) and math.isnan(b):
         return True
-    if a == b:
-        return True
-    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-tw, tw_err = load(sys.argv[1])
-pr, pr_err = load(sys.argv[2])
-if tw_err or pr_err:
-    print(f"- error: tidewatch={tw_err} prometheus={pr_err}")
-    sys.exit()
-a, b = points(tw), points(pr)
-verdict = "match"
-if a.keys() != b.keys():
-    verdict = f"MISMATCH labels ({len(a)} vs {len(b)})"
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+tw, pr = load(sys.argv[1]), load(sys.argv[2])
+a = points(tw) if tw else None
+b = points(pr) if pr else None
+n = lambda x: str(len(x)) if x is not None else "-"
+if a is None or b is None:
+    verdict = "-"
+elif tw["resultType"] != pr["resultType"]:
+    verdict = f"MISMATCH type {tw['resultType']} vs {pr['resultType']}"
+elif a.keys() != b.keys():
+    only_tw, only_pr = len(a.keys() - b.keys()), len(b.keys() - a.keys())
+    example = next(iter(b.keys() - a.keys()), None) or next(iter(a.keys() - b.keys()))
+    verdict = f"MISMATCH labels: {only_tw} only in tidewatch, {only_pr} only in prometheus, e.g. {dict(example)}"
 else:
-    for k in a:
-        if len(a[k]) != len(b[k]) or any(ta != tb or not close(va, vb) for (ta, va), (tb, vb) in zip(a[k], b[k])):
-            verdict = f"MISMATCH values {dict(k)}"
+    verdict = "match"
+    for k in sorted(a):
+        ta, tb = [t for t, _ in a[k]], [t for t, _ in b[k]]
+        if ta != tb:
+            verdict = f"MISMATCH timestamps ({len(ta)} vs {len(tb)} points) {dict(k)}"
             break
-print(f"{len(a)} {verdict}")
+        bad = [(t, va, vb) for (t, va), (_, vb) in zip(a[k], b[k]) if not close(va, vb)]
+        if bad:
+            t, va, vb = bad[0]
+            verdict = f"MISMATCH values ({len(bad)} points) {dict(k)} at {t:.0f}: {va!r} vs {vb!r}"
+            break
+print(n(a), n(b), verdict)
 PY
 }
 
 echo
 for i in "${!QUERIES[@]}"; do echo "Q$((i + 1)): ${QUERIES[$i]}"; done
-printf '\n%-6s %-8s %-10s %-10s %-7s %s\n' query mode tidewatch prometheus ratio "series result"
-# Peak RSS from here on is the queries' (writing 5 to clear_refs resets VmHWM).
-echo 5 > /proc/$TW_PID/clear_refs 2>/dev/null || true
-echo 5 > /proc/$PROM_PID/clear_refs 2>/dev/null || true
+echo
+FMT='%-4s %-8s %12s %12s %8s %15s  %s\n'
+printf "$FMT" query mode tidewatch_s prometheus_s tw/prom "series tw/prom" result
+# Peak RSS from here on is the queries': writing 5 to clear_refs resets VmHWM to VmRSS.
+HWM_RESET=yes
+for p in $TW_PID $PROM_PID; do echo 5 > /proc/$p/clear_refs 2> /dev/null || HWM_RESET=no; done
 TW_RSS_BEFORE=$(mem $TW_PID VmRSS); PROM_RSS_BEFORE=$(mem $PROM_PID VmRSS)
+ERRORS=0; MISMATCHES=0
 for i in "${!QUERIES[@]}"; do
   query=${QUERIES[$i]}
   for mode in range instant; do
-    tw=$(time_query $TW_PORT $mode "$query" "$WORK/tw.json")
-    pr=$(time_query $PROM_PORT $mode "$query" "$WORK/prom.json")
-    ratio=$(python3 -c "import sys; a, b = sys.argv[1:]; print(f'{float(a)/float(b):.3f}' if 'error' not in (a, b) and float(b) > 0 else '-')" "$tw" "$pr")
-    verdict=$(compare "$WORK/tw.json" "$WORK/prom.json")
-    printf '%-6s %-8s %-10s %-10s %-7s %s\n' "Q$((i + 1))" "$mode" "$tw" "$pr" "$ratio" "$verdict"
+    tw=$(cell tidewatch $TW_PORT $mode "$query")
+    pr=$(cell prometheus $PROM_PORT $mode "$query")
+    ratio=$(awk -v a="$tw" -v b="$pr" 'BEGIN { if (a == "error" || b == "error" || b + 0 <= 0) print "-"; else printf "%.3f\n", a / b }')
+    read -r n_tw n_pr verdict < <(compare "$WORK/tidewatch.json" "$WORK/prometheus.json")
+    [ -f "$WORK/tidewatch.err" ] && n_tw=error
+    [ -f "$WORK/prometheus.err" ] && n_pr=error
+    [ "$tw" = error ] || [ "$pr" = error ] && verdict="- (error)" && ERRORS=$((ERRORS + 1))
+    [[ $verdict == MISMATCH* ]] && MISMATCHES=$((MISMATCHES + 1))
+    printf "$FMT" "Q$((i + 1))" "$mode" "$tw" "$pr" "$ratio" "$n_tw/$n_pr" "$verdict"
+    for s in tidewatch prometheus; do
+      [ -f "$WORK/$s.err" ] && echo "       $s error: $(tr -d '\n' < "$WORK/$s.err")"
+    done
   done
 done
+
 echo
-echo "memory (bytes): tidewatch rss_before=$TW_RSS_BEFORE peak=$(mem $TW_PID VmHWM) rss_after=$(mem $TW_PID VmRSS)"
-echo "memory (bytes): prometheus rss_before=$PROM_RSS_BEFORE peak=$(mem $PROM_PID VmHWM) rss_after=$(mem $PROM_PID VmRSS)"
+TW_HWM=$(mem $TW_PID VmHWM); PROM_HWM=$(mem $PROM_PID VmHWM)
+echo "memory (VmRSS before the queries, VmHWM peak $( [ $HWM_RESET = yes ] && echo 'during the queries' || echo 'since start: clear_refs failed'), growth = peak - before):"
+printf '  %-11s before=%-12s peak=%-12s growth=%-12s after=%s\n' \
+  tidewatch "$(mib "$TW_RSS_BEFORE")" "$(mib "$TW_HWM")" "$(mib $((TW_HWM - TW_RSS_BEFORE)))" "$(mib "$(mem $TW_PID VmRSS)")" \
+  prometheus "$(mib "$PROM_RSS_BEFORE")" "$(mib "$PROM_HWM")" "$(mib $((PROM_HWM - PROM_RSS_BEFORE)))" "$(mib "$(mem $PROM_PID VmRSS)")"
+awk -v t="$TW_HWM" -v p="$PROM_HWM" 'BEGIN { printf "  peak ratio tw/prom=%.3f\n", t / p }'
+echo "cells with an error: $ERRORS; results that differ: $MISMATCHES"

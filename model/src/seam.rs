@@ -176,6 +176,33 @@ pub trait SeriesRead: Send + Sync + 'static {
         range: TimeRange,
     ) -> impl Future<Output = Result<Vec<SeriesSamples>, Error>> + Send;
 
+    /// What `select` returns, handed to `visit` a batch of about
+    /// `batch_series` series at a time, in label order: a caller that reduces
+    /// each batch (a query turning samples into points) never holds every
+    /// sample at once. The default loads everything, then hands it over.
+    fn select_batches<F>(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+        batch_series: usize,
+        mut visit: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnMut(Vec<SeriesSamples>) -> Result<(), Error> + Send,
+    {
+        async move {
+            let mut all = self.select(tenant, matchers, range).await?.into_iter();
+            loop {
+                let batch: Vec<SeriesSamples> = all.by_ref().take(batch_series.max(1)).collect();
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                visit(batch)?;
+            }
+        }
+    }
+
     /// The label sets of the series `select` would return, sorted. Storage answers
     /// this from its index without loading samples where it can.
     fn series(

@@ -527,23 +527,92 @@ impl Storage {
         matchers: &[Matcher],
         range: TimeRange,
     ) -> Result<Vec<SeriesSamples>> {
+        let mut out = Vec::new();
+        self.select_batched(tenant, matchers, range, usize::MAX, |batch| {
+            out.extend(batch);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Selected series from every source, merged and handed to `visit` in
+    /// batches of `batch_series` label sets, in label order. Only one batch's
+    /// samples are in memory at a time: the label sets are found first (from
+    /// the indexes), then each batch is read from every source that has it.
+    async fn select_batched<F>(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+        batch_series: usize,
+        mut visit: F,
+    ) -> Result<()>
+    where
+        F: FnMut(Vec<SeriesSamples>) -> Result<()>,
+    {
         let Some(db) = self.existing_tenant(tenant) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         if matchers.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // Oldest source first, so that later parts win on equal timestamps.
-        let mut parts: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
-        for block in db.snapshot_blocks().iter().filter(|b| b.overlaps(range)) {
-            for series in block.select(matchers, range).await? {
-                parts.entry(series.labels).or_default().push(series.samples);
-            }
-        }
+        let blocks: Vec<(Arc<Block>, Vec<u32>)> = db
+            .snapshot_blocks()
+            .into_iter()
+            .filter(|b| b.overlaps(range))
+            .map(|b| {
+                let ids = b.select_ids(matchers, range);
+                (b, ids)
+            })
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
         let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
-        for set in flushing {
-            for series in &set.series {
-                if tidewatch_model::seam::matches_all(&series.labels, matchers) {
+        let head_ids = lock_poisoned(db.head.read()).select_sorted_ids(matchers, range);
+        let mut all: Vec<&Labels> = Vec::new();
+        for (block, ids) in &blocks {
+            all.extend(ids.iter().map(|&id| block.labels(id)));
+        }
+        for set in &flushing {
+            all.extend(
+                set.series
+                    .iter()
+                    .filter(|s| tidewatch_model::seam::matches_all(&s.labels, matchers))
+                    .map(|s| &s.labels),
+            );
+        }
+        all.extend(head_ids.iter().map(|(labels, _)| labels));
+        all.sort_unstable();
+        all.dedup();
+        for batch in all.chunks(batch_series.max(1)) {
+            let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
+                continue;
+            };
+            let mut parts: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+            for (block, ids) in &blocks {
+                // Block ids are rows of its series table, sorted by labels.
+                let from = ids.partition_point(|&id| block.labels(id) < low);
+                let to = ids.partition_point(|&id| block.labels(id) <= high);
+                if from == to {
+                    continue;
+                }
+                let selected = &ids[from..to];
+                for (&id, mut samples) in selected.iter().zip(block.read_samples(selected).await?) {
+                    samples.retain(|s| range.contains(s.timestamp));
+                    if !samples.is_empty() {
+                        parts.entry(block.labels(id).clone()).or_default().push(samples);
+                    }
+                }
+            }
+            for set in &flushing {
+                for series in &set.series {
+                    if &series.labels < low
+                        || &series.labels > high
+                        || !tidewatch_model::seam::matches_all(&series.labels, matchers)
+                    {
+                        continue;
+                    }
                     let samples: Vec<Sample> = series
                         .samples
                         .iter()
@@ -555,18 +624,29 @@ impl Storage {
                     }
                 }
             }
+            {
+                let head = lock_poisoned(db.head.read());
+                let from = head_ids.partition_point(|(labels, _)| labels < low);
+                let to = head_ids.partition_point(|(labels, _)| labels <= high);
+                for (labels, id) in &head_ids[from..to] {
+                    let samples = head.samples_of(*id, range);
+                    if !samples.is_empty() {
+                        parts.entry(labels.clone()).or_default().push(samples);
+                    }
+                }
+            }
+            let merged: Vec<SeriesSamples> = parts
+                .into_iter()
+                .map(|(labels, parts)| SeriesSamples {
+                    labels,
+                    samples: merge_sorted(parts),
+                })
+                .collect();
+            if !merged.is_empty() {
+                visit(merged)?;
+            }
         }
-        let from_head = lock_poisoned(db.head.read()).select(matchers, range);
-        for series in from_head {
-            parts.entry(series.labels).or_default().push(series.samples);
-        }
-        Ok(parts
-            .into_iter()
-            .map(|(labels, parts)| SeriesSamples {
-                labels,
-                samples: merge_sorted(parts),
-            })
-            .collect())
+        Ok(())
     }
 
     async fn series_merged(&self, tenant: &TenantId, matchers: &[Matcher], range: TimeRange) -> Result<Vec<Labels>> {
@@ -854,6 +934,25 @@ impl Ingest for Storage {
 }
 
 impl SeriesRead for Storage {
+    async fn select_batches<F>(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+        batch_series: usize,
+        mut visit: F,
+    ) -> Result<(), tidewatch_model::Error>
+    where
+        F: FnMut(Vec<SeriesSamples>) -> Result<(), tidewatch_model::Error> + Send,
+    {
+        // A visitor's error travels as `Error::Model` and comes back out unchanged.
+        Ok(self
+            .select_batched(tenant, matchers, range, batch_series, |batch| {
+                visit(batch).map_err(Error::Model)
+            })
+            .await?)
+    }
+
     async fn select(
         &self,
         tenant: &TenantId,

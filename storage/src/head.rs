@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use tidewatch_model::seam::{CardinalityStats, MetricMetadata, SeriesSamples, TimeRange};
+use tidewatch_model::seam::{CardinalityStats, MetricMetadata, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 
 use tidewatch_model::raw_write::RawSeriesRef;
@@ -322,21 +322,24 @@ impl Head {
         &self.metadata
     }
 
-    /// Every series' samples in `range`, for the selected series, skipping series
-    /// without samples there.
-    pub(crate) fn select(&self, matchers: &[Matcher], range: TimeRange) -> Vec<SeriesSamples> {
-        let mut out = Vec::new();
-        for id in self.postings.select(matchers) {
-            let series = &self.series[id as usize];
-            let samples = series.samples_in(range);
-            if !samples.is_empty() {
-                out.push(SeriesSamples {
-                    labels: series.labels.clone(),
-                    samples,
-                });
-            }
-        }
+    /// Selected series with a sample in `range`: (labels, id), sorted by labels.
+    pub(crate) fn select_sorted_ids(&self, matchers: &[Matcher], range: TimeRange) -> Vec<(Labels, u32)> {
+        let mut out: Vec<(Labels, u32)> = self
+            .postings
+            .select(matchers)
+            .iter()
+            .filter(|&id| self.series[id as usize].has_sample_in(range))
+            .map(|id| (self.series[id as usize].labels.clone(), id))
+            .collect();
+        out.sort_unstable();
         out
+    }
+
+    /// The samples of series `id` in `range`.
+    pub(crate) fn samples_of(&self, id: u32, range: TimeRange) -> Vec<Sample> {
+        self.series
+            .get(id as usize)
+            .map_or_else(Vec::new, |s| s.samples_in(range))
     }
 
     /// Labels of selected series with a sample in `range`.
@@ -452,8 +455,9 @@ mod tests {
         let taken = head.take_before(25);
         assert_eq!(taken[0].1.len(), 2);
         assert_eq!(head.sample_count(), 2);
-        let selected = head.select(&[Matcher::equal("__name__", "up")], TimeRange::new(0, 35));
-        assert_eq!(selected[0].samples, vec![Sample::new(30, 3.0)]);
+        let range = TimeRange::new(0, 35);
+        let selected = head.select_sorted_ids(&[Matcher::equal("__name__", "up")], range);
+        assert_eq!(head.samples_of(selected[0].1, range), vec![Sample::new(30, 3.0)]);
     }
 
     #[test]

@@ -298,3 +298,58 @@ async fn compaction_streams_across_chunks_of_series() {
         );
     }
 }
+
+#[tokio::test]
+async fn batched_selection_equals_selection_across_blocks_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let storage = Storage::open(config(dir.path()), clock).await.unwrap();
+    let tenant = TenantId::default_tenant();
+    // Older samples of some series go to blocks, newer ones of others stay in the head.
+    let old: Vec<(Labels, Vec<(i64, f64)>)> = (0..7)
+        .map(|i| {
+            (
+                labels("m", &format!("p{i}")),
+                vec![(NOW - 3 * HOUR, i as f64), (NOW - 3 * HOUR + 15_000, 1.0)],
+            )
+        })
+        .collect();
+    storage.append(&tenant, batch(&old)).await.unwrap();
+    storage.flush_all().await.unwrap();
+    let new: Vec<(Labels, Vec<(i64, f64)>)> = (3..11)
+        .map(|i| (labels("m", &format!("p{i}")), vec![(NOW - 60_000, -(i as f64))]))
+        .collect();
+    storage.append(&tenant, batch(&new)).await.unwrap();
+    let expected = all(&storage, &tenant).await;
+    assert_eq!(expected.len(), 11);
+    for batch_size in [1, 3, 100] {
+        let mut got: Vec<SeriesSamples> = Vec::new();
+        storage
+            .select_batches(
+                &tenant,
+                &[Matcher::equal("__name__", "m")],
+                TimeRange::ALL,
+                batch_size,
+                |batch| {
+                    assert!(!batch.is_empty() && batch.len() <= batch_size);
+                    got.extend(batch);
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.len(), expected.len(), "batch {batch_size}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g.labels, e.labels);
+            assert!(g.samples.iter().zip(&e.samples).all(|(a, b)| a.same_as(b)) && g.samples.len() == e.samples.len());
+        }
+    }
+    // A visitor's error ends the selection and comes back unchanged.
+    let err = storage
+        .select_batches(&tenant, &[Matcher::equal("__name__", "m")], TimeRange::ALL, 2, |_| {
+            Err(tidewatch_model::Error::Invalid("stop".into()))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "stop");
+}

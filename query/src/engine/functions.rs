@@ -928,30 +928,38 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
     let range_arg = args
         .get(range_index)
         .ok_or_else(|| Error::bad_data(format!("missing range vector argument of {name}()")))?;
-    let windows = selector::windows(ev, range_arg).await?;
-    if name == "double_exponential_smoothing" && !windows.series.is_empty() {
-        check_smoothing_factors(&scalars)?;
-    }
     let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let one_series = |index: usize| -> Option<Series> {
-        let entry = &windows.series[index];
-        let mut points = Vec::new();
-        for (step, samples) in windows.slices(index).enumerate() {
-            if samples.is_empty() {
-                continue;
-            }
-            let scalar = |i: usize| scalars[i][step];
-            if let Some(value) = apply_range(ev, name, samples, &windows, step, &scalar) {
-                points.push(Point {
-                    step: step as u32,
-                    value,
-                });
-            }
+    let mut out: Vec<Series> = Vec::new();
+    // A batch of series at a time: their samples are dropped once reduced.
+    let sorted = selector::windows_batches(ev, range_arg, |windows| {
+        if name == "double_exponential_smoothing" && !windows.series.is_empty() {
+            check_smoothing_factors(&scalars)?;
         }
-        (!points.is_empty()).then(|| Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, points))
-    };
-    let out = in_parallel(windows.series.len(), windows.samples(), one_series);
-    annotate_range_function(ev, name, &windows.series, range_arg);
+        let one_series = |index: usize| -> Option<Series> {
+            let entry = &windows.series[index];
+            let mut points = Vec::new();
+            for (step, samples) in windows.slices(index).enumerate() {
+                if samples.is_empty() {
+                    continue;
+                }
+                let scalar = |i: usize| scalars[i][step];
+                if let Some(value) = apply_range(ev, name, samples, &windows, step, &scalar) {
+                    points.push(Point {
+                        step: step as u32,
+                        value,
+                    });
+                }
+            }
+            (!points.is_empty()).then(|| Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, points))
+        };
+        out.extend(in_parallel(windows.series.len(), windows.samples(), one_series));
+        annotate_range_function(ev, name, &windows.series, range_arg);
+        Ok(())
+    })
+    .await?;
+    if !sorted {
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
     if name == "quantile_over_time"
         && !out.is_empty()
         && let Some(bad) = scalars[0].iter().find(|q| !(0.0..=1.0).contains(*q))

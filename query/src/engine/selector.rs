@@ -1,8 +1,10 @@
 //! Reading series: instant selectors, range selectors and subqueries.
 
+use std::collections::HashSet;
+
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 use tidewatch_model::seam::{SeriesRead, SeriesSamples, TimeRange};
-use tidewatch_model::{Sample, TimestampMs, is_stale_nan};
+use tidewatch_model::{Labels, Sample, TimestampMs, is_stale_nan};
 
 use super::data::{Data, Point, RangeSeries, Series};
 use super::{DEFAULT_SUBQUERY_STEP_MS, Evaluator};
@@ -18,31 +20,50 @@ pub(crate) enum Sampled {
     Timestamp,
 }
 
-/// Loads the series `selector` picks with samples in `time_range`, sorted by
-/// labels, counting them against the query's sample limit.
-async fn load<S: SeriesRead>(
+/// Series per batch when reading for a query: enough to amortize a block
+/// read, few enough that one batch's samples stay small next to the result.
+const BATCH_SERIES: usize = 1024;
+
+/// Hands the series `selector` picks (with their samples in `time_range`) to
+/// `take` a batch at a time, counting them against the query's limits, so a
+/// caller that reduces each batch never holds every sample. Returns whether
+/// the batches came in one label order (not so with `or` alternatives, whose
+/// series are handed over once each, alternative by alternative).
+async fn load_batches<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     selector: &VectorSelector,
     time_range: TimeRange,
-) -> Result<Vec<SeriesSamples>, Error> {
+    mut take: impl FnMut(Vec<SeriesSamples>) -> Result<(), Error> + Send,
+) -> Result<bool, Error> {
     let sets = selector_matchers(selector)?;
-    let mut all: Vec<SeriesSamples> = Vec::new();
     let alternatives = sets.len();
+    let mut seen: HashSet<Labels> = HashSet::new();
     for matchers in sets {
-        for series in ev.source.select(ev.tenant, &matchers, time_range).await? {
-            // `or` alternatives may pick the same series twice.
-            if alternatives == 1 || !all.iter().any(|s| s.labels == series.labels) {
-                all.push(series);
-            }
+        // The seam speaks the model's errors: ours wait here meanwhile.
+        let mut failure: Option<Error> = None;
+        let outcome = ev
+            .source
+            .select_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, |mut batch| {
+                if alternatives > 1 {
+                    batch.retain(|s| seen.insert(s.labels.clone()));
+                }
+                let samples = batch.iter().map(|s| s.samples.len()).sum();
+                let taken = ev
+                    .shared
+                    .add_loaded(batch.len(), samples, &ev.limits)
+                    .and_then(|()| take(batch));
+                taken.map_err(|e| {
+                    failure = Some(e);
+                    tidewatch_model::Error::Invalid("query stopped".to_string())
+                })
+            })
+            .await;
+        if let Some(e) = failure {
+            return Err(e);
         }
+        outcome?;
     }
-    // One selection comes sorted by labels; alternatives are merged.
-    if alternatives > 1 {
-        all.sort_by(|a, b| a.labels.cmp(&b.labels));
-    }
-    let loaded: usize = all.iter().map(|s| s.samples.len()).sum();
-    ev.shared.add_loaded(all.len(), loaded, &ev.limits)?;
-    Ok(all)
+    Ok(alternatives == 1)
 }
 
 /// The newest sample at or before `t` within the lookback window, unless it
@@ -76,15 +97,33 @@ pub(crate) async fn instant<S: SeriesRead>(
         return Ok(Vec::new());
     };
     let time_range = TimeRange::new(lo.saturating_sub(ev.lookback).saturating_add(1), hi);
-    let loaded = load(ev, selector, time_range).await?;
-    let mut out = Vec::with_capacity(loaded.len());
-    for entry in loaded {
+    let mut out = Vec::new();
+    let sorted = load_batches(ev, selector, time_range, |batch| {
+        convert_to_points(batch, &times, ev.lookback, sampled, &mut out);
+        Ok(())
+    })
+    .await?;
+    if !sorted {
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    Ok(out)
+}
+
+/// The points a batch of series has at the step times `times`.
+fn convert_to_points(
+    batch: Vec<SeriesSamples>,
+    times: &[TimestampMs],
+    lookback: i64,
+    sampled: Sampled,
+    out: &mut Vec<Series>,
+) {
+    for entry in batch {
         let mut cursor = 0;
         let points: Vec<Point> = times
             .iter()
             .enumerate()
             .filter_map(|(step, &t)| {
-                sample_at(&entry.samples, t, ev.lookback, &mut cursor).map(|sample| Point {
+                sample_at(&entry.samples, t, lookback, &mut cursor).map(|sample| Point {
                     step: step as u32,
                     value: match sampled {
                         Sampled::Value => sample.value,
@@ -97,7 +136,6 @@ pub(crate) async fn instant<S: SeriesRead>(
             out.push(Series::new(entry.labels, false, points));
         }
     }
-    Ok(out)
 }
 
 /// A range vector over every step: each series' samples covering all the
@@ -170,8 +208,38 @@ impl Windows {
 /// Evaluates a range-vector expression (a range selector or a subquery,
 /// possibly in parentheses) for every step.
 pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -> Result<Windows, Error> {
+    let mut all: Option<Windows> = None;
+    windows_batches(ev, expr, |batch| {
+        match &mut all {
+            Some(windows) => windows.series.extend(batch.series),
+            None => all = Some(batch),
+        }
+        Ok(())
+    })
+    .await?;
+    match all {
+        Some(mut windows) => {
+            windows.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(windows)
+        }
+        None => Ok(Windows {
+            series: Vec::new(),
+            bounds: Vec::new(),
+        }),
+    }
+}
+
+/// Like [`windows`], a batch of series at a time for range selectors (so a
+/// range function never holds every series' samples); a subquery comes in
+/// one piece. Batches come in label order unless the selector has `or`
+/// alternatives; returns whether they did.
+pub(crate) async fn windows_batches<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    expr: &Expr,
+    mut each: impl FnMut(Windows) -> Result<(), Error> + Send,
+) -> Result<bool, Error> {
     match expr {
-        Expr::Paren(paren) => Box::pin(windows(ev, &paren.expr)).await,
+        Expr::Paren(paren) => Box::pin(windows_batches(ev, &paren.expr, each)).await,
         Expr::MatrixSelector(matrix) => {
             let range_ms = duration_ms(matrix.range);
             let selector = &matrix.vs;
@@ -184,21 +252,30 @@ pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -
                 .collect();
             let lo = bounds.iter().map(|b| b.0).min().unwrap_or(0);
             let hi = bounds.iter().map(|b| b.1).max().unwrap_or(0);
-            let loaded = load(ev, selector, TimeRange::new(lo.saturating_add(1), hi)).await?;
-            let series = loaded
-                .into_iter()
-                .filter_map(|mut entry| {
-                    entry.samples.retain(|s| !is_stale_nan(s.value));
-                    (!entry.samples.is_empty()).then_some(RangeSeries {
-                        labels: entry.labels,
-                        drop_name: false,
-                        samples: entry.samples,
+            let time_range = TimeRange::new(lo.saturating_add(1), hi);
+            load_batches(ev, selector, time_range, |batch| {
+                let series = batch
+                    .into_iter()
+                    .filter_map(|mut entry| {
+                        entry.samples.retain(|s| !is_stale_nan(s.value));
+                        (!entry.samples.is_empty()).then_some(RangeSeries {
+                            labels: entry.labels,
+                            drop_name: false,
+                            samples: entry.samples,
+                        })
                     })
+                    .collect();
+                each(Windows {
+                    series,
+                    bounds: bounds.clone(),
                 })
-                .collect();
-            Ok(Windows { series, bounds })
+            })
+            .await
         }
-        Expr::Subquery(subquery) => subquery_windows(ev, subquery).await,
+        Expr::Subquery(subquery) => {
+            each(subquery_windows(ev, subquery).await?)?;
+            Ok(true)
+        }
         other => Err(Error::bad_data(format!(
             "expected type range vector, got {}: {other}",
             super::type_name(other.value_type())
