@@ -28,6 +28,10 @@
 # (2.42), curl and python3.
 set -euo pipefail
 ARGS="$*"
+ENV_SET=""   # the overrides given, for the command line printed below
+for v in TW_PORT PROM_PORT TW_FLUSH SETTLE QUERY_TIMEOUT TIDEWATCH_BIN PROMETHEUS_BIN; do
+  if [ -n "${!v+x}" ]; then ENV_SET+="$v=${!v} "; fi
+done
 SERIES=${1:-10000}
 RUNS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,10 +69,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ENV_SET=""
-for v in TW_PORT PROM_PORT TW_FLUSH SETTLE QUERY_TIMEOUT TIDEWATCH_BIN PROMETHEUS_BIN; do
-  [ -n "${!v+x}" ] && ENV_SET+="$v=${!v} "
-done
 echo "command: ${ENV_SET}benches/compare-prometheus-query.sh${ARGS:+ $ARGS}   (series=$SERIES runs=$RUNS tw_flush=$TW_FLUSH)"
 echo "machine: nproc=$(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 TW_COMMIT=$(git -C "$ROOT" log -1 --format=%h 2> /dev/null || echo unknown)
