@@ -434,10 +434,12 @@ async fn label_replace<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> 
         string_arg(src)?,
         string_arg(regex)?,
     );
+    // Prometheus finds these mistakes while evaluating, so they are
+    // execution errors (422), not bad data.
     let regex = regex::Regex::new(&format!("^(?s:{regex_text})$"))
-        .map_err(|_| Error::bad_data(format!("invalid regular expression in label_replace(): {regex_text}")))?;
+        .map_err(|_| Error::execution(format!("invalid regular expression in label_replace(): {regex_text}")))?;
     if dst.is_empty() {
-        return Err(Error::bad_data(format!(
+        return Err(Error::execution(format!(
             "invalid destination label name in label_replace(): {dst}"
         )));
     }
@@ -462,7 +464,7 @@ async fn label_join<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Res
     };
     let (dst, separator) = (string_arg(dst)?, string_arg(separator)?);
     if dst.is_empty() {
-        return Err(Error::bad_data(format!(
+        return Err(Error::execution(format!(
             "invalid destination label name in label_join(): {dst}"
         )));
     }
