@@ -142,7 +142,7 @@ QUERIES=(
   'count by (__name__) ({__name__=~".+"})'
 )
 
-mem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$1/status"; }
+mem() { awk -v k="$2" '$1 == k":" {printf "%d\n", $2 * 1024}' "/proc/$1/status"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
 # request PORT MODE QUERY OUT: one request; prints "HTTP_CODE SECONDS", fails if the

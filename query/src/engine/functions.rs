@@ -954,9 +954,11 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
             }
             (!points.is_empty()).then(|| Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, points))
         };
-        out.extend(in_parallel(windows.series.len(), windows.samples(), one_series));
+        let reduced = in_parallel(windows.series.len(), windows.samples(), one_series);
+        let kept = reduced.iter().map(|s| s.points.len()).sum();
+        out.extend(reduced);
         annotate_range_function(ev, name, &windows.series, range_arg);
-        Ok(())
+        Ok(kept)
     })
     .await?;
     if !sorted {

@@ -40,7 +40,9 @@ pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60 * 1000;
 /// Limits on one query.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryLimits {
-    /// Most samples a query may load.
+    /// Most samples a query may hold at once: the batch of series being read
+    /// plus the points kept from earlier ones (as Prometheus'
+    /// `--query.max-samples` counts samples in memory, not samples read).
     pub max_samples: usize,
     /// Most series a query may select (summed over its selectors).
     pub max_series: usize,
@@ -217,7 +219,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct SharedInner {
     series_loaded: usize,
-    samples_loaded: usize,
+    /// Samples read from storage and points made of them, still held.
+    samples_held: usize,
     warnings: BTreeSet<String>,
     infos: BTreeSet<String>,
     order: Vec<(bool, String)>,
@@ -230,23 +233,30 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts what a selector loaded against the query's limits.
-    fn add_loaded(&self, series: usize, samples: usize, limits: &QueryLimits) -> Result<(), Error> {
+    /// Counts a batch a selector read against the query's limits; it is held
+    /// until [`Shared::keep`] says how much of it stays.
+    fn hold(&self, series: usize, samples: usize, limits: &QueryLimits) -> Result<(), Error> {
         let mut inner = self.lock();
         inner.series_loaded += series;
-        inner.samples_loaded += samples;
+        inner.samples_held += samples;
         if inner.series_loaded > limits.max_series {
             return Err(Error::execution(format!(
                 "query touched too many series: more than {} (query.max_series)",
                 limits.max_series
             )));
         }
-        if inner.samples_loaded > limits.max_samples {
+        if inner.samples_held > limits.max_samples {
             return Err(Error::execution(
                 "query processing would load too many samples into memory in query execution",
             ));
         }
         Ok(())
+    }
+
+    /// A held batch of `read` samples was reduced to `kept` samples or points.
+    fn keep(&self, read: usize, kept: usize) {
+        let mut inner = self.lock();
+        inner.samples_held = inner.samples_held.saturating_sub(read) + kept;
     }
 
     /// `message` with the position of `node`, as Prometheus ends annotations.
@@ -678,5 +688,52 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.message.contains("too many series"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sample_limit_counts_what_is_held_not_what_was_read() {
+        // 2,000 series × 2 samples: more than the limit in all, but each batch
+        // of 1,024 series is reduced to one point per series before the next.
+        let store = MemSeriesStore::new();
+        let batch = WriteBatch {
+            series: (0..2000)
+                .map(|i| SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]),
+                    samples: vec![Sample::new(0, 1.0), Sample::new(1, 2.0)],
+                })
+                .collect(),
+            metadata: Vec::new(),
+        };
+        store
+            .ingest(
+                &TenantId::default_tenant(),
+                tidewatch_model::raw_write::RawWriteBatch::from_batch(&batch),
+            )
+            .await
+            .unwrap();
+        let limits = QueryLimits {
+            max_samples: 3000,
+            ..QueryLimits::default()
+        };
+        let run = |query: &'static str| {
+            let store = &store;
+            async move {
+                evaluate(
+                    store,
+                    &TenantId::default_tenant(),
+                    &parse(query).unwrap(),
+                    EvalRange::instant(10, DEFAULT_LOOKBACK_MS),
+                    limits,
+                )
+                .await
+            }
+        };
+        let Value::Vector { samples, .. } = run("count(m)").await.unwrap().value else {
+            panic!("expected a vector");
+        };
+        assert_eq!(samples[0].1, 2000.0);
+        // Keeping every sample (a range vector result) does exceed it.
+        let err = run("m[1m]").await.unwrap_err();
+        assert!(err.message.contains("too many samples"), "{err}");
     }
 }

@@ -33,7 +33,7 @@ async fn load_batches<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     selector: &VectorSelector,
     time_range: TimeRange,
-    mut take: impl FnMut(Vec<SeriesSamples>) -> Result<(), Error> + Send,
+    mut take: impl FnMut(Vec<SeriesSamples>) -> Result<usize, Error> + Send,
 ) -> Result<bool, Error> {
     let sets = selector_matchers(selector)?;
     let alternatives = sets.len();
@@ -47,11 +47,13 @@ async fn load_batches<S: SeriesRead>(
                 if alternatives > 1 {
                     batch.retain(|s| seen.insert(s.labels.clone()));
                 }
+                // `take` says how many samples or points it keeps of the batch.
                 let samples = batch.iter().map(|s| s.samples.len()).sum();
                 let taken = ev
                     .shared
-                    .add_loaded(batch.len(), samples, &ev.limits)
-                    .and_then(|()| take(batch));
+                    .hold(batch.len(), samples, &ev.limits)
+                    .and_then(|()| take(batch))
+                    .map(|kept| ev.shared.keep(samples, kept));
                 taken.map_err(|e| {
                     failure = Some(e);
                     tidewatch_model::Error::Invalid("query stopped".to_string())
@@ -99,8 +101,7 @@ pub(crate) async fn instant<S: SeriesRead>(
     let time_range = TimeRange::new(lo.saturating_sub(ev.lookback).saturating_add(1), hi);
     let mut out = Vec::new();
     let sorted = load_batches(ev, selector, time_range, |batch| {
-        convert_to_points(batch, &times, ev.lookback, sampled, &mut out);
-        Ok(())
+        Ok(convert_to_points(batch, &times, ev.lookback, sampled, &mut out))
     })
     .await?;
     if !sorted {
@@ -109,14 +110,16 @@ pub(crate) async fn instant<S: SeriesRead>(
     Ok(out)
 }
 
-/// The points a batch of series has at the step times `times`.
+/// The points a batch of series has at the step times `times`; returns how
+/// many it added.
 fn convert_to_points(
     batch: Vec<SeriesSamples>,
     times: &[TimestampMs],
     lookback: i64,
     sampled: Sampled,
     out: &mut Vec<Series>,
-) {
+) -> usize {
+    let mut added = 0;
     for entry in batch {
         let mut cursor = 0;
         let points: Vec<Point> = times
@@ -133,9 +136,11 @@ fn convert_to_points(
             })
             .collect();
         if !points.is_empty() {
+            added += points.len();
             out.push(Series::new(entry.labels, false, points));
         }
     }
+    added
 }
 
 /// A range vector over every step: each series' samples covering all the
@@ -210,11 +215,12 @@ impl Windows {
 pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -> Result<Windows, Error> {
     let mut all: Option<Windows> = None;
     windows_batches(ev, expr, |batch| {
+        let kept = batch.samples();
         match &mut all {
             Some(windows) => windows.series.extend(batch.series),
             None => all = Some(batch),
         }
-        Ok(())
+        Ok(kept)
     })
     .await?;
     match all {
@@ -236,7 +242,7 @@ pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -
 pub(crate) async fn windows_batches<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     expr: &Expr,
-    mut each: impl FnMut(Windows) -> Result<(), Error> + Send,
+    mut each: impl FnMut(Windows) -> Result<usize, Error> + Send,
 ) -> Result<bool, Error> {
     match expr {
         Expr::Paren(paren) => Box::pin(windows_batches(ev, &paren.expr, each)).await,
@@ -273,6 +279,7 @@ pub(crate) async fn windows_batches<S: SeriesRead>(
             .await
         }
         Expr::Subquery(subquery) => {
+            // The inner query counted what it read itself.
             each(subquery_windows(ev, subquery).await?)?;
             Ok(true)
         }
