@@ -762,23 +762,46 @@ async fn query_api_errors_follow_prometheus() {
     let message = api.get("/api/v1/query", &[], None).await.api_error(400, "bad_data");
     assert!(message.contains("query"), "{message}");
 
-    // Valid PromQL this build does not evaluate: 422 execution naming it.
-    let message = api.query("sum(x)", Some(now), None).await.api_error(422, "execution");
-    assert!(message.contains("sum(x)"), "{message}");
-    let message = api
-        .get(
-            "/api/v1/query_range",
-            &[
-                ("query", "rate(x[5m])"),
-                ("start", "100"),
-                ("end", "200"),
-                ("step", "15"),
-            ],
-            None,
-        )
-        .await
-        .api_error(422, "execution");
-    assert!(message.contains("rate"), "{message}");
+    // The engine over the real storage, before and after the head goes into
+    // blocks: aggregation, a range function, and Prometheus' matching error.
+    const SECOND: i64 = 1000;
+    let t0 = now - 120 * SECOND;
+    api.write_ok(
+        &batch(vec![
+            series(
+                "engine_x_total",
+                &[("job", "a")],
+                &[(t0, 0.0), (t0 + 60 * SECOND, 60.0)],
+            ),
+            series(
+                "engine_x_total",
+                &[("job", "b")],
+                &[(t0, 10.0), (t0 + 60 * SECOND, 40.0)],
+            ),
+        ]),
+        None,
+    )
+    .await;
+    for phase in ["head", "blocks"] {
+        let sum = api.vector("sum(engine_x_total)", now, None).await;
+        assert_eq!(
+            sum.values().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+            ["100"],
+            "{phase}"
+        );
+        let reply = api.query_range("sum by (job) (rate(engine_x_total[5m]))", now - 60 * SECOND, now, "30");
+        let matrix = Api::matrix_of(&reply.await);
+        assert_eq!(matrix.len(), 2, "{phase}: {matrix:?}");
+        let message = api
+            .query("engine_x_total + on() engine_x_total", Some(now), None)
+            .await
+            .api_error(422, "execution");
+        assert!(
+            message.contains("many-to-many matching not allowed"),
+            "{phase}: {message}"
+        );
+        assert_eq!(api.post("/api/v1/admin/flush").await.status, 204);
+    }
 
     // Literals do evaluate.
     let data = api.query("1.5", Some(now), None).await.success_data();
