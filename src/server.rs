@@ -41,7 +41,11 @@ const ENDPOINTS: &[(&str, &str)] = &[
         "POST",
         "/api/v1/write                 Prometheus remote write 1.0 and 2.0",
     ),
-    ("GET ", "/api/v1/query, /api/v1/query_range"),
+    ("GET ", "/api/v1/query, /api/v1/query_range          PromQL"),
+    (
+        "GET ",
+        "/api/v1/query_exemplars, /api/v1/format_query, /api/v1/parse_query",
+    ),
     ("GET ", "/api/v1/series, /api/v1/labels, /api/v1/label/<name>/values"),
     (
         "GET ",
