@@ -620,7 +620,7 @@ fn collect_selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e promql_parser::parser
 }
 
 /// Adds `@ at_ms` to every selector and subquery that has none, leaving the
-/// inside of subqueries that already have one alone.
+/// inside of every subquery alone.
 fn pin_at(expr: &mut Expr, at_ms: i64) {
     let at = || {
         let time = if at_ms >= 0 {
@@ -633,11 +633,9 @@ fn pin_at(expr: &mut Expr, at_ms: i64) {
     match expr {
         Expr::VectorSelector(vs) if vs.at.is_none() => vs.at = at(),
         Expr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = at(),
-        // A subquery with its own `@` is left alone, inside too.
-        Expr::Subquery(sq) if sq.at.is_none() => {
-            sq.at = at();
-            pin_at(&mut sq.expr, at_ms);
-        }
+        // A subquery gets the `@` itself; its inside stays relative to the
+        // subquery's own steps (as Prometheus' harness rewrites it).
+        Expr::Subquery(sq) if sq.at.is_none() => sq.at = at(),
         Expr::Call(call) => call.args.args.iter_mut().for_each(|a| pin_at(a, at_ms)),
         Expr::Aggregate(a) => {
             pin_at(&mut a.expr, at_ms);
