@@ -786,23 +786,25 @@ fn parse_go_float(text: &str) -> Option<f64> {
     }
 }
 
-fn histogram_quantile<S: SeriesRead>(
+/// The classic-histogram functions' shared walk: at each step, each group's
+/// buckets (series alike but for `le`) go to `reduce`, whose value becomes the
+/// group's point; the group's labels lose `le` and the metric name.
+fn reduce_buckets<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
-    q: &[f64],
-    series: Vec<Series>,
-    q_node: &Expr,
-    vector_node: &Expr,
-) -> Result<Data, Error> {
-    let (group_of, groups, bounds) = bucket_groups(ev, &series, vector_node);
+    series: &[Series],
+    node: &Expr,
+    mut reduce: impl FnMut(usize, &Labels, &mut Vec<Bucket>) -> f64,
+) -> Vec<Series> {
+    let (group_of, groups, bounds) = bucket_groups(ev, series, node);
     let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); groups.len()];
     let mut out: Vec<Series> = groups
         .iter()
         .map(|l| Series::new(without_name(l), false, Vec::new()))
         .collect();
     let mut cursor = StepCursor::new(series.len());
-    for (step, &q_now) in q.iter().enumerate() {
+    for step in 0..ev.step_count() {
         for (index, &group) in group_of.iter().enumerate() {
-            let (Some(v), Some(bound)) = (cursor.value(&series, index, step as u32), bounds[index]) else {
+            let (Some(v), Some(bound)) = (cursor.value(series, index, step as u32), bounds[index]) else {
                 continue;
             };
             buckets[group].push(Bucket {
@@ -814,36 +816,51 @@ fn histogram_quantile<S: SeriesRead>(
             if list.is_empty() {
                 continue;
             }
-            let outcome = kernels::bucket_quantile(q_now, list);
-            if outcome.forced_monotonicity {
-                ev.shared.info(
-                    format!(
-                        "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}, from buckets {} to {}, with a max diff of {}",
-                        groups[group].metric_name().unwrap_or(""),
-                        go_g(outcome.min_bucket, None),
-                        go_g(outcome.max_bucket, None),
-                        go_g(outcome.max_diff, Some(2)),
-                    ),
-                    vector_node,
-                );
-            }
+            let value = reduce(step, &groups[group], list);
             out[group].points.push(Point {
                 step: step as u32,
-                value: outcome.value,
+                value,
             });
             list.clear();
         }
-        if !(0.0..=1.0).contains(&q_now) {
-            ev.shared.warn(
-                format!(
-                    "quantile value should be between 0 and 1, got {}",
-                    super::data::format_float(q_now)
-                ),
-                q_node,
-            );
-        }
     }
     out.retain(|s| !s.points.is_empty());
+    out
+}
+
+fn histogram_quantile<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    q: &[f64],
+    series: Vec<Series>,
+    q_node: &Expr,
+    vector_node: &Expr,
+) -> Result<Data, Error> {
+    // Prometheus warns about the quantile even when there is nothing to compute.
+    if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        ev.shared.warn(
+            format!(
+                "quantile value should be between 0 and 1, got {}",
+                super::data::format_float(*bad)
+            ),
+            q_node,
+        );
+    }
+    let out = reduce_buckets(ev, &series, vector_node, |step, group, buckets| {
+        let outcome = kernels::bucket_quantile(q[step], buckets);
+        if outcome.forced_monotonicity {
+            ev.shared.info(
+                format!(
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}, from buckets {} to {}, with a max diff of {}",
+                    group.metric_name().unwrap_or(""),
+                    go_g(outcome.min_bucket, None),
+                    go_g(outcome.max_bucket, None),
+                    go_g(outcome.max_diff, Some(2)),
+                ),
+                vector_node,
+            );
+        }
+        outcome.value
+    });
     Ok(Data::Vector(out))
 }
 
@@ -854,36 +871,9 @@ fn histogram_fraction<S: SeriesRead>(
     series: Vec<Series>,
     vector_node: &Expr,
 ) -> Result<Data, Error> {
-    let (group_of, groups, bounds) = bucket_groups(ev, &series, vector_node);
-    let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); groups.len()];
-    let mut out: Vec<Series> = groups
-        .iter()
-        .map(|l| Series::new(without_name(l), false, Vec::new()))
-        .collect();
-    let mut cursor = StepCursor::new(series.len());
-    for step in 0..ev.step_count() {
-        for (index, &group) in group_of.iter().enumerate() {
-            let (Some(v), Some(bound)) = (cursor.value(&series, index, step as u32), bounds[index]) else {
-                continue;
-            };
-            buckets[group].push(Bucket {
-                upper_bound: bound,
-                count: v,
-            });
-        }
-        for (group, list) in buckets.iter_mut().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            let value = kernels::bucket_fraction(lower[step], upper[step], list);
-            out[group].points.push(Point {
-                step: step as u32,
-                value,
-            });
-            list.clear();
-        }
-    }
-    out.retain(|s| !s.points.is_empty());
+    let out = reduce_buckets(ev, &series, vector_node, |step, _, buckets| {
+        kernels::bucket_fraction(lower[step], upper[step], buckets)
+    });
     Ok(Data::Vector(out))
 }
 

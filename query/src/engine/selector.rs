@@ -214,7 +214,7 @@ impl Windows {
 /// possibly in parentheses) for every step.
 pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -> Result<Windows, Error> {
     let mut all: Option<Windows> = None;
-    windows_batches(ev, expr, |batch| {
+    let sorted = windows_batches(ev, expr, |batch| {
         let kept = batch.samples();
         match &mut all {
             Some(windows) => windows.series.extend(batch.series),
@@ -225,7 +225,9 @@ pub(crate) async fn windows<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -
     .await?;
     match all {
         Some(mut windows) => {
-            windows.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if !sorted {
+                windows.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
             Ok(windows)
         }
         None => Ok(Windows {
