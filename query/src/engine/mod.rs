@@ -537,13 +537,10 @@ mod tests {
     use tidewatch_model::seam::{Ingest, MemSeriesStore, WriteBatch};
     use tidewatch_model::stale_nan;
 
-    async fn store_with(samples: &[(i64, f64)]) -> MemSeriesStore {
+    async fn store_of(series: Vec<SeriesSamples>) -> MemSeriesStore {
         let store = MemSeriesStore::new();
         let batch = WriteBatch {
-            series: vec![SeriesSamples {
-                labels: Labels::from_pairs([("__name__", "m"), ("job", "a")]),
-                samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
-            }],
+            series,
             metadata: Vec::new(),
         };
         store
@@ -556,18 +553,34 @@ mod tests {
         store
     }
 
-    async fn instant(store: &MemSeriesStore, query: &str, t: i64) -> Value {
-        let expr = parse(query).unwrap();
+    /// One series `m{job="a"}` with `samples`.
+    async fn store_with(samples: &[(i64, f64)]) -> MemSeriesStore {
+        store_of(vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "m"), ("job", "a")]),
+            samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+        }])
+        .await
+    }
+
+    async fn run(
+        store: &MemSeriesStore,
+        query: &str,
+        range: EvalRange,
+        limits: QueryLimits,
+    ) -> Result<Evaluated, Error> {
         evaluate(
             store,
             &TenantId::default_tenant(),
-            &expr,
-            EvalRange::instant(t, DEFAULT_LOOKBACK_MS),
-            QueryLimits::default(),
+            &parse(query).unwrap(),
+            range,
+            limits,
         )
         .await
-        .unwrap()
-        .value
+    }
+
+    async fn instant(store: &MemSeriesStore, query: &str, t: i64) -> Value {
+        let range = EvalRange::instant(t, DEFAULT_LOOKBACK_MS);
+        run(store, query, range, QueryLimits::default()).await.unwrap().value
     }
 
     fn vector_values(value: Value) -> Vec<f64> {
@@ -609,41 +622,18 @@ mod tests {
             step: 30_000,
             lookback: DEFAULT_LOOKBACK_MS,
         };
-        let value = evaluate(
-            &store,
-            &TenantId::default_tenant(),
-            &parse("m").unwrap(),
-            range,
-            QueryLimits::default(),
-        )
-        .await
-        .unwrap()
-        .value;
+        let value = run(&store, "m", range, QueryLimits::default()).await.unwrap().value;
         let Value::Matrix(series) = value else {
             panic!("expected a matrix")
         };
         let values: Vec<f64> = series[0].samples.iter().map(|s| s.value).collect();
         assert_eq!(values, [1.0, 1.0, 2.0, 2.0, 2.0]);
-        let err = evaluate(
-            &store,
-            &TenantId::default_tenant(),
-            &parse("m[1m]").unwrap(),
-            range,
-            QueryLimits::default(),
-        )
-        .await
-        .unwrap_err();
+        let err = run(&store, "m[1m]", range, QueryLimits::default()).await.unwrap_err();
         assert!(err.message.contains("range vector"), "{err}");
-        let value = evaluate(
-            &store,
-            &TenantId::default_tenant(),
-            &parse("sum(m) * 2").unwrap(),
-            range,
-            QueryLimits::default(),
-        )
-        .await
-        .unwrap()
-        .value;
+        let value = run(&store, "sum(m) * 2", range, QueryLimits::default())
+            .await
+            .unwrap()
+            .value;
         let Value::Matrix(series) = value else {
             panic!("expected a matrix")
         };
@@ -659,15 +649,9 @@ mod tests {
             max_samples: 2,
             ..QueryLimits::default()
         };
-        let err = evaluate(
-            &store,
-            &TenantId::default_tenant(),
-            &parse("m[1m]").unwrap(),
-            EvalRange::instant(10, DEFAULT_LOOKBACK_MS),
-            limits,
-        )
-        .await
-        .unwrap_err();
+        let err = run(&store, "m[1m]", EvalRange::instant(10, DEFAULT_LOOKBACK_MS), limits)
+            .await
+            .unwrap_err();
         assert!(err.message.contains("too many samples"), "{err}");
     }
 
@@ -678,15 +662,9 @@ mod tests {
             max_series: 0,
             ..QueryLimits::default()
         };
-        let err = evaluate(
-            &store,
-            &TenantId::default_tenant(),
-            &parse("sum(m)").unwrap(),
-            EvalRange::instant(10, DEFAULT_LOOKBACK_MS),
-            limits,
-        )
-        .await
-        .unwrap_err();
+        let err = run(&store, "sum(m)", EvalRange::instant(10, DEFAULT_LOOKBACK_MS), limits)
+            .await
+            .unwrap_err();
         assert!(err.message.contains("too many series"), "{err}");
     }
 
@@ -694,46 +672,26 @@ mod tests {
     async fn sample_limit_counts_what_is_held_not_what_was_read() {
         // 2,000 series × 2 samples: more than the limit in all, but each batch
         // of 1,024 series is reduced to one point per series before the next.
-        let store = MemSeriesStore::new();
-        let batch = WriteBatch {
-            series: (0..2000)
+        let store = store_of(
+            (0..2000)
                 .map(|i| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]),
                     samples: vec![Sample::new(0, 1.0), Sample::new(1, 2.0)],
                 })
                 .collect(),
-            metadata: Vec::new(),
-        };
-        store
-            .ingest(
-                &TenantId::default_tenant(),
-                tidewatch_model::raw_write::RawWriteBatch::from_batch(&batch),
-            )
-            .await
-            .unwrap();
+        )
+        .await;
         let limits = QueryLimits {
             max_samples: 3000,
             ..QueryLimits::default()
         };
-        let run = |query: &'static str| {
-            let store = &store;
-            async move {
-                evaluate(
-                    store,
-                    &TenantId::default_tenant(),
-                    &parse(query).unwrap(),
-                    EvalRange::instant(10, DEFAULT_LOOKBACK_MS),
-                    limits,
-                )
-                .await
-            }
-        };
-        let Value::Vector { samples, .. } = run("count(m)").await.unwrap().value else {
+        let at_10 = EvalRange::instant(10, DEFAULT_LOOKBACK_MS);
+        let Value::Vector { samples, .. } = run(&store, "count(m)", at_10, limits).await.unwrap().value else {
             panic!("expected a vector");
         };
         assert_eq!(samples[0].1, 2000.0);
         // Keeping every sample (a range vector result) does exceed it.
-        let err = run("m[1m]").await.unwrap_err();
+        let err = run(&store, "m[1m]", at_10, limits).await.unwrap_err();
         assert!(err.message.contains("too many samples"), "{err}");
     }
 }
