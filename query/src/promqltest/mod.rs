@@ -290,22 +290,16 @@ impl Runner {
                 check_annotations(&evaluated, expect).map_err(context)?;
                 compare_instant(&evaluated.value, expect).map_err(context)?;
                 if cross_check {
-                    self.cross_check_at(&pinned, at_ms, time, expect)
-                        .await
-                        .map_err(context)?;
+                    self.cross_check(&pinned, time, expect).await.map_err(context)?;
                 }
             }
         }
         Ok(())
     }
 
-    async fn cross_check(&self, expr: &Expr, at_ms: i64, expect: &Expectations) -> Result<(), String> {
-        self.cross_check_at(expr, at_ms, at_ms, expect).await
-    }
-
     /// Runs `expr` as a range query from `time`−1m to `time`+1m and compares
     /// the points at `time` with the instant expectations.
-    async fn cross_check_at(&self, expr: &Expr, _at_ms: i64, time: i64, expect: &Expectations) -> Result<(), String> {
+    async fn cross_check(&self, expr: &Expr, time: i64, expect: &Expectations) -> Result<(), String> {
         let range = EvalRange {
             start: time - 60_000,
             end: time + 60_000,
