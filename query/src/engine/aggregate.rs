@@ -31,7 +31,7 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &Aggre
     let steps = ev.step_count();
     match (op, param) {
         (T_TOPK | T_BOTTOMK | T_LIMITK, Some(Data::Scalar(k))) => {
-            Ok(Data::Vector(select_k(ev, op, &k, input, &grouping, steps)?))
+            Ok(Data::Vector(select_k(op, &k, input, &grouping, steps)?))
         }
         (T_LIMIT_RATIO, Some(Data::Scalar(ratio))) => {
             Ok(Data::Vector(limit_ratio(ev, &ratio, input, param_node(aggregate))))
@@ -242,8 +242,7 @@ fn count_param(value: f64) -> Result<i64, Error> {
 
 /// `topk`, `bottomk` and `limitk`: up to k series per group at each step,
 /// keeping the input series' labels.
-fn select_k<S: SeriesRead>(
-    ev: &Evaluator<'_, S>,
+fn select_k(
     op: TokenId,
     k: &[f64],
     input: Vec<Series>,
@@ -291,7 +290,6 @@ fn select_k<S: SeriesRead>(
             group.clear();
         }
     }
-    let _ = ev;
     if is_instant {
         // An instant query returns each group's selection in rank order.
         let mut ranked: Vec<Series> = Vec::with_capacity(order.len());
