@@ -246,6 +246,7 @@ fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs
                     .map(|i| SeriesSamples {
                         labels: set.labels[i].clone(),
                         samples: std::mem::take(&mut history[i]),
+                        histograms: Vec::new(),
                     })
                     .collect(),
                 metadata: Vec::new(),
@@ -264,6 +265,7 @@ fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs
                         .map(|i| SeriesSamples {
                             labels: set.labels[i].clone(),
                             samples: vec![Sample::new(t, values[i])],
+                            histograms: Vec::new(),
                         })
                         .collect(),
                     metadata: Vec::new(),

@@ -198,6 +198,7 @@ pub(crate) fn to_batch(families: &[Family], instance: &str, now: TimestampMs) ->
             batch.series.push(SeriesSamples {
                 labels: Labels::from_pairs(pairs),
                 samples: vec![Sample::new(now, *value)],
+                histograms: Vec::new(),
             });
         }
     }

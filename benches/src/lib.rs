@@ -362,6 +362,7 @@ impl Cluster {
                 .map(|s| SeriesSamples {
                     labels: s.labels.clone(),
                     samples: vec![Sample::new(timestamp, s.step(rng))],
+                    histograms: Vec::new(),
                 })
                 .collect(),
             metadata: Vec::new(),
@@ -385,6 +386,7 @@ impl Cluster {
                 SeriesSamples {
                     labels: s.labels.clone(),
                     samples,
+                    histograms: Vec::new(),
                 }
             })
             .collect()

@@ -7,6 +7,8 @@
 //! implements and query consumes. This crate depends on nothing of ours.
 
 pub mod error;
+pub mod histogram;
+mod histogram_bounds;
 pub mod labels;
 pub mod matcher;
 pub mod raw_write;
@@ -18,6 +20,7 @@ pub mod time;
 pub mod validate;
 
 pub use error::{Error, ErrorKind};
+pub use histogram::{FloatHistogram, HistogramSample};
 pub use labels::{Label, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};

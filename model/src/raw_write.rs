@@ -162,6 +162,7 @@ impl RawWriteBatch {
             series.push(crate::seam::SeriesSamples {
                 labels: raw.to_labels()?,
                 samples: raw.samples.to_vec(),
+                histograms: Vec::new(),
             });
         }
         Ok(WriteBatch {
@@ -668,6 +669,7 @@ mod tests {
                     .into_iter()
                     .map(|(t, v)| Sample::new(t, f64::from_bits(v)))
                     .collect(),
+                histograms: Vec::new(),
             });
         (
             proptest::collection::vec(series, 0..5),

@@ -248,7 +248,11 @@ pub fn decode_v1(raw: &[u8]) -> Result<WriteBatch, Error> {
             return Err(unsupported("exemplars", series.exemplars.len(), &labels));
         }
         let samples = to_samples(&series.samples, |s| (s.timestamp, s.value));
-        batch.series.push(SeriesSamples { labels, samples });
+        batch.series.push(SeriesSamples {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        });
     }
     for metadata in request.metadata {
         batch.metadata.push(MetricMetadata {
@@ -314,7 +318,11 @@ pub fn decode_v2(raw: &[u8]) -> Result<WriteBatch, Error> {
             }
         }
         let samples = to_samples(&series.samples, |s| (s.timestamp, s.value));
-        batch.series.push(SeriesSamples { labels, samples });
+        batch.series.push(SeriesSamples {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        });
     }
     Ok(batch)
 }
@@ -449,6 +457,7 @@ pub(crate) mod tests {
             .prop_map(|(pairs, name, samples)| SeriesSamples {
                 labels: Labels::from_pairs(pairs.into_iter().chain([("__name__".to_string(), name)])),
                 samples: samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
+                histograms: Vec::new(),
             });
         proptest::collection::vec(series, 0..6).prop_map(|series| WriteBatch {
             series,
@@ -496,6 +505,7 @@ pub(crate) mod tests {
             series: vec![SeriesSamples {
                 labels: Labels::from_pairs([("__name__", "http_requests_total")]),
                 samples: vec![Sample::new(1000, 1.0)],
+                histograms: Vec::new(),
             }],
             metadata: vec![MetricMetadata {
                 metric_family_name: "http_requests_total".into(),

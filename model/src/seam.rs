@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use crate::error::Error;
+use crate::histogram::HistogramSample;
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::raw_write::RawWriteBatch;
@@ -21,6 +22,20 @@ use crate::time::TimestampMs;
 pub struct SeriesSamples {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Native histogram samples, ascending by time; a series may hold both
+    /// kinds, but never both at one timestamp.
+    pub histograms: Vec<HistogramSample>,
+}
+
+impl SeriesSamples {
+    /// A series of float samples only.
+    pub fn floats(labels: Labels, samples: Vec<Sample>) -> Self {
+        SeriesSamples {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        }
+    }
 }
 
 /// A metric type as remote write and the exposition formats name it.
@@ -321,6 +336,7 @@ impl MemSeriesStore {
                 out.push(SeriesSamples {
                     labels: labels.clone(),
                     samples: in_range,
+                    histograms: Vec::new(),
                 });
             }
         }

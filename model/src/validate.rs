@@ -199,6 +199,7 @@ mod tests {
             series: vec![SeriesSamples {
                 labels,
                 samples: vec![Sample::new(timestamp, 1.0)],
+                histograms: Vec::new(),
             }],
             metadata: Vec::new(),
         }

@@ -19,10 +19,12 @@ async fn router_with_data() -> (axum::Router, Arc<HttpStats>) {
             SeriesSamples {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "api"), ("instance", "a:1")]),
                 samples: vec![Sample::new(1_000, 1.0), Sample::new(16_000, f64::INFINITY)],
+                histograms: Vec::new(),
             },
             SeriesSamples {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "db"), ("instance", "b:1")]),
                 samples: vec![Sample::new(1_000, 0.0)],
+                histograms: Vec::new(),
             },
         ],
         metadata: vec![MetricMetadata {
@@ -224,6 +226,7 @@ async fn remote_write_statuses_and_stats() {
         series: vec![SeriesSamples {
             labels: Labels::from_pairs([("__name__", "written"), ("job", "x")]),
             samples: vec![Sample::new(5_000, 7.0)],
+            histograms: Vec::new(),
         }],
         metadata: Vec::new(),
     };

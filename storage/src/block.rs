@@ -564,6 +564,7 @@ impl Block {
                 out.push(SeriesSamples {
                     labels: self.labels[id as usize].clone(),
                     samples: series_samples,
+                    histograms: Vec::new(),
                 });
             }
         }
@@ -750,6 +751,7 @@ mod tests {
                 .map(|(name, samples)| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("name", name)]),
                     samples: samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
+                    histograms: Vec::new(),
                 })
                 .collect()
         })
@@ -815,7 +817,7 @@ mod tests {
                 let expected: Vec<SeriesSamples> = series
                     .iter()
                     .filter(|s| subset.matches(s.labels.get("name").unwrap_or("")))
-                    .map(|s| SeriesSamples { labels: s.labels.clone(), samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect() })
+                    .map(|s| SeriesSamples { labels: s.labels.clone(), samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect(), histograms: Vec::new()  })
                     .filter(|s| !s.samples.is_empty())
                     .collect();
                 prop_assert_eq!(got.len(), expected.len());

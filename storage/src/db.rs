@@ -304,6 +304,7 @@ impl Storage {
                     head.series(id).map(|s| SeriesSamples {
                         labels: s.labels.clone(),
                         samples,
+                        histograms: Vec::new(),
                     })
                 })
                 .collect();
@@ -439,6 +440,7 @@ impl Storage {
                             .map(|(index, id)| read[*index].remove(id).unwrap_or_default())
                             .collect(),
                     ),
+                    histograms: Vec::new(),
                 })
                 .collect();
             if chunks_tx.send(merged).await.is_err() {
@@ -640,6 +642,7 @@ impl Storage {
                 .map(|(labels, parts)| SeriesSamples {
                     labels,
                     samples: merge_sorted(parts),
+                    histograms: Vec::new(),
                 })
                 .collect();
             if !merged.is_empty() {
@@ -748,6 +751,7 @@ fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSa
             windows.entry(window).or_default().push(SeriesSamples {
                 labels: entry.labels.clone(),
                 samples: entry.samples[start..end].to_vec(),
+                histograms: Vec::new(),
             });
             start = end;
         }
@@ -1067,6 +1071,7 @@ mod tests {
                 Sample::new(10, 0.0),
                 Sample::new(25, 0.0),
             ],
+            histograms: Vec::new(),
         }];
         let windows = split_by_window(&series, 10);
         let sizes: Vec<usize> = windows.iter().map(|w| w[0].samples.len()).collect();

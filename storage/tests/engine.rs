@@ -29,6 +29,7 @@ fn batch(series: &[(Labels, Vec<(i64, f64)>)]) -> WriteBatch {
             .map(|(labels, samples)| SeriesSamples {
                 labels: labels.clone(),
                 samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+                histograms: Vec::new(),
             })
             .collect(),
         metadata: Vec::new(),

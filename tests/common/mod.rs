@@ -463,6 +463,7 @@ pub fn series(name: &str, pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Ser
     SeriesSamples {
         labels: Labels::from_pairs(std::iter::once(("__name__", name)).chain(pairs.iter().copied())),
         samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+        histograms: Vec::new(),
     }
 }
 

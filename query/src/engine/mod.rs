@@ -414,6 +414,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                 Ok(Value::Matrix(vec![SeriesSamples {
                     labels: Labels::default(),
                     samples,
+                    histograms: Vec::new(),
                 }]))
             }
             Data::Scalar(values) => Ok(Value::Scalar {
@@ -441,6 +442,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                                 .iter()
                                 .map(|p| Sample::new(self.step_time(p.step as usize), p.value))
                                 .collect(),
+                            histograms: Vec::new(),
                         })
                         .collect();
                     matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -507,6 +509,7 @@ fn finish_range_series(series: Vec<RangeSeries>) -> Result<Vec<SeriesSamples>, E
         out.push(SeriesSamples {
             labels,
             samples: entry.samples,
+            histograms: Vec::new(),
         });
     }
     Ok(out)
@@ -558,6 +561,7 @@ mod tests {
         store_of(vec![SeriesSamples {
             labels: Labels::from_pairs([("__name__", "m"), ("job", "a")]),
             samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
+            histograms: Vec::new(),
         }])
         .await
     }
@@ -677,6 +681,7 @@ mod tests {
                 .map(|i| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]),
                     samples: vec![Sample::new(0, 1.0), Sample::new(1, 2.0)],
+                    histograms: Vec::new(),
                 })
                 .collect(),
         )

@@ -160,6 +160,7 @@ impl Runner {
                 .map(|(labels, samples)| SeriesSamples {
                     labels: labels.clone(),
                     samples: samples.iter().map(|(&t, &v)| Sample::new(t, v)).collect(),
+                    histograms: Vec::new(),
                 })
                 .collect(),
             metadata: Vec::new(),
