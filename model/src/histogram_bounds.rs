@@ -3,6 +3,8 @@
 //! Generated with Python's `decimal` at 60 digits (see the test in
 //! `histogram.rs` that checks them against a direct computation).
 
+// Written out as digits on purpose: the table is generated data.
+#[allow(clippy::approx_constant)]
 pub(crate) const BOUND_FRACTIONS: [&[f64]; 9] = [
     &[
         0.5,
