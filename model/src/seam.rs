@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use crate::error::Error;
-use crate::histogram::HistogramSample;
+use crate::histogram::{FloatHistogram, HistogramSample};
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::raw_write::RawWriteBatch;
@@ -295,8 +295,15 @@ pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
     matchers.iter().all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
 }
 
-/// One tenant's series in [`MemSeriesStore`]: samples by time, per label set.
-type TenantSeries = BTreeMap<Labels, BTreeMap<TimestampMs, f64>>;
+/// A stored value in [`MemSeriesStore`].
+#[derive(Debug, Clone)]
+enum MemValue {
+    Float(f64),
+    Histogram(FloatHistogram),
+}
+
+/// One tenant's series in [`MemSeriesStore`]: values by time, per label set.
+type TenantSeries = BTreeMap<Labels, BTreeMap<TimestampMs, MemValue>>;
 
 /// An in-memory [`SeriesRead`] + [`Ingest`] for tests of consumers: a plain map,
 /// no WAL, no index — obviously correct, so it doubles as an oracle.
@@ -309,6 +316,22 @@ pub struct MemSeriesStore {
 impl MemSeriesStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stores `series` as they are, histograms included, replacing values at
+    /// the same timestamps: how tests load data the wire formats cannot carry.
+    pub fn insert(&self, tenant: &TenantId, series: Vec<SeriesSamples>) {
+        let mut tenants = self.lock_tenants();
+        let series_map = tenants.entry(tenant.clone()).or_default();
+        for series in series {
+            let values = series_map.entry(series.labels).or_default();
+            for sample in series.samples {
+                values.insert(sample.timestamp, MemValue::Float(sample.value));
+            }
+            for sample in series.histograms {
+                values.insert(sample.timestamp, MemValue::Histogram(sample.histogram));
+            }
+        }
     }
 
     fn lock_tenants(&self) -> std::sync::MutexGuard<'_, BTreeMap<TenantId, TenantSeries>> {
@@ -328,16 +351,18 @@ impl MemSeriesStore {
             if !matches_all(labels, matchers) {
                 continue;
             }
-            let in_range: Vec<Sample> = samples
-                .range(range.start..=range.end)
-                .map(|(&t, &v)| Sample::new(t, v))
-                .collect();
-            if !in_range.is_empty() {
-                out.push(SeriesSamples {
-                    labels: labels.clone(),
-                    samples: in_range,
-                    histograms: Vec::new(),
-                });
+            let mut selected = SeriesSamples::floats(labels.clone(), Vec::new());
+            for (&timestamp, value) in samples.range(range.start..=range.end) {
+                match value {
+                    MemValue::Float(v) => selected.samples.push(Sample::new(timestamp, *v)),
+                    MemValue::Histogram(h) => selected.histograms.push(HistogramSample {
+                        timestamp,
+                        histogram: h.clone(),
+                    }),
+                }
+            }
+            if !selected.samples.is_empty() || !selected.histograms.is_empty() {
+                out.push(selected);
             }
         }
         out
@@ -346,19 +371,10 @@ impl MemSeriesStore {
 
 impl Ingest for MemSeriesStore {
     async fn ingest(&self, tenant: &TenantId, batch: RawWriteBatch) -> Result<WriteSummary, Error> {
-        let batch = batch.to_batch()?;
-        let mut written = 0;
-        {
-            let mut tenants = self.lock_tenants();
-            let series_map = tenants.entry(tenant.clone()).or_default();
-            for series in batch.series {
-                let samples = series_map.entry(series.labels).or_default();
-                for sample in series.samples {
-                    samples.insert(sample.timestamp, sample.value);
-                    written += 1;
-                }
-            }
-        }
+        let mut batch = batch.to_batch()?;
+        let written = batch.series.iter().map(|s| s.samples.len() as u64).sum();
+        let histograms = batch.series.iter().map(|s| s.histograms.len() as u64).sum();
+        self.insert(tenant, std::mem::take(&mut batch.series));
         let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let tenant_metadata = metadata.entry(tenant.clone()).or_default();
         for entry in batch.metadata {
@@ -369,6 +385,7 @@ impl Ingest for MemSeriesStore {
         }
         Ok(WriteSummary {
             samples: written,
+            histograms,
             ..WriteSummary::default()
         })
     }
