@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use tidewatch_model::remote_write::{self, DecodeLimits, Protocol};
 use tidewatch_model::seam::{Ingest, MetadataRead, SeriesRead, SeriesSamples, TimeRange};
 use tidewatch_model::tenant::TENANT_HEADER;
-use tidewatch_model::{ErrorKind, Labels, Matcher, TenantId, TimestampMs};
+use tidewatch_model::{ErrorKind, FloatHistogram, Labels, Matcher, TenantId, TimestampMs};
 
 use crate::engine::{self, EvalRange, QueryLimits, Value};
 use crate::error::{Error, ErrorType};
@@ -213,23 +213,70 @@ fn write_matrix(out: &mut String, series: &[SeriesSamples]) {
         }
         out.push_str("{\"metric\":");
         write_labels(out, &entry.labels);
-        out.push_str(",\"values\":[");
-        for (j, sample) in entry.samples.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
+        // Prometheus leaves out whichever of the two lists is empty.
+        if !entry.samples.is_empty() || entry.histograms.is_empty() {
+            out.push_str(",\"values\":[");
+            for (j, sample) in entry.samples.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                write_point(out, sample.timestamp, &format_value(sample.value));
             }
-            write_point(out, sample.timestamp, &format_value(sample.value));
+            out.push(']');
         }
-        out.push_str("]}");
+        if !entry.histograms.is_empty() {
+            out.push_str(",\"histograms\":[");
+            for (j, sample) in entry.histograms.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                write_histogram_point(out, sample.timestamp, &sample.histogram);
+            }
+            out.push(']');
+        }
+        out.push('}');
     }
     out.push_str("]}");
+}
+
+/// `[time, {"count":…,"sum":…,"buckets":[[rule,"lower","upper","count"],…]}]`,
+/// the populated buckets from the lowest values up, as Prometheus writes a
+/// native histogram.
+fn write_histogram_point(out: &mut String, timestamp: TimestampMs, histogram: &FloatHistogram) {
+    let _ = write!(out, "[{},{{\"count\":", format_time(timestamp));
+    push_json_string(out, &format_value(histogram.count));
+    out.push_str(",\"sum\":");
+    push_json_string(out, &format_value(histogram.sum));
+    let mut first = true;
+    for bucket in crate::engine::histogram::all_buckets(histogram) {
+        if bucket.count == 0.0 {
+            continue;
+        }
+        out.push_str(if first { ",\"buckets\":[" } else { "," });
+        first = false;
+        let _ = write!(out, "[{},", bucket.boundary_rule);
+        push_json_string(out, &format_value(bucket.lower));
+        out.push(',');
+        push_json_string(out, &format_value(bucket.upper));
+        out.push(',');
+        push_json_string(out, &format_value(bucket.count));
+        out.push(']');
+    }
+    if !first {
+        out.push(']');
+    }
+    out.push_str("}]");
 }
 
 /// The `data` object of a query result.
 pub fn render_value(value: &Value) -> String {
     let mut out = String::new();
     match value {
-        Value::Vector { time, samples } => {
+        Value::Vector {
+            time,
+            samples,
+            histograms,
+        } => {
             out.push_str("{\"resultType\":\"vector\",\"result\":[");
             for (i, (labels, sample)) in samples.iter().enumerate() {
                 if i > 0 {
@@ -239,6 +286,16 @@ pub fn render_value(value: &Value) -> String {
                 write_labels(&mut out, labels);
                 out.push_str(",\"value\":");
                 write_point(&mut out, *time, &format_value(*sample));
+                out.push('}');
+            }
+            for (i, (labels, histogram)) in histograms.iter().enumerate() {
+                if i > 0 || !samples.is_empty() {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                write_labels(&mut out, labels);
+                out.push_str(",\"histogram\":");
+                write_histogram_point(&mut out, *time, histogram);
                 out.push('}');
             }
             out.push_str("]}");

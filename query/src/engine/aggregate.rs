@@ -13,8 +13,13 @@ use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{Label, Labels, METRIC_NAME};
 
+use std::sync::Arc;
+
+use tidewatch_model::histogram::CounterResetHint;
+
 use super::Evaluator;
-use super::data::{Data, Point, Series, StepCursor, format_float};
+use super::data::{Data, HPoint, Point, Series, StepCursor, StepValue, ValueCursor, format_float};
+use super::histogram::{self as hist, KahanSum};
 use super::kernels::{Mean, kahan_sum_inc, quantile};
 use crate::error::Error;
 
@@ -31,7 +36,15 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &Aggre
     let steps = ev.step_count();
     match (op, param) {
         (T_TOPK | T_BOTTOMK | T_LIMITK, Some(Data::Scalar(k))) => {
-            Ok(Data::Vector(select_k(op, &k, input, &grouping, steps)?))
+            let mut ignored_histograms = false;
+            let out = select_k(op, &k, input, &grouping, steps, &mut ignored_histograms)?;
+            if ignored_histograms {
+                ev.shared.info(
+                    format!("ignored histogram in {} aggregation", op_name(op)),
+                    &aggregate.expr,
+                );
+            }
+            Ok(Data::Vector(out))
         }
         (T_LIMIT_RATIO, Some(Data::Scalar(ratio))) => {
             Ok(Data::Vector(limit_ratio(ev, &ratio, input, param_node(aggregate))))
@@ -39,10 +52,10 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &Aggre
         (T_COUNT_VALUES, Some(Data::String(label))) => count_values(&label, input, &grouping, steps).map(Data::Vector),
         (T_QUANTILE, Some(Data::Scalar(q))) => {
             let q = (q.as_slice(), param_node(aggregate));
-            Ok(Data::Vector(reduce(ev, op, Some(q), input, &grouping, steps)))
+            Ok(Data::Vector(reduce(ev, op, Some(q), input, &grouping, steps, &aggregate.expr)))
         }
         (T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR, None) => {
-            Ok(Data::Vector(reduce(ev, op, None, input, &grouping, steps)))
+            Ok(Data::Vector(reduce(ev, op, None, input, &grouping, steps, &aggregate.expr)))
         }
         _ => Err(Error::bad_data(format!(
             "unsupported aggregation parameters in {aggregate}"
@@ -172,6 +185,71 @@ impl Accumulator {
     }
 }
 
+/// The aggregation's name in annotations.
+fn op_name(op: TokenId) -> &'static str {
+    match op {
+        T_SUM => "sum",
+        T_AVG => "avg",
+        T_COUNT => "count",
+        T_MIN => "min",
+        T_MAX => "max",
+        T_GROUP => "group",
+        T_STDDEV => "stddev",
+        T_STDVAR => "stdvar",
+        T_QUANTILE => "quantile",
+        T_TOPK => "topk",
+        T_BOTTOMK => "bottomk",
+        T_LIMITK => "limitk",
+        _ => "aggregation",
+    }
+}
+
+/// One group's running sum of native histograms at one step (`sum`, `avg`).
+#[derive(Debug, Clone, Default)]
+struct HistogramAccumulator {
+    sum: Option<KahanSum>,
+    count: f64,
+    has_float: bool,
+    /// Exponential and custom-bucket histograms met: no result.
+    incompatible: bool,
+    counter_reset_seen: bool,
+    not_counter_reset_seen: bool,
+}
+
+impl HistogramAccumulator {
+    fn add<S: SeriesRead>(&mut self, ev: &Evaluator<'_, S>, h: &tidewatch_model::FloatHistogram, name: &str, node: &Expr) {
+        self.count += 1.0;
+        match h.counter_reset_hint {
+            CounterResetHint::CounterReset => self.counter_reset_seen = true,
+            CounterResetHint::NotCounterReset => self.not_counter_reset_seen = true,
+            _ => {}
+        }
+        if self.incompatible {
+            return;
+        }
+        match &mut self.sum {
+            None => self.sum = Some(KahanSum::new(h.clone())),
+            Some(sum) => match sum.add(h) {
+                Ok(combined) => {
+                    if combined.bounds_reconciled {
+                        ev.shared
+                            .info("mismatched custom buckets were reconciled during aggregation".to_string(), node);
+                    }
+                }
+                Err(hist::IncompatibleSchemas) => {
+                    self.incompatible = true;
+                    ev.shared.warn(
+                        format!(
+                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+                        ),
+                        node,
+                    );
+                }
+            },
+        }
+    }
+}
+
 fn reduce<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     op: TokenId,
@@ -179,6 +257,7 @@ fn reduce<S: SeriesRead>(
     input: Vec<Series>,
     grouping: &Grouping<'_>,
     steps: usize,
+    node: &Expr,
 ) -> Vec<Series> {
     let (group_of, groups) = grouping.assign(&input);
     let mut out: Vec<Series> = groups.into_iter().map(|l| Series::new(l, false, Vec::new())).collect();
@@ -186,14 +265,25 @@ fn reduce<S: SeriesRead>(
         out[group].drop_name |= series.drop_name;
     }
     let mut accumulators = vec![Accumulator::default(); out.len()];
+    let sums_histograms = matches!(op, T_SUM | T_AVG);
+    let mut histogram_sums = vec![HistogramAccumulator::default(); out.len()];
     let mut started = vec![false; out.len()];
     let mut touched = Vec::new();
-    let mut cursor = StepCursor::new(input.len());
+    let mut cursor = ValueCursor::new(input.len());
     let mut warned_quantile = false;
     for step in 0..steps as u32 {
         for (index, &group) in group_of.iter().enumerate() {
-            let Some(v) = cursor.value(&input, index, step) else {
+            let Some(value) = cursor.value(&input, index, step) else {
                 continue;
+            };
+            let v = match &value {
+                StepValue::Float(v) => *v,
+                StepValue::Histogram(_) if matches!(op, T_SUM | T_AVG | T_COUNT | T_GROUP) => 0.0,
+                StepValue::Histogram(_) => {
+                    ev.shared
+                        .info(format!("ignored histogram in {} aggregation", op_name(op)), node);
+                    continue;
+                }
             };
             if started[group] {
                 accumulators[group].add(op, v);
@@ -201,6 +291,15 @@ fn reduce<S: SeriesRead>(
                 started[group] = true;
                 touched.push(group);
                 accumulators[group].start(op, v);
+                histogram_sums[group] = HistogramAccumulator::default();
+            }
+            match value {
+                StepValue::Float(_) => histogram_sums[group].has_float = true,
+                StepValue::Histogram(h) if sums_histograms => {
+                    let name = input[index].labels.metric_name().unwrap_or_default();
+                    histogram_sums[group].add(ev, &h, name, node);
+                }
+                StepValue::Histogram(_) => {}
             }
         }
         let q_now = q.map_or(f64::NAN, |(q, _)| q[step as usize]);
@@ -219,10 +318,35 @@ fn reduce<S: SeriesRead>(
         for group in touched.drain(..) {
             started[group] = false;
             let value = accumulators[group].finish(op, q_now);
-            out[group].points.push(Point { step, value });
+            let histograms = std::mem::take(&mut histogram_sums[group]);
+            let Some(sum) = histograms.sum else {
+                out[group].points.push(Point { step, value });
+                continue;
+            };
+            if histograms.has_float {
+                ev.shared
+                    .warn("encountered a mix of histograms and floats for aggregation".to_string(), node);
+                continue;
+            }
+            if histograms.counter_reset_seen && histograms.not_counter_reset_seen {
+                ev.shared
+                    .warn("conflicting counter resets during histogram aggregation".to_string(), node);
+            }
+            if histograms.incompatible {
+                continue;
+            }
+            let mut total = sum.total();
+            if op == T_AVG {
+                hist::div(&mut total, histograms.count);
+            }
+            hist::compact(&mut total);
+            out[group].histograms.push(HPoint {
+                step,
+                h: Arc::new(total),
+            });
         }
     }
-    out.retain(|s| !s.points.is_empty());
+    out.retain(|s| !s.is_empty());
     out
 }
 
@@ -248,21 +372,25 @@ fn select_k(
     input: Vec<Series>,
     grouping: &Grouping<'_>,
     steps: usize,
+    ignored_histograms: &mut bool,
 ) -> Result<Vec<Series>, Error> {
     let (group_of, groups) = grouping.assign(&input);
-    let mut members: Vec<Vec<(usize, f64)>> = vec![Vec::new(); groups.len()];
+    let mut members: Vec<Vec<(usize, StepValue)>> = vec![Vec::new(); groups.len()];
     let mut out: Vec<Series> = input
         .iter()
         .map(|s| Series::new(s.labels.clone(), s.drop_name, Vec::new()))
         .collect();
     let mut order: Vec<usize> = Vec::new();
-    let mut cursor = StepCursor::new(input.len());
+    let mut cursor = ValueCursor::new(input.len());
     let is_instant = steps == 1;
     for step in 0..steps as u32 {
         let k = count_param(k[step as usize])?;
         for (index, &group) in group_of.iter().enumerate() {
-            if let Some(v) = cursor.value(&input, index, step) {
-                members[group].push((index, v));
+            match cursor.value(&input, index, step) {
+                // Only limitk keeps histograms; topk and bottomk rank floats.
+                Some(StepValue::Histogram(_)) if op != T_LIMITK => *ignored_histograms = true,
+                Some(v) => members[group].push((index, v)),
+                None => {}
             }
         }
         if k < 1 {
@@ -275,19 +403,25 @@ fn select_k(
             }
             // NaN ranks last for both; limitk keeps the input order. Stable
             // sorts keep equal values in input order.
+            let float = |v: &StepValue| match v {
+                StepValue::Float(f) => *f,
+                StepValue::Histogram(_) => f64::NAN,
+            };
             match op {
-                T_TOPK => group.sort_by(|a, b| rank_desc(a.1, b.1)),
-                T_BOTTOMK => group.sort_by(|a, b| rank_asc(a.1, b.1)),
+                T_TOPK => group.sort_by(|a, b| rank_desc(float(&a.1), float(&b.1))),
+                T_BOTTOMK => group.sort_by(|a, b| rank_asc(float(&a.1), float(&b.1))),
                 _ => {}
             }
             group.truncate(usize::try_from(k).unwrap_or(usize::MAX));
-            for &(index, value) in group.iter() {
-                out[index].points.push(Point { step, value });
+            for (index, value) in group.drain(..) {
+                match value {
+                    StepValue::Float(value) => out[index].points.push(Point { step, value }),
+                    StepValue::Histogram(h) => out[index].histograms.push(HPoint { step, h }),
+                }
                 if is_instant {
                     order.push(index);
                 }
             }
-            group.clear();
         }
     }
     if is_instant {
@@ -301,7 +435,7 @@ fn select_k(
         }
         return Ok(ranked);
     }
-    out.retain(|s| !s.points.is_empty());
+    out.retain(|s| !s.is_empty());
     Ok(out)
 }
 
@@ -339,6 +473,10 @@ fn limit_ratio<S: SeriesRead>(
         .map(|s| prometheus_labels_hash(&s.labels) as f64 / u64::MAX as f64)
         .collect();
     for (series, offset) in input.iter_mut().zip(offsets) {
+        let keep = |r: f64| (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
+        series
+            .histograms
+            .retain(|p| keep(ratio[p.step as usize].clamp(-1.0, 1.0)));
         series.points.retain(|p| {
             let mut r = ratio[p.step as usize];
             if !(-1.0..=1.0).contains(&r) {
@@ -356,10 +494,10 @@ fn limit_ratio<S: SeriesRead>(
                 }
                 r = capped;
             }
-            (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+            keep(r)
         });
     }
-    input.retain(|s| !s.points.is_empty());
+    input.retain(|s| !s.is_empty());
     input
 }
 

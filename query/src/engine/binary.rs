@@ -10,15 +10,146 @@ use promql_parser::parser::token::{
     T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ, T_POW,
     T_SUB, TokenId,
 };
-use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use std::sync::Arc;
+
+use promql_parser::parser::{BinaryExpr, Expr, LabelModifier, VectorMatchCardinality};
+use tidewatch_model::histogram::CounterResetHint;
 use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{Label, Labels, METRIC_NAME};
 
 use super::Evaluator;
-use super::data::{Data, Point, Series, StepCursor, go_labels_string};
+use super::data::{Data, HPoint, Point, Series, StepValue, ValueCursor, go_labels_string};
+use super::histogram as hist;
 use crate::error::Error;
 
-pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, binary: &BinaryExpr) -> Result<Data, Error> {
+/// The operator's name in annotations, as Prometheus spells it.
+fn op_name(op: TokenId) -> &'static str {
+    match op {
+        T_ADD => "+",
+        T_SUB => "-",
+        T_MUL => "*",
+        T_DIV => "/",
+        T_MOD => "%",
+        T_POW => "^",
+        T_ATAN2 => "atan2",
+        T_EQLC => "==",
+        T_NEQ => "!=",
+        T_GTR => ">",
+        T_LSS => "<",
+        T_GTE => ">=",
+        T_LTE => "<=",
+        _ => "?",
+    }
+}
+
+/// What an operation between two values noticed, for annotations.
+#[derive(Debug, Default)]
+struct Notes {
+    /// (left type, right type) of operands the operator cannot combine.
+    incompatible: Vec<(&'static str, &'static str)>,
+    counter_reset_collision: bool,
+    bounds_reconciled: bool,
+    /// Exponential and custom-bucket histograms met.
+    incompatible_layouts: bool,
+}
+
+impl Notes {
+    fn report<S: SeriesRead>(&self, ev: &Evaluator<'_, S>, op: TokenId, node: &Expr) {
+        let name = op_name(op);
+        for (l, r) in &self.incompatible {
+            ev.shared.info(
+                format!("incompatible sample types encountered for binary operator \"{name}\": {l} {name} {r}"),
+                node,
+            );
+        }
+        let operation = if op == T_SUB { "subtraction" } else { "addition" };
+        if self.counter_reset_collision {
+            ev.shared
+                .warn(format!("conflicting counter resets during histogram {operation}"), node);
+        }
+        if self.bounds_reconciled {
+            ev.shared
+                .info(format!("mismatched custom buckets were reconciled during {operation}"), node);
+        }
+        if self.incompatible_layouts {
+            ev.shared
+                .warn(format!("incompatible bucket layout encountered for binary operator {name}"), node);
+        }
+    }
+}
+
+/// `lhs op rhs` for values that may be histograms: the result (`None` when
+/// the sample is dropped) and, for comparisons, whether it is kept.
+fn apply_values(op: TokenId, lhs: &StepValue, rhs: &StepValue, notes: &mut Notes) -> (Option<StepValue>, bool) {
+    use StepValue::{Float, Histogram};
+    match (lhs, rhs) {
+        (Float(l), Float(r)) => {
+            let (value, keep) = apply(op, *l, *r);
+            (Some(Float(value)), keep)
+        }
+        (Float(factor), Histogram(h)) | (Histogram(h), Float(factor)) if op == T_MUL => {
+            let mut out = (**h).clone();
+            hist::mul(&mut out, *factor);
+            hist::compact(&mut out);
+            (Some(Histogram(Arc::new(out))), true)
+        }
+        (Histogram(h), Float(divisor)) if op == T_DIV => {
+            let mut out = (**h).clone();
+            hist::div(&mut out, *divisor);
+            hist::compact(&mut out);
+            (Some(Histogram(Arc::new(out))), true)
+        }
+        (Histogram(l), Histogram(r)) if op == T_ADD || op == T_SUB => {
+            let mut out = (**l).clone();
+            match hist::add(&mut out, r, op == T_SUB) {
+                Ok(combined) => {
+                    notes.counter_reset_collision |= combined.counter_reset_collision;
+                    notes.bounds_reconciled |= combined.bounds_reconciled;
+                }
+                Err(hist::IncompatibleSchemas) => {
+                    notes.incompatible_layouts = true;
+                    return (None, false);
+                }
+            }
+            if op == T_SUB {
+                out.counter_reset_hint = CounterResetHint::Gauge;
+            }
+            hist::compact(&mut out);
+            (Some(Histogram(Arc::new(out))), true)
+        }
+        (Histogram(l), Histogram(r)) if op == T_EQLC || op == T_NEQ => {
+            let equal = hist::equals(l, r);
+            (Some(lhs.clone()), if op == T_EQLC { equal } else { !equal })
+        }
+        _ => {
+            let type_of = |v: &StepValue| match v {
+                Float(_) => "float",
+                Histogram(_) => "histogram",
+            };
+            notes.incompatible.push((type_of(lhs), type_of(rhs)));
+            (None, false)
+        }
+    }
+}
+
+/// Adds a value to a result series at `step`.
+fn push_value(target: &mut Series, step: u32, value: StepValue) {
+    match value {
+        StepValue::Float(value) => target.points.push(Point { step, value }),
+        StepValue::Histogram(h) => target.histograms.push(HPoint { step, h }),
+    }
+}
+
+/// Whether a result series already has a value at `step`.
+fn has_step(target: &Series, step: u32) -> bool {
+    target.points.last().is_some_and(|p| p.step == step) || target.histograms.last().is_some_and(|p| p.step == step)
+}
+
+pub(crate) async fn eval<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    node: &Expr,
+    binary: &BinaryExpr,
+) -> Result<Data, Error> {
     let lhs = ev.eval(&binary.lhs).await?;
     let rhs = ev.eval(&binary.rhs).await?;
     let op = binary.op.id();
@@ -37,8 +168,18 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, binary: &BinaryEx
                 })
                 .collect(),
         )),
-        (Data::Vector(v), Data::Scalar(s)) => Ok(Data::Vector(vector_scalar(v, &s, op, return_bool, false))),
-        (Data::Scalar(s), Data::Vector(v)) => Ok(Data::Vector(vector_scalar(v, &s, op, return_bool, true))),
+        (Data::Vector(v), Data::Scalar(s)) => {
+            let mut notes = Notes::default();
+            let out = vector_scalar(v, &s, op, return_bool, false, &mut notes);
+            notes.report(ev, op, node);
+            Ok(Data::Vector(out))
+        }
+        (Data::Scalar(s), Data::Vector(v)) => {
+            let mut notes = Notes::default();
+            let out = vector_scalar(v, &s, op, return_bool, true, &mut notes);
+            notes.report(ev, op, node);
+            Ok(Data::Vector(out))
+        }
         (Data::Vector(l), Data::Vector(r)) => {
             let matching = Matching::of(binary);
             let steps = ev.step_count();
@@ -46,7 +187,12 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, binary: &BinaryEx
                 T_LAND => Ok(Data::Vector(and_unless(l, &r, &matching, steps, true))),
                 T_LUNLESS => Ok(Data::Vector(and_unless(l, &r, &matching, steps, false))),
                 T_LOR => Ok(Data::Vector(or(l, r, &matching, steps))),
-                _ => vector_vector(l, r, op, return_bool, &matching, steps).map(Data::Vector),
+                _ => {
+                    let mut notes = Notes::default();
+                    let out = vector_vector(l, r, op, return_bool, &matching, steps, &mut notes)?;
+                    notes.report(ev, op, node);
+                    Ok(Data::Vector(out))
+                }
             }
         }
         _ => Err(Error::bad_data(format!(
@@ -86,9 +232,29 @@ fn apply(op: TokenId, lhs: f64, rhs: f64) -> (f64, bool) {
     }
 }
 
-fn vector_scalar(mut series: Vec<Series>, scalar: &[f64], op: TokenId, return_bool: bool, swap: bool) -> Vec<Series> {
+fn vector_scalar(
+    mut series: Vec<Series>,
+    scalar: &[f64],
+    op: TokenId,
+    return_bool: bool,
+    swap: bool,
+    notes: &mut Notes,
+) -> Vec<Series> {
     let drop = drops_name(op) || return_bool;
     for entry in &mut series {
+        // Histograms: scaling works, everything else is an incompatible pair.
+        let histograms = std::mem::take(&mut entry.histograms);
+        for point in histograms {
+            let other = StepValue::Float(scalar[point.step as usize]);
+            let own = StepValue::Histogram(point.h);
+            let (lhs, rhs) = if swap { (&other, &own) } else { (&own, &other) };
+            match apply_values(op, lhs, rhs, notes) {
+                (Some(StepValue::Histogram(h)), true) if !return_bool && !is_comparison(op) => {
+                    entry.histograms.push(HPoint { step: point.step, h })
+                }
+                _ => {}
+            }
+        }
         entry.points.retain_mut(|point| {
             let other = scalar[point.step as usize];
             let (lhs, rhs) = if swap {
@@ -111,7 +277,7 @@ fn vector_scalar(mut series: Vec<Series>, scalar: &[f64], op: TokenId, return_bo
         });
         entry.drop_name |= drop;
     }
-    series.retain(|s| !s.points.is_empty());
+    series.retain(|s| !s.is_empty());
     series
 }
 
@@ -195,16 +361,19 @@ fn and_unless(mut lhs: Vec<Series>, rhs: &[Series], matching: &Matching<'_>, ste
     // present[step][signature] as a flat bitmap.
     let mut present = vec![false; steps * signatures.len()];
     for (series, &id) in rhs.iter().zip(&right_ids) {
-        for point in &series.points {
-            present[point.step as usize * signatures.len() + id] = true;
+        for step in steps_of(series) {
+            present[step as usize * signatures.len() + id] = true;
         }
     }
     for (series, &id) in lhs.iter_mut().zip(&left_ids) {
         series
             .points
             .retain(|p| present[p.step as usize * signatures.len() + id] == keep);
+        series
+            .histograms
+            .retain(|p| present[p.step as usize * signatures.len() + id] == keep);
     }
-    lhs.retain(|s| !s.points.is_empty());
+    lhs.retain(|s| !s.is_empty());
     lhs
 }
 
@@ -214,18 +383,48 @@ fn or(mut lhs: Vec<Series>, mut rhs: Vec<Series>, matching: &Matching<'_>, steps
     let (left_ids, right_ids, signatures) = signature_ids(&lhs, &rhs, matching);
     let mut present = vec![false; steps * signatures.len()];
     for (series, &id) in lhs.iter().zip(&left_ids) {
-        for point in &series.points {
-            present[point.step as usize * signatures.len() + id] = true;
+        for step in steps_of(series) {
+            present[step as usize * signatures.len() + id] = true;
         }
     }
     for (series, &id) in rhs.iter_mut().zip(&right_ids) {
         series
             .points
             .retain(|p| !present[p.step as usize * signatures.len() + id]);
+        series
+            .histograms
+            .retain(|p| !present[p.step as usize * signatures.len() + id]);
     }
-    rhs.retain(|s| !s.points.is_empty());
+    rhs.retain(|s| !s.is_empty());
     lhs.extend(rhs);
     lhs
+}
+
+/// The steps at which a series has a value of either kind.
+fn steps_of(series: &Series) -> impl Iterator<Item = u32> + '_ {
+    series
+        .points
+        .iter()
+        .map(|p| p.step)
+        .chain(series.histograms.iter().map(|p| p.step))
+}
+
+/// The value a comparison or arithmetic gives, or `None` when the sample is
+/// dropped; `bool` comparisons give 0 or 1.
+fn combine(
+    op: TokenId,
+    return_bool: bool,
+    l: &StepValue,
+    r: &StepValue,
+    notes: &mut Notes,
+) -> Option<StepValue> {
+    let (value, keep) = apply_values(op, l, r, notes);
+    let value = value?;
+    match (return_bool, keep) {
+        (true, _) => Some(StepValue::Float(f64::from(u8::from(keep)))),
+        (false, false) => None,
+        (false, true) => Some(value),
+    }
 }
 
 /// Arithmetic and comparisons between two vectors.
@@ -236,6 +435,7 @@ fn vector_vector(
     return_bool: bool,
     matching: &Matching<'_>,
     steps: usize,
+    notes: &mut Notes,
 ) -> Result<Vec<Series>, Error> {
     // The "many" side is walked, the "one" side looked up: group_right swaps them.
     let swapped = matches!(matching.card, VectorMatchCardinality::OneToMany(_));
@@ -254,8 +454,8 @@ fn vector_vector(
     let mut one_at: Vec<Option<usize>> = vec![None; signatures.len()];
     let mut many_seen: Vec<bool> = vec![false; signatures.len()];
     let mut matched: Vec<Option<Vec<usize>>> = vec![None; signatures.len()];
-    let mut many_cursor = StepCursor::new(many.len());
-    let mut one_cursor = StepCursor::new(one.len());
+    let mut many_cursor = ValueCursor::new(many.len());
+    let mut one_cursor = ValueCursor::new(one.len());
     let drop = drops_name(op) || return_bool;
     for step in 0..steps as u32 {
         one_at.iter_mut().for_each(|slot| *slot = None);
@@ -282,11 +482,16 @@ fn vector_vector(
             };
             many_seen[id] = true;
             let (one_index, one_value) = match one_at[id] {
-                Some(one_index) => (one_index, one_cursor.value(&one, one_index, step).unwrap_or(f64::NAN)),
+                Some(one_index) => (
+                    one_index,
+                    one_cursor
+                        .value(&one, one_index, step)
+                        .unwrap_or(StepValue::Float(f64::NAN)),
+                ),
                 // No partner: `fill_right` stands in for it, under the
                 // "many" side's labels with nothing to copy from the other.
                 None => match matching.fill_right {
-                    Some(fill) => (FILLED, fill),
+                    Some(fill) => (FILLED, StepValue::Float(fill)),
                     None => continue,
                 },
             };
@@ -302,15 +507,12 @@ fn vector_vector(
                 seen.push(index);
             }
             let (l, r) = if swapped {
-                (one_value, many_value)
+                (&one_value, &many_value)
             } else {
-                (many_value, one_value)
+                (&many_value, &one_value)
             };
-            let (value, keep) = apply(op, l, r);
-            let value = match (return_bool, keep) {
-                (true, _) => f64::from(u8::from(keep)),
-                (false, false) => continue,
-                (false, true) => value,
+            let Some(value) = combine(op, return_bool, l, r, notes) else {
+                continue;
             };
             let out_index = match out_by_pair.get(&(index, one_index)) {
                 Some(&i) => i,
@@ -335,11 +537,11 @@ fn vector_vector(
                 seen.push(out_index);
             }
             let target = &mut out[out_index];
-            if target.points.last().is_some_and(|p| p.step == step) {
+            if has_step(target, step) {
                 return Err(super::duplicate_labelset());
             }
             target.drop_name |= drop || many[index].drop_name;
-            target.points.push(Point { step, value });
+            push_value(target, step, value);
         }
         // "One" side samples without a partner: `fill_left` stands in for the
         // missing side, and the result carries the match group's labels.
@@ -348,13 +550,13 @@ fn vector_vector(
                 if many_seen[id] || one_at[id] != Some(index) {
                     continue;
                 }
-                let one_value = one_cursor.value(&one, index, step).unwrap_or(f64::NAN);
-                let (l, r) = if swapped { (one_value, fill) } else { (fill, one_value) };
-                let (value, keep) = apply(op, l, r);
-                let value = match (return_bool, keep) {
-                    (true, _) => f64::from(u8::from(keep)),
-                    (false, false) => continue,
-                    (false, true) => value,
+                let one_value = one_cursor
+                    .value(&one, index, step)
+                    .unwrap_or(StepValue::Float(f64::NAN));
+                let fill = StepValue::Float(fill);
+                let (l, r) = if swapped { (&one_value, &fill) } else { (&fill, &one_value) };
+                let Some(value) = combine(op, return_bool, l, r, notes) else {
+                    continue;
                 };
                 let out_index = *out_by_pair.entry((FILLED, index)).or_insert_with(|| {
                     let labels = signatures[id].clone();
@@ -364,11 +566,11 @@ fn vector_vector(
                     })
                 });
                 let target = &mut out[out_index];
-                if target.points.last().is_some_and(|p| p.step == step) {
+                if has_step(target, step) {
                     return Err(super::duplicate_labelset());
                 }
                 target.drop_name |= drop;
-                target.points.push(Point { step, value });
+                push_value(target, step, value);
             }
         }
     }

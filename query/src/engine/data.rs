@@ -6,7 +6,9 @@
 //! matching and grouping work on indexes while the per-step loops touch only
 //! numbers.
 
-use tidewatch_model::{Labels, METRIC_NAME, Sample};
+use std::sync::Arc;
+
+use tidewatch_model::{FloatHistogram, Labels, METRIC_NAME, Sample, TimestampMs};
 
 /// Floats as Go's `strconv.FormatFloat(f, 'f', -1, 64)` writes them (for
 /// `count_values` labels and messages), the same as the API's sample values.
@@ -20,6 +22,21 @@ pub(crate) struct Point {
     pub value: f64,
 }
 
+/// A native histogram of one series at one step. Shared, because a selector
+/// repeats a sample at every step its lookback reaches.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HPoint {
+    pub step: u32,
+    pub h: Arc<FloatHistogram>,
+}
+
+/// A native histogram sample inside a range vector.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HSample {
+    pub timestamp: TimestampMs,
+    pub h: Arc<FloatHistogram>,
+}
+
 /// A series of an instant vector, over the steps where it has a value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Series {
@@ -28,8 +45,12 @@ pub(crate) struct Series {
     /// delays the removal to the end of evaluation (`promql-delayed-name-removal`),
     /// so the name stays visible to `label_replace` and friends until then.
     pub drop_name: bool,
-    /// Ascending by step, at most one per step.
+    /// Float values, ascending by step, at most one per step.
     pub points: Vec<Point>,
+    /// Native histogram values, ascending by step; never at a step that has
+    /// a float. Operations that build new series from `points` drop them,
+    /// which is what Prometheus does for every float-only function.
+    pub histograms: Vec<HPoint>,
 }
 
 impl Series {
@@ -38,7 +59,13 @@ impl Series {
             labels,
             drop_name,
             points,
+            histograms: Vec::new(),
         }
+    }
+
+    /// Whether the series has no value at any step.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.histograms.is_empty()
     }
 }
 
@@ -48,6 +75,19 @@ pub(crate) struct RangeSeries {
     pub labels: Labels,
     pub drop_name: bool,
     pub samples: Vec<Sample>,
+    /// Ascending by time, never at a float sample's timestamp.
+    pub histograms: Vec<HSample>,
+}
+
+impl RangeSeries {
+    pub(crate) fn new(labels: Labels, drop_name: bool, samples: Vec<Sample>, histograms: Vec<HSample>) -> Self {
+        RangeSeries {
+            labels,
+            drop_name,
+            samples,
+            histograms,
+        }
+    }
 }
 
 /// A sub-expression's value over all steps.
@@ -93,7 +133,7 @@ impl StepCursor {
         }
     }
 
-    /// The value of series `index` at `step`, if it has one. Steps must be
+    /// The float value of series `index` at `step`, if it has one. Steps must be
     /// asked in ascending order per series.
     pub(crate) fn value(&mut self, series: &[Series], index: usize, step: u32) -> Option<f64> {
         let points = &series[index].points;
@@ -103,6 +143,46 @@ impl StepCursor {
         }
         match points.get(*position) {
             Some(point) if point.step == step => Some(point.value),
+            _ => None,
+        }
+    }
+}
+
+/// A series' value at one step: a float or a native histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StepValue {
+    Float(f64),
+    Histogram(Arc<FloatHistogram>),
+}
+
+/// Like [`StepCursor`], for floats and histograms alike.
+#[derive(Debug)]
+pub(crate) struct ValueCursor {
+    floats: StepCursor,
+    histograms: Vec<usize>,
+}
+
+impl ValueCursor {
+    pub(crate) fn new(series_count: usize) -> ValueCursor {
+        ValueCursor {
+            floats: StepCursor::new(series_count),
+            histograms: vec![0; series_count],
+        }
+    }
+
+    /// The value of series `index` at `step`. Steps must be asked in
+    /// ascending order per series.
+    pub(crate) fn value(&mut self, series: &[Series], index: usize, step: u32) -> Option<StepValue> {
+        if let Some(value) = self.floats.value(series, index, step) {
+            return Some(StepValue::Float(value));
+        }
+        let histograms = &series[index].histograms;
+        let position = &mut self.histograms[index];
+        while *position < histograms.len() && histograms[*position].step < step {
+            *position += 1;
+        }
+        match histograms.get(*position) {
+            Some(point) if point.step == step => Some(StepValue::Histogram(point.h.clone())),
             _ => None,
         }
     }

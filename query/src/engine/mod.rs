@@ -15,6 +15,7 @@ mod aggregate;
 mod binary;
 mod data;
 mod functions;
+pub(crate) mod histogram;
 pub(crate) mod kernels;
 mod selector;
 
@@ -24,7 +25,7 @@ use std::sync::Mutex;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{AtModifier, Expr, Offset};
 use tidewatch_model::seam::{SeriesRead, SeriesSamples};
-use tidewatch_model::{Labels, Sample, TenantId, TimestampMs};
+use tidewatch_model::{FloatHistogram, HistogramSample, Labels, Sample, TenantId, TimestampMs};
 
 use crate::error::Error;
 use data::{Data, RangeSeries, Series};
@@ -84,10 +85,12 @@ impl EvalRange {
 /// A query result.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// An instant vector at `time`: (labels, value) pairs.
+    /// An instant vector at `time`: (labels, value) pairs, float samples
+    /// and native histogram samples.
     Vector {
         time: TimestampMs,
         samples: Vec<(Labels, f64)>,
+        histograms: Vec<(Labels, FloatHistogram)>,
     },
     /// Series with samples (range vectors and range-query results).
     Matrix(Vec<SeriesSamples>),
@@ -365,6 +368,11 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                             for point in &mut entry.points {
                                 point.value = -point.value;
                             }
+                            for point in &mut entry.histograms {
+                                let mut negated = (*point.h).clone();
+                                histogram::mul(&mut negated, -1.0);
+                                point.h = std::sync::Arc::new(negated);
+                            }
                         }
                         Ok(Data::Vector(series))
                     }
@@ -381,7 +389,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                 }
                 Expr::Call(call) => functions::call(self, expr, call).await,
                 Expr::Aggregate(aggregate) => aggregate::eval(self, aggregate).await,
-                Expr::Binary(binary) => binary::eval(self, binary).await,
+                Expr::Binary(binary) => binary::eval(self, expr, binary).await,
                 Expr::Extension(_) => Err(Error::execution("extension expressions are not supported")),
             }
         })
@@ -434,7 +442,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                 if is_range_query {
                     let mut matrix: Vec<SeriesSamples> = series
                         .into_iter()
-                        .filter(|s| !s.points.is_empty())
+                        .filter(|s| !s.is_empty())
                         .map(|s| SeriesSamples {
                             labels: s.labels,
                             samples: s
@@ -442,19 +450,32 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                                 .iter()
                                 .map(|p| Sample::new(self.step_time(p.step as usize), p.value))
                                 .collect(),
-                            histograms: Vec::new(),
+                            histograms: s
+                                .histograms
+                                .iter()
+                                .map(|p| HistogramSample {
+                                    timestamp: self.step_time(p.step as usize),
+                                    histogram: (*p.h).clone(),
+                                })
+                                .collect(),
                         })
                         .collect();
                     matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
                     Ok(Value::Matrix(matrix))
                 } else {
-                    let samples = series
-                        .into_iter()
-                        .filter_map(|s| s.points.first().map(|p| (s.labels, p.value)))
-                        .collect();
+                    let mut samples = Vec::new();
+                    let mut histograms = Vec::new();
+                    for s in series {
+                        if let Some(p) = s.points.first() {
+                            samples.push((s.labels, p.value));
+                        } else if let Some(p) = s.histograms.first() {
+                            histograms.push((s.labels, (*p.h).clone()));
+                        }
+                    }
                     Ok(Value::Vector {
                         time: self.start,
                         samples,
+                        histograms,
                     })
                 }
             }
@@ -468,7 +489,7 @@ fn finish_names(series: Vec<Series>) -> Result<Vec<Series>, Error> {
     let mut out = Vec::with_capacity(series.len());
     let mut seen: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for mut entry in series {
-        if entry.points.is_empty() {
+        if entry.is_empty() {
             continue;
         }
         if entry.drop_name {
@@ -478,12 +499,25 @@ fn finish_names(series: Vec<Series>) -> Result<Vec<Series>, Error> {
         match seen.get(&entry.labels) {
             Some(&index) => {
                 let existing: &mut Series = &mut out[index];
-                let steps: HashSet<u32> = existing.points.iter().map(|p| p.step).collect();
-                if entry.points.iter().any(|p| steps.contains(&p.step)) {
+                let steps: HashSet<u32> = existing
+                    .points
+                    .iter()
+                    .map(|p| p.step)
+                    .chain(existing.histograms.iter().map(|p| p.step))
+                    .collect();
+                if entry
+                    .points
+                    .iter()
+                    .map(|p| p.step)
+                    .chain(entry.histograms.iter().map(|p| p.step))
+                    .any(|step| steps.contains(&step))
+                {
                     return Err(duplicate_labelset());
                 }
                 existing.points.extend(entry.points);
                 existing.points.sort_by_key(|p| p.step);
+                existing.histograms.extend(entry.histograms);
+                existing.histograms.sort_by_key(|p| p.step);
             }
             None => {
                 seen.insert(entry.labels.clone(), out.len());
@@ -509,7 +543,14 @@ fn finish_range_series(series: Vec<RangeSeries>) -> Result<Vec<SeriesSamples>, E
         out.push(SeriesSamples {
             labels,
             samples: entry.samples,
-            histograms: Vec::new(),
+            histograms: entry
+                .histograms
+                .into_iter()
+                .map(|h| HistogramSample {
+                    timestamp: h.timestamp,
+                    histogram: (*h.h).clone(),
+                })
+                .collect(),
         });
     }
     Ok(out)

@@ -1,12 +1,13 @@
 //! Reading series: instant selectors, range selectors and subqueries.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
 use tidewatch_model::seam::{SeriesRead, SeriesSamples, TimeRange};
-use tidewatch_model::{Labels, Sample, TimestampMs, is_stale_nan};
+use tidewatch_model::{FloatHistogram, Labels, Sample, TimestampMs, is_stale_nan};
 
-use super::data::{Data, Point, RangeSeries, Series};
+use super::data::{Data, HPoint, HSample, Point, RangeSeries, Series};
 use super::{DEFAULT_SUBQUERY_STEP_MS, Evaluator};
 use crate::error::Error;
 use crate::params::selector_matchers;
@@ -48,7 +49,7 @@ async fn load_batches<S: SeriesRead>(
                     batch.retain(|s| seen.insert(s.labels.clone()));
                 }
                 // `take` says how many samples or points it keeps of the batch.
-                let samples = batch.iter().map(|s| s.samples.len()).sum();
+                let samples = batch.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
                 let taken = ev
                     .shared
                     .hold(batch.len(), samples, &ev.limits)
@@ -68,21 +69,49 @@ async fn load_batches<S: SeriesRead>(
     Ok(alternatives == 1)
 }
 
-/// The newest sample at or before `t` within the lookback window, unless it
-/// is a staleness marker. `cursor` is where the search starts: step times
-/// usually ascend, so it only moves forward (it restarts when they do not).
-fn sample_at(samples: &[Sample], t: TimestampMs, lookback: i64, cursor: &mut usize) -> Option<Sample> {
-    if *cursor > 0 && samples.get(*cursor - 1).is_some_and(|s| s.timestamp > t) {
+/// The index of the newest item at or before `t`. `cursor` is where the
+/// search starts: step times usually ascend, so it only moves forward (it
+/// restarts when they do not).
+fn newest_at<T>(items: &[T], time_of: impl Fn(&T) -> TimestampMs, t: TimestampMs, cursor: &mut usize) -> Option<usize> {
+    if *cursor > 0 && items.get(*cursor - 1).is_some_and(|s| time_of(s) > t) {
         *cursor = 0;
     }
-    while *cursor < samples.len() && samples[*cursor].timestamp <= t {
+    while *cursor < items.len() && time_of(&items[*cursor]) <= t {
         *cursor += 1;
     }
-    let sample = samples.get(cursor.checked_sub(1)?)?;
-    if sample.timestamp <= t - lookback || is_stale_nan(sample.value) {
+    cursor.checked_sub(1)
+}
+
+/// What an instant selector sees of a series at one time.
+enum Seen<'a> {
+    Float(Sample),
+    Histogram(&'a tidewatch_model::HistogramSample),
+}
+
+/// The newest sample (float or histogram) at or before `t` within the
+/// lookback window, unless it is a staleness marker.
+fn sample_at<'a>(
+    entry: &'a SeriesSamples,
+    t: TimestampMs,
+    lookback: i64,
+    cursors: &mut (usize, usize),
+) -> Option<Seen<'a>> {
+    let float = newest_at(&entry.samples, |s| s.timestamp, t, &mut cursors.0).map(|i| entry.samples[i]);
+    let histogram = newest_at(&entry.histograms, |h| h.timestamp, t, &mut cursors.1).map(|i| &entry.histograms[i]);
+    let seen = match (float, histogram) {
+        (Some(f), Some(h)) if h.timestamp > f.timestamp => Seen::Histogram(h),
+        (Some(f), _) => Seen::Float(f),
+        (None, Some(h)) => Seen::Histogram(h),
+        (None, None) => return None,
+    };
+    let (timestamp, stale) = match &seen {
+        Seen::Float(f) => (f.timestamp, is_stale_nan(f.value)),
+        Seen::Histogram(h) => (h.timestamp, h.histogram.is_stale()),
+    };
+    if timestamp <= t - lookback || stale {
         return None;
     }
-    Some(*sample)
+    Some(seen)
 }
 
 /// An instant-vector selector at every step.
@@ -121,23 +150,42 @@ fn convert_to_points(
 ) -> usize {
     let mut added = 0;
     for entry in batch {
-        let mut cursor = 0;
-        let points: Vec<Point> = times
-            .iter()
-            .enumerate()
-            .filter_map(|(step, &t)| {
-                sample_at(&entry.samples, t, lookback, &mut cursor).map(|sample| Point {
-                    step: step as u32,
-                    value: match sampled {
-                        Sampled::Value => sample.value,
-                        Sampled::Timestamp => sample.timestamp as f64 / 1000.0,
-                    },
-                })
-            })
-            .collect();
-        if !points.is_empty() {
-            added += points.len();
-            out.push(Series::new(entry.labels, false, points));
+        let mut cursors = (0, 0);
+        let mut series = Series::new(entry.labels.clone(), false, Vec::new());
+        // The same stored histogram is shared by every step that sees it.
+        let mut shared: Option<(TimestampMs, Arc<FloatHistogram>)> = None;
+        for (step, &t) in times.iter().enumerate() {
+            let step = step as u32;
+            match (sample_at(&entry, t, lookback, &mut cursors), sampled) {
+                (None, _) => {}
+                (Some(Seen::Float(sample)), Sampled::Value) => series.points.push(Point {
+                    step,
+                    value: sample.value,
+                }),
+                (Some(Seen::Float(sample)), Sampled::Timestamp) => series.points.push(Point {
+                    step,
+                    value: sample.timestamp as f64 / 1000.0,
+                }),
+                (Some(Seen::Histogram(sample)), Sampled::Timestamp) => series.points.push(Point {
+                    step,
+                    value: sample.timestamp as f64 / 1000.0,
+                }),
+                (Some(Seen::Histogram(sample)), Sampled::Value) => {
+                    let h = match &shared {
+                        Some((timestamp, h)) if *timestamp == sample.timestamp => h.clone(),
+                        _ => {
+                            let h = Arc::new(sample.histogram.clone());
+                            shared = Some((sample.timestamp, h.clone()));
+                            h
+                        }
+                    };
+                    series.histograms.push(HPoint { step, h });
+                }
+            }
+        }
+        if !series.is_empty() {
+            added += series.points.len() + series.histograms.len();
+            out.push(series);
         }
     }
     added
@@ -162,9 +210,18 @@ impl Windows {
         &samples[from..to.max(from)]
     }
 
-    /// How many samples the series hold in all.
+    /// The histogram samples of series `index` in the window of `step`.
+    pub(crate) fn histogram_slice(&self, index: usize, step: usize) -> &[HSample] {
+        let samples = &self.series[index].histograms;
+        let (start, end) = self.bounds[step];
+        let from = samples.partition_point(|s| s.timestamp <= start);
+        let to = samples.partition_point(|s| s.timestamp <= end);
+        &samples[from..to.max(from)]
+    }
+
+    /// How many samples (floats and histograms) the series hold in all.
     pub(crate) fn samples(&self) -> usize {
-        self.series.iter().map(|s| s.samples.len()).sum()
+        self.series.iter().map(|s| s.samples.len() + s.histograms.len()).sum()
     }
 
     /// The samples of series `index` in each step's window, in step order.
@@ -204,7 +261,8 @@ impl Windows {
             .into_iter()
             .filter_map(|mut entry| {
                 entry.samples.retain(|s| s.timestamp > start && s.timestamp <= end);
-                (!entry.samples.is_empty()).then_some(entry)
+                entry.histograms.retain(|s| s.timestamp > start && s.timestamp <= end);
+                (!entry.samples.is_empty() || !entry.histograms.is_empty()).then_some(entry)
             })
             .collect()
     }
@@ -266,10 +324,17 @@ pub(crate) async fn windows_batches<S: SeriesRead>(
                     .into_iter()
                     .filter_map(|mut entry| {
                         entry.samples.retain(|s| !is_stale_nan(s.value));
-                        (!entry.samples.is_empty()).then_some(RangeSeries {
-                            labels: entry.labels,
-                            drop_name: false,
-                            samples: entry.samples,
+                        let histograms: Vec<HSample> = entry
+                            .histograms
+                            .into_iter()
+                            .filter(|h| !h.histogram.is_stale())
+                            .map(|h| HSample {
+                                timestamp: h.timestamp,
+                                h: Arc::new(h.histogram),
+                            })
+                            .collect();
+                        (!entry.samples.is_empty() || !histograms.is_empty()).then(|| {
+                            RangeSeries::new(entry.labels, false, entry.samples, histograms)
                         })
                     })
                     .collect();
@@ -337,25 +402,33 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
     let series = match inner.eval(&subquery.expr).await? {
         Data::Vector(series) => series
             .into_iter()
-            .map(|entry| RangeSeries {
-                labels: entry.labels,
-                drop_name: entry.drop_name,
-                samples: entry
+            .map(|entry| {
+                let samples = entry
                     .points
                     .iter()
                     .map(|p| Sample::new(inner.step_time(p.step as usize), p.value))
-                    .collect(),
+                    .collect();
+                let histograms = entry
+                    .histograms
+                    .iter()
+                    .map(|p| HSample {
+                        timestamp: inner.step_time(p.step as usize),
+                        h: p.h.clone(),
+                    })
+                    .collect();
+                RangeSeries::new(entry.labels, entry.drop_name, samples, histograms)
             })
             .collect(),
-        Data::Scalar(values) => vec![RangeSeries {
-            labels: Default::default(),
-            drop_name: false,
-            samples: values
+        Data::Scalar(values) => vec![RangeSeries::new(
+            Default::default(),
+            false,
+            values
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| Sample::new(inner.step_time(i), v))
                 .collect(),
-        }],
+            Vec::new(),
+        )],
         _ => return Err(Error::bad_data("subquery is only allowed on instant vector")),
     };
     Ok(Windows { series, bounds })
@@ -388,11 +461,12 @@ mod tests {
                 starts.iter_mut().for_each(|s| *s = first);
             }
             let windows = Windows {
-                series: vec![RangeSeries {
-                    labels: Labels::default(),
-                    drop_name: false,
-                    samples: times.iter().map(|&t| Sample::new(t, t as f64)).collect(),
-                }],
+                series: vec![RangeSeries::new(
+                    Labels::default(),
+                    false,
+                    times.iter().map(|&t| Sample::new(t, t as f64)).collect(),
+                    Vec::new(),
+                )],
                 bounds: starts.iter().map(|&s| (s, s + width)).collect(),
             };
             let slid: Vec<&[Sample]> = windows.slices(0).collect();

@@ -11,12 +11,13 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use promql_parser::parser::{AtModifier, Expr};
-use tidewatch_model::raw_write::RawWriteBatch;
-use tidewatch_model::seam::{Ingest, MemSeriesStore, SeriesSamples, WriteBatch};
+use tidewatch_model::histogram::{CounterResetHint, FloatHistogram, HistogramSample};
+use tidewatch_model::seam::{MemSeriesStore, SeriesSamples};
 use tidewatch_model::{Labels, Sample, TenantId, is_stale_nan};
 
+use crate::engine::histogram as hist;
 use crate::engine::{self, DEFAULT_LOOKBACK_MS, EvalRange, Evaluated, QueryLimits, Value};
-use script::{Command, Eval, Expectations, Query, TextMatch};
+use script::{Command, Eval, Expectations, HistogramValue, Query, TextMatch, Val, Values};
 
 /// How one eval statement ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +83,7 @@ pub async fn run_script(name: &str, text: &str) -> Report {
 struct Runner {
     file: String,
     /// Everything loaded since the last `clear`: samples by time per series.
-    data: BTreeMap<Labels, BTreeMap<i64, f64>>,
+    data: BTreeMap<Labels, BTreeMap<i64, Val>>,
     store: MemSeriesStore,
     /// Why evals cannot run until the next `clear` (a load failed).
     blocked: Option<Outcome>,
@@ -138,39 +139,42 @@ impl Runner {
         }
     }
 
-    async fn load(&mut self, series: &[(Labels, Vec<Option<f64>>)], interval_ms: i64) -> Result<(), String> {
+    async fn load(&mut self, series: &[(Labels, Values)], interval_ms: i64) -> Result<(), String> {
         for (labels, values) in series {
             let stored = self.data.entry(labels.clone()).or_default();
             for (i, value) in values.iter().enumerate() {
-                let Some(value) = *value else { continue };
+                let Some(value) = value else { continue };
                 let t = i as i64 * interval_ms;
                 match stored.get(&t) {
-                    Some(existing) if existing.to_bits() == value.to_bits() => {}
+                    Some(existing) if same_value(existing, value) => {}
                     Some(_) => return Err(format!("duplicate sample for timestamp {t} of {labels}")),
                     None => {
-                        stored.insert(t, value);
+                        stored.insert(t, value.clone());
                     }
                 }
             }
         }
-        let batch = WriteBatch {
-            series: self
-                .data
-                .iter()
-                .map(|(labels, samples)| SeriesSamples {
-                    labels: labels.clone(),
-                    samples: samples.iter().map(|(&t, &v)| Sample::new(t, v)).collect(),
-                    histograms: Vec::new(),
-                })
-                .collect(),
-            metadata: Vec::new(),
-        };
+        let series = self
+            .data
+            .iter()
+            .map(|(labels, values)| {
+                let mut entry = SeriesSamples::floats(labels.clone(), Vec::new());
+                for (&t, value) in values {
+                    match value {
+                        Val::Float(v) => entry.samples.push(Sample::new(t, *v)),
+                        Val::Histogram(h) => entry.histograms.push(HistogramSample {
+                            timestamp: t,
+                            histogram: h.h.clone(),
+                        }),
+                    }
+                }
+                stored_hints(&mut entry);
+                entry
+            })
+            .collect();
         self.store = MemSeriesStore::new();
-        self.store
-            .ingest(&TenantId::default_tenant(), RawWriteBatch::from_batch(&batch))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.store.insert(&TenantId::default_tenant(), series);
+        Ok(())
     }
 
     async fn eval(&self, eval: &Eval) -> Outcome {
@@ -320,19 +324,17 @@ impl Runner {
         if expect.ordered {
             return Ok(());
         }
-        let at_time: Vec<(Labels, f64)> = series
-            .iter()
-            .filter_map(|s| {
-                s.samples
-                    .iter()
-                    .find(|p| p.timestamp == time)
-                    .map(|p| (s.labels.clone(), p.value))
-            })
-            .collect();
+        let mut at_time: Vec<(Labels, Got)> = Vec::new();
+        for s in series {
+            if let Some(p) = s.samples.iter().find(|p| p.timestamp == time) {
+                at_time.push((s.labels.clone(), Got::Float(p.value)));
+            } else if let Some(h) = s.histograms.iter().find(|h| h.timestamp == time) {
+                at_time.push((s.labels.clone(), Got::Histogram(&h.histogram)));
+            }
+        }
         if let Some(scalar) = expect.scalar {
-            let got = at_time.first().map(|(_, v)| *v);
-            return match got {
-                Some(v) if at_time.len() == 1 && float_equal(scalar, v) => Ok(()),
+            return match at_time.first() {
+                Some((_, Got::Float(v))) if at_time.len() == 1 && float_equal(scalar, *v) => Ok(()),
                 _ => Err(format!("expected scalar {scalar}, got {at_time:?}")),
             };
         }
@@ -430,11 +432,18 @@ fn compare_instant(value: &Value, expect: &Expectations) -> Result<(), String> {
         };
     }
     match value {
-        Value::Vector { samples, .. } => {
+        Value::Vector {
+            samples, histograms, ..
+        } => {
             if expect.range_vector.is_some() {
                 return Err(format!("expected a range vector, got {}", describe(value)));
             }
-            compare_vector(samples, expect)
+            let got: Vec<(Labels, Got)> = samples
+                .iter()
+                .map(|(l, v)| (l.clone(), Got::Float(*v)))
+                .chain(histograms.iter().map(|(l, h)| (l.clone(), Got::Histogram(h))))
+                .collect();
+            compare_vector(&got, expect)
         }
         Value::Matrix(series) => match expect.range_vector {
             Some((start, _, step)) => compare_matrix(series, expect, start, step),
@@ -444,12 +453,38 @@ fn compare_instant(value: &Value, expect: &Expectations) -> Result<(), String> {
     }
 }
 
-fn compare_vector(samples: &[(Labels, f64)], expect: &Expectations) -> Result<(), String> {
-    let expected: HashMap<&Labels, (usize, f64)> = expect
+/// A result value under comparison.
+#[derive(Debug, Clone, Copy)]
+enum Got<'a> {
+    Float(f64),
+    Histogram(&'a FloatHistogram),
+}
+
+impl std::fmt::Display for Got<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Got::Float(v) => write!(f, "{v}"),
+            Got::Histogram(h) => write!(f, "{}", histogram_text(h)),
+        }
+    }
+}
+
+/// Whether a result value is the expected one (FORMAT.md §8.3).
+fn value_matches(want: Option<&Val>, got: Got<'_>) -> bool {
+    match (want, got) {
+        (Some(Val::Float(w)), Got::Float(g)) => float_equal(*w, g),
+        (Some(Val::Histogram(w)), Got::Histogram(g)) => histogram_equal(w, g),
+        (None, Got::Float(g)) => g.is_nan(),
+        _ => false,
+    }
+}
+
+fn compare_vector(samples: &[(Labels, Got<'_>)], expect: &Expectations) -> Result<(), String> {
+    let expected: HashMap<&Labels, (usize, Option<&Val>)> = expect
         .series
         .iter()
         .enumerate()
-        .map(|(i, (labels, values))| (labels, (i, values.first().copied().flatten().unwrap_or(f64::NAN))))
+        .map(|(i, (labels, values))| (labels, (i, values.first().and_then(|v| v.as_ref()))))
         .collect();
     for (position, (labels, value)) in samples.iter().enumerate() {
         let Some(&(index, want)) = expected.get(labels) else {
@@ -465,8 +500,8 @@ fn compare_vector(samples: &[(Labels, f64)], expect: &Expectations) -> Result<()
                 index + 1
             ));
         }
-        if !float_equal(want, *value) {
-            return Err(format!("{labels}: expected {want}, got {value}"));
+        if !value_matches(want, *value) {
+            return Err(format!("{labels}: expected {}, got {value}", val_text(want)));
         }
     }
     if samples.len() != expect.series.len() {
@@ -485,7 +520,7 @@ fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, s
     if series.windows(2).any(|w| w[0].labels > w[1].labels) {
         return Err("matrix is not sorted by labels".to_string());
     }
-    let expected: HashMap<&Labels, &Vec<Option<f64>>> = expect.series.iter().map(|(l, v)| (l, v)).collect();
+    let expected: HashMap<&Labels, &Values> = expect.series.iter().map(|(l, v)| (l, v)).collect();
     for entry in series {
         let Some(values) = expected.get(&entry.labels) else {
             return Err(format!(
@@ -494,22 +529,36 @@ fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, s
                 expected_text(expect)
             ));
         };
-        let wanted: Vec<Sample> = values
+        let wanted: Vec<(i64, &Val)> = values
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.map(|v| Sample::new(start + i as i64 * step, v)))
+            .filter_map(|(i, v)| v.as_ref().map(|v| (start + i as i64 * step, v)))
             .collect();
-        if wanted.len() != entry.samples.len()
-            || wanted
+        let mut got: Vec<(i64, Got)> = entry
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, Got::Float(s.value)))
+            .chain(entry.histograms.iter().map(|h| (h.timestamp, Got::Histogram(&h.histogram))))
+            .collect();
+        got.sort_by_key(|(t, _)| *t);
+        let float_count = |list: &[(i64, &Val)]| list.iter().filter(|(_, v)| matches!(v, Val::Float(_))).count();
+        let matches = wanted.len() == got.len()
+            && float_count(&wanted) == entry.samples.len()
+            && wanted
                 .iter()
-                .zip(&entry.samples)
-                .any(|(w, g)| w.timestamp != g.timestamp || !float_equal(w.value, g.value))
-        {
+                .zip(&got)
+                .all(|((wt, wv), (gt, gv))| wt == gt && value_matches(Some(wv), *gv));
+        if !matches {
+            let wanted_text: Vec<String> = wanted
+                .iter()
+                .map(|(t, v)| format!("{}@{}", val_text(Some(v)), *t as f64 / 1000.0))
+                .collect();
+            let got_text: Vec<String> = got.iter().map(|(t, v)| format!("{v}@{}", *t as f64 / 1000.0)).collect();
             return Err(format!(
-                "{}: expected {}, got {}",
+                "{}: expected [{}], got [{}]",
                 entry.labels,
-                points_text(&wanted),
-                points_text(&entry.samples)
+                wanted_text.join(" "),
+                got_text.join(" ")
             ));
         }
     }
@@ -525,22 +574,131 @@ fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, s
     Ok(())
 }
 
+fn val_text(value: Option<&Val>) -> String {
+    match value {
+        None => "nothing".to_string(),
+        Some(Val::Float(v)) => v.to_string(),
+        Some(Val::Histogram(h)) => histogram_text(&h.h),
+    }
+}
+
+/// A histogram in the scripts' literal notation (absolute bucket counts).
+fn histogram_text(h: &FloatHistogram) -> String {
+    let list = |buckets: &[tidewatch_model::histogram::Bucket]| {
+        let counts: Vec<String> = buckets.iter().map(|b| format!("{}:{}", b.index, b.count)).collect();
+        counts.join(" ")
+    };
+    let mut text = format!(
+        "{{{{schema:{} count:{} sum:{} z_bucket:{} z_bucket_w:{} buckets:[{}] n_buckets:[{}] counter_reset_hint:{:?}",
+        h.schema,
+        h.count,
+        h.sum,
+        h.zero_count,
+        h.zero_threshold,
+        list(&h.positive),
+        list(&h.negative),
+        h.counter_reset_hint
+    );
+    if h.uses_custom_buckets() {
+        let _ = write!(text, " custom_values:{:?}", &h.custom_values[..]);
+    }
+    text.push_str("}}");
+    text
+}
+
+/// The harness' histogram equality: both compacted, then fields compared
+/// with the float rule (the zero threshold exactly), the hint only when the
+/// expectation spells it out.
+fn histogram_equal(want: &HistogramValue, got: &FloatHistogram) -> bool {
+    let (mut w, mut g) = (want.h.clone(), got.clone());
+    hist::compact(&mut w);
+    hist::compact(&mut g);
+    let buckets_equal = |a: &[tidewatch_model::histogram::Bucket], b: &[tidewatch_model::histogram::Bucket]| {
+        a.len() == b.len()
+            && a
+                .iter()
+                .zip(b)
+                .all(|(x, y)| x.index == y.index && float_equal(x.count, y.count))
+    };
+    w.schema == g.schema
+        && float_equal(w.count, g.count)
+        && float_equal(w.sum, g.sum)
+        && (!w.uses_custom_buckets() || w.custom_values[..] == g.custom_values[..])
+        && w.zero_threshold == g.zero_threshold
+        && float_equal(w.zero_count, g.zero_count)
+        && buckets_equal(&w.positive, &g.positive)
+        && buckets_equal(&w.negative, &g.negative)
+        && (!want.hint_given || w.counter_reset_hint == g.counter_reset_hint)
+}
+
+fn same_value(a: &Val, b: &Val) -> bool {
+    match (a, b) {
+        (Val::Float(x), Val::Float(y)) => x.to_bits() == y.to_bits(),
+        (Val::Histogram(x), Val::Histogram(y)) => x.h == y.h,
+        _ => false,
+    }
+}
+
+/// The counter-reset hints Prometheus' TSDB hands back for stored
+/// histograms: a gauge stays a gauge; in a counter series, a histogram that
+/// continues the previous one (no reset, no float in between, same layout
+/// basics) reads as "not a reset", any other as "unknown" (its chunk starts
+/// there, and TSDB does not trust a chunk's first hint, prometheus#15346).
+fn stored_hints(entry: &mut SeriesSamples) {
+    let mut previous: Option<FloatHistogram> = None;
+    let mut floats = entry.samples.iter().map(|s| s.timestamp).peekable();
+    let mut last_time = i64::MIN;
+    for sample in &mut entry.histograms {
+        let float_between = {
+            let mut between = false;
+            while let Some(&t) = floats.peek() {
+                if t >= sample.timestamp {
+                    break;
+                }
+                between |= t > last_time;
+                floats.next();
+            }
+            between
+        };
+        last_time = sample.timestamp;
+        let h = &mut sample.histogram;
+        let original = h.clone();
+        if h.counter_reset_hint != CounterResetHint::Gauge {
+            let continues = match &previous {
+                Some(prev) => {
+                    !float_between
+                        && prev.counter_reset_hint != CounterResetHint::Gauge
+                        && prev.schema == h.schema
+                        && prev.zero_threshold == h.zero_threshold
+                        && prev.custom_values[..] == h.custom_values[..]
+                        && !hist::detect_reset(h, prev)
+                }
+                None => false,
+            };
+            h.counter_reset_hint = if continues {
+                CounterResetHint::NotCounterReset
+            } else {
+                CounterResetHint::Unknown
+            };
+        }
+        previous = Some(original);
+    }
+}
+
 fn expected_text(expect: &Expectations) -> String {
     let labels: Vec<String> = expect.series.iter().map(|(l, _)| l.to_string()).collect();
     labels.join(", ")
 }
 
-fn points_text(samples: &[Sample]) -> String {
-    let points: Vec<String> = samples
-        .iter()
-        .map(|s| format!("{}@{}", s.value, s.timestamp as f64 / 1000.0))
-        .collect();
-    format!("[{}]", points.join(" "))
-}
-
 fn describe(value: &Value) -> String {
     match value {
-        Value::Vector { samples, .. } => format!("vector of {} ({samples:?})", samples.len()),
+        Value::Vector {
+            samples, histograms, ..
+        } => format!(
+            "vector of {} ({samples:?}, {} histograms)",
+            samples.len() + histograms.len(),
+            histograms.len()
+        ),
         Value::Matrix(series) => format!("matrix of {} series", series.len()),
         Value::Scalar { value, .. } => format!("scalar {value}"),
         Value::String { value, .. } => format!("string {value:?}"),

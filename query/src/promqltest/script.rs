@@ -1,8 +1,10 @@
 //! Reading `promqltest` scripts (see `conformance/promql/FORMAT.md`) into commands.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use tidewatch_model::{Labels, stale_nan};
+use tidewatch_model::histogram::{Bucket, CUSTOM_BUCKETS_SCHEMA, CounterResetHint, FloatHistogram};
+use tidewatch_model::{Labels, is_stale_nan, stale_nan};
 
 /// One command of a script, with the line it starts on.
 #[derive(Debug, Clone)]
@@ -22,9 +24,9 @@ pub(crate) struct Load {
     pub line: usize,
     pub interval_ms: i64,
     /// Series in order of appearance (a later line for the same labels wins).
-    pub series: Vec<(Labels, Vec<Option<f64>>)>,
-    /// Series this runner cannot load (native histograms, start timestamps),
-    /// with the reason: evals reading them are skipped.
+    pub series: Vec<(Labels, Values)>,
+    /// Series this runner cannot load (start timestamps), with the reason:
+    /// evals reading them are skipped.
     pub unsupported: Vec<(Labels, String)>,
 }
 
@@ -59,8 +61,8 @@ pub(crate) struct Expectations {
     pub string: Option<String>,
     pub scalar: Option<f64>,
     /// Expected series in order; values as in `load` (`None` = no point).
-    pub series: Vec<(Labels, Vec<Option<f64>>)>,
-    /// Why the expectations cannot be checked here (native histograms).
+    pub series: Vec<(Labels, Values)>,
+    /// Why the expectations cannot be checked here.
     pub unsupported: Option<String>,
 }
 
@@ -138,7 +140,7 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
     };
     let mut unsupported: Vec<(Labels, String)> = Vec::new();
     let mut series: BTreeMap<Labels, usize> = BTreeMap::new();
-    let mut ordered: Vec<(Labels, Vec<Option<f64>>)> = Vec::new();
+    let mut ordered: Vec<(Labels, Values)> = Vec::new();
     for &(line_number, line) in body {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some(series) = first.strip_suffix("@st") {
@@ -150,24 +152,22 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
             continue;
         }
         let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
-        let values = match values {
-            Values::Floats(values) => values,
-            Values::Histograms => {
-                unsupported.push((labels, "native histograms are not stored yet".to_string()));
-                continue;
-            }
-        };
-        if with_nhcb && let Some(base) = nhcb_base(&labels) {
-            unsupported.push((
-                base,
-                "native histograms are not stored yet (load_with_nhcb)".to_string(),
-            ));
-        }
         match series.get(&labels) {
             Some(&index) => ordered[index].1 = values,
             None => {
                 series.insert(labels.clone(), ordered.len());
                 ordered.push((labels, values));
+            }
+        }
+    }
+    if with_nhcb {
+        for (labels, values) in nhcb_series(&ordered)? {
+            match series.get(&labels) {
+                Some(&index) => ordered[index].1 = values,
+                None => {
+                    series.insert(labels.clone(), ordered.len());
+                    ordered.push((labels, values));
+                }
             }
         }
     }
@@ -177,6 +177,108 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
         series: ordered,
         unsupported,
     })
+}
+
+/// The classic histogram parts of one NHCB: bucket series by upper bound,
+/// the `_count` and `_sum` series.
+#[derive(Default)]
+struct ClassicParts<'a> {
+    buckets: Vec<(f64, &'a Values)>,
+    count: Option<&'a Values>,
+    sum: Option<&'a Values>,
+}
+
+/// The native histograms with custom buckets `load_with_nhcb` adds for the
+/// classic histograms of a load block (FORMAT.md §3).
+fn nhcb_series(series: &[(Labels, Values)]) -> Result<Vec<(Labels, Values)>, String> {
+    let mut groups: BTreeMap<Labels, ClassicParts> = BTreeMap::new();
+    for (labels, values) in series {
+        let Some(base) = nhcb_base(labels) else { continue };
+        let name = labels.metric_name().unwrap_or_default();
+        let parts = groups.entry(base).or_default();
+        if name.ends_with("_bucket") {
+            let Some(le) = labels.get("le").and_then(parse_number).filter(|b| !b.is_nan()) else {
+                continue;
+            };
+            parts.buckets.push((le, values));
+        } else if name.ends_with("_count") {
+            parts.count = Some(values);
+        } else {
+            parts.sum = Some(values);
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, mut parts) in groups {
+        if parts.buckets.is_empty() {
+            continue;
+        }
+        parts.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let length = parts
+            .buckets
+            .iter()
+            .map(|(_, v)| v.len())
+            .chain(parts.count.map(Vec::len))
+            .chain(parts.sum.map(Vec::len))
+            .max()
+            .unwrap_or(0);
+        let float_at = |values: &Values, i: usize| match values.get(i) {
+            Some(Some(Val::Float(v))) if !is_stale_nan(*v) => Some(*v),
+            _ => None,
+        };
+        let mut values: Values = Vec::with_capacity(length);
+        for i in 0..length {
+            let cumulative: Vec<(f64, f64)> = parts
+                .buckets
+                .iter()
+                .filter_map(|(le, v)| float_at(v, i).map(|c| (*le, c)))
+                .collect();
+            let count = parts.count.and_then(|v| float_at(v, i));
+            let sum = parts.sum.and_then(|v| float_at(v, i));
+            if cumulative.is_empty() && count.is_none() && sum.is_none() {
+                values.push(None);
+                continue;
+            }
+            let mut cumulative = cumulative;
+            let total = count.or_else(|| cumulative.last().map(|b| b.1)).unwrap_or(0.0);
+            if cumulative.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                cumulative.push((f64::INFINITY, total));
+            }
+            let mut previous = 0.0;
+            let mut buckets = Vec::with_capacity(cumulative.len());
+            for (index, &(_, c)) in cumulative.iter().enumerate() {
+                if c < 0.0 {
+                    return Err(format!("negative bucket count {c} in classic histogram {labels}"));
+                }
+                if c < previous {
+                    return Err(format!("bucket counts of classic histogram {labels} are not cumulative"));
+                }
+                buckets.push(Bucket {
+                    index: index as i32,
+                    count: c - previous,
+                });
+                previous = c;
+            }
+            if count.is_some_and(|c| c != previous) {
+                return Err(format!(
+                    "count of classic histogram {labels} differs from its +Inf bucket"
+                ));
+            }
+            let bounds: Vec<f64> = cumulative[..cumulative.len() - 1].iter().map(|b| b.0).collect();
+            values.push(Some(Val::Histogram(Box::new(HistogramValue {
+                h: FloatHistogram {
+                    schema: CUSTOM_BUCKETS_SCHEMA,
+                    count: total,
+                    sum: sum.unwrap_or(0.0),
+                    positive: buckets,
+                    custom_values: Arc::from(bounds),
+                    ..FloatHistogram::default()
+                },
+                hint_given: false,
+            }))));
+        }
+        out.push((labels, values));
+    }
+    Ok(out)
 }
 
 /// The native histogram `load_with_nhcb` builds from a classic histogram
@@ -275,13 +377,6 @@ fn parse_eval(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Eva
             continue;
         }
         let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
-        let values = match values {
-            Values::Floats(values) => values,
-            Values::Histograms => {
-                expect.unsupported = Some("expects native histograms, which are not stored yet".to_string());
-                Vec::new()
-            }
-        };
         if matches!(query, Query::Instant { .. }) && expect.range_vector.is_none() && values.len() > 1 {
             return Err(format!(
                 "line {line_number}: an instant eval expects one value per series"
@@ -405,13 +500,23 @@ pub(crate) fn parse_number(text: &str) -> Option<f64> {
     Some(sign * value)
 }
 
-/// The values of a series line.
+/// One value of a series line.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Values {
-    Floats(Vec<Option<f64>>),
-    /// The line holds native histograms, which this runner does not load.
-    Histograms,
+pub(crate) enum Val {
+    Float(f64),
+    Histogram(Box<HistogramValue>),
 }
+
+/// A native histogram value, and whether its literal spelled out the
+/// counter-reset hint (an expectation checks the hint only then).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistogramValue {
+    pub h: FloatHistogram,
+    pub hint_given: bool,
+}
+
+/// The values of a series line, one per interval (`None` = no sample).
+pub(crate) type Values = Vec<Option<Val>>;
 
 /// `metric{labels} values…`.
 pub(crate) fn parse_series_line(line: &str) -> Result<(Labels, Values), String> {
@@ -571,19 +676,144 @@ fn unescape(body: &str) -> Option<String> {
 /// The value items of a series line (FORMAT.md §4).
 fn parse_values(text: &str) -> Result<Values, String> {
     let mut values = Vec::new();
-    let mut tokens = text.split_whitespace().peekable();
-    while let Some(token) = tokens.next() {
-        if token.starts_with("{{") {
-            // A histogram literal may contain spaces: skip to its end.
-            let mut current = token;
-            while !current.contains("}}") {
-                current = tokens.next().ok_or("unterminated histogram")?;
-            }
-            return Ok(Values::Histograms);
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            rest = expand_histogram_item(rest, &mut values)?;
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let mut floats = Vec::new();
+            expand_item(&rest[..end], &mut floats)?;
+            values.extend(floats.into_iter().map(|v| v.map(Val::Float)));
+            rest = &rest[end..];
         }
-        expand_item(token, &mut values)?;
+        rest = rest.trim_start();
     }
-    Ok(Values::Floats(values))
+    Ok(values)
+}
+
+/// `{{h}}`, `{{h}}xN`, `{{h}}+{{d}}xN` or `{{h}}-{{d}}xN` at the start of
+/// `text`; returns what follows the item.
+fn expand_histogram_item<'t>(text: &'t str, values: &mut Values) -> Result<&'t str, String> {
+    let (base, base_hint, rest) = histogram_literal(text)?;
+    let (step, rest) = match rest.as_bytes().first() {
+        Some(sign @ (b'+' | b'-')) if rest[1..].starts_with("{{") => {
+            let (delta, delta_hint, rest) = histogram_literal(&rest[1..])?;
+            (Some((*sign == b'-', delta, delta_hint)), rest)
+        }
+        _ => (None, rest),
+    };
+    let (times, rest) = match rest.strip_prefix('x') {
+        Some(count) => {
+            let end = count.find(|c: char| !c.is_ascii_digit()).unwrap_or(count.len());
+            let times: usize = count[..end]
+                .parse()
+                .map_err(|_| format!("bad repetition after histogram in {text:?}"))?;
+            (Some(times), &count[end..])
+        }
+        None => (None, rest),
+    };
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return Err(format!("unexpected {rest:?} after a histogram"));
+    }
+    let push = |values: &mut Values, h: FloatHistogram, hint_given: bool| {
+        values.push(Some(Val::Histogram(Box::new(HistogramValue { h, hint_given }))));
+    };
+    match (step, times) {
+        (None, None) => push(values, base, base_hint),
+        (None, Some(times)) => {
+            for _ in 0..=times {
+                push(values, base.clone(), base_hint);
+            }
+        }
+        (Some((subtract, delta, delta_hint)), Some(times)) => {
+            let mut current = base;
+            push(values, current.clone(), delta_hint);
+            for _ in 0..times {
+                if current.schema > delta.schema && !current.uses_custom_buckets() {
+                    return Err(format!(
+                        "error combining histograms: cannot merge from schema {} to {}",
+                        delta.schema, current.schema
+                    ));
+                }
+                crate::engine::histogram::add(&mut current, &delta, subtract)
+                    .map_err(|_| "cannot combine exponential and custom-bucket histograms".to_string())?;
+                push(values, current.clone(), delta_hint);
+            }
+        }
+        (Some(_), None) => return Err(format!("histogram sum without a repetition count in {text:?}")),
+    }
+    Ok(rest)
+}
+
+/// One `{{…}}` literal at the start of `text`: the histogram, whether it
+/// spelled out its counter-reset hint, and what follows it.
+fn histogram_literal(text: &str) -> Result<(FloatHistogram, bool, &str), String> {
+    let body_start = text.strip_prefix("{{").ok_or("expected {{")?;
+    let end = body_start.find("}}").ok_or("unterminated histogram")?;
+    let (body, rest) = (&body_start[..end], &body_start[end + 2..]);
+    let mut h = FloatHistogram::default();
+    let (mut positive, mut negative) = (Vec::new(), Vec::new());
+    let (mut offset, mut negative_offset) = (0i32, 0i32);
+    let mut seen: Vec<String> = Vec::new();
+    let mut hint_given = false;
+    let mut cursor = body.trim_start();
+    while !cursor.is_empty() {
+        let colon = cursor.find(':').ok_or_else(|| format!("expected key:value in {body:?}"))?;
+        let key = cursor[..colon].trim().to_ascii_lowercase();
+        if seen.contains(&key) {
+            return Err(format!("duplicate key {key:?} in histogram"));
+        }
+        seen.push(key.clone());
+        let after = cursor[colon + 1..].trim_start();
+        let (value, next) = if let Some(list) = after.strip_prefix('[') {
+            let close = list.find(']').ok_or("unterminated list in histogram")?;
+            (&list[..close], &list[close + 1..])
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        let number = |v: &str| parse_number(v).ok_or_else(|| format!("bad number {v:?} for {key}"));
+        let integer = |v: &str| v.parse::<i32>().map_err(|_| format!("bad integer {v:?} for {key}"));
+        let list = |v: &str| v.split_whitespace().map(number).collect::<Result<Vec<f64>, String>>();
+        match key.as_str() {
+            "schema" => h.schema = integer(value)?,
+            "sum" => h.sum = number(value)?,
+            "count" => h.count = number(value)?,
+            "z_bucket" => h.zero_count = number(value)?,
+            "z_bucket_w" => h.zero_threshold = number(value)?,
+            "buckets" => positive = list(value)?,
+            "n_buckets" => negative = list(value)?,
+            "offset" => offset = integer(value)?,
+            "n_offset" => negative_offset = integer(value)?,
+            "custom_values" => h.custom_values = Arc::from(list(value)?),
+            "counter_reset_hint" => {
+                hint_given = true;
+                h.counter_reset_hint = match value {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::CounterReset,
+                    "not_reset" => CounterResetHint::NotCounterReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    other => return Err(format!("bad counter_reset_hint {other:?}")),
+                }
+            }
+            other => return Err(format!("unknown histogram key {other:?}")),
+        }
+        cursor = next.trim_start();
+    }
+    let buckets_at = |start: i32, counts: Vec<f64>| {
+        counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, count)| Bucket {
+                index: start + i as i32,
+                count,
+            })
+            .collect()
+    };
+    h.positive = buckets_at(offset, positive);
+    h.negative = buckets_at(negative_offset, negative);
+    Ok((h, hint_given, rest))
 }
 
 fn expand_item(token: &str, values: &mut Vec<Option<f64>>) -> Result<(), String> {
@@ -681,10 +911,26 @@ mod tests {
     use super::*;
 
     fn floats(text: &str) -> Vec<Option<f64>> {
-        match parse_values(text).unwrap() {
-            Values::Floats(values) => values,
-            Values::Histograms => panic!("histograms"),
-        }
+        parse_values(text)
+            .unwrap()
+            .into_iter()
+            .map(|v| match v {
+                None => None,
+                Some(Val::Float(f)) => Some(f),
+                Some(Val::Histogram(_)) => panic!("histogram"),
+            })
+            .collect()
+    }
+
+    fn histograms(text: &str) -> Vec<HistogramValue> {
+        parse_values(text)
+            .unwrap()
+            .into_iter()
+            .map(|v| match v {
+                Some(Val::Histogram(h)) => *h,
+                other => panic!("not a histogram: {other:?}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -703,7 +949,50 @@ mod tests {
         let stale = floats("stale");
         assert!(tidewatch_model::is_stale_nan(stale[0].unwrap()));
         assert!(floats("NaN")[0].unwrap().is_nan());
-        assert_eq!(parse_values("{{schema:1 sum:3}} 1").unwrap(), Values::Histograms);
+        assert_eq!(parse_values("{{schema:1 sum:3}} 1").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn histogram_literals_and_expansions() {
+        let [h] = &histograms("{{schema:1 sum:-3 count:4 z_bucket:1 z_bucket_w:0.5 buckets:[1 2] offset:-1 n_buckets:[0.5] custom_values:[] counter_reset_hint:gauge}}")[..] else {
+            panic!()
+        };
+        assert!(h.hint_given);
+        assert_eq!(h.h.schema, 1);
+        assert_eq!(h.h.sum, -3.0);
+        assert_eq!(h.h.zero_threshold, 0.5);
+        assert_eq!(h.h.positive, vec![Bucket { index: -1, count: 1.0 }, Bucket { index: 0, count: 2.0 }]);
+        assert_eq!(h.h.negative, vec![Bucket { index: 0, count: 0.5 }]);
+        assert_eq!(h.h.counter_reset_hint, CounterResetHint::Gauge);
+        let grown = histograms("{{sum:1 count:1 buckets:[1]}}+{{sum:2 count:2 buckets:[2]}}x2");
+        let counts: Vec<f64> = grown.iter().map(|v| v.h.count).collect();
+        assert_eq!(counts, [1.0, 3.0, 5.0]);
+        assert!(!grown[2].hint_given);
+        assert_eq!(histograms("{{}}x2").len(), 3);
+        assert!(parse_values("{{schema:1 schema:2}}").is_err());
+        assert!(parse_values("{{schema:0}}+{{schema:1}}x1").is_ok());
+        assert!(parse_values("{{schema:0}}+{{schema:-1}}x1").is_err());
+    }
+
+    #[test]
+    fn nhcb_is_built_from_classic_buckets() {
+        let load = parse_load(
+            1,
+            "load_with_nhcb 1m",
+            &[
+                (2, "m_bucket{le=\"1\"} 1 2"),
+                (3, "m_bucket{le=\"+Inf\"} 3 5"),
+                (4, "m_sum 4 9"),
+                (5, "m_count 3 5"),
+            ],
+        )
+        .unwrap();
+        let (labels, values) = load.series.last().unwrap();
+        assert_eq!(labels.metric_name(), Some("m"));
+        let Some(Val::Histogram(second)) = &values[1] else { panic!() };
+        assert_eq!(&second.h.custom_values[..], &[1.0]);
+        assert_eq!(second.h.positive, vec![Bucket { index: 0, count: 2.0 }, Bucket { index: 1, count: 3.0 }]);
+        assert_eq!((second.h.count, second.h.sum), (5.0, 9.0));
     }
 
     #[test]
@@ -719,7 +1008,7 @@ mod tests {
         assert_eq!(labels.get("__name__"), Some("http_requests"));
         assert_eq!(labels.get("job"), Some("api\"x"));
         assert_eq!(labels.get("path"), Some("/a b"));
-        assert_eq!(values, Values::Floats(vec![Some(1.0), Some(2.0)]));
+        assert_eq!(values, vec![Some(Val::Float(1.0)), Some(Val::Float(2.0))]);
         let (labels, _) = parse_series_line(r#"{"my.metric", a="b",} 1"#).unwrap();
         assert_eq!(labels.get("__name__"), Some("my.metric"));
         let (labels, _) = parse_series_line("{} 5").unwrap();
@@ -750,7 +1039,7 @@ mod tests {
         assert_eq!(eval.query, Query::Instant { at_ms: 600_000 });
         assert!(eval.expect.no_warn);
         assert_eq!(eval.expect.info, [TextMatch::Exact("PromQL info: x (1:1)".to_string())]);
-        assert_eq!(eval.expect.series[0].1, [Some(2.0)]);
+        assert_eq!(eval.expect.series[0].1, [Some(Val::Float(2.0))]);
         let Command::Eval(range) = &commands[2] else { panic!() };
         assert_eq!(
             range.query,
