@@ -52,11 +52,25 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &Aggre
         (T_COUNT_VALUES, Some(Data::String(label))) => count_values(&label, input, &grouping, steps).map(Data::Vector),
         (T_QUANTILE, Some(Data::Scalar(q))) => {
             let q = (q.as_slice(), param_node(aggregate));
-            Ok(Data::Vector(reduce(ev, op, Some(q), input, &grouping, steps, &aggregate.expr)))
+            Ok(Data::Vector(reduce(
+                ev,
+                op,
+                Some(q),
+                input,
+                &grouping,
+                steps,
+                &aggregate.expr,
+            )))
         }
-        (T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR, None) => {
-            Ok(Data::Vector(reduce(ev, op, None, input, &grouping, steps, &aggregate.expr)))
-        }
+        (T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR, None) => Ok(Data::Vector(reduce(
+            ev,
+            op,
+            None,
+            input,
+            &grouping,
+            steps,
+            &aggregate.expr,
+        ))),
         _ => Err(Error::bad_data(format!(
             "unsupported aggregation parameters in {aggregate}"
         ))),
@@ -217,7 +231,13 @@ struct HistogramAccumulator {
 }
 
 impl HistogramAccumulator {
-    fn add<S: SeriesRead>(&mut self, ev: &Evaluator<'_, S>, h: &tidewatch_model::FloatHistogram, name: &str, node: &Expr) {
+    fn add<S: SeriesRead>(
+        &mut self,
+        ev: &Evaluator<'_, S>,
+        h: &tidewatch_model::FloatHistogram,
+        name: &str,
+        node: &Expr,
+    ) {
         self.count += 1.0;
         match h.counter_reset_hint {
             CounterResetHint::CounterReset => self.counter_reset_seen = true,
@@ -232,8 +252,10 @@ impl HistogramAccumulator {
             Some(sum) => match sum.add(h) {
                 Ok(combined) => {
                     if combined.bounds_reconciled {
-                        ev.shared
-                            .info("mismatched custom buckets were reconciled during aggregation".to_string(), node);
+                        ev.shared.info(
+                            "mismatched custom buckets were reconciled during aggregation".to_string(),
+                            node,
+                        );
                     }
                 }
                 Err(hist::IncompatibleSchemas) => {
@@ -324,13 +346,17 @@ fn reduce<S: SeriesRead>(
                 continue;
             };
             if histograms.has_float {
-                ev.shared
-                    .warn("encountered a mix of histograms and floats for aggregation".to_string(), node);
+                ev.shared.warn(
+                    "encountered a mix of histograms and floats for aggregation".to_string(),
+                    node,
+                );
                 continue;
             }
             if histograms.counter_reset_seen && histograms.not_counter_reset_seen {
-                ev.shared
-                    .warn("conflicting counter resets during histogram aggregation".to_string(), node);
+                ev.shared.warn(
+                    "conflicting counter resets during histogram aggregation".to_string(),
+                    node,
+                );
             }
             if histograms.incompatible {
                 continue;

@@ -68,12 +68,16 @@ impl Notes {
                 .warn(format!("conflicting counter resets during histogram {operation}"), node);
         }
         if self.bounds_reconciled {
-            ev.shared
-                .info(format!("mismatched custom buckets were reconciled during {operation}"), node);
+            ev.shared.info(
+                format!("mismatched custom buckets were reconciled during {operation}"),
+                node,
+            );
         }
         if self.incompatible_layouts {
-            ev.shared
-                .warn(format!("incompatible bucket layout encountered for binary operator {name}"), node);
+            ev.shared.warn(
+                format!("incompatible bucket layout encountered for binary operator {name}"),
+                node,
+            );
         }
     }
 }
@@ -411,13 +415,7 @@ fn steps_of(series: &Series) -> impl Iterator<Item = u32> + '_ {
 
 /// The value a comparison or arithmetic gives, or `None` when the sample is
 /// dropped; `bool` comparisons give 0 or 1.
-fn combine(
-    op: TokenId,
-    return_bool: bool,
-    l: &StepValue,
-    r: &StepValue,
-    notes: &mut Notes,
-) -> Option<StepValue> {
+fn combine(op: TokenId, return_bool: bool, l: &StepValue, r: &StepValue, notes: &mut Notes) -> Option<StepValue> {
     let (value, keep) = apply_values(op, l, r, notes);
     let value = value?;
     match (return_bool, keep) {
@@ -554,7 +552,11 @@ fn vector_vector(
                     .value(&one, index, step)
                     .unwrap_or(StepValue::Float(f64::NAN));
                 let fill = StepValue::Float(fill);
-                let (l, r) = if swapped { (&one_value, &fill) } else { (&fill, &one_value) };
+                let (l, r) = if swapped {
+                    (&one_value, &fill)
+                } else {
+                    (&fill, &one_value)
+                };
                 let Some(value) = combine(op, return_bool, l, r, notes) else {
                     continue;
                 };

@@ -6,10 +6,18 @@ use std::collections::HashMap;
 use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr};
 use tidewatch_model::seam::SeriesRead;
-use tidewatch_model::{Label, Labels, METRIC_NAME, Sample};
+use tidewatch_model::{FloatHistogram, Label, Labels, METRIC_NAME, Sample};
 
 use super::Evaluator;
-use super::data::{Data, Point, RangeSeries, Series, StepCursor, go_max, go_min, without_name};
+use std::sync::Arc;
+
+use tidewatch_model::histogram::CounterResetHint;
+
+use super::data::{
+    Data, HPoint, HSample, Point, RangeSeries, Series, StepCursor, StepValue, go_max, go_min, without_name,
+};
+use super::histogram as hist;
+use super::histogram::KahanSum;
 use super::kernels::{self, Bucket};
 use super::selector::{self, Sampled, Windows};
 use crate::error::Error;
@@ -74,6 +82,11 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
                 other => {
                     let mut series = ev.eval_vector(other).await?;
                     for entry in &mut series {
+                        let histogram_steps = std::mem::take(&mut entry.histograms).into_iter().map(|p| p.step);
+                        entry
+                            .points
+                            .extend(histogram_steps.map(|step| Point { step, value: 0.0 }));
+                        entry.points.sort_by_key(|p| p.step);
                         for point in &mut entry.points {
                             point.value = ev.step_time(point.step as usize) as f64 / 1000.0;
                         }
@@ -159,6 +172,9 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
         }
         "sort" | "sort_desc" => {
             let mut series = ev.eval_vector(arg(0)?).await?;
+            // Sorting is by float value: histograms are left out.
+            series.iter_mut().for_each(|s| s.histograms.clear());
+            series.retain(|s| !s.points.is_empty());
             {
                 let value = |s: &Series| s.points.first().map_or(f64::NAN, |p| p.value);
                 // NaN sorts last either way.
@@ -206,8 +222,13 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             let series = ev.eval_vector(arg(0)?).await?;
             let mut present = vec![false; ev.step_count()];
             for entry in &series {
-                for point in &entry.points {
-                    present[point.step as usize] = true;
+                for step in entry
+                    .points
+                    .iter()
+                    .map(|p| p.step)
+                    .chain(entry.histograms.iter().map(|p| p.step))
+                {
+                    present[step as usize] = true;
                 }
             }
             Ok(Data::Vector(absent_series(absent_labels(arg(0)?), &present)))
@@ -215,7 +236,10 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
         "absent_over_time" => {
             let windows = selector::windows(ev, arg(0)?).await?;
             let present: Vec<bool> = (0..ev.step_count())
-                .map(|step| (0..windows.series.len()).any(|i| !windows.slice(i, step).is_empty()))
+                .map(|step| {
+                    (0..windows.series.len())
+                        .any(|i| !windows.slice(i, step).is_empty() || !windows.histogram_slice(i, step).is_empty())
+                })
                 .collect();
             Ok(Data::Vector(absent_series(absent_labels(arg(0)?), &present)))
         }
@@ -254,10 +278,17 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             let series = ev.eval_vector(arg(2)?).await?;
             histogram_fraction(ev, &lower, &upper, series, arg(2)?)
         }
-        // Only native histograms have these; no float series yields a value.
+        // Only native histograms have these; float samples yield nothing.
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar" => {
-            let _ = ev.eval_vector(arg(0)?).await?;
-            Ok(Data::Vector(Vec::new()))
+            let series = ev.eval_vector(arg(0)?).await?;
+            let statistic = |h: &FloatHistogram| match name {
+                "histogram_count" => h.count,
+                "histogram_sum" => h.sum,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => hist::variance(h).sqrt(),
+                _ => hist::variance(h),
+            };
+            Ok(Data::Vector(native_values(series, |_, h, _| statistic(h))))
         }
         _ => range_function(ev, name, &args).await,
     }
@@ -289,6 +320,8 @@ async fn map_with<S: SeriesRead>(
     let mut series = ev.eval_vector(arg).await?;
     for entry in &mut series {
         entry.drop_name = true;
+        // Float functions skip native histograms.
+        entry.histograms.clear();
         entry.points.retain_mut(|p| match f(p.value, p.step as usize) {
             Some(v) => {
                 p.value = v;
@@ -845,7 +878,24 @@ fn histogram_quantile<S: SeriesRead>(
             q_node,
         );
     }
-    let out = reduce_buckets(ev, &series, vector_node, |step, group, buckets| {
+    let (classic, native) = split_native(series);
+    let mut notes = Vec::new();
+    let mut out = native_values(native, |step, h, name| {
+        let (value, note) = hist::quantile(q[step], h);
+        notes.push((note, name.to_string()));
+        value
+    });
+    for (note, name) in notes {
+        let message = match note {
+            hist::NanNote::QuantileNaN => "input to histogram_quantile has NaN observations, result is NaN",
+            hist::NanNote::QuantileSkewed => {
+                "input to histogram_quantile has NaN observations, result is skewed higher"
+            }
+            _ => continue,
+        };
+        ev.shared.info(with_metric_name(message, &name), vector_node);
+    }
+    out.extend(reduce_buckets(ev, &classic, vector_node, |step, group, buckets| {
         let outcome = kernels::bucket_quantile(q[step], buckets);
         if outcome.forced_monotonicity {
             ev.shared.info(
@@ -860,8 +910,59 @@ fn histogram_quantile<S: SeriesRead>(
             );
         }
         outcome.value
-    });
+    }));
     Ok(Data::Vector(out))
+}
+
+/// Series with native histograms apart from series with floats (classic
+/// buckets): each keeps only its own kind of values.
+fn split_native(series: Vec<Series>) -> (Vec<Series>, Vec<Series>) {
+    let mut classic = Vec::new();
+    let mut native = Vec::new();
+    for mut entry in series {
+        if !entry.histograms.is_empty() {
+            let mut histograms = entry.clone();
+            histograms.points.clear();
+            native.push(histograms);
+        }
+        if !entry.points.is_empty() {
+            entry.histograms.clear();
+            classic.push(entry);
+        }
+    }
+    (classic, native)
+}
+
+/// A float per native histogram point (`f(step, histogram, metric name)`);
+/// float points are dropped and the metric name goes.
+fn native_values(series: Vec<Series>, mut f: impl FnMut(usize, &FloatHistogram, &str) -> f64) -> Vec<Series> {
+    let mut out = Vec::with_capacity(series.len());
+    for mut entry in series {
+        let name = entry.labels.metric_name().unwrap_or_default().to_string();
+        entry.points = entry
+            .histograms
+            .iter()
+            .map(|p| Point {
+                step: p.step,
+                value: f(p.step as usize, &p.h, &name),
+            })
+            .collect();
+        entry.histograms.clear();
+        entry.drop_name = true;
+        if !entry.points.is_empty() {
+            out.push(entry);
+        }
+    }
+    out
+}
+
+/// Prometheus' `maybeAddMetricName`.
+fn with_metric_name(message: &str, name: &str) -> String {
+    if name.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message} for metric name {name:?}")
+    }
 }
 
 fn histogram_fraction<S: SeriesRead>(
@@ -871,9 +972,27 @@ fn histogram_fraction<S: SeriesRead>(
     series: Vec<Series>,
     vector_node: &Expr,
 ) -> Result<Data, Error> {
-    let out = reduce_buckets(ev, &series, vector_node, |step, _, buckets| {
-        kernels::bucket_fraction(lower[step], upper[step], buckets)
+    let (classic, native) = split_native(series);
+    let mut nan_names = Vec::new();
+    let mut out = native_values(native, |step, h, name| {
+        let (value, note) = hist::fraction(lower[step], upper[step], h);
+        if note == hist::NanNote::FractionExcludesNaN {
+            nan_names.push(name.to_string());
+        }
+        value
     });
+    for name in nan_names {
+        ev.shared.info(
+            with_metric_name(
+                "input to histogram_fraction has NaN observations, which are excluded from all fractions",
+                &name,
+            ),
+            vector_node,
+        );
+    }
+    out.extend(reduce_buckets(ev, &classic, vector_node, |step, _, buckets| {
+        kernels::bucket_fraction(lower[step], upper[step], buckets)
+    }));
     Ok(Data::Vector(out))
 }
 
@@ -929,23 +1048,52 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
         }
         let one_series = |index: usize| -> Option<Series> {
             let entry = &windows.series[index];
-            let mut points = Vec::new();
+            let mut series = Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, Vec::new());
+            let has_histograms = !entry.histograms.is_empty();
             for (step, samples) in windows.slices(index).enumerate() {
+                let histograms = if has_histograms {
+                    windows.histogram_slice(index, step)
+                } else {
+                    &[]
+                };
+                if !histograms.is_empty() {
+                    let metric = entry.labels.metric_name().unwrap_or_default();
+                    let window = windows.bounds[step];
+                    let node = range_arg;
+                    match histogram_range(ev, name, samples, histograms, window, metric, node) {
+                        Some(StepValue::Float(value)) => series.points.push(Point {
+                            step: step as u32,
+                            value,
+                        }),
+                        Some(StepValue::Histogram(h)) => series.histograms.push(HPoint { step: step as u32, h }),
+                        None => {}
+                    }
+                    if !(samples.is_empty() || mixes_floats(name)) {
+                        ev.shared.info(
+                            format!(
+                                "ignored histograms in a range containing both floats and histograms for metric name {metric:?}"
+                            ),
+                            node,
+                        );
+                    } else {
+                        continue;
+                    }
+                }
                 if samples.is_empty() {
                     continue;
                 }
                 let scalar = |i: usize| scalars[i][step];
                 if let Some(value) = apply_range(ev, name, samples, &windows, step, &scalar) {
-                    points.push(Point {
+                    series.points.push(Point {
                         step: step as u32,
                         value,
                     });
                 }
             }
-            (!points.is_empty()).then(|| Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, points))
+            (!series.is_empty()).then_some(series)
         };
         let reduced = in_parallel(windows.series.len(), windows.samples(), one_series);
-        let kept = reduced.iter().map(|s| s.points.len()).sum();
+        let kept = reduced.iter().map(|s| s.points.len() + s.histograms.len()).sum();
         out.extend(reduced);
         annotate_range_function(ev, name, &windows.series, range_arg);
         Ok(kept)
@@ -1060,6 +1208,336 @@ fn apply_range<S: SeriesRead>(
     }
 }
 
+/// Range functions that look at histograms as well as floats in a window;
+/// the others compute over the floats and ignore histograms (with an info
+/// when both are present).
+fn mixes_floats(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "sum_over_time"
+            | "avg_over_time"
+            | "count_over_time"
+            | "present_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "resets"
+            | "changes"
+            | "ts_of_last_over_time"
+            | "ts_of_first_over_time"
+    )
+}
+
+/// A range function over a window holding native histograms (and maybe
+/// floats); `None` when it yields nothing (including functions that only
+/// read floats).
+fn histogram_range<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    name: &str,
+    floats: &[Sample],
+    histograms: &[HSample],
+    window: (i64, i64),
+    metric: &str,
+    node: &Expr,
+) -> Option<StepValue> {
+    let mixed = || {
+        ev.shared.warn(
+            format!("encountered a mix of histograms and floats for metric name {metric:?}"),
+            node,
+        );
+        None
+    };
+    // Floats and histograms in time order, for the functions that walk both.
+    let merged = || {
+        let mut all: Vec<(i64, Option<&Arc<FloatHistogram>>, f64)> = floats
+            .iter()
+            .map(|s| (s.timestamp, None, s.value))
+            .chain(histograms.iter().map(|h| (h.timestamp, Some(&h.h), 0.0)))
+            .collect();
+        all.sort_by_key(|e| e.0);
+        all
+    };
+    match name {
+        "rate" | "increase" | "delta" => {
+            if !floats.is_empty() {
+                return mixed();
+            }
+            histogram_rate(ev, histograms, window, name != "delta", name == "rate", metric, node)
+                .map(StepValue::Histogram)
+        }
+        "irate" | "idelta" => {
+            let all = merged();
+            let [.., previous, last] = all.as_slice() else {
+                return None;
+            };
+            let interval = last.0 - previous.0;
+            if interval == 0 {
+                return None;
+            }
+            let (Some(before), Some(now)) = (previous.1, last.1) else {
+                return mixed();
+            };
+            let is_rate = name == "irate";
+            let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+            if is_rate && (gauge(now) || gauge(before)) {
+                ev.shared.warn(
+                    format!("this native histogram metric is not a counter: {metric:?}"),
+                    node,
+                );
+            }
+            if !(is_rate || gauge(now) && gauge(before)) {
+                ev.shared
+                    .warn(format!("this native histogram metric is not a gauge: {metric:?}"), node);
+            }
+            let mut result = (**now).clone();
+            if !is_rate || !hist::detect_reset(now, before) {
+                match hist::add(&mut result, before, true) {
+                    Ok(combined) if combined.bounds_reconciled => ev.shared.info(
+                        "mismatched custom buckets were reconciled during subtraction".to_string(),
+                        node,
+                    ),
+                    Ok(_) => {}
+                    Err(_) => {
+                        ev.shared.warn(
+                            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
+                            node,
+                        );
+                        return None;
+                    }
+                }
+            }
+            result.counter_reset_hint = CounterResetHint::Gauge;
+            hist::compact(&mut result);
+            if is_rate {
+                hist::div(&mut result, interval as f64 / 1000.0);
+            }
+            Some(StepValue::Histogram(Arc::new(result)))
+        }
+        "sum_over_time" | "avg_over_time" => {
+            if !floats.is_empty() {
+                return mixed();
+            }
+            let mut sum = KahanSum::new((*histograms[0].h).clone());
+            let (mut reset, mut not_reset) = (false, false);
+            let mut reconciled = false;
+            for (i, h) in histograms.iter().enumerate() {
+                match h.h.counter_reset_hint {
+                    CounterResetHint::CounterReset => reset = true,
+                    CounterResetHint::NotCounterReset => not_reset = true,
+                    _ => {}
+                }
+                if i == 0 {
+                    continue;
+                }
+                match sum.add(&h.h) {
+                    Ok(combined) => reconciled |= combined.bounds_reconciled,
+                    Err(_) => {
+                        ev.shared.warn(
+                            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
+                            node,
+                        );
+                        return None;
+                    }
+                }
+            }
+            if reset && not_reset {
+                ev.shared.warn(
+                    "conflicting counter resets during histogram aggregation".to_string(),
+                    node,
+                );
+            }
+            if reconciled {
+                ev.shared.info(
+                    "mismatched custom buckets were reconciled during aggregation".to_string(),
+                    node,
+                );
+            }
+            let mut total = sum.total();
+            if name == "avg_over_time" {
+                hist::div(&mut total, histograms.len() as f64);
+            }
+            hist::compact(&mut total);
+            Some(StepValue::Histogram(Arc::new(total)))
+        }
+        "count_over_time" => Some(StepValue::Float((floats.len() + histograms.len()) as f64)),
+        "present_over_time" => Some(StepValue::Float(1.0)),
+        "last_over_time" | "first_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time" => {
+            let all = merged();
+            let pick = if name.contains("last") { all.last() } else { all.first() };
+            let &(timestamp, h, value) = pick?;
+            if name.starts_with("ts_of") {
+                return Some(StepValue::Float(timestamp as f64 / 1000.0));
+            }
+            Some(match h {
+                Some(h) => StepValue::Histogram(h.clone()),
+                None => StepValue::Float(value),
+            })
+        }
+        "resets" | "changes" => {
+            let all = merged();
+            let mut count = 0.0;
+            for pair in all.windows(2) {
+                let (previous, current) = (&pair[0], &pair[1]);
+                let differs = match (previous.1, current.1) {
+                    (None, None) => {
+                        if name == "resets" {
+                            current.2 < previous.2
+                        } else {
+                            !(current.2 == previous.2 || (current.2.is_nan() && previous.2.is_nan()))
+                        }
+                    }
+                    (Some(before), Some(now)) => {
+                        if name == "resets" {
+                            hist::detect_reset(now, before)
+                        } else {
+                            !hist::equals(now, before)
+                        }
+                    }
+                    // A switch between floats and histograms counts as both.
+                    _ => true,
+                };
+                if differs {
+                    count += 1.0;
+                }
+            }
+            Some(StepValue::Float(count))
+        }
+        _ => None,
+    }
+}
+
+/// `rate`, `increase` (counters) and `delta` of native histograms, with
+/// Prometheus' extrapolation to the window edges.
+fn histogram_rate<S: SeriesRead>(
+    ev: &Evaluator<'_, S>,
+    histograms: &[HSample],
+    (range_start, range_end): (i64, i64),
+    is_counter: bool,
+    is_rate: bool,
+    metric: &str,
+    node: &Expr,
+) -> Option<Arc<FloatHistogram>> {
+    let [first_sample, .., last_sample] = histograms else {
+        return None;
+    };
+    let not_counter = || {
+        ev.shared.warn(
+            format!("this native histogram metric is not a counter: {metric:?}"),
+            node,
+        )
+    };
+    let mixed_layouts = || {
+        ev.shared.warn(
+            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
+            node,
+        );
+        None
+    };
+    let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
+    let (first, last) = (&first_sample.h, &last_sample.h);
+    if is_counter && (gauge(first) || gauge(last)) {
+        not_counter();
+    }
+    // A reset between the first two samples: the first one does not count
+    // (nor does its layout).
+    let mut previous: FloatHistogram = (**first).clone();
+    if is_counter && hist::detect_reset(&histograms[1].h, first) {
+        let second = &histograms[1].h;
+        previous = FloatHistogram {
+            schema: second.schema,
+            custom_values: second.custom_values.clone(),
+            ..FloatHistogram::default()
+        };
+    }
+    let custom = previous.uses_custom_buckets();
+    if last.uses_custom_buckets() != custom {
+        return mixed_layouts();
+    }
+    let mut min_schema = last.schema.min(previous.schema);
+    for sample in &histograms[1..histograms.len() - 1] {
+        if !is_counter {
+            continue;
+        }
+        if gauge(&sample.h) {
+            not_counter();
+        }
+        min_schema = min_schema.min(sample.h.schema);
+        if sample.h.uses_custom_buckets() != custom {
+            return mixed_layouts();
+        }
+    }
+    let mut result = (**last).clone();
+    if !result.uses_custom_buckets() && result.schema > min_schema {
+        result.positive = hist::reduce_resolution(&result.positive, result.schema, min_schema);
+        result.negative = hist::reduce_resolution(&result.negative, result.schema, min_schema);
+        result.schema = min_schema;
+    }
+    match hist::add(&mut result, &previous, true) {
+        Ok(combined) if combined.bounds_reconciled => ev.shared.info(
+            "mismatched custom buckets were reconciled during subtraction".to_string(),
+            node,
+        ),
+        Ok(_) => {}
+        Err(_) => return mixed_layouts(),
+    }
+    if is_counter {
+        let mut prev = &previous;
+        for sample in &histograms[1..] {
+            if hist::detect_reset(&sample.h, prev) {
+                match hist::add(&mut result, prev, false) {
+                    Ok(combined) if combined.bounds_reconciled => ev.shared.info(
+                        "mismatched custom buckets were reconciled during addition".to_string(),
+                        node,
+                    ),
+                    Ok(_) => {}
+                    Err(_) => return mixed_layouts(),
+                }
+            }
+            prev = &sample.h;
+        }
+    } else if !gauge(first) || !gauge(last) {
+        ev.shared
+            .warn(format!("this native histogram metric is not a gauge: {metric:?}"), node);
+    }
+    result.counter_reset_hint = CounterResetHint::Gauge;
+    hist::compact(&mut result);
+
+    // Extrapolation, as for floats, with the observation count standing in
+    // for the value when looking for the counter's zero point.
+    let seconds = |from: i64, to: i64| (to - from) as f64 / 1000.0;
+    let mut to_start = seconds(range_start, first_sample.timestamp);
+    let mut to_end = seconds(last_sample.timestamp, range_end);
+    let sampled = seconds(first_sample.timestamp, last_sample.timestamp);
+    let average = sampled / (histograms.len() - 1) as f64;
+    let threshold = average * 1.1;
+    if to_start >= threshold {
+        to_start = average / 2.0;
+    }
+    if is_counter && result.count > 0.0 && first.count >= 0.0 {
+        let to_zero = sampled * (first.count / result.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = average / 2.0;
+    }
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
+    if is_rate {
+        factor /= seconds(range_start, range_end);
+    }
+    hist::mul(&mut result, factor);
+    Some(Arc::new(result))
+}
+
 /// Prometheus' hints about functions used on the wrong kind of series.
 fn annotate_range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, series: &[RangeSeries], node: &Expr) {
     if !matches!(name, "rate" | "increase") {
@@ -1069,6 +1547,10 @@ fn annotate_range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, ser
         let Some(metric) = entry.labels.metric_name() else {
             continue;
         };
+        // Native histograms are counters by type; only float series get the hint.
+        if entry.samples.is_empty() {
+            continue;
+        }
         if !["_total", "_sum", "_count", "_bucket"]
             .iter()
             .any(|suffix| metric.ends_with(suffix))

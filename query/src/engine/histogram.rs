@@ -230,7 +230,11 @@ fn map_custom_buckets(buckets: &[Bucket], bounds: &[f64], target: &[f64], into: 
 /// the result takes the lower of the two schemas and the wider zero bucket;
 /// custom buckets with different bounds are reconciled to the bounds both
 /// have. The result may hold empty buckets; [`compact`] removes them.
-pub(crate) fn add(h: &mut FloatHistogram, other: &FloatHistogram, subtract: bool) -> Result<Combined, IncompatibleSchemas> {
+pub(crate) fn add(
+    h: &mut FloatHistogram,
+    other: &FloatHistogram,
+    subtract: bool,
+) -> Result<Combined, IncompatibleSchemas> {
     if h.uses_custom_buckets() != other.uses_custom_buckets() {
         return Err(IncompatibleSchemas);
     }
@@ -312,7 +316,10 @@ impl KahanSum {
             custom_values: first.custom_values.clone(),
             ..FloatHistogram::default()
         };
-        KahanSum { sum: first, compensation }
+        KahanSum {
+            sum: first,
+            compensation,
+        }
     }
 
     /// Adds `other` with compensated summation of every count.
@@ -339,8 +346,14 @@ impl KahanSum {
         compensation.sum = c_sum;
         compensation.zero_count = c_zero;
         for (target, (mine, theirs, comp)) in [
-            (&mut self.sum.positive, (&result.positive, &other.positive, &mut compensation.positive)),
-            (&mut self.sum.negative, (&result.negative, &other.negative, &mut compensation.negative)),
+            (
+                &mut self.sum.positive,
+                (&result.positive, &other.positive, &mut compensation.positive),
+            ),
+            (
+                &mut self.sum.negative,
+                (&result.negative, &other.negative, &mut compensation.negative),
+            ),
         ] {
             let lookup = |list: &[Bucket], index: i32| {
                 list.binary_search_by_key(&index, |b| b.index)
@@ -413,8 +426,10 @@ fn align_layout(h: &mut FloatHistogram, like: &FloatHistogram) {
         h.zero_count = zero_count;
         h.zero_threshold = like.zero_threshold;
         let (schema, threshold) = (h.schema, h.zero_threshold);
-        h.positive.retain(|b| exponential_upper(b.index - 1, schema) >= threshold);
-        h.negative.retain(|b| exponential_upper(b.index - 1, schema) >= threshold);
+        h.positive
+            .retain(|b| exponential_upper(b.index - 1, schema) >= threshold);
+        h.negative
+            .retain(|b| exponential_upper(b.index - 1, schema) >= threshold);
     }
 }
 
@@ -538,7 +553,13 @@ pub(crate) fn detect_reset(current: &FloatHistogram, previous: &FloatHistogram) 
             .collect()
     };
     for positive in [true, false] {
-        let pick = |h: &FloatHistogram| if positive { h.positive.clone() } else { h.negative.clone() };
+        let pick = |h: &FloatHistogram| {
+            if positive {
+                h.positive.clone()
+            } else {
+                h.negative.clone()
+            }
+        };
         let now = above_zero(current, &pick(current));
         let before = above_zero(previous, &pick(previous));
         if bucket_decreased(&now, &before) {
@@ -628,7 +649,11 @@ pub(crate) fn all_buckets(h: &FloatHistogram) -> Vec<BucketRange> {
         } else if upper < 0.0 && upper > -threshold {
             upper = -threshold;
         }
-        let boundary_rule = if h.uses_custom_buckets() && bucket.index == 0 { 3 } else { 0 };
+        let boundary_rule = if h.uses_custom_buckets() && bucket.index == 0 {
+            3
+        } else {
+            0
+        };
         out.push(BucketRange {
             lower,
             upper,

@@ -333,9 +333,8 @@ pub(crate) async fn windows_batches<S: SeriesRead>(
                                 h: Arc::new(h.histogram),
                             })
                             .collect();
-                        (!entry.samples.is_empty() || !histograms.is_empty()).then(|| {
-                            RangeSeries::new(entry.labels, false, entry.samples, histograms)
-                        })
+                        (!entry.samples.is_empty() || !histograms.is_empty())
+                            .then(|| RangeSeries::new(entry.labels, false, entry.samples, histograms))
                     })
                     .collect();
                 each(Windows {

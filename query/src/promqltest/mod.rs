@@ -538,7 +538,12 @@ fn compare_matrix(series: &[SeriesSamples], expect: &Expectations, start: i64, s
             .samples
             .iter()
             .map(|s| (s.timestamp, Got::Float(s.value)))
-            .chain(entry.histograms.iter().map(|h| (h.timestamp, Got::Histogram(&h.histogram))))
+            .chain(
+                entry
+                    .histograms
+                    .iter()
+                    .map(|h| (h.timestamp, Got::Histogram(&h.histogram))),
+            )
             .collect();
         got.sort_by_key(|(t, _)| *t);
         let float_count = |list: &[(i64, &Val)]| list.iter().filter(|(_, v)| matches!(v, Val::Float(_))).count();
@@ -615,8 +620,7 @@ fn histogram_equal(want: &HistogramValue, got: &FloatHistogram) -> bool {
     hist::compact(&mut g);
     let buckets_equal = |a: &[tidewatch_model::histogram::Bucket], b: &[tidewatch_model::histogram::Bucket]| {
         a.len() == b.len()
-            && a
-                .iter()
+            && a.iter()
                 .zip(b)
                 .all(|(x, y)| x.index == y.index && float_equal(x.count, y.count))
     };

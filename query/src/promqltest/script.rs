@@ -250,7 +250,9 @@ fn nhcb_series(series: &[(Labels, Values)]) -> Result<Vec<(Labels, Values)>, Str
                     return Err(format!("negative bucket count {c} in classic histogram {labels}"));
                 }
                 if c < previous {
-                    return Err(format!("bucket counts of classic histogram {labels} are not cumulative"));
+                    return Err(format!(
+                        "bucket counts of classic histogram {labels} are not cumulative"
+                    ));
                 }
                 buckets.push(Bucket {
                     index: index as i32,
@@ -759,7 +761,9 @@ fn histogram_literal(text: &str) -> Result<(FloatHistogram, bool, &str), String>
     let mut hint_given = false;
     let mut cursor = body.trim_start();
     while !cursor.is_empty() {
-        let colon = cursor.find(':').ok_or_else(|| format!("expected key:value in {body:?}"))?;
+        let colon = cursor
+            .find(':')
+            .ok_or_else(|| format!("expected key:value in {body:?}"))?;
         let key = cursor[..colon].trim().to_ascii_lowercase();
         if seen.contains(&key) {
             return Err(format!("duplicate key {key:?} in histogram"));
@@ -954,14 +958,19 @@ mod tests {
 
     #[test]
     fn histogram_literals_and_expansions() {
-        let [h] = &histograms("{{schema:1 sum:-3 count:4 z_bucket:1 z_bucket_w:0.5 buckets:[1 2] offset:-1 n_buckets:[0.5] custom_values:[] counter_reset_hint:gauge}}")[..] else {
+        let [h] = &histograms(
+            "{{schema:1 sum:-3 count:4 z_bucket:1 z_bucket_w:0.5 buckets:[1 2] offset:-1 n_buckets:[0.5] custom_values:[] counter_reset_hint:gauge}}",
+        )[..] else {
             panic!()
         };
         assert!(h.hint_given);
         assert_eq!(h.h.schema, 1);
         assert_eq!(h.h.sum, -3.0);
         assert_eq!(h.h.zero_threshold, 0.5);
-        assert_eq!(h.h.positive, vec![Bucket { index: -1, count: 1.0 }, Bucket { index: 0, count: 2.0 }]);
+        assert_eq!(
+            h.h.positive,
+            vec![Bucket { index: -1, count: 1.0 }, Bucket { index: 0, count: 2.0 }]
+        );
         assert_eq!(h.h.negative, vec![Bucket { index: 0, count: 0.5 }]);
         assert_eq!(h.h.counter_reset_hint, CounterResetHint::Gauge);
         let grown = histograms("{{sum:1 count:1 buckets:[1]}}+{{sum:2 count:2 buckets:[2]}}x2");
@@ -989,9 +998,14 @@ mod tests {
         .unwrap();
         let (labels, values) = load.series.last().unwrap();
         assert_eq!(labels.metric_name(), Some("m"));
-        let Some(Val::Histogram(second)) = &values[1] else { panic!() };
+        let Some(Val::Histogram(second)) = &values[1] else {
+            panic!()
+        };
         assert_eq!(&second.h.custom_values[..], &[1.0]);
-        assert_eq!(second.h.positive, vec![Bucket { index: 0, count: 2.0 }, Bucket { index: 1, count: 3.0 }]);
+        assert_eq!(
+            second.h.positive,
+            vec![Bucket { index: 0, count: 2.0 }, Bucket { index: 1, count: 3.0 }]
+        );
         assert_eq!((second.h.count, second.h.sum), (5.0, 9.0));
     }
 
