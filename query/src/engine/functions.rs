@@ -368,10 +368,13 @@ async fn date_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, arg: Op
     let mut series = series;
     for entry in &mut series {
         entry.drop_name = true;
+        // Date functions read float timestamps; histograms have none to give.
+        entry.histograms.clear();
         for point in &mut entry.points {
             point.value = component(point.value);
         }
     }
+    series.retain(|s| !s.is_empty());
     Ok(Data::Vector(series))
 }
 
@@ -878,7 +881,7 @@ fn histogram_quantile<S: SeriesRead>(
             q_node,
         );
     }
-    let (classic, native) = split_native(series);
+    let (classic, native) = split_native(ev, series, vector_node);
     let mut notes = Vec::new();
     let mut out = native_values(native, |step, h, name| {
         let (value, note) = hist::quantile(q[step], h);
@@ -915,9 +918,11 @@ fn histogram_quantile<S: SeriesRead>(
 }
 
 /// Series with native histograms apart from series with floats (classic
-/// buckets): each keeps only its own kind of values.
-fn split_native(series: Vec<Series>) -> (Vec<Series>, Vec<Series>) {
-    let mut classic = Vec::new();
+/// buckets): each keeps only its own kind of values. Where a native
+/// histogram and classic buckets of the same series meet at one step,
+/// neither is used and Prometheus' warning says why.
+fn split_native<S: SeriesRead>(ev: &Evaluator<'_, S>, series: Vec<Series>, node: &Expr) -> (Vec<Series>, Vec<Series>) {
+    let mut classic: Vec<Series> = Vec::new();
     let mut native = Vec::new();
     for mut entry in series {
         if !entry.histograms.is_empty() {
@@ -930,6 +935,43 @@ fn split_native(series: Vec<Series>) -> (Vec<Series>, Vec<Series>) {
             classic.push(entry);
         }
     }
+    if native.is_empty() || classic.is_empty() {
+        return (classic, native);
+    }
+    let without_le = |labels: &Labels| Labels::from_sorted(labels.iter().filter(|l| l.name != "le").cloned().collect());
+    let mut buckets_of: HashMap<Labels, Vec<usize>> = HashMap::new();
+    for (index, entry) in classic.iter().enumerate() {
+        buckets_of.entry(without_le(&entry.labels)).or_default().push(index);
+    }
+    for entry in &mut native {
+        let Some(indexes) = buckets_of.get(&entry.labels) else {
+            continue;
+        };
+        let mut clash = false;
+        entry.histograms.retain(|point| {
+            let classic_here = indexes
+                .iter()
+                .any(|&i| classic[i].points.iter().any(|p| p.step == point.step));
+            if classic_here {
+                clash = true;
+                for &i in indexes {
+                    classic[i].points.retain(|p| p.step != point.step);
+                }
+            }
+            !classic_here
+        });
+        if clash {
+            ev.shared.warn(
+                format!(
+                    "vector contains a mix of classic and native histograms for metric name {:?}",
+                    entry.labels.metric_name().unwrap_or_default()
+                ),
+                node,
+            );
+        }
+    }
+    classic.retain(|s| !s.points.is_empty());
+    native.retain(|s| !s.histograms.is_empty());
     (classic, native)
 }
 
@@ -972,7 +1014,7 @@ fn histogram_fraction<S: SeriesRead>(
     series: Vec<Series>,
     vector_node: &Expr,
 ) -> Result<Data, Error> {
-    let (classic, native) = split_native(series);
+    let (classic, native) = split_native(ev, series, vector_node);
     let mut nan_names = Vec::new();
     let mut out = native_values(native, |step, h, name| {
         let (value, note) = hist::fraction(lower[step], upper[step], h);

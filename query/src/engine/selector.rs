@@ -407,12 +407,14 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
                     .iter()
                     .map(|p| Sample::new(inner.step_time(p.step as usize), p.value))
                     .collect();
+                // As in Prometheus, reset hints do not survive a subquery: its
+                // steps may skip or repeat the samples a hint relates.
                 let histograms = entry
                     .histograms
                     .iter()
                     .map(|p| HSample {
                         timestamp: inner.step_time(p.step as usize),
-                        h: p.h.clone(),
+                        h: unknown_reset_hint(&p.h),
                     })
                     .collect();
                 RangeSeries::new(entry.labels, entry.drop_name, samples, histograms)
@@ -431,6 +433,19 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
         _ => return Err(Error::bad_data("subquery is only allowed on instant vector")),
     };
     Ok(Windows { series, bounds })
+}
+
+/// `h` with a "reset" or "not reset" hint turned into "unknown".
+fn unknown_reset_hint(h: &Arc<FloatHistogram>) -> Arc<FloatHistogram> {
+    use tidewatch_model::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    match h.counter_reset_hint {
+        CounterReset | NotCounterReset => {
+            let mut copy = (**h).clone();
+            copy.counter_reset_hint = Unknown;
+            Arc::new(copy)
+        }
+        _ => h.clone(),
+    }
 }
 
 pub(crate) fn duration_ms(duration: std::time::Duration) -> i64 {
