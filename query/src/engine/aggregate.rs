@@ -19,7 +19,7 @@ use tidewatch_model::histogram::CounterResetHint;
 
 use super::Evaluator;
 use super::data::{Data, HPoint, Point, Series, StepCursor, StepValue, ValueCursor, format_float};
-use super::histogram::{self as hist, KahanSum};
+use super::histogram::{self as hist, HistogramMean, KahanSum};
 use super::kernels::{Mean, kahan_sum_inc, quantile};
 use crate::error::Error;
 
@@ -222,6 +222,7 @@ fn op_name(op: TokenId) -> &'static str {
 #[derive(Debug, Clone, Default)]
 struct HistogramAccumulator {
     sum: Option<KahanSum>,
+    mean: Option<HistogramMean>,
     count: f64,
     has_float: bool,
     /// Exponential and custom-bucket histograms met: no result.
@@ -234,6 +235,7 @@ impl HistogramAccumulator {
     fn add<S: SeriesRead>(
         &mut self,
         ev: &Evaluator<'_, S>,
+        op: TokenId,
         h: &tidewatch_model::FloatHistogram,
         name: &str,
         node: &Expr,
@@ -247,27 +249,41 @@ impl HistogramAccumulator {
         if self.incompatible {
             return;
         }
-        match &mut self.sum {
-            None => self.sum = Some(KahanSum::new(h.clone())),
-            Some(sum) => match sum.add(h) {
-                Ok(combined) => {
-                    if combined.bounds_reconciled {
-                        ev.shared.info(
-                            "mismatched custom buckets were reconciled during aggregation".to_string(),
-                            node,
-                        );
-                    }
+        let added = if op == T_AVG {
+            match &mut self.mean {
+                None => {
+                    self.mean = Some(HistogramMean::new(h.clone()));
+                    return;
                 }
-                Err(hist::IncompatibleSchemas) => {
-                    self.incompatible = true;
-                    ev.shared.warn(
-                        format!(
-                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
-                        ),
+                Some(mean) => mean.add(h),
+            }
+        } else {
+            match &mut self.sum {
+                None => {
+                    self.sum = Some(KahanSum::new(h.clone()));
+                    return;
+                }
+                Some(sum) => sum.add(h),
+            }
+        };
+        match added {
+            Ok(combined) => {
+                if combined.bounds_reconciled {
+                    ev.shared.info(
+                        "mismatched custom buckets were reconciled during aggregation".to_string(),
                         node,
                     );
                 }
-            },
+            }
+            Err(hist::IncompatibleSchemas) => {
+                self.incompatible = true;
+                ev.shared.warn(
+                    format!(
+                        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+                    ),
+                    node,
+                );
+            }
         }
     }
 }
@@ -319,7 +335,7 @@ fn reduce<S: SeriesRead>(
                 StepValue::Float(_) => histogram_sums[group].has_float = true,
                 StepValue::Histogram(h) if sums_histograms => {
                     let name = input[index].labels.metric_name().unwrap_or_default();
-                    histogram_sums[group].add(ev, &h, name, node);
+                    histogram_sums[group].add(ev, op, &h, name, node);
                 }
                 StepValue::Histogram(_) => {}
             }
@@ -341,10 +357,10 @@ fn reduce<S: SeriesRead>(
             started[group] = false;
             let value = accumulators[group].finish(op, q_now);
             let histograms = std::mem::take(&mut histogram_sums[group]);
-            let Some(sum) = histograms.sum else {
+            if histograms.sum.is_none() && histograms.mean.is_none() {
                 out[group].points.push(Point { step, value });
                 continue;
-            };
+            }
             if histograms.has_float {
                 ev.shared.warn(
                     "encountered a mix of histograms and floats for aggregation".to_string(),
@@ -361,10 +377,11 @@ fn reduce<S: SeriesRead>(
             if histograms.incompatible {
                 continue;
             }
-            let mut total = sum.total();
-            if op == T_AVG {
-                hist::div(&mut total, histograms.count);
-            }
+            let mut total = match (histograms.sum, histograms.mean) {
+                (Some(sum), _) => sum.total(),
+                (None, Some(mean)) => mean.value(),
+                (None, None) => continue,
+            };
             hist::compact(&mut total);
             out[group].histograms.push(HPoint {
                 step,

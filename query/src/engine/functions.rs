@@ -17,7 +17,7 @@ use super::data::{
     Data, HPoint, HSample, Point, RangeSeries, Series, StepCursor, StepValue, go_max, go_min, without_name,
 };
 use super::histogram as hist;
-use super::histogram::KahanSum;
+use super::histogram::{HistogramMean, KahanSum};
 use super::kernels::{self, Bucket};
 use super::selector::{self, Sampled, Windows};
 use crate::error::Error;
@@ -1363,7 +1363,10 @@ fn histogram_range<S: SeriesRead>(
             if !floats.is_empty() {
                 return mixed();
             }
+            // `sum` for sum_over_time, `mean` for avg_over_time.
             let mut sum = KahanSum::new((*histograms[0].h).clone());
+            let mut mean = HistogramMean::new((*histograms[0].h).clone());
+            let averaging = name == "avg_over_time";
             let (mut reset, mut not_reset) = (false, false);
             let mut reconciled = false;
             for (i, h) in histograms.iter().enumerate() {
@@ -1375,7 +1378,8 @@ fn histogram_range<S: SeriesRead>(
                 if i == 0 {
                     continue;
                 }
-                match sum.add(&h.h) {
+                let added = if averaging { mean.add(&h.h) } else { sum.add(&h.h) };
+                match added {
                     Ok(combined) => reconciled |= combined.bounds_reconciled,
                     Err(_) => {
                         ev.shared.warn(
@@ -1398,10 +1402,7 @@ fn histogram_range<S: SeriesRead>(
                     node,
                 );
             }
-            let mut total = sum.total();
-            if name == "avg_over_time" {
-                hist::div(&mut total, histograms.len() as f64);
-            }
+            let mut total = if averaging { mean.value() } else { sum.total() };
             hist::compact(&mut total);
             Some(StepValue::Histogram(Arc::new(total)))
         }

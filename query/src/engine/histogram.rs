@@ -399,6 +399,68 @@ impl KahanSum {
     }
 }
 
+/// A running mean of histograms as Prometheus' `avg` and `avg_over_time`
+/// keep it: a compensated sum divided at the end while the sum stays finite,
+/// an incremental mean from the first overflow on.
+#[derive(Debug, Clone)]
+pub(crate) struct HistogramMean {
+    /// The sum, or the mean once `incremental` (with its compensation).
+    acc: KahanSum,
+    count: f64,
+    incremental: bool,
+}
+
+impl HistogramMean {
+    pub(crate) fn new(first: FloatHistogram) -> HistogramMean {
+        HistogramMean {
+            acc: KahanSum::new(first),
+            count: 1.0,
+            incremental: false,
+        }
+    }
+
+    pub(crate) fn add(&mut self, h: &FloatHistogram) -> Result<Combined, IncompatibleSchemas> {
+        self.count += 1.0;
+        if !self.incremental {
+            let mut trial = self.acc.clone();
+            let combined = trial.add(h)?;
+            if !has_overflow(&trial.sum) {
+                self.acc = trial;
+                return Ok(combined);
+            }
+            self.incremental = true;
+            div(&mut self.acc.sum, self.count - 1.0);
+            div(&mut self.acc.compensation, self.count - 1.0);
+        }
+        let q = (self.count - 1.0) / self.count;
+        mul(&mut self.acc.compensation, q);
+        mul(&mut self.acc.sum, q);
+        let mut share = h.clone();
+        div(&mut share, self.count);
+        self.acc.add(&share)
+    }
+
+    pub(crate) fn value(self) -> FloatHistogram {
+        if self.incremental {
+            return self.acc.total();
+        }
+        let count = self.count;
+        let KahanSum {
+            mut sum,
+            mut compensation,
+        } = self.acc;
+        div(&mut sum, count);
+        div(&mut compensation, count);
+        KahanSum { sum, compensation }.total()
+    }
+}
+
+/// Whether any count or the sum overflowed to infinity.
+fn has_overflow(h: &FloatHistogram) -> bool {
+    [h.zero_count, h.count, h.sum].iter().any(|v| v.is_infinite())
+        || h.positive.iter().chain(&h.negative).any(|b| b.count.is_infinite())
+}
+
 /// Brings `h` to the schema, zero threshold and custom bounds of `like`
 /// (which must be at most as fine and at least as wide).
 fn align_layout(h: &mut FloatHistogram, like: &FloatHistogram) {

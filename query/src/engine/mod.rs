@@ -144,8 +144,11 @@ pub async fn evaluate<S: SeriesRead>(
             }
         }
     }
+    let mut stats_only = HashSet::new();
+    histogram_stats_selectors(expr, false, &mut stats_only);
     let shared = Shared {
         positions: positions(expr),
+        stats_only,
         ..Shared::default()
     };
     let evaluator = Evaluator {
@@ -166,6 +169,51 @@ pub async fn evaluate<S: SeriesRead>(
     let value = evaluator.to_value(data, is_range_query)?;
     let annotations = shared.into_annotations();
     Ok(Evaluated { value, annotations })
+}
+
+/// Collects the selectors whose native histograms only feed
+/// `histogram_count`, `histogram_sum` or `histogram_avg` (and no subquery,
+/// bucket-reading function or trim in between). Prometheus reads those
+/// through its `HistogramStatsIterator`: buckets are skipped, and counter
+/// resets are detected while reading, which shows in the hints (and in
+/// the collision warnings of `sum` and `sum_over_time`). Doing the same
+/// keeps results and annotations identical.
+fn histogram_stats_selectors(expr: &Expr, stats: bool, out: &mut HashSet<usize>) {
+    let mut walk = |child: &Expr, stats: bool| histogram_stats_selectors(child, stats, out);
+    match expr {
+        Expr::VectorSelector(vs) => {
+            if stats {
+                out.insert(vs as *const promql_parser::parser::VectorSelector as usize);
+            }
+        }
+        Expr::MatrixSelector(ms) => {
+            if stats {
+                out.insert(&ms.vs as *const promql_parser::parser::VectorSelector as usize);
+            }
+        }
+        Expr::Call(call) => {
+            let stats = match call.func.name {
+                "histogram_count" | "histogram_sum" | "histogram_avg" => true,
+                "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => false,
+                _ => stats,
+            };
+            call.args.args.iter().for_each(|a| walk(a, stats));
+        }
+        Expr::Subquery(sq) => walk(&sq.expr, false),
+        Expr::Aggregate(a) => {
+            walk(&a.expr, stats);
+            if let Some(param) = &a.param {
+                walk(param, stats);
+            }
+        }
+        Expr::Binary(b) => {
+            walk(&b.lhs, stats);
+            walk(&b.rhs, stats);
+        }
+        Expr::Paren(p) => walk(&p.expr, stats),
+        Expr::Unary(u) => walk(&u.expr, stats),
+        _ => {}
+    }
 }
 
 /// Where every sub-expression starts in the query as printed on one line.
@@ -217,6 +265,9 @@ struct Shared {
     inner: Mutex<SharedInner>,
     /// Byte offset of each sub-expression, by its address in the syntax tree.
     positions: HashMap<usize, usize>,
+    /// Selectors (by address) whose histograms are only read for their
+    /// count and sum (see [`histogram_stats_selectors`]).
+    stats_only: HashSet<usize>,
 }
 
 #[derive(Debug, Default)]

@@ -38,6 +38,10 @@ async fn load_batches<S: SeriesRead>(
 ) -> Result<bool, Error> {
     let sets = selector_matchers(selector)?;
     let alternatives = sets.len();
+    let stats_only = ev
+        .shared
+        .stats_only
+        .contains(&(selector as *const VectorSelector as usize));
     let mut seen: HashSet<Labels> = HashSet::new();
     for matchers in sets {
         // The seam speaks the model's errors: ours wait here meanwhile.
@@ -47,6 +51,9 @@ async fn load_batches<S: SeriesRead>(
             .select_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, |mut batch| {
                 if alternatives > 1 {
                     batch.retain(|s| seen.insert(s.labels.clone()));
+                }
+                if stats_only {
+                    batch.iter_mut().for_each(|s| histogram_stats(&mut s.histograms));
                 }
                 // `take` says how many samples or points it keeps of the batch.
                 let samples = batch.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
@@ -67,6 +74,47 @@ async fn load_batches<S: SeriesRead>(
         outcome?;
     }
     Ok(alternatives == 1)
+}
+
+/// The histograms as Prometheus' `HistogramStatsIterator` hands them out:
+/// count, sum and schema only, and an unknown counter-reset hint replaced by
+/// what comparing with the previous histogram finds.
+fn histogram_stats(histograms: &mut [tidewatch_model::HistogramSample]) {
+    use tidewatch_model::histogram::CounterResetHint;
+    let mut last: Option<FloatHistogram> = None;
+    for sample in histograms {
+        let full = std::mem::take(&mut sample.histogram);
+        if full.is_stale() {
+            sample.histogram = FloatHistogram {
+                counter_reset_hint: full.counter_reset_hint,
+                schema: full.schema,
+                count: full.count,
+                sum: full.sum,
+                ..FloatHistogram::default()
+            };
+            continue;
+        }
+        let hint = match (full.counter_reset_hint, &last) {
+            (CounterResetHint::Unknown, Some(previous)) => {
+                if super::histogram::detect_reset(&full, previous) {
+                    CounterResetHint::CounterReset
+                } else {
+                    CounterResetHint::NotCounterReset
+                }
+            }
+            (hint, _) => hint,
+        };
+        sample.histogram = FloatHistogram {
+            counter_reset_hint: hint,
+            schema: full.schema,
+            count: full.count,
+            sum: full.sum,
+            ..FloatHistogram::default()
+        };
+        let mut remembered = full;
+        remembered.counter_reset_hint = hint;
+        last = Some(remembered);
+    }
 }
 
 /// The index of the newest item at or before `t`. `cursor` is where the
