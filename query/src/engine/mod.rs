@@ -181,15 +181,11 @@ pub async fn evaluate<S: SeriesRead>(
 fn histogram_stats_selectors(expr: &Expr, stats: bool, out: &mut HashSet<usize>) {
     let mut walk = |child: &Expr, stats: bool| histogram_stats_selectors(child, stats, out);
     match expr {
-        Expr::VectorSelector(vs) => {
-            if stats {
-                out.insert(vs as *const promql_parser::parser::VectorSelector as usize);
-            }
+        Expr::VectorSelector(vs) if stats => {
+            out.insert(vs as *const promql_parser::parser::VectorSelector as usize);
         }
-        Expr::MatrixSelector(ms) => {
-            if stats {
-                out.insert(&ms.vs as *const promql_parser::parser::VectorSelector as usize);
-            }
+        Expr::MatrixSelector(ms) if stats => {
+            out.insert(&ms.vs as *const promql_parser::parser::VectorSelector as usize);
         }
         Expr::Call(call) => {
             let stats = match call.func.name {
