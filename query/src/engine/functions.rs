@@ -585,7 +585,7 @@ async fn info<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Da
             has_positive_name && name_matchers.iter().all(|m| m.is_match(name))
         }
     };
-    let infos = selector::instant(ev, &selector, Sampled::Timestamp).await?;
+    let infos = selector::instant(ev, &selector, Sampled::FloatTimestamp).await?;
     let identity =
         |labels: &Labels| -> [String; 2] { IDENTIFYING_LABELS.map(|n| labels.get(n).unwrap_or("").to_string()) };
     let mut by_identity: HashMap<[String; 2], Vec<usize>> = HashMap::new();

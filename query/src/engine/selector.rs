@@ -19,6 +19,8 @@ pub(crate) enum Sampled {
     Value,
     /// The sample's own timestamp in seconds (for `timestamp()`).
     Timestamp,
+    /// Like `Timestamp`, but only float samples may be read (info series).
+    FloatTimestamp,
 }
 
 /// Series per batch when reading for a query: enough to amortize a block
@@ -178,7 +180,7 @@ pub(crate) async fn instant<S: SeriesRead>(
     let time_range = TimeRange::new(lo.saturating_sub(ev.lookback).saturating_add(1), hi);
     let mut out = Vec::new();
     let sorted = load_batches(ev, selector, time_range, |batch| {
-        Ok(convert_to_points(batch, &times, ev.lookback, sampled, &mut out))
+        convert_to_points(batch, &times, ev.lookback, sampled, &mut out)
     })
     .await?;
     if !sorted {
@@ -195,7 +197,7 @@ fn convert_to_points(
     lookback: i64,
     sampled: Sampled,
     out: &mut Vec<Series>,
-) -> usize {
+) -> Result<usize, Error> {
     let mut added = 0;
     for entry in batch {
         let mut cursors = (0, 0);
@@ -210,10 +212,15 @@ fn convert_to_points(
                     step,
                     value: sample.value,
                 }),
-                (Some(Seen::Float(sample)), Sampled::Timestamp) => series.points.push(Point {
-                    step,
-                    value: sample.timestamp as f64 / 1000.0,
-                }),
+                (Some(Seen::Float(sample)), Sampled::Timestamp | Sampled::FloatTimestamp) => {
+                    series.points.push(Point {
+                        step,
+                        value: sample.timestamp as f64 / 1000.0,
+                    })
+                }
+                (Some(Seen::Histogram(_)), Sampled::FloatTimestamp) => {
+                    return Err(Error::execution("info sample should be float"));
+                }
                 (Some(Seen::Histogram(sample)), Sampled::Timestamp) => series.points.push(Point {
                     step,
                     value: sample.timestamp as f64 / 1000.0,
@@ -236,7 +243,7 @@ fn convert_to_points(
             out.push(series);
         }
     }
-    added
+    Ok(added)
 }
 
 /// A range vector over every step: each series' samples covering all the
