@@ -325,3 +325,70 @@ async fn engine_results_through_the_api() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn native_histograms_in_prometheus_json() {
+    use tidewatch_model::histogram::{Bucket, FloatHistogram, HistogramSample};
+    let store = Arc::new(MemSeriesStore::new());
+    let histogram = FloatHistogram {
+        schema: 0,
+        zero_threshold: 0.001,
+        zero_count: 1.0,
+        count: 7.0,
+        sum: 10.0,
+        positive: vec![Bucket { index: 0, count: 2.0 }, Bucket { index: 1, count: 3.0 }],
+        negative: vec![Bucket { index: 0, count: 1.0 }],
+        ..FloatHistogram::default()
+    };
+    store.insert(
+        &TenantId::default_tenant(),
+        vec![SeriesSamples {
+            labels: Labels::from_pairs([("__name__", "h")]),
+            samples: Vec::new(),
+            histograms: vec![
+                HistogramSample {
+                    timestamp: 10_000,
+                    histogram: histogram.clone(),
+                },
+                HistogramSample {
+                    timestamp: 20_000,
+                    histogram,
+                },
+            ],
+        }],
+    );
+    let router = prometheus_router(store, ApiConfig::default(), Arc::new(HttpStats::default()));
+    let buckets = serde_json::json!([
+        [1, "-1", "-0.5", "1"],
+        [3, "-0.001", "0.001", "1"],
+        [0, "0.5", "1", "2"],
+        [0, "1", "2", "3"]
+    ]);
+    let (status, body) = get(&router, "/api/v1/query?query=h&time=20").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "h"}, "histogram": [20, {"count": "7", "sum": "10", "buckets": buckets}]}
+        ]}})
+    );
+    let (_, body) = get(&router, "/api/v1/query_range?query=h&start=10&end=20&step=10").await;
+    assert_eq!(
+        body["data"]["result"][0],
+        serde_json::json!({"metric": {"__name__": "h"}, "histograms": [
+            [10, {"count": "7", "sum": "10", "buckets": buckets}],
+            [20, {"count": "7", "sum": "10", "buckets": buckets}]
+        ]})
+    );
+    let (_, body) = get(
+        &router,
+        "/api/v1/query?query=histogram_count(rate(h%5B1m%5D))*60&time=20",
+    )
+    .await;
+    assert_eq!(body["data"]["result"][0]["value"][1], "0");
+    let (_, body) = get(&router, "/api/v1/query?query=histogram_quantile(0.5,h)&time=20").await;
+    let median: f64 = body["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    // Rank 3.5 from the top lands 1.5 into the (0.5, 1] bucket of 2:
+    // three quarters of the way on a log scale.
+    assert!((median - 2f64.powf(-0.25)).abs() < 1e-12, "{body}");
+}
