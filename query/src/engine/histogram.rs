@@ -1037,6 +1037,83 @@ mod tests {
         assert!((below - 0.5).abs() < 1e-12);
     }
 
+    fn arbitrary_histogram() -> impl proptest::strategy::Strategy<Value = FloatHistogram> {
+        use proptest::prelude::*;
+        let buckets = || proptest::collection::btree_map(-20i32..20, 0u32..50, 0..8);
+        (-2i32..4, buckets(), buckets(), 0u32..5).prop_map(|(schema, positive, negative, zero)| {
+            let list = |m: std::collections::BTreeMap<i32, u32>| -> Vec<Bucket> {
+                m.into_iter()
+                    .map(|(index, count)| Bucket {
+                        index,
+                        count: f64::from(count),
+                    })
+                    .collect()
+            };
+            let mut h = FloatHistogram {
+                schema,
+                zero_count: f64::from(zero),
+                positive: list(positive),
+                negative: list(negative),
+                ..FloatHistogram::default()
+            };
+            h.count = h.zero_count + h.positive.iter().chain(&h.negative).map(|b| b.count).sum::<f64>();
+            h.sum = h.count;
+            h
+        })
+    }
+
+    fn bucket_total(h: &FloatHistogram) -> f64 {
+        h.zero_count + h.positive.iter().chain(&h.negative).map(|b| b.count).sum::<f64>()
+    }
+
+    proptest::proptest! {
+        // Adding keeps every observation: the buckets of the sum hold what
+        // both operands' buckets held, at the coarser schema, and
+        // subtracting the addend again gives back the first histogram.
+        #[test]
+        fn addition_keeps_observations_and_subtraction_undoes_it(a in arbitrary_histogram(), b in arbitrary_histogram()) {
+            let mut sum = a.clone();
+            add(&mut sum, &b, false).unwrap();
+            proptest::prop_assert_eq!(sum.schema, a.schema.min(b.schema));
+            proptest::prop_assert_eq!(bucket_total(&sum), bucket_total(&a) + bucket_total(&b));
+            proptest::prop_assert_eq!(sum.count, a.count + b.count);
+            proptest::prop_assert!(sum.positive.windows(2).all(|w| w[0].index < w[1].index));
+            let mut back = sum.clone();
+            add(&mut back, &b, true).unwrap();
+            compact(&mut back);
+            let mut expected = a.clone();
+            expected.positive = reduce_resolution(&a.positive, a.schema, sum.schema);
+            expected.negative = reduce_resolution(&a.negative, a.schema, sum.schema);
+            expected.schema = sum.schema;
+            compact(&mut expected);
+            proptest::prop_assert_eq!(back.positive, expected.positive);
+            proptest::prop_assert_eq!(back.negative, expected.negative);
+        }
+
+        // Quantiles never decrease with q and stay within the populated range.
+        #[test]
+        fn quantiles_are_monotonic(h in arbitrary_histogram(), q1 in 0.0f64..=1.0, q2 in 0.0f64..=1.0) {
+            let (low, high) = if q1 <= q2 { (q1, q2) } else { (q2, q1) };
+            let (a, _) = quantile(low, &h);
+            let (b, _) = quantile(high, &h);
+            if h.count > 0.0 {
+                proptest::prop_assert!(a <= b + 1e-9 * b.abs().max(1.0), "q {low} -> {a}, q {high} -> {b}");
+            }
+        }
+
+        // No histogram is a reset of itself, and losing observations is one.
+        #[test]
+        fn resets_are_decreases(h in arbitrary_histogram()) {
+            proptest::prop_assert!(!detect_reset(&h, &h));
+            if let Some(bucket) = h.positive.iter().position(|b| b.count > 0.0) {
+                let mut fewer = h.clone();
+                fewer.positive[bucket].count -= 1.0;
+                fewer.count -= 1.0;
+                proptest::prop_assert!(detect_reset(&fewer, &h));
+            }
+        }
+    }
+
     #[test]
     fn kahan_sum_matches_plain_sum_for_simple_inputs() {
         let a = exp(0, (0.0, 0.0), &[(1, 1.0)], &[(2, 1.0)]);
