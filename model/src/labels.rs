@@ -1,6 +1,7 @@
 //! Label sets: the identity of a series.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The label holding the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -26,14 +27,32 @@ impl Label {
 ///
 /// Empty values are dropped on construction, as in Prometheus: a label with an
 /// empty value is the same as no label.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// The pairs are shared: cloning a label set (which queries do for every
+/// series they touch) is a reference count, not an allocation per string.
+/// The empty set holds nothing at all, so it can be a constant.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Labels {
-    pairs: Vec<Label>,
+    /// `None` exactly when there are no pairs, so derived comparisons agree
+    /// with comparing the pair slices.
+    pairs: Option<Arc<[Label]>>,
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
 }
 
 impl Labels {
     /// The empty label set, usable in statics.
-    pub const EMPTY: Labels = Labels { pairs: Vec::new() };
+    pub const EMPTY: Labels = Labels { pairs: None };
+
+    fn wrap(pairs: Vec<Label>) -> Labels {
+        Labels {
+            pairs: (!pairs.is_empty()).then(|| Arc::from(pairs)),
+        }
+    }
 
     /// Builds a label set from pairs in any order, dropping empty values.
     /// Duplicate names are kept (and sorted next to each other) so that
@@ -50,31 +69,32 @@ impl Labels {
             .filter(|l| !l.value.is_empty())
             .collect();
         labels.sort();
-        Labels { pairs: labels }
+        Labels::wrap(labels)
     }
 
     /// Wraps pairs the caller guarantees are sorted by name with non-empty values.
     pub fn from_sorted(pairs: Vec<Label>) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0].name <= w[1].name));
-        Labels { pairs }
+        Labels::wrap(pairs)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
-        self.pairs.iter()
+        self.as_slice().iter()
     }
 
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.pairs.is_none()
     }
 
     /// The value of `name`, or `None` when absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        match self.pairs.binary_search_by(|l| l.name.as_str().cmp(name)) {
-            Ok(i) => Some(self.pairs[i].value.as_str()),
+        let pairs = self.as_slice();
+        match pairs.binary_search_by(|l| l.name.as_str().cmp(name)) {
+            Ok(i) => Some(pairs[i].value.as_str()),
             Err(_) => None,
         }
     }
@@ -86,7 +106,7 @@ impl Labels {
 
     /// The first label name that occurs twice, if any.
     pub fn duplicate_name(&self) -> Option<&str> {
-        self.pairs
+        self.as_slice()
             .windows(2)
             .find(|w| w[0].name == w[1].name)
             .map(|w| w[0].name.as_str())
@@ -95,15 +115,15 @@ impl Labels {
     /// A stable 64-bit hash of the label set (xxh3 over name/value bytes with
     /// separators that cannot occur in valid UTF-8).
     pub fn hash64(&self) -> u64 {
-        hash_pairs(self.pairs.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+        hash_pairs(self.iter().map(|l| (l.name.as_str(), l.value.as_str())))
     }
 
     pub fn into_vec(self) -> Vec<Label> {
-        self.pairs
+        self.as_slice().to_vec()
     }
 
     pub fn as_slice(&self) -> &[Label] {
-        &self.pairs
+        self.pairs.as_deref().unwrap_or(&[])
     }
 }
 
@@ -138,7 +158,7 @@ impl<'a> IntoIterator for &'a Labels {
     type Item = &'a Label;
     type IntoIter = std::slice::Iter<'a, Label>;
     fn into_iter(self) -> Self::IntoIter {
-        self.pairs.iter()
+        self.iter()
     }
 }
 
@@ -150,7 +170,7 @@ impl fmt::Display for Labels {
         }
         f.write_str("{")?;
         let mut first = true;
-        for label in self.pairs.iter().filter(|l| l.name != METRIC_NAME) {
+        for label in self.iter().filter(|l| l.name != METRIC_NAME) {
             if !first {
                 f.write_str(", ")?;
             }

@@ -199,9 +199,9 @@ fn convert_to_points(
     out: &mut Vec<Series>,
 ) -> Result<usize, Error> {
     let mut added = 0;
-    for entry in batch {
+    for mut entry in batch {
         let mut cursors = (0, 0);
-        let mut series = Series::new(entry.labels.clone(), false, Vec::new());
+        let mut series = Series::new(std::mem::take(&mut entry.labels), false, Vec::new());
         // The same stored histogram is shared by every step that sees it.
         let mut shared: Option<(TimestampMs, Arc<FloatHistogram>)> = None;
         for (step, &t) in times.iter().enumerate() {
