@@ -31,11 +31,38 @@ impl Label {
 /// The pairs are shared: cloning a label set (which queries do for every
 /// series they touch) is a reference count, not an allocation per string.
 /// The empty set holds nothing at all, so it can be a constant.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Eq, Hash, Default)]
 pub struct Labels {
     /// `None` exactly when there are no pairs, so derived comparisons agree
     /// with comparing the pair slices.
     pairs: Option<Arc<[Label]>>,
+}
+
+// Equality and order look at the shared pairs' address first: label sets
+// handed out by one index are the same allocation, and queries compare them
+// constantly (merging sources, sorting, grouping).
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        match (&self.pairs, &other.pairs) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => true,
+            _ => self.as_slice() == other.as_slice(),
+        }
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        match (&self.pairs, &other.pairs) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => std::cmp::Ordering::Equal,
+            _ => self.as_slice().cmp(other.as_slice()),
+        }
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl fmt::Debug for Labels {
