@@ -591,7 +591,16 @@ impl Storage {
             let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
                 continue;
             };
-            let mut parts: BTreeMap<Labels, Vec<Vec<Sample>>> = BTreeMap::new();
+            // Parts of each series of the batch, by its position in `batch`.
+            // Every source hands out series in label order, so a cursor per
+            // source finds positions without searching.
+            let mut parts: Vec<Vec<Vec<Sample>>> = vec![Vec::new(); batch.len()];
+            let position = |labels: &Labels, cursor: &mut usize| -> Option<usize> {
+                while *cursor < batch.len() && batch[*cursor] < labels {
+                    *cursor += 1;
+                }
+                (batch.get(*cursor) == Some(&labels)).then_some(*cursor)
+            };
             for (block, ids) in &blocks {
                 // Block ids are rows of its series table, sorted by labels.
                 let from = ids.partition_point(|&id| block.labels(id) < low);
@@ -600,10 +609,13 @@ impl Storage {
                     continue;
                 }
                 let selected = &ids[from..to];
+                let mut cursor = 0;
                 for (&id, mut samples) in selected.iter().zip(block.read_samples(selected).await?) {
                     samples.retain(|s| range.contains(s.timestamp));
-                    if !samples.is_empty() {
-                        parts.entry(block.labels(id).clone()).or_default().push(samples);
+                    if let Some(at) = position(block.labels(id), &mut cursor)
+                        && !samples.is_empty()
+                    {
+                        parts[at].push(samples);
                     }
                 }
             }
@@ -621,8 +633,10 @@ impl Storage {
                         .copied()
                         .filter(|s| range.contains(s.timestamp))
                         .collect();
-                    if !samples.is_empty() {
-                        parts.entry(series.labels.clone()).or_default().push(samples);
+                    if let Ok(at) = batch.binary_search(&&series.labels)
+                        && !samples.is_empty()
+                    {
+                        parts[at].push(samples);
                     }
                 }
             }
@@ -630,17 +644,22 @@ impl Storage {
                 let head = lock_poisoned(db.head.read());
                 let from = head_ids.partition_point(|(labels, _)| labels < low);
                 let to = head_ids.partition_point(|(labels, _)| labels <= high);
+                let mut cursor = 0;
                 for (labels, id) in &head_ids[from..to] {
                     let samples = head.samples_of(*id, range);
-                    if !samples.is_empty() {
-                        parts.entry(labels.clone()).or_default().push(samples);
+                    if let Some(at) = position(labels, &mut cursor)
+                        && !samples.is_empty()
+                    {
+                        parts[at].push(samples);
                     }
                 }
             }
-            let merged: Vec<SeriesSamples> = parts
-                .into_iter()
+            let merged: Vec<SeriesSamples> = batch
+                .iter()
+                .zip(parts)
+                .filter(|(_, parts)| !parts.is_empty())
                 .map(|(labels, parts)| SeriesSamples {
-                    labels,
+                    labels: (*labels).clone(),
                     samples: merge_sorted(parts),
                     histograms: Vec::new(),
                 })
