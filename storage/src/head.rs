@@ -124,7 +124,13 @@ impl MemSeries {
             if last < range.start || first > range.end {
                 continue;
             }
-            chunked.extend(chunk.iter().filter(|s| range.contains(s.timestamp)));
+            // XOR chunks decode from their start; stop as soon as the range ends.
+            chunked.extend(
+                chunk
+                    .iter()
+                    .take_while(|s| s.timestamp <= range.end)
+                    .filter(|s| s.timestamp >= range.start),
+            );
         }
         let late: Vec<Sample> = self
             .out_of_order
@@ -137,10 +143,33 @@ impl MemSeries {
 
     fn has_sample_in(&self, range: TimeRange) -> bool {
         match (self.min_time(), self.max_time()) {
-            (Some(min), Some(max)) if max < range.start || min > range.end => false,
-            (Some(_), Some(_)) => !self.samples_in(range).is_empty(),
-            _ => false,
+            (Some(min), Some(max)) if max < range.start || min > range.end => return false,
+            (Some(_), Some(_)) => {}
+            _ => return false,
         }
+        if self.out_of_order.iter().any(|s| range.contains(s.timestamp)) {
+            return true;
+        }
+        // A chunk's first or last sample in the range answers without
+        // decoding; only a range that falls between two samples of one
+        // chunk needs a look inside it.
+        self.chunks()
+            .any(|chunk| match (chunk.first_time(), chunk.last_time()) {
+                (Some(first), Some(last)) => {
+                    if range.contains(first) || range.contains(last) {
+                        true
+                    } else if first < range.start && last > range.end {
+                        chunk
+                            .iter()
+                            .map(|s| s.timestamp)
+                            .find(|&t| t >= range.start)
+                            .is_some_and(|t| t <= range.end)
+                    } else {
+                        false
+                    }
+                }
+                _ => false,
+            })
     }
 
     /// Removes and returns every sample older than `cutoff`.
@@ -471,5 +500,27 @@ mod tests {
         assert_eq!(head.lookup(&b, b.hash64()), None);
         assert_eq!(head.lookup(&a, a.hash64()), Some(0));
         assert_eq!(head.label_values("__name__"), vec!["a".to_string()]);
+    }
+
+    proptest::proptest! {
+        // Range reads (which skip chunks by their bounds and stop decoding
+        // at the range's end) and the has-a-sample test agree with filtering
+        // every stored sample, across chunk boundaries and late samples.
+        #[test]
+        fn range_reads_equal_filtering_everything(
+            times in proptest::collection::vec(0i64..2_000, 0..400),
+            start in -10i64..2_010,
+            width in 0i64..600,
+        ) {
+            let mut series = MemSeries::new(Labels::from_pairs([("__name__", "m")]));
+            for (i, t) in times.iter().enumerate() {
+                series.insert(Sample::new(*t, i as f64));
+            }
+            let range = TimeRange::new(start, start + width);
+            let everything = series.samples_in(TimeRange::ALL);
+            let expected: Vec<Sample> = everything.iter().copied().filter(|s| range.contains(s.timestamp)).collect();
+            proptest::prop_assert_eq!(series.samples_in(range), expected.clone());
+            proptest::prop_assert_eq!(series.has_sample_in(range), !expected.is_empty());
+        }
     }
 }
