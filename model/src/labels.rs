@@ -31,7 +31,7 @@ impl Label {
 /// The pairs are shared: cloning a label set (which queries do for every
 /// series they touch) is a reference count, not an allocation per string.
 /// The empty set holds nothing at all, so it can be a constant.
-#[derive(Clone, Eq, Hash, Default)]
+#[derive(Clone, Eq, Default)]
 pub struct Labels {
     /// `None` exactly when there are no pairs, so derived comparisons agree
     /// with comparing the pair slices.
@@ -56,6 +56,12 @@ impl Ord for Labels {
             (Some(a), Some(b)) if Arc::ptr_eq(a, b) => std::cmp::Ordering::Equal,
             _ => self.as_slice().cmp(other.as_slice()),
         }
+    }
+}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
     }
 }
 
