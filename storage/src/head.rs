@@ -261,6 +261,21 @@ pub(crate) struct Head {
     postings: Postings,
     metadata: BTreeMap<String, Vec<MetricMetadata>>,
     sample_count: u64,
+    /// Bumped when series are removed: the label order must then be rebuilt.
+    removals: u64,
+    /// Series ids in label order, kept across queries (which read the head
+    /// under a shared lock) and extended when series are added.
+    order: std::sync::Mutex<LabelOrder>,
+}
+
+/// The head's series in label order, as of `series` series and `removals`.
+#[derive(Debug, Default)]
+struct LabelOrder {
+    series: usize,
+    removals: u64,
+    sorted: Vec<u32>,
+    /// `rank[id]`: the position of series `id` in `sorted`.
+    rank: Vec<u32>,
 }
 
 impl Head {
@@ -306,6 +321,7 @@ impl Head {
 
     /// Removes series created after the first `keep` (their WAL write failed).
     pub(crate) fn truncate_series(&mut self, keep: usize) {
+        self.removals += 1;
         while self.series.len() > keep {
             let id = (self.series.len() - 1) as u32;
             let Some(series) = self.series.pop() else {
@@ -353,15 +369,57 @@ impl Head {
 
     /// Selected series with a sample in `range`: (labels, id), sorted by labels.
     pub(crate) fn select_sorted_ids(&self, matchers: &[Matcher], range: TimeRange) -> Vec<(Labels, u32)> {
-        let mut out: Vec<(Labels, u32)> = self
+        let mut ids: Vec<u32> = self
             .postings
             .select(matchers)
             .iter()
             .filter(|&id| self.series[id as usize].has_sample_in(range))
-            .map(|id| (self.series[id as usize].labels.clone(), id))
             .collect();
-        out.sort_unstable();
-        out
+        {
+            let order = self.label_order();
+            ids.sort_unstable_by_key(|&id| order.rank[id as usize]);
+        }
+        ids.into_iter()
+            .map(|id| (self.series[id as usize].labels.clone(), id))
+            .collect()
+    }
+
+    /// The label order of every series, brought up to date: series added
+    /// since it was built are sorted and merged in, a removal rebuilds it.
+    fn label_order(&self) -> std::sync::MutexGuard<'_, LabelOrder> {
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        if order.removals != self.removals || order.series > self.series.len() {
+            *order = LabelOrder {
+                removals: self.removals,
+                ..LabelOrder::default()
+            };
+        }
+        if order.series < self.series.len() {
+            let labels_of = |id: &u32| &self.series[*id as usize].labels;
+            let mut added: Vec<u32> = (order.series as u32..self.series.len() as u32).collect();
+            added.sort_unstable_by(|a, b| labels_of(a).cmp(labels_of(b)));
+            let old = std::mem::take(&mut order.sorted);
+            let mut merged = Vec::with_capacity(old.len() + added.len());
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() || j < added.len() {
+                let take_old = j == added.len() || (i < old.len() && labels_of(&old[i]) <= labels_of(&added[j]));
+                if take_old {
+                    merged.push(old[i]);
+                    i += 1;
+                } else {
+                    merged.push(added[j]);
+                    j += 1;
+                }
+            }
+            let mut rank = vec![0u32; self.series.len()];
+            for (position, &id) in merged.iter().enumerate() {
+                rank[id as usize] = position as u32;
+            }
+            order.sorted = merged;
+            order.rank = rank;
+            order.series = self.series.len();
+        }
+        order
     }
 
     /// The samples of series `id` in `range`.

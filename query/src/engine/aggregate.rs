@@ -10,6 +10,7 @@ use promql_parser::parser::token::{
     T_STDVAR, T_SUM, T_TOPK, TokenId,
 };
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use tidewatch_model::labels::hash_pairs;
 use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{Label, Labels, METRIC_NAME};
 
@@ -107,29 +108,36 @@ impl<'e> Grouping<'e> {
         }
     }
 
-    fn labels(&self, labels: &Labels) -> Labels {
-        let kept = labels.iter().filter(|l| {
-            if self.without {
-                l.name != METRIC_NAME && !self.names.contains(&l.name.as_str())
-            } else {
-                self.names.contains(&l.name.as_str())
-            }
-        });
-        Labels::from_sorted(kept.cloned().collect())
+    fn keeps(&self, label: &Label) -> bool {
+        if self.without {
+            label.name != METRIC_NAME && !self.names.contains(&label.name.as_str())
+        } else {
+            self.names.contains(&label.name.as_str())
+        }
     }
 
-    /// Each series' group number, and the groups' labels in order of first appearance.
+    fn labels(&self, labels: &Labels) -> Labels {
+        Labels::from_sorted(labels.iter().filter(|l| self.keeps(l)).cloned().collect())
+    }
+
+    /// Each series' group number, and the groups' labels in order of first
+    /// appearance. Groups are found by a hash of the kept pairs, so only a
+    /// new group's labels are built.
     fn assign(&self, input: &[Series]) -> (Vec<usize>, Vec<Labels>) {
-        let mut ids: HashMap<Labels, usize> = HashMap::new();
-        let mut groups = Vec::new();
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut groups: Vec<Labels> = Vec::new();
         let assigned = input
             .iter()
             .map(|s| {
-                let labels = self.labels(&s.labels);
-                *ids.entry(labels.clone()).or_insert_with(|| {
-                    groups.push(labels);
-                    groups.len() - 1
-                })
+                let kept = || s.labels.iter().filter(|l| self.keeps(l));
+                let hash = hash_pairs(kept().map(|l| (l.name.as_str(), l.value.as_str())));
+                let candidates = by_hash.entry(hash).or_default();
+                if let Some(&id) = candidates.iter().find(|&&id| groups[id].iter().eq(kept())) {
+                    return id;
+                }
+                groups.push(Labels::from_sorted(kept().cloned().collect()));
+                candidates.push(groups.len() - 1);
+                groups.len() - 1
             })
             .collect();
         (assigned, groups)

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use promql_parser::parser::{BinaryExpr, Expr, LabelModifier, VectorMatchCardinality};
 use tidewatch_model::histogram::CounterResetHint;
+use tidewatch_model::labels::hash_pairs;
 use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{Label, Labels, METRIC_NAME};
 
@@ -324,32 +325,35 @@ impl<'e> Matching<'e> {
         }
     }
 
-    /// The labels two series must share to match.
-    fn signature(&self, labels: &Labels) -> Labels {
-        let kept = labels.iter().filter(|l| {
-            if self.on {
-                self.names.contains(&l.name.as_str())
-            } else {
-                l.name != METRIC_NAME && !self.names.contains(&l.name.as_str())
-            }
-        });
-        Labels::from_sorted(kept.cloned().collect())
+    /// Whether a label is part of the signature two series must share to match.
+    fn keeps(&self, label: &Label) -> bool {
+        if self.on {
+            self.names.contains(&label.name.as_str())
+        } else {
+            label.name != METRIC_NAME && !self.names.contains(&label.name.as_str())
+        }
     }
 }
 
 /// Numbers the distinct signatures of both sides; returns each series' number.
+/// Signatures are found by a hash of the matching pairs, so only a new
+/// signature's labels are built.
 fn signature_ids(lhs: &[Series], rhs: &[Series], matching: &Matching<'_>) -> (Vec<usize>, Vec<usize>, Vec<Labels>) {
-    let mut ids: HashMap<Labels, usize> = HashMap::new();
-    let mut signatures = Vec::new();
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut signatures: Vec<Labels> = Vec::new();
     let mut number = |series: &[Series]| -> Vec<usize> {
         series
             .iter()
             .map(|s| {
-                let signature = matching.signature(&s.labels);
-                *ids.entry(signature.clone()).or_insert_with(|| {
-                    signatures.push(signature);
-                    signatures.len() - 1
-                })
+                let kept = || s.labels.iter().filter(|l| matching.keeps(l));
+                let hash = hash_pairs(kept().map(|l| (l.name.as_str(), l.value.as_str())));
+                let candidates = by_hash.entry(hash).or_default();
+                if let Some(&id) = candidates.iter().find(|&&id| signatures[id].iter().eq(kept())) {
+                    return id;
+                }
+                signatures.push(Labels::from_sorted(kept().cloned().collect()));
+                candidates.push(signatures.len() - 1);
+                signatures.len() - 1
             })
             .collect()
     };
