@@ -262,6 +262,16 @@ impl Storage {
             self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
             return Err(e.into());
         }
+        // Decoding reads native histograms now; until the WAL, head and blocks
+        // keep them, refuse them rather than acknowledge and drop them.
+        if let Some(series) = batch.series().find(|s| !s.histograms.is_empty()) {
+            self.stats.writes_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Rejected(format!(
+                "series {} carries {} native histograms, which this server does not store yet",
+                series.describe(),
+                series.histograms.len()
+            )));
+        }
         let db = self.tenant(tenant).await?;
         let config = self.config.clone();
         let stats = self.stats.clone();
