@@ -53,6 +53,12 @@ pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
             stats.samples_appended.load(Ordering::Relaxed) as f64,
         ),
         family(
+            "tidewatch_histograms_appended_total",
+            "Native histogram samples stored through the ingest path.",
+            MetricType::Counter,
+            stats.histograms_appended.load(Ordering::Relaxed) as f64,
+        ),
+        family(
             "tidewatch_series_created_total",
             "Series created in the head.",
             MetricType::Counter,

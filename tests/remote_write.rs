@@ -534,8 +534,24 @@ async fn malformed_and_invalid_writes_are_refused_with_a_reason() {
     api.write_ok(&good, None).await;
 
     let garbage_proto = vec![0xff_u8; 24];
+    // A histogram whose spans promise two buckets but which sends one count.
     let mut histogram = v1_series(&[("__name__", "bad_histogram"), ("job", "x")], &[]);
-    histogram.histograms.push(vec![1, 2, 3, 4]);
+    histogram.histograms.push(v1::Histogram {
+        count: Some(v1::histogram::Count::CountInt(1)),
+        positive_spans: vec![v1::BucketSpan { offset: 0, length: 2 }],
+        positive_deltas: vec![1],
+        timestamp: now,
+        ..Default::default()
+    });
+    // A histogram whose count is below the sum of its buckets.
+    let mut low_count = v1_series(&[("__name__", "low_count_histogram"), ("job", "x")], &[]);
+    low_count.histograms.push(v1::Histogram {
+        count: Some(v1::histogram::Count::CountInt(1)),
+        positive_spans: vec![v1::BucketSpan { offset: 0, length: 1 }],
+        positive_deltas: vec![5],
+        timestamp: now,
+        ..Default::default()
+    });
     let mut exemplar = v1_series(&[("__name__", "bad_exemplar"), ("job", "x")], &[(now, 1.0)]);
     exemplar.exemplars.push(vec![9, 9, 9]);
     let v2_bad_ref = snappy(
@@ -664,12 +680,20 @@ async fn malformed_and_invalid_writes_are_refused_with_a_reason() {
             message: &["future", "bad_future"],
         },
         BadRequest {
-            what: "native histogram",
+            what: "native histogram with more spans than buckets",
             body: v1_body(vec![histogram]),
             content_type: Some(CONTENT_TYPE_V1),
             content_encoding: Some("snappy"),
             status: 400,
-            message: &["histogram", "bad_histogram"],
+            message: &["histogram", "bad_histogram", "2 buckets"],
+        },
+        BadRequest {
+            what: "native histogram with a count below its buckets",
+            body: v1_body(vec![low_count]),
+            content_type: Some(CONTENT_TYPE_V1),
+            content_encoding: Some("snappy"),
+            status: 400,
+            message: &["histogram", "low_count_histogram", "lower than the sum of its buckets"],
         },
         BadRequest {
             what: "exemplar",

@@ -124,6 +124,12 @@ pub enum HistogramError {
     CustomBucketOutOfRange { index: i32, bounds: usize },
     #[error("histogram's observation count {count} is lower than the sum of its buckets {buckets}")]
     CountBelowBuckets { count: f64, buckets: f64 },
+    #[error("histogram has a negative observation count {0}")]
+    NegativeCount(f64),
+    #[error("histogram with exponential schema {0} must not have custom bounds")]
+    ExponentialWithCustomBounds(i32),
+    #[error("histogram mixes integer bucket deltas and float bucket counts")]
+    MixedBucketKinds,
 }
 
 impl FloatHistogram {
@@ -264,7 +270,13 @@ impl FloatHistogram {
             if self.zero_count < 0.0 {
                 return Err(HistogramError::NegativeBucketCount(self.zero_count));
             }
+            if !self.custom_values.is_empty() {
+                return Err(HistogramError::ExponentialWithCustomBounds(self.schema));
+            }
             total += self.zero_count;
+        }
+        if self.count < 0.0 {
+            return Err(HistogramError::NegativeCount(self.count));
         }
         if !self.count.is_nan() && self.count < total && !self.is_stale() {
             return Err(HistogramError::CountBelowBuckets {
@@ -423,6 +435,21 @@ mod tests {
             ..custom.clone()
         };
         assert!(beyond.validate().is_err());
+        let exponential_with_bounds = FloatHistogram {
+            custom_values: Arc::from(vec![1.0]),
+            ..good.clone()
+        };
+        assert_eq!(
+            exponential_with_bounds.validate(),
+            Err(HistogramError::ExponentialWithCustomBounds(0))
+        );
+        let negative_count = FloatHistogram {
+            count: -1.0,
+            zero_count: 0.0,
+            positive: Vec::new(),
+            ..good.clone()
+        };
+        assert_eq!(negative_count.validate(), Err(HistogramError::NegativeCount(-1.0)));
         assert!(FloatHistogram::stale_marker().is_stale());
     }
 }

@@ -7,13 +7,17 @@
 //! slices against the series it knows and allocates only for new series.
 //! The protobuf is read by hand here (the wire format is small and fixed), with
 //! the same acceptance rules as the prost path in [`crate::remote_write`]:
-//! UTF-8 strings, histograms and exemplars refused, labels canonicalised
-//! (sorted by name, empty values dropped).
+//! UTF-8 strings, exemplars refused, labels canonicalised (sorted by name,
+//! empty values dropped). Native histograms are read field by field here too
+//! and converted by the same function as the prost path, so the two decoders
+//! share one meaning of a histogram and differ only in reading bytes.
 
 use std::ops::Range;
 
 use crate::error::Error;
+use crate::histogram::HistogramSample;
 use crate::labels::{Label, Labels};
+use crate::remote_write::v1;
 use crate::sample::Sample;
 use crate::seam::{MetricMetadata, MetricType, WriteBatch};
 
@@ -28,6 +32,7 @@ struct Span {
 struct RawSeries {
     labels: Range<u32>,
     samples: Range<u32>,
+    histograms: Range<u32>,
 }
 
 /// A decoded write whose label strings still live in the request buffer.
@@ -38,6 +43,9 @@ pub struct RawWriteBatch {
     /// (name, value) spans, each series' run sorted by name.
     labels: Vec<(Span, Span)>,
     samples: Vec<Sample>,
+    /// Histograms own their buckets: unlike label strings there is nothing
+    /// in the request buffer they could point to.
+    histograms: Vec<HistogramSample>,
     pub metadata: Vec<MetricMetadata>,
 }
 
@@ -47,6 +55,8 @@ pub struct RawSeriesRef<'a> {
     batch: &'a RawWriteBatch,
     labels: &'a [(Span, Span)],
     pub samples: &'a [Sample],
+    /// Native histogram samples, in the order the request sent them.
+    pub histograms: &'a [HistogramSample],
 }
 
 impl<'a> RawSeriesRef<'a> {
@@ -111,8 +121,14 @@ impl RawWriteBatch {
         self.series.is_empty()
     }
 
+    /// Float samples over all series.
     pub fn sample_count(&self) -> usize {
         self.samples.len()
+    }
+
+    /// Native histogram samples over all series.
+    pub fn histogram_count(&self) -> usize {
+        self.histograms.len()
     }
 
     pub fn series(&self) -> impl ExactSizeIterator<Item = RawSeriesRef<'_>> {
@@ -120,6 +136,7 @@ impl RawWriteBatch {
             batch: self,
             labels: &self.labels[s.labels.start as usize..s.labels.end as usize],
             samples: &self.samples[s.samples.start as usize..s.samples.end as usize],
+            histograms: &self.histograms[s.histograms.start as usize..s.histograms.end as usize],
         })
     }
 
@@ -138,9 +155,12 @@ impl RawWriteBatch {
             }
             let first_sample = raw.samples.len() as u32;
             raw.samples.extend_from_slice(&series.samples);
+            let first_histogram = raw.histograms.len() as u32;
+            raw.histograms.extend_from_slice(&series.histograms);
             raw.series.push(RawSeries {
                 labels: first_label..raw.labels.len() as u32,
                 samples: first_sample..raw.samples.len() as u32,
+                histograms: first_histogram..raw.histograms.len() as u32,
             });
         }
         raw
@@ -162,7 +182,7 @@ impl RawWriteBatch {
             series.push(crate::seam::SeriesSamples {
                 labels: raw.to_labels()?,
                 samples: raw.samples.to_vec(),
-                histograms: Vec::new(),
+                histograms: raw.histograms.to_vec(),
             });
         }
         Ok(WriteBatch {
@@ -346,48 +366,208 @@ fn canonicalise(buffer: &[u8], labels: &mut [(Span, Span)]) -> usize {
     kept
 }
 
-/// The error for a series carrying data we do not store yet, naming the series.
-fn refuse(buffer: &[u8], labels: &[(Span, Span)], kind: &str, count: usize) -> Error {
-    let pairs = labels
-        .iter()
-        .map(|(n, v)| (span_str(buffer, *n).to_string(), span_str(buffer, *v).to_string()));
-    crate::remote_write::unsupported(kind, count, &Labels::from_pairs(pairs))
+/// The labels of a series being decoded, for messages (invalid UTF-8 replaced).
+fn describe(buffer: &[u8], labels: &[(Span, Span)]) -> Labels {
+    let pairs = labels.iter().map(|(n, v)| {
+        (
+            String::from_utf8_lossy(span_bytes(buffer, *n)).into_owned(),
+            String::from_utf8_lossy(span_bytes(buffer, *v)).into_owned(),
+        )
+    });
+    Labels::from_pairs(pairs)
 }
 
-/// What a series carried that we refuse rather than drop.
-struct Refused {
-    histograms: usize,
-    exemplars: usize,
+/// `sint32` as prost reads it: the varint truncated to 32 bits, then unzigzagged.
+fn zigzag32(raw: u64) -> i32 {
+    let value = raw as u32;
+    ((value >> 1) as i32) ^ -((value & 1) as i32)
+}
+
+fn zigzag64(raw: u64) -> i64 {
+    ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+}
+
+/// A repeated `sint64`, packed or not (a parser must accept both).
+fn repeated_sint64(wire: &mut Wire<'_>, wire_type: u64, out: &mut Vec<i64>, field: &str) -> Result<(), Error> {
+    match wire_type {
+        WIRE_VARINT => out.push(zigzag64(wire.varint()?)),
+        WIRE_LEN => {
+            let mut packed = Wire::new(wire.buffer, wire.length_delimited()?);
+            while !packed.done() {
+                out.push(zigzag64(packed.varint()?));
+            }
+        }
+        _ => Wire::expect(wire_type, WIRE_LEN, field)?,
+    }
+    Ok(())
+}
+
+/// A repeated `double`, packed or not.
+fn repeated_double(wire: &mut Wire<'_>, wire_type: u64, out: &mut Vec<f64>, field: &str) -> Result<(), Error> {
+    match wire_type {
+        WIRE_I64 => out.push(f64::from_bits(wire.fixed64()?)),
+        WIRE_LEN => {
+            let range = wire.length_delimited()?;
+            if !range.len().is_multiple_of(8) {
+                return Err(Error::Protobuf(format!(
+                    "packed field {field} is {} bytes long, not a multiple of 8",
+                    range.len()
+                )));
+            }
+            let mut packed = Wire::new(wire.buffer, range);
+            while !packed.done() {
+                out.push(f64::from_bits(packed.fixed64()?));
+            }
+        }
+        _ => Wire::expect(wire_type, WIRE_LEN, field)?,
+    }
+    Ok(())
+}
+
+fn decode_bucket_span(buffer: &[u8], range: Range<usize>) -> Result<v1::BucketSpan, Error> {
+    let mut wire = Wire::new(buffer, range);
+    let mut span = v1::BucketSpan::default();
+    while !wire.done() {
+        let (field, wire_type) = wire.key()?;
+        match field {
+            1 => {
+                Wire::expect(wire_type, WIRE_VARINT, "BucketSpan.offset")?;
+                span.offset = zigzag32(wire.varint()?);
+            }
+            2 => {
+                Wire::expect(wire_type, WIRE_VARINT, "BucketSpan.length")?;
+                span.length = wire.varint()? as u32;
+            }
+            _ => wire.skip(wire_type)?,
+        }
+    }
+    Ok(span)
+}
+
+/// A `Histogram` message of either version (the same fields up to 16; 2.0's
+/// `start_timestamp = 17` is skipped), read with prost's rules: the last
+/// value of a scalar or `oneof` wins, repeated fields append.
+fn decode_histogram(buffer: &[u8], range: Range<usize>) -> Result<v1::Histogram, Error> {
+    use crate::remote_write::v1::histogram::{Count, ZeroCount};
+    let mut wire = Wire::new(buffer, range);
+    let mut histogram = v1::Histogram::default();
+    while !wire.done() {
+        let (field, wire_type) = wire.key()?;
+        match field {
+            1 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Histogram.count_int")?;
+                histogram.count = Some(Count::CountInt(wire.varint()?));
+            }
+            2 => {
+                Wire::expect(wire_type, WIRE_I64, "Histogram.count_float")?;
+                histogram.count = Some(Count::CountFloat(f64::from_bits(wire.fixed64()?)));
+            }
+            3 => {
+                Wire::expect(wire_type, WIRE_I64, "Histogram.sum")?;
+                histogram.sum = f64::from_bits(wire.fixed64()?);
+            }
+            4 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Histogram.schema")?;
+                histogram.schema = zigzag32(wire.varint()?);
+            }
+            5 => {
+                Wire::expect(wire_type, WIRE_I64, "Histogram.zero_threshold")?;
+                histogram.zero_threshold = f64::from_bits(wire.fixed64()?);
+            }
+            6 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Histogram.zero_count_int")?;
+                histogram.zero_count = Some(ZeroCount::ZeroCountInt(wire.varint()?));
+            }
+            7 => {
+                Wire::expect(wire_type, WIRE_I64, "Histogram.zero_count_float")?;
+                histogram.zero_count = Some(ZeroCount::ZeroCountFloat(f64::from_bits(wire.fixed64()?)));
+            }
+            8 | 11 => {
+                Wire::expect(wire_type, WIRE_LEN, "Histogram spans")?;
+                let span = decode_bucket_span(buffer, wire.length_delimited()?)?;
+                if field == 8 {
+                    histogram.negative_spans.push(span);
+                } else {
+                    histogram.positive_spans.push(span);
+                }
+            }
+            9 => repeated_sint64(
+                &mut wire,
+                wire_type,
+                &mut histogram.negative_deltas,
+                "Histogram.negative_deltas",
+            )?,
+            12 => repeated_sint64(
+                &mut wire,
+                wire_type,
+                &mut histogram.positive_deltas,
+                "Histogram.positive_deltas",
+            )?,
+            10 => repeated_double(
+                &mut wire,
+                wire_type,
+                &mut histogram.negative_counts,
+                "Histogram.negative_counts",
+            )?,
+            13 => repeated_double(
+                &mut wire,
+                wire_type,
+                &mut histogram.positive_counts,
+                "Histogram.positive_counts",
+            )?,
+            16 => repeated_double(
+                &mut wire,
+                wire_type,
+                &mut histogram.custom_values,
+                "Histogram.custom_values",
+            )?,
+            14 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Histogram.reset_hint")?;
+                histogram.reset_hint = wire.varint()? as i32;
+            }
+            15 => {
+                Wire::expect(wire_type, WIRE_VARINT, "Histogram.timestamp")?;
+                histogram.timestamp = wire.varint()? as i64;
+            }
+            _ => wire.skip(wire_type)?,
+        }
+    }
+    Ok(histogram)
 }
 
 /// Closes the series whose labels start at `first_label` and samples at
-/// `first_sample`, refusing it when it carries histograms or exemplars.
+/// `first_sample`: refuses it when it carries exemplars, decodes its
+/// histogram messages (now that its labels are known for messages), and
+/// records it.
 fn close_series(
     buffer: &[u8],
     batch: &mut RawWriteBatch,
     first_label: usize,
     first_sample: usize,
-    refused: Refused,
+    histograms: &[Range<usize>],
+    exemplars: usize,
 ) -> Result<(), Error> {
-    let labels = &batch.labels[first_label..];
-    if refused.histograms > 0 {
-        return Err(refuse(buffer, labels, "native histograms", refused.histograms));
+    if exemplars > 0 {
+        let labels = describe(buffer, &batch.labels[first_label..]);
+        return Err(crate::remote_write::unsupported("exemplars", exemplars, &labels));
     }
-    if refused.exemplars > 0 {
-        return Err(refuse(buffer, labels, "exemplars", refused.exemplars));
+    let first_histogram = batch.histograms.len();
+    for range in histograms {
+        let message = decode_histogram(buffer, range.clone())?;
+        let sample = crate::remote_write::histogram_from_proto(&message).map_err(|e| {
+            let labels = describe(buffer, &batch.labels[first_label..]);
+            crate::remote_write::invalid_histogram(&labels, message.timestamp, e)
+        })?;
+        batch.histograms.push(sample);
     }
-    push_series(buffer, batch, first_label, first_sample);
-    Ok(())
-}
-
-/// Records the series whose labels start at `first_label` and samples at `first_sample`.
-fn push_series(buffer: &[u8], batch: &mut RawWriteBatch, first_label: usize, first_sample: usize) {
     let kept = canonicalise(buffer, &mut batch.labels[first_label..]);
     batch.labels.truncate(first_label + kept);
     batch.series.push(RawSeries {
         labels: first_label as u32..batch.labels.len() as u32,
         samples: first_sample as u32..batch.samples.len() as u32,
+        histograms: first_histogram as u32..batch.histograms.len() as u32,
     });
+    Ok(())
 }
 
 /// Decodes an uncompressed `prometheus.WriteRequest` without copying label strings.
@@ -417,7 +597,8 @@ pub fn decode_v1_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
     for range in timeseries {
         let first_label = batch.labels.len();
         let first_sample = batch.samples.len();
-        let (mut exemplars, mut histograms) = (0, 0);
+        let mut exemplars = 0;
+        let mut histograms = Vec::new();
         let mut wire = Wire::new(&buffer, range);
         while !wire.done() {
             let (field, wire_type) = wire.key()?;
@@ -454,19 +635,13 @@ pub fn decode_v1_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                     exemplars += 1;
                 }
                 4 => {
-                    wire.skip(wire_type)?;
-                    histograms += 1;
+                    Wire::expect(wire_type, WIRE_LEN, "TimeSeries.histograms")?;
+                    histograms.push(wire.length_delimited()?);
                 }
                 _ => wire.skip(wire_type)?,
             }
         }
-        close_series(
-            &buffer,
-            &mut batch,
-            first_label,
-            first_sample,
-            Refused { histograms, exemplars },
-        )?;
+        close_series(&buffer, &mut batch, first_label, first_sample, &histograms, exemplars)?;
     }
     for range in metadata {
         let mut wire = Wire::new(&buffer, range);
@@ -547,7 +722,8 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
         let first_label = batch.labels.len();
         let first_sample = batch.samples.len();
         let mut refs: Vec<u64> = Vec::with_capacity(16);
-        let (mut exemplars, mut histograms) = (0, 0);
+        let mut exemplars = 0;
+        let mut histograms = Vec::new();
         let mut metadata = None;
         let mut wire = Wire::new(&buffer, range);
         while !wire.done() {
@@ -565,10 +741,7 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                     let sample = wire.length_delimited()?;
                     batch.samples.push(decode_sample(&buffer, sample)?);
                 }
-                (3, _) => {
-                    wire.skip(wire_type)?;
-                    histograms += 1;
-                }
+                (3, WIRE_LEN) => histograms.push(wire.length_delimited()?),
                 (4, _) => {
                     wire.skip(wire_type)?;
                     exemplars += 1;
@@ -587,7 +760,7 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
                     }
                     metadata = Some((metric_type, help, unit));
                 }
-                (1 | 2 | 5, _) => {
+                (1 | 2 | 3 | 5, _) => {
                     return Err(Error::Protobuf(format!(
                         "TimeSeries field {field} has wire type {wire_type}"
                     )));
@@ -604,13 +777,7 @@ pub fn decode_v2_raw(raw: Vec<u8>) -> Result<RawWriteBatch, Error> {
         for pair in refs.chunks_exact(2) {
             batch.labels.push((symbol(pair[0])?, symbol(pair[1])?));
         }
-        close_series(
-            &buffer,
-            &mut batch,
-            first_label,
-            first_sample,
-            Refused { histograms, exemplars },
-        )?;
+        close_series(&buffer, &mut batch, first_label, first_sample, &histograms, exemplars)?;
         if let Some((metric_type, help, unit)) = metadata {
             let metric_type = MetricType::from_proto(metric_type as i32);
             let help = span_str(&buffer, symbol(help)?);
@@ -662,14 +829,15 @@ mod tests {
             proptest::collection::vec(("[a-z_]{1,4}", "[a-zA-Zé0-9 ]{0,4}"), 0..5),
             "[a-z_]{1,6}",
             proptest::collection::vec((any::<i64>(), any::<u64>()), 0..4),
+            proptest::collection::vec(crate::remote_write::tests::histogram_strategy(), 0..3),
         )
-            .prop_map(|(pairs, name, samples)| crate::seam::SeriesSamples {
+            .prop_map(|(pairs, name, samples, histograms)| crate::seam::SeriesSamples {
                 labels: Labels::from_pairs(pairs.into_iter().chain([("__name__".to_string(), name)])),
                 samples: samples
                     .into_iter()
                     .map(|(t, v)| Sample::new(t, f64::from_bits(v)))
                     .collect(),
-                histograms: Vec::new(),
+                histograms,
             });
         (
             proptest::collection::vec(series, 0..5),
@@ -717,6 +885,35 @@ mod tests {
             }
             let _ = decode_v2_raw(bytes);
         }
+    }
+
+    #[test]
+    fn unpacked_repeated_fields_decode_like_packed_ones() {
+        // Histogram{count_int: 3, positive_spans: [{offset: 0, length: 2}],
+        // positive_deltas: 1, 1 (unpacked), custom_values: 1.5 (unpacked)}
+        let span = [0x08, 0x00, 0x10, 0x02];
+        let mut histogram = vec![0x08, 3, 0x5a, span.len() as u8];
+        histogram.extend_from_slice(&span);
+        histogram.extend_from_slice(&[0x60, 2, 0x60, 2]);
+        histogram.push(0x81);
+        histogram.push(0x01);
+        histogram.extend_from_slice(&1.5f64.to_le_bytes());
+        let label = [&[0x0a, 8][..], b"__name__", &[0x12, 1, b'h']].concat();
+        let series = [
+            &[0x0a, label.len() as u8][..],
+            &label,
+            &[0x22, histogram.len() as u8],
+            &histogram,
+        ]
+        .concat();
+        let request = [&[0x0a, series.len() as u8][..], &series].concat();
+        let owned = crate::remote_write::decode_v1(&request).unwrap();
+        let raw = decode_v1_raw(request).unwrap().to_batch().unwrap();
+        assert!(same_batch(&raw, &owned));
+        let h = &raw.series[0].histograms[0].histogram;
+        let counts: Vec<f64> = h.positive.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1.0, 2.0]);
+        assert_eq!(&*h.custom_values, &[1.5]);
     }
 
     #[test]

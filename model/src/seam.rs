@@ -112,8 +112,14 @@ pub struct WriteBatch {
 }
 
 impl WriteBatch {
+    /// Float samples over all series.
     pub fn sample_count(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
+    }
+
+    /// Native histogram samples over all series.
+    pub fn histogram_count(&self) -> usize {
+        self.series.iter().map(|s| s.histograms.len()).sum()
     }
 }
 

@@ -2,6 +2,7 @@
 //! messages that name the offending series.
 
 use crate::error::Error;
+use crate::histogram::HistogramSample;
 use crate::labels::{Labels, METRIC_NAME};
 use crate::raw_write::{RawSeriesRef, RawWriteBatch};
 use crate::sample::Sample;
@@ -122,28 +123,28 @@ pub fn validate_labels(labels: &Labels, limits: &IngestLimits) -> Result<(), Err
     )
 }
 
+/// `kind` names what carries the timestamps ("sample", "histogram") in messages.
 fn check_times(
-    samples: &[Sample],
+    timestamps: impl Iterator<Item = TimestampMs>,
+    kind: &str,
     limits: &IngestLimits,
     now: TimestampMs,
     series: impl Fn() -> String,
 ) -> Result<(), Error> {
     let oldest_allowed = now.saturating_sub(limits.max_sample_age_ms);
     let newest_allowed = now.saturating_add(limits.max_future_ms);
-    for sample in samples {
-        if sample.timestamp < oldest_allowed {
+    for timestamp in timestamps {
+        if timestamp < oldest_allowed {
             return Err(Error::Invalid(format!(
-                "series {}: sample at {} is too old: samples older than {} ms before now ({now}) are rejected",
+                "series {}: {kind} at {timestamp} is too old: samples older than {} ms before now ({now}) are rejected",
                 series(),
-                sample.timestamp,
                 limits.max_sample_age_ms
             )));
         }
-        if sample.timestamp > newest_allowed {
+        if timestamp > newest_allowed {
             return Err(Error::Invalid(format!(
-                "series {}: sample at {} is too far in the future: more than {} ms after now ({now})",
+                "series {}: {kind} at {timestamp} is too far in the future: more than {} ms after now ({now})",
                 series(),
-                sample.timestamp,
                 limits.max_future_ms
             )));
         }
@@ -151,6 +152,45 @@ fn check_times(
     Ok(())
 }
 
+/// Checks a series' native histograms: each must be well formed (a staleness
+/// marker always is: it only says the series ended, its layout means
+/// nothing), and none may share a timestamp with a float sample of the same
+/// series in the same request — which of the two was meant cannot be known.
+fn check_histograms(
+    samples: &[Sample],
+    histograms: &[HistogramSample],
+    series: impl Fn() -> String,
+) -> Result<(), Error> {
+    for sample in histograms {
+        if sample.histogram.is_stale() {
+            continue;
+        }
+        if let Err(e) = sample.histogram.validate() {
+            return Err(Error::Invalid(format!(
+                "series {}: native histogram at {}: {e}",
+                series(),
+                sample.timestamp
+            )));
+        }
+    }
+    if samples.is_empty() || histograms.is_empty() {
+        return Ok(());
+    }
+    let mut float_times: Vec<TimestampMs> = samples.iter().map(|s| s.timestamp).collect();
+    float_times.sort_unstable();
+    for sample in histograms {
+        if float_times.binary_search(&sample.timestamp).is_ok() {
+            return Err(Error::Invalid(format!(
+                "series {}: both a float sample and a native histogram at {}: send one value per timestamp",
+                series(),
+                sample.timestamp
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `samples` counts float and histogram samples alike.
 fn check_sample_count(samples: usize, limits: &IngestLimits) -> Result<(), Error> {
     if samples > limits.max_samples_per_request {
         return Err(Error::Invalid(format!(
@@ -164,21 +204,53 @@ fn check_sample_count(samples: usize, limits: &IngestLimits) -> Result<(), Error
 /// Validates a whole batch before anything of it is stored, so a rejected
 /// request leaves no partial write behind.
 pub fn validate_batch(batch: &WriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
-    check_sample_count(batch.sample_count(), limits)?;
+    check_sample_count(batch.sample_count() + batch.histogram_count(), limits)?;
     for series in &batch.series {
         validate_labels(&series.labels, limits)?;
-        check_times(&series.samples, limits, now, || series.labels.to_string())?;
+        let describe = || series.labels.to_string();
+        check_times(
+            series.samples.iter().map(|s| s.timestamp),
+            "sample",
+            limits,
+            now,
+            describe,
+        )?;
+        check_times(
+            series.histograms.iter().map(|h| h.timestamp),
+            "histogram",
+            limits,
+            now,
+            describe,
+        )?;
+        check_histograms(&series.samples, &series.histograms, describe)?;
     }
     Ok(())
 }
 
 /// The part of [`validate_batch`] every series of a raw batch needs: sample
-/// count and times. Labels are checked by [`validate_new_series`] for series the
+/// count and times, and well-formed histograms. Labels are checked by [`validate_new_series`] for series the
 /// store does not know yet — a known series passed when it was created.
 pub fn validate_raw_samples(batch: &RawWriteBatch, limits: &IngestLimits, now: TimestampMs) -> Result<(), Error> {
-    check_sample_count(batch.sample_count(), limits)?;
+    check_sample_count(batch.sample_count() + batch.histogram_count(), limits)?;
     for series in batch.series() {
-        check_times(series.samples, limits, now, || series.describe())?;
+        let describe = || series.describe();
+        check_times(
+            series.samples.iter().map(|s| s.timestamp),
+            "sample",
+            limits,
+            now,
+            describe,
+        )?;
+        if !series.histograms.is_empty() {
+            check_times(
+                series.histograms.iter().map(|h| h.timestamp),
+                "histogram",
+                limits,
+                now,
+                describe,
+            )?;
+            check_histograms(series.samples, series.histograms, describe)?;
+        }
     }
     Ok(())
 }
@@ -228,6 +300,68 @@ mod tests {
         let raw = RawWriteBatch::from_batch(&batch(dup, 0));
         let err = validate_new_series(&raw.series().next().unwrap(), &limits).unwrap_err();
         assert!(err.to_string().contains("duplicate label name"), "{err}");
+    }
+
+    #[test]
+    fn histograms_are_validated_and_never_share_a_timestamp_with_a_float() {
+        use crate::histogram::{Bucket, FloatHistogram};
+        let limits = IngestLimits::default();
+        let labels = Labels::from_pairs([("__name__", "latency"), ("job", "api")]);
+        let good = FloatHistogram {
+            count: 2.0,
+            positive: vec![Bucket { index: 1, count: 2.0 }],
+            ..FloatHistogram::default()
+        };
+        let with = |samples: Vec<Sample>, histograms: Vec<(i64, FloatHistogram)>| WriteBatch {
+            series: vec![SeriesSamples {
+                labels: labels.clone(),
+                samples,
+                histograms: histograms
+                    .into_iter()
+                    .map(|(timestamp, histogram)| HistogramSample { timestamp, histogram })
+                    .collect(),
+            }],
+            metadata: Vec::new(),
+        };
+        let ok = with(vec![Sample::new(1, 1.0)], vec![(2, good.clone())]);
+        assert!(validate_batch(&ok, &limits, 0).is_ok());
+        assert!(validate_raw_samples(&RawWriteBatch::from_batch(&ok), &limits, 0).is_ok());
+
+        let low_count = FloatHistogram {
+            count: 1.0,
+            ..good.clone()
+        };
+        let bad = with(Vec::new(), vec![(3, low_count)]);
+        for err in [
+            validate_batch(&bad, &limits, 0).unwrap_err(),
+            validate_raw_samples(&RawWriteBatch::from_batch(&bad), &limits, 0).unwrap_err(),
+        ] {
+            let message = err.to_string();
+            assert!(
+                message.starts_with("series latency{job=\"api\"}: native histogram at 3:"),
+                "{message}"
+            );
+            assert!(message.contains("lower than the sum of its buckets"), "{message}");
+        }
+
+        let clash = with(vec![Sample::new(5, 1.0)], vec![(5, good.clone())]);
+        let err = validate_raw_samples(&RawWriteBatch::from_batch(&clash), &limits, 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("both a float sample and a native histogram at 5"),
+            "{err}"
+        );
+
+        // A staleness marker is valid whatever it looks like.
+        let stale = FloatHistogram {
+            schema: 99,
+            ..FloatHistogram::stale_marker()
+        };
+        assert!(validate_batch(&with(Vec::new(), vec![(6, stale)]), &limits, 0).is_ok());
+
+        let old = with(Vec::new(), vec![(-8 * 24 * HOUR_MS, good)]);
+        let err = validate_batch(&old, &limits, 0).unwrap_err();
+        assert!(err.to_string().contains("histogram at"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //!   `value × 10^scale` plus a per-sample ulp correction, which is zero for
 //!   values parsed from short decimal strings and tiny for sums of them), or as
 //!   deltas of IEEE-754 bit patterns. `series.parquet` records which;
+//! - `histograms.parquet` (format 5 on): one row per native histogram sample,
+//!   sorted by series then time: series id, timestamp, and the histogram in
+//!   the exact binary form the WAL uses ([`crate::histogram_codec`]), custom
+//!   bounds included. An opaque column rather than one per field: histograms
+//!   are read whole, one exact encoding is tested once, and zstd finds the
+//!   repetition between a series' consecutive histograms all the same.
+//!   `series.parquet` gives each series' histogram rows as it does samples;
 //! - `meta.json`: time bounds, counts, format version, compaction lineage —
 //!   written last, so a block without it is an unfinished write and is removed.
 //!
@@ -23,7 +30,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{MapBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, Int64Array, MapArray, RecordBatch, StringArray, UInt8Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, Int64Array, MapArray, RecordBatch, StringArray, UInt8Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -41,20 +48,26 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
+use tidewatch_model::histogram::HistogramSample;
 use tidewatch_model::seam::{SeriesSamples, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 
 use crate::error::{Error, Result};
+use crate::histogram_codec;
 use crate::index::Postings;
 
 /// Version of the block layout written by this code.
-pub const BLOCK_FORMAT_VERSION: u32 = 4;
-/// Oldest layout this code still reads: format 3 had no `value_correction`.
+pub const BLOCK_FORMAT_VERSION: u32 = 5;
+/// Oldest layout this code still reads: format 3 had no `value_correction`,
+/// formats 3 and 4 no histograms.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 3;
+/// The first format with `histograms.parquet`.
+const FIRST_FORMAT_WITH_HISTOGRAMS: u32 = 5;
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";
 pub const SAMPLES_FILE: &str = "samples.parquet";
+pub const HISTOGRAMS_FILE: &str = "histograms.parquet";
 
 pub const COLUMN_SERIES_ID: &str = "series_id";
 pub const COLUMN_LABELS: &str = "labels";
@@ -66,6 +79,9 @@ pub const COLUMN_VALUE_ENCODING: &str = "value_encoding";
 pub const COLUMN_TIMESTAMP: &str = "timestamp";
 pub const COLUMN_VALUE_DELTA: &str = "value_delta";
 pub const COLUMN_VALUE_CORRECTION: &str = "value_correction";
+pub const COLUMN_HISTOGRAM_ROW_START: &str = "histogram_row_start";
+pub const COLUMN_HISTOGRAM_ROW_COUNT: &str = "histogram_row_count";
+pub const COLUMN_HISTOGRAM: &str = "histogram";
 
 const SAMPLES_BATCH_ROWS: usize = 1 << 20;
 
@@ -218,6 +234,11 @@ pub struct BlockMeta {
     pub sources: Vec<String>,
     pub series_file_size: u64,
     pub samples_file_size: u64,
+    /// Native histogram samples (format 5 on; absent, so 0, before).
+    #[serde(default)]
+    pub num_histograms: u64,
+    #[serde(default)]
+    pub histograms_file_size: u64,
 }
 
 fn map_field() -> Field {
@@ -245,7 +266,27 @@ pub fn series_schema() -> SchemaRef {
         Field::new(COLUMN_MIN_TIME, DataType::Int64, false),
         Field::new(COLUMN_MAX_TIME, DataType::Int64, false),
         Field::new(COLUMN_VALUE_ENCODING, DataType::UInt8, false),
+        Field::new(COLUMN_HISTOGRAM_ROW_START, DataType::UInt64, false),
+        Field::new(COLUMN_HISTOGRAM_ROW_COUNT, DataType::UInt32, false),
     ]))
+}
+
+/// Schema of `histograms.parquet`.
+pub fn histograms_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(COLUMN_SERIES_ID, DataType::UInt32, false),
+        Field::new(COLUMN_TIMESTAMP, DataType::Int64, false),
+        Field::new(COLUMN_HISTOGRAM, DataType::Binary, false),
+    ]))
+}
+
+fn histograms_writer_properties() -> WriterProperties {
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default());
+    WriterProperties::builder()
+        .set_compression(zstd)
+        .set_column_dictionary_enabled(ColumnPath::from(COLUMN_TIMESTAMP), false)
+        .set_column_encoding(ColumnPath::from(COLUMN_TIMESTAMP), Encoding::DELTA_BINARY_PACKED)
+        .build()
 }
 
 /// Schema of `samples.parquet`.
@@ -281,6 +322,7 @@ pub struct EncodedBlock {
     pub meta: BlockMeta,
     pub series: Bytes,
     pub samples: Bytes,
+    pub histograms: Bytes,
 }
 
 /// Encodes series (sorted by labels, samples sorted by time) as a block.
@@ -288,7 +330,7 @@ pub struct EncodedBlock {
 pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>) -> Result<EncodedBlock> {
     let mut writer = BlockWriter::new(level, sources)?;
     for entry in series {
-        writer.push(&entry.labels, &entry.samples)?;
+        writer.push(&entry.labels, &entry.samples, &entry.histograms)?;
     }
     writer.finish()
 }
@@ -311,13 +353,26 @@ pub struct BlockWriter {
     max_times: Vec<i64>,
     encodings: Vec<u8>,
     rows: u64,
+    histograms_writer: ArrowWriter<Vec<u8>>,
+    histogram_ids: Vec<u32>,
+    histogram_timestamps: Vec<i64>,
+    /// Encoded histograms of the pending batch, back to back, and where each ends.
+    histogram_bytes: Vec<u8>,
+    histogram_ends: Vec<usize>,
+    histogram_row_starts: Vec<u64>,
+    histogram_row_counts: Vec<u32>,
+    histogram_rows: u64,
 }
+
+/// Histogram rows per batch handed to the Parquet writer.
+const HISTOGRAMS_BATCH_ROWS: usize = 64 * 1024;
 
 impl std::fmt::Debug for BlockWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockWriter")
             .field("series", &self.row_starts.len())
             .field("rows", &self.rows)
+            .field("histogram_rows", &self.histogram_rows)
             .finish_non_exhaustive()
     }
 }
@@ -340,17 +395,42 @@ impl BlockWriter {
             max_times: Vec::new(),
             encodings: Vec::new(),
             rows: 0,
+            histograms_writer: ArrowWriter::try_new(
+                Vec::new(),
+                histograms_schema(),
+                Some(histograms_writer_properties()),
+            )?,
+            histogram_ids: Vec::new(),
+            histogram_timestamps: Vec::new(),
+            histogram_bytes: Vec::new(),
+            histogram_ends: Vec::new(),
+            histogram_row_starts: Vec::new(),
+            histogram_row_counts: Vec::new(),
+            histogram_rows: 0,
         })
     }
 
-    /// Adds a series. Series must come in ascending label order, samples in
-    /// ascending time; a series without samples is skipped.
-    pub fn push(&mut self, labels: &Labels, samples: &[Sample]) -> Result<()> {
-        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+    /// Adds a series. Series must come in ascending label order, samples and
+    /// histograms each in ascending time; a series with neither is skipped.
+    pub fn push(&mut self, labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]) -> Result<()> {
+        let first = samples
+            .first()
+            .map(|s| s.timestamp)
+            .into_iter()
+            .chain(histograms.first().map(|h| h.timestamp))
+            .min();
+        let last = samples
+            .last()
+            .map(|s| s.timestamp)
+            .into_iter()
+            .chain(histograms.last().map(|h| h.timestamp))
+            .max();
+        let (Some(first), Some(last)) = (first, last) else {
             return Ok(());
         };
         debug_assert!(self.last_labels.as_ref().is_none_or(|previous| previous < labels));
         debug_assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+        debug_assert!(histograms.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
         // Ids are dense row numbers of series.parquet.
         let id = self.row_starts.len() as u32;
         for label in labels {
@@ -360,9 +440,22 @@ impl BlockWriter {
         self.labels_builder.append(true)?;
         self.row_starts.push(self.rows);
         self.row_counts.push(samples.len() as u32);
-        self.min_times.push(first.timestamp);
-        self.max_times.push(last.timestamp);
+        self.min_times.push(first);
+        self.max_times.push(last);
         self.rows += samples.len() as u64;
+        self.histogram_row_starts.push(self.histogram_rows);
+        self.histogram_row_counts.push(histograms.len() as u32);
+        self.histogram_rows += histograms.len() as u64;
+        for sample in histograms {
+            self.histogram_ids.push(id);
+            self.histogram_timestamps.push(sample.timestamp);
+            histogram_codec::encode(&sample.histogram, true, &mut self.histogram_bytes);
+            self.histogram_ends.push(self.histogram_bytes.len());
+            // Bound the batch by bytes too: custom bounds make histograms big.
+            if self.histogram_ids.len() == HISTOGRAMS_BATCH_ROWS || self.histogram_bytes.len() > 64 << 20 {
+                self.flush_histograms()?;
+            }
+        }
         let encoding = ValueEncoding::choose(samples);
         self.encodings.push(encoding.to_u8());
         let mut previous = Previous::default();
@@ -397,10 +490,34 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Closes both files and computes the meta.
+    fn flush_histograms(&mut self) -> Result<()> {
+        if self.histogram_ids.is_empty() {
+            return Ok(());
+        }
+        let ends = std::mem::take(&mut self.histogram_ends);
+        let bytes = std::mem::take(&mut self.histogram_bytes);
+        let mut start = 0;
+        let values = BinaryArray::from_iter_values(ends.iter().map(|&end| {
+            let value = &bytes[start..end];
+            start = end;
+            value
+        }));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.histogram_ids))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.histogram_timestamps))),
+            Arc::new(values),
+        ];
+        self.histograms_writer
+            .write(&RecordBatch::try_new(histograms_schema(), columns)?)?;
+        Ok(())
+    }
+
+    /// Closes the files and computes the meta.
     pub fn finish(mut self) -> Result<EncodedBlock> {
         self.flush_samples()?;
+        self.flush_histograms()?;
         let samples = Bytes::from(self.samples_writer.into_inner()?);
+        let histograms = Bytes::from(self.histograms_writer.into_inner()?);
         let series_count = self.row_starts.len();
         let block_min = self.min_times.iter().copied().min().unwrap_or(TimestampMs::MAX);
         let block_max = self.max_times.iter().copied().max().unwrap_or(TimestampMs::MIN);
@@ -412,6 +529,8 @@ impl BlockWriter {
             Arc::new(Int64Array::from(self.min_times)),
             Arc::new(Int64Array::from(self.max_times)),
             Arc::new(UInt8Array::from(self.encodings)),
+            Arc::new(UInt64Array::from(self.histogram_row_starts)),
+            Arc::new(UInt32Array::from(self.histogram_row_counts)),
         ];
         let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
         let series_properties = WriterProperties::builder()
@@ -431,11 +550,14 @@ impl BlockWriter {
             sources: self.sources,
             series_file_size: series_bytes.len() as u64,
             samples_file_size: samples.len() as u64,
+            num_histograms: self.histogram_rows,
+            histograms_file_size: histograms.len() as u64,
         };
         Ok(EncodedBlock {
             meta,
             series: series_bytes,
             samples,
+            histograms,
         })
     }
 }
@@ -452,6 +574,12 @@ pub async fn write_block(
         .await?;
     store
         .put(&dir.clone().join(SAMPLES_FILE), PutPayload::from_bytes(block.samples))
+        .await?;
+    store
+        .put(
+            &dir.clone().join(HISTOGRAMS_FILE),
+            PutPayload::from_bytes(block.histograms),
+        )
         .await?;
     let meta_json = serde_json::to_vec_pretty(&block.meta).map_err(|e| Error::Block {
         block: block.meta.ulid.clone(),
@@ -472,6 +600,8 @@ pub struct Block {
     labels: Vec<Labels>,
     /// (first row, row count) of each series' samples.
     rows: Vec<(u64, u32)>,
+    /// (first row, row count) of each series' histograms; (0, 0) before format 5.
+    histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
     encodings: Vec<ValueEncoding>,
     postings: Postings,
@@ -496,13 +626,15 @@ impl Block {
         }
         let series_bytes = store.get(&dir.clone().join(SERIES_FILE)).await?.bytes().await?;
         let block_name = dir.to_string();
+        let has_histograms = meta.version >= FIRST_FORMAT_WITH_HISTOGRAMS;
         let SeriesTable {
             labels,
             rows,
+            histogram_rows,
             time_bounds,
             encodings,
             postings,
-        } = tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name))
+        } = tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name, has_histograms))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
         Ok(Block {
@@ -511,6 +643,7 @@ impl Block {
             store,
             labels,
             rows,
+            histogram_rows,
             time_bounds,
             encodings,
             postings,
@@ -553,18 +686,81 @@ impl Block {
             .collect()
     }
 
-    /// Selected series with their samples in `range`.
+    /// Selected series with their samples and histograms in `range`.
     pub async fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Vec<SeriesSamples>> {
         let ids = self.select_ids(matchers, range);
         let samples = self.read_samples(&ids).await?;
+        let histograms = self.read_histograms(&ids).await?;
         let mut out = Vec::with_capacity(ids.len());
-        for (id, mut series_samples) in ids.into_iter().zip(samples) {
+        for ((id, mut series_samples), mut series_histograms) in ids.into_iter().zip(samples).zip(histograms) {
             series_samples.retain(|s| range.contains(s.timestamp));
-            if !series_samples.is_empty() {
+            series_histograms.retain(|h| range.contains(h.timestamp));
+            if !series_samples.is_empty() || !series_histograms.is_empty() {
                 out.push(SeriesSamples {
                     labels: self.labels[id as usize].clone(),
                     samples: series_samples,
-                    histograms: Vec::new(),
+                    histograms: series_histograms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this block holds any native histogram.
+    pub fn has_histograms(&self) -> bool {
+        self.meta.num_histograms > 0
+    }
+
+    /// All histograms of the series `ids` (ascending), one vector per id.
+    pub async fn read_histograms(&self, ids: &[u32]) -> Result<Vec<Vec<HistogramSample>>> {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let ranges: Vec<Range<usize>> = ids
+            .iter()
+            .map(|&id| {
+                let (start, count) = self.histogram_rows[id as usize];
+                start as usize..(start as usize + count as usize)
+            })
+            .collect();
+        let mut out: Vec<Vec<HistogramSample>> = ranges.iter().map(|r| Vec::with_capacity(r.len())).collect();
+        if ranges.iter().all(|r| r.is_empty()) {
+            return Ok(out);
+        }
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(HISTOGRAMS_FILE))
+            .with_file_size(self.meta.histograms_file_size);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let projection = ProjectionMask::columns(builder.parquet_schema(), [COLUMN_TIMESTAMP, COLUMN_HISTOGRAM]);
+        let selection = RowSelection::from_consecutive_ranges(
+            ranges.iter().filter(|r| !r.is_empty()).cloned(),
+            self.meta.num_histograms as usize,
+        );
+        let mut stream = builder
+            .with_projection(projection)
+            .with_row_selection(selection)
+            .with_batch_size(16 * 1024)
+            .build()?;
+        let mut current = 0usize;
+        let corrupt = |message: &str| Error::Block {
+            block: self.meta.ulid.clone(),
+            message: message.to_string(),
+        };
+        while let Some(batch) = stream.try_next().await? {
+            let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
+            let encoded = column::<BinaryArray>(&batch, COLUMN_HISTOGRAM, &self.meta.ulid)?;
+            for (timestamp, bytes) in timestamps.values().iter().zip(encoded.iter()) {
+                while current < ranges.len() && out[current].len() == ranges[current].len() {
+                    current += 1;
+                }
+                let target = out
+                    .get_mut(current)
+                    .ok_or_else(|| corrupt("more histogram rows than the series table accounts for"))?;
+                let histogram = bytes
+                    .and_then(histogram_codec::decode)
+                    .ok_or_else(|| corrupt("a histogram does not decode"))?;
+                target.push(HistogramSample {
+                    timestamp: *timestamp,
+                    histogram,
                 });
             }
         }
@@ -584,6 +780,10 @@ impl Block {
                 start as usize..(start as usize + count as usize)
             })
             .collect();
+        // Series holding only histograms have no sample rows.
+        if ranges.iter().all(|r| r.is_empty()) {
+            return Ok(ranges.iter().map(|_| Vec::new()).collect());
+        }
         #[allow(deprecated)]
         let reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(SAMPLES_FILE))
             .with_file_size(self.meta.samples_file_size);
@@ -596,7 +796,10 @@ impl Block {
             builder.parquet_schema(),
             columns[..2 + usize::from(has_corrections)].iter().copied(),
         );
-        let selection = RowSelection::from_consecutive_ranges(ranges.iter().cloned(), self.meta.num_samples as usize);
+        let selection = RowSelection::from_consecutive_ranges(
+            ranges.iter().filter(|r| !r.is_empty()).cloned(),
+            self.meta.num_samples as usize,
+        );
         let mut stream = builder
             .with_projection(projection)
             .with_row_selection(selection)
@@ -654,17 +857,20 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, block: &str) -> Re
 struct SeriesTable {
     labels: Vec<Labels>,
     rows: Vec<(u64, u32)>,
+    histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
     encodings: Vec<ValueEncoding>,
     postings: Postings,
 }
 
-fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
+/// `has_histograms`: the table has the histogram row columns (format 5 on).
+fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool) -> Result<SeriesTable> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .with_batch_size(64 * 1024)
         .build()?;
     let mut labels = Vec::new();
     let mut rows = Vec::new();
+    let mut histogram_rows = Vec::new();
     let mut bounds = Vec::new();
     let mut encodings = Vec::new();
     let mut postings = Postings::default();
@@ -676,6 +882,14 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
         let mins = column::<Int64Array>(&batch, COLUMN_MIN_TIME, block)?;
         let maxs = column::<Int64Array>(&batch, COLUMN_MAX_TIME, block)?;
         let value_encodings = column::<UInt8Array>(&batch, COLUMN_VALUE_ENCODING, block)?;
+        let histogram_columns = if has_histograms {
+            Some((
+                column::<UInt64Array>(&batch, COLUMN_HISTOGRAM_ROW_START, block)?,
+                column::<UInt32Array>(&batch, COLUMN_HISTOGRAM_ROW_COUNT, block)?,
+            ))
+        } else {
+            None
+        };
         let keys = maps.keys().as_any().downcast_ref::<StringArray>();
         let values = maps.values().as_any().downcast_ref::<StringArray>();
         let (Some(keys), Some(values)) = (keys, values) else {
@@ -693,6 +907,8 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
             postings.add(id, &series_labels);
             labels.push(series_labels);
             rows.push((starts.value(row), counts.value(row)));
+            histogram_rows
+                .push(histogram_columns.map_or((0, 0), |(starts, counts)| (starts.value(row), counts.value(row))));
             bounds.push((mins.value(row), maxs.value(row)));
             let encoding = ValueEncoding::from_u8(value_encodings.value(row)).ok_or_else(|| Error::Block {
                 block: block.to_string(),
@@ -704,6 +920,7 @@ fn decode_series_table(bytes: Bytes, block: &str) -> Result<SeriesTable> {
     Ok(SeriesTable {
         labels,
         rows,
+        histogram_rows,
         time_bounds: bounds,
         encodings,
         postings,
@@ -745,14 +962,31 @@ mod tests {
     fn series_strategy() -> impl Strategy<Value = Vec<SeriesSamples>> {
         let one_series = any::<bool>()
             .prop_flat_map(|decimal| proptest::collection::btree_map(-1000i64..1000, value_strategy(decimal), 1..20));
-        proptest::collection::btree_map("[a-c]{1,3}", one_series, 0..12).prop_map(|by_name| {
+        // Histograms of any shape (the block stores what the head held, valid or
+        // not), in some series only: series with floats, histograms or both.
+        let histograms =
+            proptest::collection::btree_map(-1000i64..1000, crate::histogram_codec::strategy::histogram(), 0..4);
+        proptest::collection::btree_map("[a-c]{1,3}", (one_series, histograms, 0..3u8), 0..12).prop_map(|by_name| {
             by_name
                 .into_iter()
-                .map(|(name, samples)| SeriesSamples {
+                .map(|(name, (samples, histograms, kinds))| SeriesSamples {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("name", name)]),
-                    samples: samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
-                    histograms: Vec::new(),
+                    // kinds: 0 floats only, 1 histograms only, 2 both.
+                    samples: if kinds == 1 {
+                        Vec::new()
+                    } else {
+                        samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect()
+                    },
+                    histograms: if kinds == 0 {
+                        Vec::new()
+                    } else {
+                        histograms
+                            .into_iter()
+                            .map(|(timestamp, histogram)| HistogramSample { timestamp, histogram })
+                            .collect()
+                    },
                 })
+                .filter(|s: &SeriesSamples| !s.samples.is_empty() || !s.histograms.is_empty())
                 .collect()
         })
     }
@@ -817,13 +1051,24 @@ mod tests {
                 let expected: Vec<SeriesSamples> = series
                     .iter()
                     .filter(|s| subset.matches(s.labels.get("name").unwrap_or("")))
-                    .map(|s| SeriesSamples { labels: s.labels.clone(), samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect(), histograms: Vec::new()  })
-                    .filter(|s| !s.samples.is_empty())
+                    .map(|s| SeriesSamples {
+                        labels: s.labels.clone(),
+                        samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect(),
+                        histograms: s.histograms.iter().filter(|h| range.contains(h.timestamp)).cloned().collect(),
+                    })
+                    .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
                     .collect();
                 prop_assert_eq!(got.len(), expected.len());
                 for (g, e) in got.iter().zip(&expected) {
                     prop_assert_eq!(&g.labels, &e.labels);
                     prop_assert!(g.samples.len() == e.samples.len() && g.samples.iter().zip(&e.samples).all(|(a, b)| a.same_as(b)));
+                    prop_assert!(
+                        g.histograms.len() == e.histograms.len()
+                            && g.histograms.iter().zip(&e.histograms).all(|(a, b)| {
+                                a.timestamp == b.timestamp && crate::histogram_codec::same_histogram(&a.histogram, &b.histogram)
+                            }),
+                        "{:?} != {:?}", g.histograms, e.histograms
+                    );
                 }
                 Ok(())
             })?;

@@ -3,17 +3,66 @@
 //! Series get dense ids (their WAL reference) in creation order. Samples of a
 //! series are kept sorted by time with one sample per timestamp; a sample for a
 //! timestamp already present replaces it (last write wins, as replay does).
+//! Float samples and native histograms share that rule: a histogram written
+//! at the time of a float sample replaces it, and the other way round.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
+use tidewatch_model::histogram::{FloatHistogram, HistogramSample};
 use tidewatch_model::seam::{CardinalityStats, MetricMetadata, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 
 use tidewatch_model::raw_write::RawSeriesRef;
 
 use crate::chunk::XorChunk;
+use crate::histogram_codec;
 use crate::index::Postings;
+
+/// One native histogram in the head: its encoding without the custom bounds,
+/// which are shared with a neighbouring sample when equal (a series' bounds
+/// rarely change, and they would otherwise be most of its bytes).
+#[derive(Debug)]
+struct HeadHistogram {
+    timestamp: TimestampMs,
+    encoded: Box<[u8]>,
+    custom_values: Arc<[f64]>,
+}
+
+impl HeadHistogram {
+    fn new(sample: &HistogramSample, neighbours: [Option<&HeadHistogram>; 2]) -> HeadHistogram {
+        let mut encoded = Vec::new();
+        histogram_codec::encode(&sample.histogram, false, &mut encoded);
+        let custom_values = neighbours
+            .into_iter()
+            .flatten()
+            .find(|n| *n.custom_values == *sample.histogram.custom_values)
+            .map_or_else(|| sample.histogram.custom_values.clone(), |n| n.custom_values.clone());
+        HeadHistogram {
+            timestamp: sample.timestamp,
+            encoded: encoded.into_boxed_slice(),
+            custom_values,
+        }
+    }
+
+    fn decode(&self) -> HistogramSample {
+        // The head encoded these bytes itself; failing to read them back is a bug.
+        let histogram = histogram_codec::decode(&self.encoded);
+        debug_assert!(histogram.is_some(), "head histogram does not decode");
+        HistogramSample {
+            timestamp: self.timestamp,
+            histogram: FloatHistogram {
+                custom_values: self.custom_values.clone(),
+                ..histogram.unwrap_or_default()
+            },
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        std::mem::size_of::<HeadHistogram>() + self.encoded.len()
+    }
+}
 
 /// Samples per sealed chunk, as in Prometheus.
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -27,6 +76,10 @@ pub(crate) struct MemSeries {
     open: XorChunk,
     /// Out-of-order samples, sorted, unique timestamps.
     out_of_order: Vec<Sample>,
+    /// Native histograms, sorted, unique timestamps, none at the time of a
+    /// float sample. Histogram series are few next to float series, and a
+    /// sorted vector keeps late samples as simple as in-order ones.
+    histograms: Vec<HeadHistogram>,
 }
 
 impl MemSeries {
@@ -36,6 +89,7 @@ impl MemSeries {
             sealed: Vec::new(),
             open: XorChunk::default(),
             out_of_order: Vec::new(),
+            histograms: Vec::new(),
         }
     }
 
@@ -45,12 +99,14 @@ impl MemSeries {
             .or_else(|| self.sealed.last().and_then(XorChunk::last_time))
     }
 
+    /// Newest time of a float sample or a histogram.
     pub(crate) fn max_time(&self) -> Option<TimestampMs> {
         let late = self.out_of_order.last().map(|s| s.timestamp);
-        self.in_order_max().max(late)
+        let histogram = self.histograms.last().map(|h| h.timestamp);
+        self.in_order_max().max(late).max(histogram)
     }
 
-    fn min_time(&self) -> Option<TimestampMs> {
+    fn float_min_time(&self) -> Option<TimestampMs> {
         let chunked = self
             .sealed
             .first()
@@ -63,18 +119,113 @@ impl MemSeries {
         }
     }
 
-    /// Stored entries (chunk samples plus late samples).
+    /// Oldest time of a float sample or a histogram.
+    fn min_time(&self) -> Option<TimestampMs> {
+        let floats = self.float_min_time();
+        let histogram = self.histograms.first().map(|h| h.timestamp);
+        match (floats, histogram) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Stored entries (chunk samples plus late samples plus histograms).
     pub(crate) fn entry_count(&self) -> usize {
-        self.sealed.iter().map(XorChunk::len).sum::<usize>() + self.open.len() + self.out_of_order.len()
+        self.sealed.iter().map(XorChunk::len).sum::<usize>()
+            + self.open.len()
+            + self.out_of_order.len()
+            + self.histograms.len()
     }
 
     /// Bytes of sample data held, for statistics.
     pub(crate) fn sample_bytes(&self) -> usize {
-        self.sealed.iter().map(XorChunk::byte_len).sum::<usize>() + self.open.byte_len() + self.out_of_order.len() * 16
+        self.sealed.iter().map(XorChunk::byte_len).sum::<usize>()
+            + self.open.byte_len()
+            + self.out_of_order.len() * 16
+            + self.histograms.iter().map(HeadHistogram::byte_len).sum::<usize>()
     }
 
-    /// Stores a sample; returns how many entries were added (0 when it replaced one).
-    pub(crate) fn insert(&mut self, sample: Sample) -> usize {
+    /// Stores a float sample, replacing a float or histogram at its time;
+    /// returns the change in stored entries.
+    pub(crate) fn insert(&mut self, sample: Sample) -> i64 {
+        let mut change = 0;
+        if !self.histograms.is_empty()
+            && let Ok(position) = self.histograms.binary_search_by_key(&sample.timestamp, |h| h.timestamp)
+        {
+            self.histograms.remove(position);
+            change -= 1;
+        }
+        change + self.insert_float(sample) as i64
+    }
+
+    /// Stores a histogram, replacing a float or histogram at its time;
+    /// returns the change in stored entries.
+    pub(crate) fn insert_histogram(&mut self, sample: &HistogramSample) -> i64 {
+        let removed = self.remove_float(sample.timestamp) as i64;
+        match self.histograms.binary_search_by_key(&sample.timestamp, |h| h.timestamp) {
+            Ok(position) => {
+                let previous = position.checked_sub(1).map(|p| &self.histograms[p]);
+                let next = self.histograms.get(position + 1);
+                self.histograms[position] = HeadHistogram::new(sample, [previous, next]);
+                -removed
+            }
+            Err(position) => {
+                let previous = position.checked_sub(1).map(|p| &self.histograms[p]);
+                let next = self.histograms.get(position);
+                let entry = HeadHistogram::new(sample, [previous, next]);
+                self.histograms.insert(position, entry);
+                1 - removed
+            }
+        }
+    }
+
+    /// Removes every float entry at `timestamp` (a chunk's and a late one
+    /// that shadows it); returns how many there were. Rare — a series
+    /// switching kinds at one timestamp — so rebuilding a chunk is fine.
+    fn remove_float(&mut self, timestamp: TimestampMs) -> usize {
+        let (Some(min), Some(max)) = (
+            self.float_min_time(),
+            self.in_order_max().max(self.out_of_order.last().map(|s| s.timestamp)),
+        ) else {
+            return 0;
+        };
+        if timestamp < min || timestamp > max {
+            return 0;
+        }
+        let mut removed = 0;
+        if let Ok(position) = self.out_of_order.binary_search_by_key(&timestamp, |s| s.timestamp) {
+            self.out_of_order.remove(position);
+            removed += 1;
+        }
+        let holds = |chunk: &XorChunk| {
+            matches!((chunk.first_time(), chunk.last_time()), (Some(first), Some(last)) if first <= timestamp && timestamp <= last)
+                && chunk.iter().any(|s| s.timestamp == timestamp)
+        };
+        let without = |chunk: &XorChunk| {
+            let mut rebuilt = XorChunk::default();
+            for sample in chunk.iter().filter(|s| s.timestamp != timestamp) {
+                rebuilt.append(sample);
+            }
+            rebuilt
+        };
+        if holds(&self.open) {
+            self.open = without(&self.open);
+            removed += 1;
+        } else if let Some(position) = self.sealed.iter().position(holds) {
+            let mut rebuilt = without(&self.sealed[position]);
+            removed += 1;
+            if rebuilt.len() == 0 {
+                self.sealed.remove(position);
+            } else {
+                rebuilt.shrink();
+                self.sealed[position] = rebuilt;
+            }
+        }
+        removed
+    }
+
+    /// Stores a float sample; returns how many entries were added (0 when it replaced one).
+    fn insert_float(&mut self, sample: Sample) -> usize {
         if self.in_order_max().is_none_or(|max| sample.timestamp > max) {
             if self
                 .out_of_order
@@ -141,13 +292,28 @@ impl MemSeries {
         merge_late(chunked, late)
     }
 
+    /// Histograms in `range`, sorted.
+    pub(crate) fn histograms_in(&self, range: TimeRange) -> Vec<HistogramSample> {
+        let from = self.histograms.partition_point(|h| h.timestamp < range.start);
+        let to = self.histograms.partition_point(|h| h.timestamp <= range.end);
+        self.histograms[from..to.max(from)]
+            .iter()
+            .map(HeadHistogram::decode)
+            .collect()
+    }
+
+    fn has_histogram_in(&self, range: TimeRange) -> bool {
+        let from = self.histograms.partition_point(|h| h.timestamp < range.start);
+        self.histograms.get(from).is_some_and(|h| h.timestamp <= range.end)
+    }
+
     fn has_sample_in(&self, range: TimeRange) -> bool {
         match (self.min_time(), self.max_time()) {
             (Some(min), Some(max)) if max < range.start || min > range.end => return false,
             (Some(_), Some(_)) => {}
             _ => return false,
         }
-        if self.out_of_order.iter().any(|s| range.contains(s.timestamp)) {
+        if self.has_histogram_in(range) || self.out_of_order.iter().any(|s| range.contains(s.timestamp)) {
             return true;
         }
         // A chunk's first or last sample in the range answers without
@@ -172,9 +338,15 @@ impl MemSeries {
             })
     }
 
-    /// Removes and returns every sample older than `cutoff`.
-    fn take_before(&mut self, cutoff: TimestampMs) -> Vec<Sample> {
-        if self.min_time().is_none_or(|min| min >= cutoff) {
+    /// Removes and returns every float sample and histogram older than `cutoff`.
+    fn take_before(&mut self, cutoff: TimestampMs) -> (Vec<Sample>, Vec<HistogramSample>) {
+        let split = self.histograms.partition_point(|h| h.timestamp < cutoff);
+        let histograms: Vec<HistogramSample> = self.histograms.drain(..split).map(|h| h.decode()).collect();
+        (self.take_floats_before(cutoff), histograms)
+    }
+
+    fn take_floats_before(&mut self, cutoff: TimestampMs) -> Vec<Sample> {
+        if self.float_min_time().is_none_or(|min| min >= cutoff) {
             return Vec::new();
         }
         let mut taken = Vec::new();
@@ -349,7 +521,16 @@ impl Head {
         let Some(series) = self.series.get_mut(id as usize) else {
             return false;
         };
-        self.sample_count += series.insert(sample) as u64;
+        self.sample_count = self.sample_count.saturating_add_signed(series.insert(sample));
+        true
+    }
+
+    /// Appends a native histogram to series `id`; unknown ids are ignored as in [`Head::append`].
+    pub(crate) fn append_histogram(&mut self, id: u32, sample: &HistogramSample) -> bool {
+        let Some(series) = self.series.get_mut(id as usize) else {
+            return false;
+        };
+        self.sample_count = self.sample_count.saturating_add_signed(series.insert_histogram(sample));
         true
     }
 
@@ -422,11 +603,11 @@ impl Head {
         order
     }
 
-    /// The samples of series `id` in `range`.
-    pub(crate) fn samples_of(&self, id: u32, range: TimeRange) -> Vec<Sample> {
+    /// The float samples and histograms of series `id` in `range`.
+    pub(crate) fn samples_of(&self, id: u32, range: TimeRange) -> (Vec<Sample>, Vec<HistogramSample>) {
         self.series
             .get(id as usize)
-            .map_or_else(Vec::new, |s| s.samples_in(range))
+            .map_or_else(Default::default, |s| (s.samples_in(range), s.histograms_in(range)))
     }
 
     /// Labels of selected series with a sample in `range`.
@@ -455,15 +636,16 @@ impl Head {
         bounds
     }
 
-    /// Takes every sample older than `cutoff` out of the head, per series id.
-    pub(crate) fn take_before(&mut self, cutoff: TimestampMs) -> Vec<(u32, Vec<Sample>)> {
+    /// Takes every float sample and histogram older than `cutoff` out of
+    /// the head, per series id.
+    pub(crate) fn take_before(&mut self, cutoff: TimestampMs) -> Vec<(u32, Vec<Sample>, Vec<HistogramSample>)> {
         let mut taken = Vec::new();
         for (id, series) in self.series.iter_mut().enumerate() {
             let before = series.entry_count();
-            let old = series.take_before(cutoff);
+            let (samples, histograms) = series.take_before(cutoff);
             self.sample_count -= (before - series.entry_count()) as u64;
-            if !old.is_empty() {
-                taken.push((id as u32, old));
+            if !samples.is_empty() || !histograms.is_empty() {
+                taken.push((id as u32, samples, histograms));
             }
         }
         taken
@@ -544,7 +726,61 @@ mod tests {
         assert_eq!(head.sample_count(), 2);
         let range = TimeRange::new(0, 35);
         let selected = head.select_sorted_ids(&[Matcher::equal("__name__", "up")], range);
-        assert_eq!(head.samples_of(selected[0].1, range), vec![Sample::new(30, 3.0)]);
+        assert_eq!(head.samples_of(selected[0].1, range).0, vec![Sample::new(30, 3.0)]);
+    }
+
+    fn histogram(timestamp: TimestampMs, count: f64) -> HistogramSample {
+        HistogramSample {
+            timestamp,
+            histogram: FloatHistogram {
+                count,
+                schema: -53,
+                custom_values: Arc::from(vec![1.0, 5.0]),
+                positive: vec![tidewatch_model::histogram::Bucket { index: 1, count }],
+                ..FloatHistogram::default()
+            },
+        }
+    }
+
+    #[test]
+    fn floats_and_histograms_replace_each_other_at_one_timestamp() {
+        let mut head = Head::default();
+        let labels = Labels::from_pairs([("__name__", "mixed")]);
+        let id = head.create(labels.clone(), labels.hash64());
+        // Floats in a sealed chunk, the open chunk, and late.
+        for t in 0..130 {
+            head.append(id, Sample::new(t * 10, t as f64));
+        }
+        head.append(id, Sample::new(55, 5.5));
+        assert_eq!(head.sample_count(), 131);
+        // A histogram over a sealed-chunk float, an open-chunk float and a late float.
+        for t in [20, 1250, 55] {
+            head.append_histogram(id, &histogram(t, 1.0));
+        }
+        // Replacing a histogram by a histogram, then by a float.
+        head.append_histogram(id, &histogram(20, 2.0));
+        head.append_histogram(id, &histogram(5000, 3.0));
+        head.append(id, Sample::new(5000, 50.0));
+        // 131 floats, 3 of them replaced by histograms, plus the float at 5000.
+        assert_eq!(head.sample_count(), 132);
+        let series = head.series(id).unwrap();
+        assert_eq!(series.entry_count() as u64, head.sample_count());
+        let (floats, histograms) = head.samples_of(id, TimeRange::ALL);
+        let times: Vec<i64> = histograms.iter().map(|h| h.timestamp).collect();
+        assert_eq!(times, [20, 55, 1250]);
+        assert_eq!(histograms[0].histogram.count, 2.0);
+        assert!(histograms.iter().all(|h| *h.histogram.custom_values == [1.0, 5.0]));
+        assert!(floats.iter().all(|s| ![20, 55, 1250].contains(&s.timestamp)));
+        assert_eq!(floats.last(), Some(&Sample::new(5000, 50.0)));
+        assert_eq!(floats.len() + histograms.len(), 132);
+        // Bounds equal to the previous sample's are shared, not copied.
+        let stored = &head.series(id).unwrap().histograms;
+        assert!(Arc::ptr_eq(&stored[0].custom_values, &stored[1].custom_values));
+        // Flushing takes both kinds.
+        let taken = head.take_before(100);
+        assert_eq!(taken[0].2.len(), 2);
+        assert_eq!(head.samples_of(id, TimeRange::ALL).1.len(), 1);
+        assert_eq!(head.series(id).unwrap().entry_count() as u64, head.sample_count());
     }
 
     #[test]

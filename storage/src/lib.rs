@@ -2,7 +2,9 @@
 //!
 //! Per tenant: a write-ahead log ([`wal`]), an in-memory head with an inverted
 //! index ([`head`], [`index`]), and immutable Parquet blocks ([`block`]) in an
-//! object store, merged by compaction and deleted by retention. [`Storage`] is
+//! object store, merged by compaction and deleted by retention. Float samples
+//! and native histogram samples travel the same path; a series may hold both,
+//! one value per timestamp. [`Storage`] is
 //! the entry point; it implements the model crate's seams
 //! ([`Ingest`](tidewatch_model::seam::Ingest),
 //! [`SeriesRead`](tidewatch_model::seam::SeriesRead),
@@ -18,6 +20,7 @@ mod chunk;
 mod db;
 pub mod error;
 mod head;
+mod histogram_codec;
 pub mod index;
 pub mod wal;
 

@@ -13,10 +13,12 @@ use std::io::{BufReader, ErrorKind as IoErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tidewatch_model::histogram::FloatHistogram;
 use tidewatch_model::seam::{MetricMetadata, MetricType};
 use tidewatch_model::{Label, Labels, TimestampMs};
 
 use crate::error::{Error, Result};
+use crate::histogram_codec;
 
 const FRAME_HEADER_LEN: usize = 8;
 /// No record is larger; a length above this is corruption, not a reason to allocate.
@@ -26,6 +28,9 @@ const CHECKPOINT_PREFIX: &str = "checkpoint.";
 const RECORD_SERIES: u8 = 1;
 const RECORD_SAMPLES: u8 = 2;
 const RECORD_METADATA: u8 = 3;
+/// Added with native histograms: older builds stop replay at this record (as
+/// at any unknown one), so a WAL written by this build needs this build.
+const RECORD_HISTOGRAMS: u8 = 4;
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +58,14 @@ pub struct RefSample {
     pub value: f64,
 }
 
+/// A native histogram sample addressed by series reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefHistogram {
+    pub series_ref: u64,
+    pub timestamp: TimestampMs,
+    pub histogram: FloatHistogram,
+}
+
 /// A decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -63,6 +76,7 @@ pub enum Record {
     },
     Samples(Vec<RefSample>),
     Metadata(MetricMetadata),
+    Histograms(Vec<RefHistogram>),
 }
 
 /// Builds a buffer of framed records, written to the WAL in one call.
@@ -129,6 +143,35 @@ impl RecordBuffer {
         });
     }
 
+    /// Histograms are encoded as (ref, timestamp delta to the first, the
+    /// histogram in [`histogram_codec`]'s form, custom bounds included).
+    pub fn histograms(&mut self, histograms: &[RefHistogram]) {
+        let Some(first) = histograms.first() else {
+            return;
+        };
+        let base = first.timestamp;
+        self.frame(|out| {
+            out.push(RECORD_HISTOGRAMS);
+            put_uvarint(out, histograms.len() as u64);
+            put_varint(out, base);
+            for sample in histograms {
+                put_uvarint(out, sample.series_ref);
+                put_varint(out, sample.timestamp.wrapping_sub(base));
+                histogram_codec::encode(&sample.histogram, true, out);
+            }
+        });
+    }
+
+    /// Appends any record (checkpoints and tests re-encode what they read).
+    pub fn record(&mut self, record: &Record) {
+        match record {
+            Record::Series { series_ref, labels } => self.series(*series_ref, labels),
+            Record::Samples(samples) => self.samples(samples),
+            Record::Metadata(metadata) => self.metadata(metadata),
+            Record::Histograms(histograms) => self.histograms(histograms),
+        }
+    }
+
     pub fn metadata(&mut self, metadata: &MetricMetadata) {
         self.frame(|out| {
             out.push(RECORD_METADATA);
@@ -140,17 +183,7 @@ impl RecordBuffer {
     }
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    put_uvarint(out, ((value << 1) ^ (value >> 63)) as u64);
-}
+use histogram_codec::{put_uvarint, put_varint};
 
 fn put_str(out: &mut Vec<u8>, value: &str) {
     put_uvarint(out, value.len() as u64);
@@ -159,51 +192,45 @@ fn put_str(out: &mut Vec<u8>, value: &str) {
 
 /// Reads the fields of one record payload; every read is bounds-checked.
 struct PayloadReader<'a> {
-    bytes: &'a [u8],
+    inner: histogram_codec::Reader<'a>,
 }
 
 impl<'a> PayloadReader<'a> {
+    fn remaining(&self) -> usize {
+        self.inner.bytes.len()
+    }
+
     fn uvarint(&mut self) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.bytes.split_first()?;
-            self.bytes = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Some(value);
-            }
-        }
-        None
+        self.inner.uvarint()
     }
 
     fn varint(&mut self) -> Option<i64> {
-        let raw = self.uvarint()?;
-        Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+        self.inner.varint()
     }
 
     fn u64_le(&mut self) -> Option<u64> {
-        let (head, rest) = self.bytes.split_at_checked(8)?;
-        self.bytes = rest;
-        Some(u64::from_le_bytes(head.try_into().ok()?))
+        self.inner.f64().map(f64::to_bits)
     }
 
     fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.uvarint()?).ok()?;
-        let (head, rest) = self.bytes.split_at_checked(len)?;
-        self.bytes = rest;
+        let (head, rest) = self.inner.bytes.split_at_checked(len)?;
+        self.inner.bytes = rest;
         String::from_utf8(head.to_vec()).ok()
     }
 
     fn byte(&mut self) -> Option<u8> {
-        let (&byte, rest) = self.bytes.split_first()?;
-        self.bytes = rest;
+        let (&byte, rest) = self.inner.bytes.split_first()?;
+        self.inner.bytes = rest;
         Some(byte)
     }
 }
 
 /// Decodes one record payload; `None` for anything malformed.
 pub fn decode_record(payload: &[u8]) -> Option<Record> {
-    let mut reader = PayloadReader { bytes: payload };
+    let mut reader = PayloadReader {
+        inner: histogram_codec::Reader { bytes: payload },
+    };
     let record = match reader.byte()? {
         RECORD_SERIES => {
             let series_ref = reader.uvarint()?;
@@ -221,7 +248,7 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
             let count = reader.uvarint()? as usize;
             let base = reader.varint()?;
             // Each sample needs at least 10 bytes; a larger count is corruption.
-            if count > reader.bytes.len() / 10 + 1 {
+            if count > reader.remaining() / 10 + 1 {
                 return None;
             }
             let mut samples = Vec::with_capacity(count);
@@ -237,6 +264,26 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
             }
             Record::Samples(samples)
         }
+        RECORD_HISTOGRAMS => {
+            let count = reader.uvarint()? as usize;
+            let base = reader.varint()?;
+            // Each histogram needs at least its ref, its time and the codec's minimum.
+            if count > reader.remaining() / (histogram_codec::MIN_ENCODED_LEN + 2) + 1 {
+                return None;
+            }
+            let mut histograms = Vec::with_capacity(count);
+            for _ in 0..count {
+                let series_ref = reader.uvarint()?;
+                let timestamp = base.wrapping_add(reader.varint()?);
+                let histogram = reader.inner.histogram()?;
+                histograms.push(RefHistogram {
+                    series_ref,
+                    timestamp,
+                    histogram,
+                });
+            }
+            Record::Histograms(histograms)
+        }
         RECORD_METADATA => Record::Metadata(MetricMetadata {
             metric_family_name: reader.string()?,
             metric_type: MetricType::from_proto(reader.uvarint()? as i32),
@@ -245,7 +292,7 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
         }),
         _ => return None,
     };
-    if !reader.bytes.is_empty() {
+    if reader.remaining() != 0 {
         return None;
     }
     Some(record)
@@ -588,11 +635,7 @@ pub fn checkpoint(dir: &Path, below: u32, mut keep: impl FnMut(Record) -> Option
             return;
         };
         stats.kept += 1;
-        match &kept {
-            Record::Series { series_ref, labels } => buffer.series(*series_ref, labels),
-            Record::Samples(samples) => buffer.samples(samples),
-            Record::Metadata(metadata) => buffer.metadata(metadata),
-        }
+        buffer.record(&kept);
         if buffer.len() > 1 << 20 {
             if let Err(e) = out.write_all(buffer.as_bytes()) {
                 write_error.get_or_insert(e);
@@ -658,11 +701,7 @@ mod tests {
     fn write(wal: &mut Wal, records: &[Record]) {
         let mut buffer = RecordBuffer::default();
         for record in records {
-            match record {
-                Record::Series { series_ref, labels } => buffer.series(*series_ref, labels),
-                Record::Samples(s) => buffer.samples(s),
-                Record::Metadata(m) => buffer.metadata(m),
-            }
+            buffer.record(record);
         }
         wal.append(&buffer).unwrap();
     }
@@ -682,6 +721,23 @@ mod tests {
                     })
                     .collect()
             )),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    any::<i64>(),
+                    crate::histogram_codec::strategy::histogram()
+                ),
+                1..5
+            )
+            .prop_map(|v| Record::Histograms(
+                v.into_iter()
+                    .map(|(series_ref, timestamp, histogram)| RefHistogram {
+                        series_ref,
+                        timestamp,
+                        histogram
+                    })
+                    .collect()
+            )),
         ]
     }
 
@@ -695,6 +751,14 @@ mod tests {
                             s.series_ref == t.series_ref
                                 && s.timestamp == t.timestamp
                                 && s.value.to_bits() == t.value.to_bits()
+                        })
+                }
+                (Record::Histograms(p), Record::Histograms(q)) => {
+                    p.len() == q.len()
+                        && p.iter().zip(q).all(|(s, t)| {
+                            s.series_ref == t.series_ref
+                                && s.timestamp == t.timestamp
+                                && crate::histogram_codec::same_histogram(&s.histogram, &t.histogram)
                         })
                 }
                 _ => x == y,
