@@ -174,6 +174,29 @@ async fn native_histograms_survive_restart_and_flush_exactly() {
     server.wait_ready().await;
     let api = server.api();
     assert_eq!(api.series(&["{job=\"api\"}"], None).await, names);
+    // PromQL reads them: statistics as floats, the histogram itself in
+    // Prometheus' JSON shape, and the custom-bucket series gone stale.
+    let at = t + 15_000;
+    let stats = api
+        .vector(
+            "histogram_count(rpc_latency_seconds) + histogram_sum(rpc_latency_seconds)",
+            at,
+            None,
+        )
+        .await;
+    assert_eq!(
+        stats.values().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+        ["280.5"],
+        "count 34 + sum 246.5"
+    );
+    let reply = api.query("rpc_latency_seconds", Some(at), None).await;
+    let result = &reply.success_data()["result"][0];
+    assert_eq!(result["histogram"][1]["count"], "34", "{}", reply.body);
+    assert_eq!(result["histogram"][1]["sum"], "246.5");
+    // Zero bucket, one negative and three positive buckets are populated.
+    assert_eq!(result["histogram"][1]["buckets"].as_array().map(Vec::len), Some(5));
+    let stale = api.query("queue_wait_seconds", Some(t + 30_000), None).await;
+    assert_eq!(stale.success_data()["result"], serde_json::json!([]), "{}", stale.body);
     // A float at the time of a stored histogram replaces it (last write wins).
     let replacement = batch(vec![SeriesSamples::floats(
         labels("mixed_kinds"),
