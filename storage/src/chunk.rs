@@ -47,34 +47,64 @@ impl BitWriter {
     }
 }
 
-/// Reads bits written by [`BitWriter`]; `None` past the end.
+/// Reads bits written by [`BitWriter`]; `None` past the end. Bits come out
+/// of a 64-bit buffer refilled a byte at a time, so most reads are a shift.
 #[derive(Debug, Clone)]
 struct BitReader<'a> {
     bytes: &'a [u8],
-    position: usize,
+    /// The next byte to load into the buffer.
+    next: usize,
+    /// Unread bits, left-aligned.
+    buffer: u64,
+    /// How many bits of `buffer` are unread.
+    valid: u32,
 }
 
-impl BitReader<'_> {
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        BitReader {
+            bytes,
+            next: 0,
+            buffer: 0,
+            valid: 0,
+        }
+    }
+
+    fn refill(&mut self) {
+        while self.valid <= 56 {
+            let Some(&byte) = self.bytes.get(self.next) else {
+                return;
+            };
+            self.buffer |= u64::from(byte) << (56 - self.valid);
+            self.valid += 8;
+            self.next += 1;
+        }
+    }
+
     fn read_bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.position / 8)?;
-        let bit = byte & (0x80 >> (self.position % 8)) != 0;
-        self.position += 1;
-        Some(bit)
+        self.read_bits(1).map(|bit| bit == 1)
     }
 
     fn read_bits(&mut self, count: u8) -> Option<u64> {
-        let mut value = 0u64;
-        let mut remaining = count;
-        while remaining > 0 {
-            let byte = *self.bytes.get(self.position / 8)?;
-            let offset = (self.position % 8) as u8;
-            let available = 8 - offset;
-            let take = available.min(remaining);
-            let bits = (byte >> (available - take)) & (((1u16 << take) - 1) as u8);
-            value = (value << take) | u64::from(bits);
-            self.position += take as usize;
-            remaining -= take;
+        let count = u32::from(count);
+        if count > 56 {
+            // More than a refill guarantees: in two parts.
+            let high = self.read_bits((count - 32) as u8)?;
+            let low = self.read_bits(32)?;
+            return Some((high << 32) | low);
         }
+        if count == 0 {
+            return Some(0);
+        }
+        if self.valid < count {
+            self.refill();
+            if self.valid < count {
+                return None;
+            }
+        }
+        let value = self.buffer >> (64 - count);
+        self.buffer <<= count;
+        self.valid -= count;
         Some(value)
     }
 }
@@ -190,10 +220,7 @@ impl XorChunk {
 
     pub(crate) fn iter(&self) -> XorIter<'_> {
         XorIter {
-            reader: BitReader {
-                bytes: &self.bits.bytes,
-                position: 0,
-            },
+            reader: BitReader::new(&self.bits.bytes),
             remaining: self.count,
             read: 0,
             time: 0,
