@@ -81,10 +81,12 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    #[inline]
     fn read_bit(&mut self) -> Option<bool> {
         self.read_bits(1).map(|bit| bit == 1)
     }
 
+    #[inline]
     fn read_bits(&mut self, count: u8) -> Option<u64> {
         let count = u32::from(count);
         if count > 56 {
@@ -246,6 +248,7 @@ pub(crate) struct XorIter<'a> {
 }
 
 impl XorIter<'_> {
+    #[inline]
     fn read_value(&mut self) -> Option<()> {
         if !self.reader.read_bit()? {
             return Some(());

@@ -605,8 +605,13 @@ impl Storage {
             );
         }
         all.extend(head_ids.iter().map(|(labels, _)| labels));
-        all.sort_unstable();
-        all.dedup();
+        // Each source lists its series in label order: one source alone needs
+        // no sorting (comparing label sets is what a query spends time on).
+        let sources = blocks.len() + flushing.len() + usize::from(!head_ids.is_empty());
+        if sources > 1 {
+            all.sort_unstable();
+            all.dedup();
+        }
         for batch in all.chunks(batch_series.max(1)) {
             let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
                 continue;
