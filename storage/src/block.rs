@@ -37,7 +37,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 // ParquetObjectReader is deprecated in favour of hand-written AsyncFileReaders;
 // it is still the plain way to read a file of an object store. Revisit when it goes.
 #[allow(deprecated)]
@@ -605,6 +607,18 @@ pub struct Block {
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
     encodings: Vec<ValueEncoding>,
     postings: Postings,
+    /// The Parquet footers (with page indexes) of the samples and histograms
+    /// files, read on first use: every query would otherwise fetch and parse
+    /// them again.
+    samples_footer: tokio::sync::OnceCell<ArrowReaderMetadata>,
+    histograms_footer: tokio::sync::OnceCell<ArrowReaderMetadata>,
+}
+
+/// Reads a Parquet file's footer with its page index.
+#[allow(deprecated)]
+async fn load_footer(reader: &mut ParquetObjectReader) -> Result<ArrowReaderMetadata> {
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    Ok(ArrowReaderMetadata::load_async(reader, options).await?)
 }
 
 impl Block {
@@ -647,6 +661,8 @@ impl Block {
             time_bounds,
             encodings,
             postings,
+            samples_footer: tokio::sync::OnceCell::new(),
+            histograms_footer: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -726,10 +742,14 @@ impl Block {
             return Ok(out);
         }
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(HISTOGRAMS_FILE))
+        let mut reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(HISTOGRAMS_FILE))
             .with_file_size(self.meta.histograms_file_size);
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let footer = self
+            .histograms_footer
+            .get_or_try_init(|| load_footer(&mut reader))
+            .await?
+            .clone();
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         let projection = ProjectionMask::columns(builder.parquet_schema(), [COLUMN_TIMESTAMP, COLUMN_HISTOGRAM]);
         let selection = RowSelection::from_consecutive_ranges(
             ranges.iter().filter(|r| !r.is_empty()).cloned(),
@@ -785,10 +805,14 @@ impl Block {
             return Ok(ranges.iter().map(|_| Vec::new()).collect());
         }
         #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(SAMPLES_FILE))
+        let mut reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(SAMPLES_FILE))
             .with_file_size(self.meta.samples_file_size);
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let footer = self
+            .samples_footer
+            .get_or_try_init(|| load_footer(&mut reader))
+            .await?
+            .clone();
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer);
         // Format 3 has no corrections: they are all zero there.
         let has_corrections = self.meta.version >= 4;
         let columns = [COLUMN_TIMESTAMP, COLUMN_VALUE_DELTA, COLUMN_VALUE_CORRECTION];
