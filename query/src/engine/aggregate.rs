@@ -296,6 +296,86 @@ impl HistogramAccumulator {
     }
 }
 
+/// Most accumulators the series-major path of [`reduce`] allocates (groups
+/// times steps, about 50 bytes each); beyond, the step-major walk keeps
+/// memory to one accumulator per group.
+const SERIES_MAJOR_MAX_CELLS: usize = 1 << 20;
+
+/// The running value of `sum`, `avg`, `count`, `group`, `min` or `max` for
+/// one group at one step (the first sample starts it).
+#[derive(Debug, Clone, Copy, Default)]
+struct SimpleAccumulator {
+    count: f64,
+    value: f64,
+    compensation: f64,
+    average: Mean,
+}
+
+impl SimpleAccumulator {
+    fn start(v: f64) -> SimpleAccumulator {
+        SimpleAccumulator {
+            count: 1.0,
+            value: v,
+            compensation: 0.0,
+            average: Mean::new(v),
+        }
+    }
+
+    fn add(&mut self, op: TokenId, v: f64) {
+        self.count += 1.0;
+        match op {
+            T_SUM => (self.value, self.compensation) = kahan_sum_inc(v, self.value, self.compensation),
+            T_AVG => self.average.add(v),
+            T_MAX if self.value < v || self.value.is_nan() => self.value = v,
+            T_MIN if self.value > v || self.value.is_nan() => self.value = v,
+            _ => {}
+        }
+    }
+
+    fn finish(&self, op: TokenId) -> f64 {
+        match op {
+            T_SUM => self.value + self.compensation,
+            T_AVG => self.average.value(),
+            T_COUNT => self.count,
+            T_GROUP => 1.0,
+            _ => self.value,
+        }
+    }
+}
+
+/// `sum`, `avg`, `count`, `group`, `min` and `max` over float series, series
+/// by series: each series' points go straight into its group's accumulator
+/// for that step. Per (group, step) the series still arrive in input order,
+/// so results equal the step-major walk bit for bit.
+fn reduce_series_major(op: TokenId, input: &[Series], group_of: &[usize], out: &mut [Series], steps: usize) {
+    let cells = out.len() * steps;
+    let mut started = vec![false; cells];
+    let mut accumulators = vec![SimpleAccumulator::default(); cells];
+    for (series, &group) in input.iter().zip(group_of) {
+        for point in &series.points {
+            let cell = group * steps + point.step as usize;
+            if started[cell] {
+                accumulators[cell].add(op, point.value);
+            } else {
+                started[cell] = true;
+                accumulators[cell] = SimpleAccumulator::start(point.value);
+            }
+        }
+    }
+    for (group, series) in out.iter_mut().enumerate() {
+        for step in 0..steps {
+            let cell = group * steps + step;
+            if started[cell] {
+                let value = accumulators[cell].finish(op);
+                series.points.push(Point {
+                    step: step as u32,
+                    value,
+                });
+            }
+        }
+    }
+}
+
 fn reduce<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     op: TokenId,
@@ -306,6 +386,18 @@ fn reduce<S: SeriesRead>(
     node: &Expr,
 ) -> Vec<Series> {
     let (group_of, groups) = grouping.assign(&input);
+    if matches!(op, T_SUM | T_AVG | T_COUNT | T_GROUP | T_MIN | T_MAX)
+        && groups.len().saturating_mul(steps) <= SERIES_MAJOR_MAX_CELLS
+        && input.iter().all(|s| s.histograms.is_empty())
+    {
+        let mut out: Vec<Series> = groups.into_iter().map(|l| Series::new(l, false, Vec::new())).collect();
+        for (series, &group) in input.iter().zip(&group_of) {
+            out[group].drop_name |= series.drop_name;
+        }
+        reduce_series_major(op, &input, &group_of, &mut out, steps);
+        out.retain(|s| !s.is_empty());
+        return out;
+    }
     let mut out: Vec<Series> = groups.into_iter().map(|l| Series::new(l, false, Vec::new())).collect();
     for (series, &group) in input.iter().zip(&group_of) {
         out[group].drop_name |= series.drop_name;
@@ -599,4 +691,73 @@ fn count_values(label: &str, input: Vec<Series>, grouping: &Grouping<'_>, steps:
 pub(crate) fn is_valid_label_name(name: &str) -> bool {
     // Prometheus 3 accepts any UTF-8 label name; only the empty name is invalid.
     !name.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The step-major walk the general path of `reduce` does, for comparison.
+    fn step_major(op: TokenId, input: &[Series], group_of: &[usize], groups: usize, steps: usize) -> Vec<Vec<Point>> {
+        let mut out = vec![Vec::new(); groups];
+        let mut cursor = StepCursor::new(input.len());
+        for step in 0..steps as u32 {
+            let mut accumulators: Vec<Option<Accumulator>> = vec![None; groups];
+            for (index, &group) in group_of.iter().enumerate() {
+                let Some(v) = cursor.value(input, index, step) else {
+                    continue;
+                };
+                match &mut accumulators[group] {
+                    Some(acc) => acc.add(op, v),
+                    slot @ None => {
+                        let mut acc = Accumulator::default();
+                        acc.start(op, v);
+                        *slot = Some(acc);
+                    }
+                }
+            }
+            for (group, acc) in accumulators.iter_mut().enumerate() {
+                if let Some(acc) = acc {
+                    out[group].push(Point {
+                        step,
+                        value: acc.finish(op, f64::NAN),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        // Series by series gives bit-identical results to step by step.
+        #[test]
+        fn series_major_equals_step_major(
+            op in prop_oneof![Just(T_SUM), Just(T_AVG), Just(T_COUNT), Just(T_GROUP), Just(T_MIN), Just(T_MAX)],
+            series in proptest::collection::vec(
+                (0usize..4, proptest::collection::btree_map(0u32..12, prop_oneof![-1e6f64..1e6, Just(f64::NAN), Just(1e308)], 0..12)),
+                0..20,
+            ),
+        ) {
+            let steps = 12;
+            let input: Vec<Series> = series
+                .iter()
+                .map(|(_, points)| {
+                    let points = points.iter().map(|(&step, &value)| Point { step, value }).collect();
+                    Series::new(Labels::default(), false, points)
+                })
+                .collect();
+            let group_of: Vec<usize> = series.iter().map(|(g, _)| *g).collect();
+            let mut out: Vec<Series> = (0..4).map(|_| Series::new(Labels::default(), false, Vec::new())).collect();
+            reduce_series_major(op, &input, &group_of, &mut out, steps);
+            let expected = step_major(op, &input, &group_of, 4, steps);
+            for (got, want) in out.iter().zip(&expected) {
+                prop_assert_eq!(got.points.len(), want.len());
+                for (g, w) in got.points.iter().zip(want) {
+                    prop_assert_eq!(g.step, w.step);
+                    prop_assert_eq!(g.value.to_bits(), w.value.to_bits());
+                }
+            }
+        }
+    }
 }

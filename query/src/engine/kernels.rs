@@ -36,7 +36,7 @@ pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 /// A running mean, as Prometheus averages (`avg`, `avg_over_time`): a
 /// compensated sum while it stays finite; once it would overflow, an
 /// incremental mean, so averaging huge values still gives a finite answer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Mean {
     count: f64,
     sum: f64,
