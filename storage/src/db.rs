@@ -634,7 +634,7 @@ impl Storage {
                     continue;
                 }
                 let selected = &ids[from..to];
-                let samples = block.read_samples(selected).await?;
+                let samples = read_samples_in_parallel(block, selected).await?;
                 let histograms = if block.has_histograms() {
                     block.read_histograms(selected).await?
                 } else {
@@ -799,6 +799,28 @@ impl Timed for Value {
 
 /// One source's float samples and histograms of a series, each sorted.
 type Part = (Vec<Sample>, Vec<HistogramSample>);
+
+/// Series below which a block read stays on one task: splitting costs a
+/// task and a second pass over the Parquet footer.
+const PARALLEL_READ_MIN_SERIES: usize = 256;
+
+/// [`Block::read_samples`], the second half of the series on another task:
+/// decoding Parquet is most of a query's work, and the halves cover disjoint
+/// rows, so two cores decode them side by side.
+async fn read_samples_in_parallel(block: &Arc<Block>, ids: &[u32]) -> Result<Vec<Vec<Sample>>> {
+    if ids.len() < PARALLEL_READ_MIN_SERIES {
+        return block.read_samples(ids).await;
+    }
+    let (first, second) = ids.split_at(ids.len() / 2);
+    let other = {
+        let (block, second) = (block.clone(), second.to_vec());
+        tokio::spawn(async move { block.read_samples(&second).await })
+    };
+    let mut samples = block.read_samples(first).await?;
+    let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
+    samples.extend(rest);
+    Ok(samples)
+}
 
 /// Merges per-source parts of one series; on equal timestamps the later
 /// source wins, whatever the kinds of the two values.
