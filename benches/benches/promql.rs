@@ -63,5 +63,89 @@ fn promql(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, promql);
+/// Native histograms: 1,000 counter histograms (schema 3, ~40 populated
+/// buckets each, growing every scrape), 1 h at 15 s, through the functions
+/// a dashboard runs on them.
+fn native_histograms(c: &mut Criterion) {
+    use std::sync::Arc;
+    use tidewatch_model::histogram::{Bucket, FloatHistogram, HistogramSample};
+    use tidewatch_model::{Labels, seam::SeriesSamples};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let store = MemSeriesStore::new();
+    let tenant = TenantId::default_tenant();
+    let series_count = 1_000;
+    let series: Vec<SeriesSamples> = (0..series_count)
+        .map(|i| {
+            let labels = Labels::from_pairs([
+                ("__name__", "rpc_duration_seconds".to_string()),
+                ("service", format!("svc-{}", i % 20)),
+                ("pod", format!("pod-{i}")),
+            ]);
+            let histograms = (0..SAMPLES)
+                .map(|step| {
+                    let grown = (step + 1) as f64;
+                    let positive: Vec<Bucket> = (0..40)
+                        .map(|b| Bucket {
+                            index: b - 10,
+                            count: grown * f64::from((b * 7 + i) % 5 + 1),
+                        })
+                        .collect();
+                    let count = positive.iter().map(|b| b.count).sum::<f64>() + grown;
+                    HistogramSample {
+                        timestamp: START + step as i64 * INTERVAL_MS,
+                        histogram: FloatHistogram {
+                            schema: 3,
+                            zero_threshold: 1e-128,
+                            zero_count: grown,
+                            count,
+                            sum: count * 0.25,
+                            positive,
+                            custom_values: Arc::from(Vec::new()),
+                            ..FloatHistogram::default()
+                        },
+                    }
+                })
+                .collect();
+            SeriesSamples {
+                labels,
+                samples: Vec::new(),
+                histograms,
+            }
+        })
+        .collect();
+    store.insert(&tenant, series);
+    let end = START + (SAMPLES as i64 - 1) * INTERVAL_MS;
+    let range = EvalRange {
+        start: START + 5 * 60_000,
+        end,
+        step: 60_000,
+        lookback: DEFAULT_LOOKBACK_MS,
+    };
+    let queries = [
+        (
+            "quantile_sum_rate",
+            "histogram_quantile(0.99, sum by (service) (rate(rpc_duration_seconds[5m])))",
+        ),
+        ("count_rate", "histogram_count(rate(rpc_duration_seconds[5m]))"),
+    ];
+    let mut group = c.benchmark_group("promql_native_histograms_1h_step_1m");
+    group.throughput(Throughput::Elements(series_count as u64));
+    for (name, query) in queries {
+        let expr = engine::parse(query).expect("query parses");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(engine::evaluate(&store, &tenant, &expr, range, QueryLimits::default()))
+                    .expect("query evaluates")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, promql, native_histograms);
 criterion_main!(benches);

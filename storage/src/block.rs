@@ -28,9 +28,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow_array::builder::{MapBuilder, StringBuilder};
+use arrow_array::builder::{ListBuilder, MapBuilder, StringBuilder, UInt32Builder};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, Int64Array, MapArray, RecordBatch, StringArray, UInt8Array, UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, Int64Array, ListArray, MapArray, RecordBatch, StringArray, UInt8Array, UInt32Array,
+    UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
@@ -59,12 +60,21 @@ use crate::histogram_codec;
 use crate::index::Postings;
 
 /// Version of the block layout written by this code.
-pub const BLOCK_FORMAT_VERSION: u32 = 5;
+pub const BLOCK_FORMAT_VERSION: u32 = 6;
 /// Oldest layout this code still reads: format 3 had no `value_correction`,
 /// formats 3 and 4 no histograms.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 3;
 /// The first format with `histograms.parquet`.
 const FIRST_FORMAT_WITH_HISTOGRAMS: u32 = 5;
+/// The first format with keyframes (see [`KEYFRAME_ROWS`]).
+const FIRST_FORMAT_WITH_KEYFRAMES: u32 = 6;
+
+/// Every this many samples of a series the value deltas restart from zero
+/// (a keyframe), and the series table notes the keyframe's time. A read of a
+/// short time range (an instant query, a rule) then decodes from the
+/// keyframe before the range instead of from the series' first sample; the
+/// restarts cost a few bytes per 128 samples.
+pub const KEYFRAME_ROWS: usize = 128;
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";
@@ -83,6 +93,9 @@ pub const COLUMN_VALUE_DELTA: &str = "value_delta";
 pub const COLUMN_VALUE_CORRECTION: &str = "value_correction";
 pub const COLUMN_HISTOGRAM_ROW_START: &str = "histogram_row_start";
 pub const COLUMN_HISTOGRAM_ROW_COUNT: &str = "histogram_row_count";
+/// Per series: the times of its keyframes after the first (samples
+/// `KEYFRAME_ROWS`, `2·KEYFRAME_ROWS`, …), in ms after its first sample.
+pub const COLUMN_KEYFRAME_OFFSETS: &str = "keyframe_offsets";
 pub const COLUMN_HISTOGRAM: &str = "histogram";
 
 const SAMPLES_BATCH_ROWS: usize = 1 << 20;
@@ -270,6 +283,11 @@ pub fn series_schema() -> SchemaRef {
         Field::new(COLUMN_VALUE_ENCODING, DataType::UInt8, false),
         Field::new(COLUMN_HISTOGRAM_ROW_START, DataType::UInt64, false),
         Field::new(COLUMN_HISTOGRAM_ROW_COUNT, DataType::UInt32, false),
+        Field::new(
+            COLUMN_KEYFRAME_OFFSETS,
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
+            false,
+        ),
     ]))
 }
 
@@ -364,6 +382,7 @@ pub struct BlockWriter {
     histogram_row_starts: Vec<u64>,
     histogram_row_counts: Vec<u32>,
     histogram_rows: u64,
+    keyframes: ListBuilder<UInt32Builder>,
 }
 
 /// Histogram rows per batch handed to the Parquet writer.
@@ -408,6 +427,11 @@ impl BlockWriter {
             histogram_ends: Vec::new(),
             histogram_row_starts: Vec::new(),
             histogram_row_counts: Vec::new(),
+            keyframes: ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new(
+                "item",
+                DataType::UInt32,
+                false,
+            ))),
             histogram_rows: 0,
         })
     }
@@ -460,8 +484,23 @@ impl BlockWriter {
         }
         let encoding = ValueEncoding::choose(samples);
         self.encodings.push(encoding.to_u8());
+        // Offsets count from the series' first time (float or histogram),
+        // which the series table keeps as its minimum time.
+        let base = first;
+        for keyframe in samples.iter().step_by(KEYFRAME_ROWS).skip(1) {
+            // A block spans at most days: milliseconds fit in 32 bits.
+            let offset = u32::try_from(keyframe.timestamp - base).map_err(|_| Error::Block {
+                block: "(being written)".to_string(),
+                message: format!("series {labels} spans more than 49 days"),
+            })?;
+            self.keyframes.values().append_value(offset);
+        }
+        self.keyframes.append(true);
         let mut previous = Previous::default();
-        for sample in samples {
+        for (row, sample) in samples.iter().enumerate() {
+            if row % KEYFRAME_ROWS == 0 {
+                previous = Previous::default();
+            }
             self.ids.push(id);
             self.timestamps.push(sample.timestamp);
             let (delta, correction) = encoding.encode(sample.value, &mut previous);
@@ -533,6 +572,7 @@ impl BlockWriter {
             Arc::new(UInt8Array::from(self.encodings)),
             Arc::new(UInt64Array::from(self.histogram_row_starts)),
             Arc::new(UInt32Array::from(self.histogram_row_counts)),
+            Arc::new(self.keyframes.finish()),
         ];
         let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
         let series_properties = WriterProperties::builder()
@@ -602,6 +642,11 @@ pub struct Block {
     labels: Vec<Labels>,
     /// (first row, row count) of each series' samples.
     rows: Vec<(u64, u32)>,
+    /// Keyframe times per series (none before format 6).
+    keyframes: Keyframes,
+    /// Samples between keyframes: [`KEYFRAME_ROWS`], or all of a series
+    /// before format 6.
+    keyframe_rows: usize,
     /// (first row, row count) of each series' histograms; (0, 0) before format 5.
     histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
@@ -641,22 +686,28 @@ impl Block {
         let series_bytes = store.get(&dir.clone().join(SERIES_FILE)).await?.bytes().await?;
         let block_name = dir.to_string();
         let has_histograms = meta.version >= FIRST_FORMAT_WITH_HISTOGRAMS;
+        let has_keyframes = meta.version >= FIRST_FORMAT_WITH_KEYFRAMES;
         let SeriesTable {
             labels,
             rows,
+            keyframes,
             histogram_rows,
             time_bounds,
             encodings,
             postings,
-        } = tokio::task::spawn_blocking(move || decode_series_table(series_bytes, &block_name, has_histograms))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        } = tokio::task::spawn_blocking(move || {
+            decode_series_table(series_bytes, &block_name, has_histograms, has_keyframes)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
         Ok(Block {
             meta,
             dir,
             store,
             labels,
             rows,
+            keyframes,
+            keyframe_rows: if has_keyframes { KEYFRAME_ROWS } else { usize::MAX },
             histogram_rows,
             time_bounds,
             encodings,
@@ -705,7 +756,7 @@ impl Block {
     /// Selected series with their samples and histograms in `range`.
     pub async fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Vec<SeriesSamples>> {
         let ids = self.select_ids(matchers, range);
-        let samples = self.read_samples(&ids).await?;
+        let samples = self.read_samples_in(&ids, range).await?;
         let histograms = self.read_histograms(&ids).await?;
         let mut out = Vec::with_capacity(ids.len());
         for ((id, mut series_samples), mut series_histograms) in ids.into_iter().zip(samples).zip(histograms) {
@@ -789,17 +840,36 @@ impl Block {
 
     /// All samples of the series `ids` (ascending), one vector per id.
     pub async fn read_samples(&self, ids: &[u32]) -> Result<Vec<Vec<Sample>>> {
+        self.read_samples_in(ids, TimeRange::ALL).await
+    }
+
+    /// The rows of series `id` to decode for `range`: from the last keyframe
+    /// at or before the range's start to the first keyframe after its end.
+    /// Also returns the first row's index within the series.
+    fn rows_for(&self, id: u32, range: TimeRange) -> (Range<usize>, usize) {
+        let (start, count) = self.rows[id as usize];
+        let (start, count) = (start as usize, count as usize);
+        let base = self.time_bounds[id as usize].0;
+        // Keyframe j ≥ 1 is sample j·K; its time is base + offsets[j-1].
+        let offsets = self.keyframes.of(id);
+        let time_of = |offset: &u32| base + i64::from(*offset);
+        let first_keyframe = offsets.partition_point(|o| time_of(o) <= range.start);
+        let after_end = offsets.partition_point(|o| time_of(o) <= range.end) + 1;
+        let from = first_keyframe.saturating_mul(self.keyframe_rows).min(count);
+        let to = after_end.saturating_mul(self.keyframe_rows).min(count);
+        (start + from..start + to.max(from), from)
+    }
+
+    /// The samples of the series `ids` (ascending) that a read of `range`
+    /// needs, one vector per id: every sample in the range, and possibly
+    /// some around it (callers filter by time).
+    pub async fn read_samples_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ranges: Vec<Range<usize>> = ids
-            .iter()
-            .map(|&id| {
-                let (start, count) = self.rows[id as usize];
-                start as usize..(start as usize + count as usize)
-            })
-            .collect();
+        let (ranges, first_rows): (Vec<Range<usize>>, Vec<usize>) =
+            ids.iter().map(|&id| self.rows_for(id, range)).unzip();
         // Series holding only histograms have no sample rows.
         if ranges.iter().all(|r| r.is_empty()) {
             return Ok(ranges.iter().map(|_| Vec::new()).collect());
@@ -832,6 +902,7 @@ impl Block {
         let mut out: Vec<Vec<Sample>> = ranges.iter().map(|r| Vec::with_capacity(r.len())).collect();
         let mut current = 0usize;
         let mut previous = Previous::default();
+        let keyframe_rows = self.keyframe_rows;
         while let Some(batch) = stream.try_next().await? {
             let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
             let deltas = column::<Int64Array>(&batch, COLUMN_VALUE_DELTA, &self.meta.ulid)?;
@@ -847,8 +918,6 @@ impl Block {
             {
                 while current < ranges.len() && out[current].len() == ranges[current].len() {
                     current += 1;
-                    // Each range starts a series: deltas restart from zero.
-                    previous = Previous::default();
                 }
                 let Some(target) = out.get_mut(current) else {
                     return Err(Error::Block {
@@ -856,6 +925,11 @@ impl Block {
                         message: "more sample rows than the series table accounts for".into(),
                     });
                 };
+                // Deltas restart from zero at a series' first sample and at
+                // every keyframe; every read range starts at one of them.
+                if (first_rows[current] + target.len()) % keyframe_rows == 0 {
+                    previous = Previous::default();
+                }
                 let encoding = self.encodings[ids[current] as usize];
                 target.push(Sample::new(
                     *timestamp,
@@ -877,10 +951,37 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, block: &str) -> Re
         })
 }
 
+/// Every series' keyframe offsets, back to back.
+#[derive(Debug, Default)]
+struct Keyframes {
+    offsets: Vec<u32>,
+    /// Where each series' offsets start in `offsets` (one more than series).
+    starts: Vec<u32>,
+}
+
+impl Keyframes {
+    fn push(&mut self, offsets: &[u32]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.offsets.extend_from_slice(offsets);
+        self.starts.push(self.offsets.len() as u32);
+    }
+
+    /// The offsets of series `id` (keyframes 1, 2, …).
+    fn of(&self, id: u32) -> &[u32] {
+        match (self.starts.get(id as usize), self.starts.get(id as usize + 1)) {
+            (Some(&from), Some(&to)) => &self.offsets[from as usize..to as usize],
+            _ => &[],
+        }
+    }
+}
+
 /// `series.parquet` in memory.
 struct SeriesTable {
     labels: Vec<Labels>,
     rows: Vec<(u64, u32)>,
+    keyframes: Keyframes,
     histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
     encodings: Vec<ValueEncoding>,
@@ -888,7 +989,7 @@ struct SeriesTable {
 }
 
 /// `has_histograms`: the table has the histogram row columns (format 5 on).
-fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool) -> Result<SeriesTable> {
+fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyframes: bool) -> Result<SeriesTable> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .with_batch_size(64 * 1024)
         .build()?;
@@ -898,8 +999,14 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool) -> Resul
     let mut bounds = Vec::new();
     let mut encodings = Vec::new();
     let mut postings = Postings::default();
+    let mut keyframes = Keyframes::default();
     for batch in reader {
         let batch = batch?;
+        let keyframe_lists = if has_keyframes {
+            Some(column::<ListArray>(&batch, COLUMN_KEYFRAME_OFFSETS, block)?)
+        } else {
+            None
+        };
         let maps = column::<MapArray>(&batch, COLUMN_LABELS, block)?;
         let starts = column::<UInt64Array>(&batch, COLUMN_ROW_START, block)?;
         let counts = column::<UInt32Array>(&batch, COLUMN_ROW_COUNT, block)?;
@@ -934,6 +1041,20 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool) -> Resul
             histogram_rows
                 .push(histogram_columns.map_or((0, 0), |(starts, counts)| (starts.value(row), counts.value(row))));
             bounds.push((mins.value(row), maxs.value(row)));
+            match keyframe_lists {
+                Some(lists) => {
+                    let list = lists.value(row);
+                    let offsets = list
+                        .as_any()
+                        .downcast_ref::<UInt32Array>()
+                        .ok_or_else(|| Error::Block {
+                            block: block.to_string(),
+                            message: "keyframe offsets are not u32".into(),
+                        })?;
+                    keyframes.push(offsets.values());
+                }
+                None => keyframes.push(&[]),
+            }
             let encoding = ValueEncoding::from_u8(value_encodings.value(row)).ok_or_else(|| Error::Block {
                 block: block.to_string(),
                 message: format!("unknown value encoding {}", value_encodings.value(row)),
@@ -944,6 +1065,7 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool) -> Resul
     Ok(SeriesTable {
         labels,
         rows,
+        keyframes,
         histogram_rows,
         time_bounds: bounds,
         encodings,
@@ -1058,6 +1180,53 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+        // Long series cross keyframes: a read of any range decodes from the
+        // keyframe before it and still gets every sample in it, exactly,
+        // also when a histogram comes first and sets the series' start.
+        #[test]
+        fn reads_from_keyframes_find_every_sample_in_range(
+            gaps in proptest::collection::vec(1i64..40, 130..700),
+            decimal in any::<bool>(),
+            histogram_first in any::<bool>(),
+            start in -50i64..12_000,
+            span in 0i64..4_000,
+        ) {
+            run(async {
+                let mut t = 0;
+                let mut samples = Vec::new();
+                for (i, gap) in gaps.iter().enumerate() {
+                    t += gap;
+                    let value = if decimal { (i % 97) as f64 * 0.25 } else { (i as f64).sin() * 1e6 };
+                    samples.push(Sample::new(t, value));
+                }
+                let histograms = if histogram_first {
+                    vec![HistogramSample { timestamp: -100, histogram: tidewatch_model::FloatHistogram::default() }]
+                } else {
+                    Vec::new()
+                };
+                let series = vec![SeriesSamples {
+                    labels: Labels::from_pairs([("__name__", "long")]),
+                    samples: samples.clone(),
+                    histograms,
+                }];
+                let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                let prefix = StorePath::from("tenant");
+                let meta = write_block(&store, &prefix, encode_block(&series, 1, Vec::new()).unwrap()).await.unwrap();
+                let block = Block::open(store.clone(), prefix.clone().join(meta.ulid.as_str())).await.unwrap();
+                let range = TimeRange::new(start, start + span);
+                let read = block.read_samples_in(&[0], range).await.unwrap().remove(0);
+                let got: Vec<Sample> = read.iter().copied().filter(|s| range.contains(s.timestamp)).collect();
+                let expected: Vec<Sample> = samples.iter().copied().filter(|s| range.contains(s.timestamp)).collect();
+                prop_assert_eq!(got.len(), expected.len());
+                prop_assert!(got.iter().zip(&expected).all(|(a, b)| a.same_as(b)));
+                // Short ranges decode at most the keyframe spans around them.
+                if span < 100 {
+                    prop_assert!(read.len() <= 3 * KEYFRAME_ROWS, "{} rows read", read.len());
+                }
+                Ok(())
+            })?;
+        }
+
         // Whatever goes into a block comes back out bit for bit, for any selection and range.
         #[test]
         fn blocks_round_trip(series in series_strategy(), start in -1200i64..1200, span in 0i64..2400) {

@@ -634,7 +634,7 @@ impl Storage {
                     continue;
                 }
                 let selected = &ids[from..to];
-                let samples = read_samples_in_parallel(block, selected).await?;
+                let samples = read_samples_in_parallel(block, selected, range).await?;
                 let histograms = if block.has_histograms() {
                     block.read_histograms(selected).await?
                 } else {
@@ -807,16 +807,16 @@ const PARALLEL_READ_MIN_SERIES: usize = 256;
 /// [`Block::read_samples`], the second half of the series on another task:
 /// decoding Parquet is most of a query's work, and the halves cover disjoint
 /// rows, so two cores decode them side by side.
-async fn read_samples_in_parallel(block: &Arc<Block>, ids: &[u32]) -> Result<Vec<Vec<Sample>>> {
+async fn read_samples_in_parallel(block: &Arc<Block>, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
     if ids.len() < PARALLEL_READ_MIN_SERIES {
-        return block.read_samples(ids).await;
+        return block.read_samples_in(ids, range).await;
     }
     let (first, second) = ids.split_at(ids.len() / 2);
     let other = {
         let (block, second) = (block.clone(), second.to_vec());
-        tokio::spawn(async move { block.read_samples(&second).await })
+        tokio::spawn(async move { block.read_samples_in(&second, range).await })
     };
-    let mut samples = block.read_samples(first).await?;
+    let mut samples = block.read_samples_in(first, range).await?;
     let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
     samples.extend(rest);
     Ok(samples)
