@@ -316,6 +316,11 @@ fn bound_fraction(schema: i32, i: i32) -> f64 {
 
 /// `fraction · 2^exp`, saturating to 0 and +Inf like Go's `math.Ldexp`.
 fn ldexp(fraction: f64, exp: i64) -> f64 {
+    // Powers of two in the normal range are built from their bits; only the
+    // extremes (subnormal or overflowing results) take the slow path.
+    if (-1022..=1023).contains(&exp) {
+        return fraction * f64::from_bits(((exp + 1023) as u64) << 52);
+    }
     let exp = exp.clamp(-2000, 2000) as i32;
     // Split the exponent so intermediate powers stay finite.
     let mut value = fraction;
@@ -388,6 +393,17 @@ mod tests {
                 assert!((tabled - direct).abs() <= f64::EPSILON, "schema {schema} index {i}");
             }
         }
+    }
+
+    #[test]
+    fn ldexp_agrees_with_repeated_doubling() {
+        for exp in [-1022i64, -600, -5, 0, 1, 52, 600, 1023] {
+            let slow = 0.75 * 2f64.powi(exp as i32);
+            assert_eq!(ldexp(0.75, exp), slow, "exp {exp}");
+        }
+        assert_eq!(ldexp(0.5, 1025), f64::INFINITY);
+        assert_eq!(ldexp(1.0, -1074), f64::from_bits(1));
+        assert_eq!(ldexp(0.5, -2000), 0.0);
     }
 
     #[test]

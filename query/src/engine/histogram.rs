@@ -279,20 +279,25 @@ pub(crate) fn add(
         other_negative = Some(reduce_resolution(&other.negative, other.schema, h.schema));
     }
     let (schema, threshold) = (h.schema, h.zero_threshold);
-    let inside_zero = |index: i32| exponential_upper(index, schema) <= threshold;
-    h.positive = merge_buckets(
-        &h.positive,
-        other_positive.as_deref().unwrap_or(&other.positive),
-        inside_zero,
-        combine,
-    );
-    h.negative = merge_buckets(
-        &h.negative,
-        other_negative.as_deref().unwrap_or(&other.negative),
-        inside_zero,
-        combine,
-    );
+    let other_positive = other_positive.as_deref().unwrap_or(&other.positive);
+    let other_negative = other_negative.as_deref().unwrap_or(&other.negative);
+    // Buckets of `other` inside the zero bucket are left out: bounds grow with
+    // the index, so that is a prefix of each sorted list.
+    let below_positive = first_above_threshold(other_positive, schema, threshold);
+    let below_negative = first_above_threshold(other_negative, schema, threshold);
+    h.positive = merge_buckets(&h.positive, other_positive, |index| index < below_positive, combine);
+    h.negative = merge_buckets(&h.negative, other_negative, |index| index < below_negative, combine);
     Ok(combined)
+}
+
+/// The lowest index among `buckets` whose upper bound is above `threshold`
+/// (`i32::MIN` when the threshold is zero: every bucket is above it).
+fn first_above_threshold(buckets: &[Bucket], schema: i32, threshold: f64) -> i32 {
+    if threshold <= 0.0 {
+        return i32::MIN;
+    }
+    let cut = buckets.partition_point(|b| exponential_upper(b.index, schema) <= threshold);
+    buckets.get(cut).map_or(i32::MAX, |b| b.index)
 }
 
 fn exponential_upper(index: i32, schema: i32) -> f64 {
@@ -324,8 +329,40 @@ impl KahanSum {
 
     /// Adds `other` with compensated summation of every count.
     pub(crate) fn add(&mut self, other: &FloatHistogram) -> Result<Combined, IncompatibleSchemas> {
-        // The layout follows a plain addition; the compensation terms are
-        // brought to the same layout and then updated per field.
+        let same_layout = self.sum.schema == other.schema
+            && self.sum.zero_threshold == other.zero_threshold
+            && self.sum.uses_custom_buckets() == other.uses_custom_buckets()
+            && self.sum.custom_values[..] == other.custom_values[..];
+        if same_layout {
+            return Ok(self.add_same_layout(other));
+        }
+        self.add_realigning(other)
+    }
+
+    /// The common case, without copies: `other` has the sum's schema, zero
+    /// threshold and custom bounds, so one walk over the three bucket lists
+    /// (sum, compensation, addend) does it.
+    fn add_same_layout(&mut self, other: &FloatHistogram) -> Combined {
+        let counter_reset_collision = adjust_counter_reset(&mut self.sum, other);
+        let (sum, c) = (&mut self.sum, &mut self.compensation);
+        (sum.count, c.count) = kahan_inc(other.count, sum.count, c.count);
+        (sum.sum, c.sum) = kahan_inc(other.sum, sum.sum, c.sum);
+        (sum.zero_count, c.zero_count) = kahan_inc(other.zero_count, sum.zero_count, c.zero_count);
+        for (values, compensations, addend) in [
+            (&mut sum.positive, &mut c.positive, &other.positive),
+            (&mut sum.negative, &mut c.negative, &other.negative),
+        ] {
+            kahan_merge(values, compensations, addend);
+        }
+        Combined {
+            counter_reset_collision,
+            bounds_reconciled: false,
+        }
+    }
+
+    /// Any other case: a plain addition chooses the layout, then the sum is
+    /// redone with compensation on that layout.
+    fn add_realigning(&mut self, other: &FloatHistogram) -> Result<Combined, IncompatibleSchemas> {
         let before = self.sum.clone();
         let combined = add(&mut self.sum, other, false)?;
         let mut compensation = std::mem::take(&mut self.compensation);
@@ -397,6 +434,56 @@ impl KahanSum {
         }
         self.sum
     }
+}
+
+/// Adds `addend`'s buckets into `values` with Kahan compensation; the
+/// compensation list keeps the values' indexes (missing entries are zero).
+fn kahan_merge(values: &mut Vec<Bucket>, compensations: &mut Vec<Bucket>, addend: &[Bucket]) {
+    let aligned =
+        compensations.len() == values.len() && compensations.iter().zip(values.iter()).all(|(c, v)| c.index == v.index);
+    if aligned && addend.len() == values.len() && addend.iter().zip(values.iter()).all(|(a, v)| a.index == v.index) {
+        // Same buckets on all three: update in place.
+        for ((value, compensation), add) in values.iter_mut().zip(compensations.iter_mut()).zip(addend) {
+            (value.count, compensation.count) = kahan_inc(add.count, value.count, compensation.count);
+        }
+        return;
+    }
+    let lookup = |list: &[Bucket], index: i32| {
+        list.binary_search_by_key(&index, |b| b.index)
+            .map(|i| list[i].count)
+            .unwrap_or(0.0)
+    };
+    let mut merged_values = Vec::with_capacity(values.len().max(addend.len()));
+    let mut merged_compensations = Vec::with_capacity(merged_values.capacity());
+    let (mut i, mut j) = (0, 0);
+    while i < values.len() || j < addend.len() {
+        let index = match (values.get(i), addend.get(j)) {
+            (Some(v), Some(a)) => v.index.min(a.index),
+            (Some(v), None) => v.index,
+            (None, Some(a)) => a.index,
+            (None, None) => break,
+        };
+        let value = if values.get(i).is_some_and(|v| v.index == index) {
+            i += 1;
+            values[i - 1].count
+        } else {
+            0.0
+        };
+        let add = if addend.get(j).is_some_and(|a| a.index == index) {
+            j += 1;
+            addend[j - 1].count
+        } else {
+            0.0
+        };
+        let (count, compensation) = kahan_inc(add, value, lookup(compensations, index));
+        merged_values.push(Bucket { index, count });
+        merged_compensations.push(Bucket {
+            index,
+            count: compensation,
+        });
+    }
+    *values = merged_values;
+    *compensations = merged_compensations;
 }
 
 /// A running mean of histograms as Prometheus' `avg` and `avg_over_time`
@@ -609,10 +696,8 @@ pub(crate) fn detect_reset(current: &FloatHistogram, previous: &FloatHistogram) 
         if current.uses_custom_buckets() {
             return reduced;
         }
-        reduced
-            .into_iter()
-            .filter(|b| exponential_upper(b.index, current.schema) > current.zero_threshold)
-            .collect()
+        let first = first_above_threshold(&reduced, current.schema, current.zero_threshold);
+        reduced.into_iter().filter(|b| b.index >= first).collect()
     };
     for positive in [true, false] {
         let pick = |h: &FloatHistogram| {
@@ -1088,6 +1173,22 @@ mod tests {
             compact(&mut expected);
             proptest::prop_assert_eq!(back.positive, expected.positive);
             proptest::prop_assert_eq!(back.negative, expected.negative);
+        }
+
+        // The compensated sum equals a plain sum for whole counts, on the
+        // in-place path (one layout) and the realigning one alike.
+        #[test]
+        fn kahan_sums_equal_plain_sums(histograms in proptest::collection::vec(arbitrary_histogram(), 1..6)) {
+            let mut kahan = KahanSum::new(histograms[0].clone());
+            let mut plain = histograms[0].clone();
+            for h in &histograms[1..] {
+                kahan.add(h).unwrap();
+                add(&mut plain, h, false).unwrap();
+            }
+            let mut total = kahan.total();
+            compact(&mut total);
+            compact(&mut plain);
+            proptest::prop_assert_eq!(total, plain);
         }
 
         // Quantiles never decrease with q and stay within the populated range.
