@@ -277,20 +277,12 @@ impl HistogramAccumulator {
         match added {
             Ok(combined) => {
                 if combined.bounds_reconciled {
-                    ev.shared.info(
-                        "mismatched custom buckets were reconciled during aggregation".to_string(),
-                        node,
-                    );
+                    ev.shared.info(hist::message::bounds_reconciled("aggregation"), node);
                 }
             }
             Err(hist::IncompatibleSchemas) => {
                 self.incompatible = true;
-                ev.shared.warn(
-                    format!(
-                        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
-                    ),
-                    node,
-                );
+                ev.shared.warn(hist::message::mixed_layouts(name), node);
             }
         }
     }

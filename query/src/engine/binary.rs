@@ -69,10 +69,7 @@ impl Notes {
                 .warn(format!("conflicting counter resets during histogram {operation}"), node);
         }
         if self.bounds_reconciled {
-            ev.shared.info(
-                format!("mismatched custom buckets were reconciled during {operation}"),
-                node,
-            );
+            ev.shared.info(hist::message::bounds_reconciled(operation), node);
         }
         if self.incompatible_layouts {
             ev.shared.warn(

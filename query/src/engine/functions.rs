@@ -1326,28 +1326,20 @@ fn histogram_range<S: SeriesRead>(
             let is_rate = name == "irate";
             let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
             if is_rate && (gauge(now) || gauge(before)) {
-                ev.shared.warn(
-                    format!("this native histogram metric is not a counter: {metric:?}"),
-                    node,
-                );
+                ev.shared.warn(hist::message::not_counter(metric), node);
             }
             if !(is_rate || gauge(now) && gauge(before)) {
-                ev.shared
-                    .warn(format!("this native histogram metric is not a gauge: {metric:?}"), node);
+                ev.shared.warn(hist::message::not_gauge(metric), node);
             }
             let mut result = (**now).clone();
             if !is_rate || !hist::detect_reset(now, before) {
                 match hist::add(&mut result, before, true) {
-                    Ok(combined) if combined.bounds_reconciled => ev.shared.info(
-                        "mismatched custom buckets were reconciled during subtraction".to_string(),
-                        node,
-                    ),
+                    Ok(combined) if combined.bounds_reconciled => {
+                        ev.shared.info(hist::message::bounds_reconciled("subtraction"), node)
+                    }
                     Ok(_) => {}
                     Err(_) => {
-                        ev.shared.warn(
-                            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
-                            node,
-                        );
+                        ev.shared.warn(hist::message::mixed_layouts(metric), node);
                         return None;
                     }
                 }
@@ -1382,10 +1374,7 @@ fn histogram_range<S: SeriesRead>(
                 match added {
                     Ok(combined) => reconciled |= combined.bounds_reconciled,
                     Err(_) => {
-                        ev.shared.warn(
-                            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
-                            node,
-                        );
+                        ev.shared.warn(hist::message::mixed_layouts(metric), node);
                         return None;
                     }
                 }
@@ -1397,10 +1386,7 @@ fn histogram_range<S: SeriesRead>(
                 );
             }
             if reconciled {
-                ev.shared.info(
-                    "mismatched custom buckets were reconciled during aggregation".to_string(),
-                    node,
-                );
+                ev.shared.info(hist::message::bounds_reconciled("aggregation"), node);
             }
             let mut total = if averaging { mean.value() } else { sum.total() };
             hist::compact(&mut total);
@@ -1467,17 +1453,9 @@ fn histogram_rate<S: SeriesRead>(
     let [first_sample, .., last_sample] = histograms else {
         return None;
     };
-    let not_counter = || {
-        ev.shared.warn(
-            format!("this native histogram metric is not a counter: {metric:?}"),
-            node,
-        )
-    };
+    let not_counter = || ev.shared.warn(hist::message::not_counter(metric), node);
     let mixed_layouts = || {
-        ev.shared.warn(
-            format!("vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"),
-            node,
-        );
+        ev.shared.warn(hist::message::mixed_layouts(metric), node);
         None
     };
     let gauge = |h: &FloatHistogram| h.counter_reset_hint == CounterResetHint::Gauge;
@@ -1520,10 +1498,9 @@ fn histogram_rate<S: SeriesRead>(
         result.schema = min_schema;
     }
     match hist::add(&mut result, &previous, true) {
-        Ok(combined) if combined.bounds_reconciled => ev.shared.info(
-            "mismatched custom buckets were reconciled during subtraction".to_string(),
-            node,
-        ),
+        Ok(combined) if combined.bounds_reconciled => {
+            ev.shared.info(hist::message::bounds_reconciled("subtraction"), node)
+        }
         Ok(_) => {}
         Err(_) => return mixed_layouts(),
     }
@@ -1532,10 +1509,9 @@ fn histogram_rate<S: SeriesRead>(
         for sample in &histograms[1..] {
             if hist::detect_reset(&sample.h, prev) {
                 match hist::add(&mut result, prev, false) {
-                    Ok(combined) if combined.bounds_reconciled => ev.shared.info(
-                        "mismatched custom buckets were reconciled during addition".to_string(),
-                        node,
-                    ),
+                    Ok(combined) if combined.bounds_reconciled => {
+                        ev.shared.info(hist::message::bounds_reconciled("addition"), node)
+                    }
                     Ok(_) => {}
                     Err(_) => return mixed_layouts(),
                 }
@@ -1543,40 +1519,22 @@ fn histogram_rate<S: SeriesRead>(
             prev = &sample.h;
         }
     } else if !gauge(first) || !gauge(last) {
-        ev.shared
-            .warn(format!("this native histogram metric is not a gauge: {metric:?}"), node);
+        ev.shared.warn(hist::message::not_gauge(metric), node);
     }
     result.counter_reset_hint = CounterResetHint::Gauge;
     hist::compact(&mut result);
 
-    // Extrapolation, as for floats, with the observation count standing in
-    // for the value when looking for the counter's zero point.
-    let seconds = |from: i64, to: i64| (to - from) as f64 / 1000.0;
-    let mut to_start = seconds(range_start, first_sample.timestamp);
-    let mut to_end = seconds(last_sample.timestamp, range_end);
-    let sampled = seconds(first_sample.timestamp, last_sample.timestamp);
-    let average = sampled / (histograms.len() - 1) as f64;
-    let threshold = average * 1.1;
-    if to_start >= threshold {
-        to_start = average / 2.0;
-    }
-    if is_counter && result.count > 0.0 && first.count >= 0.0 {
-        let to_zero = sampled * (first.count / result.count);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
-    }
-    if to_end >= threshold {
-        to_end = average / 2.0;
-    }
-    let mut factor = if sampled != 0.0 {
-        (sampled + to_start + to_end) / sampled
-    } else {
-        1.0
+    // Extrapolation as for floats, the observation count standing in for the
+    // value when looking for the counter's zero point.
+    let zero_point = (is_counter && result.count > 0.0 && first.count >= 0.0).then(|| first.count / result.count);
+    let window = kernels::Window {
+        first: first_sample.timestamp,
+        last: last_sample.timestamp,
+        intervals: histograms.len() - 1,
+        range_start,
+        range_end,
     };
-    if is_rate {
-        factor /= seconds(range_start, range_end);
-    }
+    let factor = kernels::extrapolation_factor(window, zero_point, is_rate);
     hist::mul(&mut result, factor);
     Some(Arc::new(result))
 }

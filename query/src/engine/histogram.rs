@@ -12,6 +12,28 @@ use std::sync::Arc;
 
 use tidewatch_model::histogram::{Bucket, CounterResetHint, FloatHistogram, bucket_upper_bound};
 
+/// Prometheus' annotation texts about native histograms, in one place.
+pub(crate) mod message {
+    pub(crate) fn mixed_layouts(metric: &str) -> String {
+        format!(
+            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {metric:?}"
+        )
+    }
+
+    /// `operation`: "addition", "subtraction" or "aggregation".
+    pub(crate) fn bounds_reconciled(operation: &str) -> String {
+        format!("mismatched custom buckets were reconciled during {operation}")
+    }
+
+    pub(crate) fn not_counter(metric: &str) -> String {
+        format!("this native histogram metric is not a counter: {metric:?}")
+    }
+
+    pub(crate) fn not_gauge(metric: &str) -> String {
+        format!("this native histogram metric is not a gauge: {metric:?}")
+    }
+}
+
 /// Exponential and custom-bucket histograms cannot be combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IncompatibleSchemas;

@@ -128,19 +128,46 @@ pub(crate) fn extrapolated_rate(
         }
     }
 
-    let mut to_start = seconds_between(range_start, first.timestamp);
-    let mut to_end = seconds_between(last.timestamp, range_end);
-    let sampled = seconds_between(first.timestamp, last.timestamp);
-    let average_interval = sampled / (samples.len() - 1) as f64;
+    let zero_point = (is_counter && result > 0.0 && first.value >= 0.0).then(|| first.value / result);
+    let window = Window {
+        first: first.timestamp,
+        last: last.timestamp,
+        intervals: samples.len() - 1,
+        range_start,
+        range_end,
+    };
+    Some(result * extrapolation_factor(window, zero_point, is_rate))
+}
+
+/// Where the samples of a rate's window sit in it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub first: i64,
+    pub last: i64,
+    /// Samples minus one (at least one).
+    pub intervals: usize,
+    pub range_start: i64,
+    pub range_end: i64,
+}
+
+/// The factor that extrapolates a difference over `window`'s samples to the
+/// window's edges (per second with `is_rate`), shared by float and histogram
+/// rates. `zero_point`, for counters going up from a non-negative start, is
+/// `first / difference`: the left extrapolation stops where the counter's line
+/// would reach zero.
+pub(crate) fn extrapolation_factor(window: Window, zero_point: Option<f64>, is_rate: bool) -> f64 {
+    let mut to_start = seconds_between(window.range_start, window.first);
+    let mut to_end = seconds_between(window.last, window.range_end);
+    let sampled = seconds_between(window.first, window.last);
+    let average_interval = sampled / window.intervals as f64;
     let threshold = average_interval * 1.1;
 
     if to_start >= threshold {
         to_start = average_interval / 2.0;
     }
-    if is_counter && result > 0.0 && first.value >= 0.0 {
-        // Where the counter's line through the window would reach zero; going
-        // further left would extrapolate to negative counts.
-        let to_zero = sampled * (first.value / result);
+    if let Some(ratio) = zero_point {
+        // Going further left would extrapolate to negative counts.
+        let to_zero = sampled * ratio;
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -157,9 +184,9 @@ pub(crate) fn extrapolated_rate(
         1.0
     };
     if is_rate {
-        factor /= range_seconds(range_end.wrapping_sub(range_start));
+        factor /= range_seconds(window.range_end.wrapping_sub(window.range_start));
     }
-    Some(result * factor)
+    factor
 }
 
 /// `irate` (`is_rate`) and `idelta`: the difference of the last two samples,
