@@ -14,12 +14,52 @@ const INTERVAL_MS: i64 = 15_000;
 const SAMPLES: usize = 240;
 const START: i64 = 1_767_225_600_000;
 
-fn promql(c: &mut Criterion) {
-    let series = sized(10_000, 500);
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The range every query runs over: the hour after the first 5 minutes, 1 m steps.
+fn hour_range() -> EvalRange {
+    EvalRange {
+        start: START + 5 * 60_000,
+        end: START + (SAMPLES as i64 - 1) * INTERVAL_MS,
+        step: 60_000,
+        lookback: DEFAULT_LOOKBACK_MS,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+        .expect("tokio runtime")
+}
+
+/// Benchmarks each `(name, query)` over [`hour_range`] as one criterion group.
+fn bench_queries(
+    c: &mut Criterion,
+    group_name: &str,
+    series: usize,
+    runtime: &tokio::runtime::Runtime,
+    store: &MemSeriesStore,
+    queries: &[(&str, &str)],
+) {
+    let tenant = TenantId::default_tenant();
+    let range = hour_range();
+    let mut group = c.benchmark_group(group_name);
+    group.throughput(Throughput::Elements(series as u64));
+    for (name, query) in queries {
+        let expr = engine::parse(query).expect("query parses");
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(engine::evaluate(store, &tenant, &expr, range, QueryLimits::default()))
+                    .expect("query evaluates")
+            })
+        });
+    }
+    group.finish();
+}
+
+fn promql(c: &mut Criterion) {
+    let series = sized(10_000, 500);
+    let runtime = runtime();
     let store = MemSeriesStore::new();
     let tenant = TenantId::default_tenant();
     let history = Cluster::new(series, 7).history(START, INTERVAL_MS, SAMPLES);
@@ -30,13 +70,6 @@ fn promql(c: &mut Criterion) {
     runtime
         .block_on(store.ingest(&tenant, RawWriteBatch::from_batch(&batch)))
         .expect("ingest");
-    let end = START + (SAMPLES as i64 - 1) * INTERVAL_MS;
-    let range = EvalRange {
-        start: START + 5 * 60_000,
-        end,
-        step: 60_000,
-        lookback: DEFAULT_LOOKBACK_MS,
-    };
     let queries = [
         (
             "sum_rate",
@@ -48,19 +81,7 @@ fn promql(c: &mut Criterion) {
         ),
         ("count_all", "count by (__name__) ({__name__=~\".+\"})"),
     ];
-    let mut group = c.benchmark_group("promql_range_1h_step_1m");
-    group.throughput(Throughput::Elements(series as u64));
-    for (name, query) in queries {
-        let expr = engine::parse(query).expect("query parses");
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime
-                    .block_on(engine::evaluate(&store, &tenant, &expr, range, QueryLimits::default()))
-                    .expect("query evaluates")
-            })
-        });
-    }
-    group.finish();
+    bench_queries(c, "promql_range_1h_step_1m", series, &runtime, &store, &queries);
 }
 
 /// Native histograms: 1,000 counter histograms (schema 3, ~40 populated
@@ -71,10 +92,7 @@ fn native_histograms(c: &mut Criterion) {
     use tidewatch_model::histogram::{Bucket, FloatHistogram, HistogramSample};
     use tidewatch_model::{Labels, seam::SeriesSamples};
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = runtime();
     let store = MemSeriesStore::new();
     let tenant = TenantId::default_tenant();
     let series_count = 1_000;
@@ -118,13 +136,6 @@ fn native_histograms(c: &mut Criterion) {
         })
         .collect();
     store.insert(&tenant, series);
-    let end = START + (SAMPLES as i64 - 1) * INTERVAL_MS;
-    let range = EvalRange {
-        start: START + 5 * 60_000,
-        end,
-        step: 60_000,
-        lookback: DEFAULT_LOOKBACK_MS,
-    };
     let queries = [
         (
             "quantile_sum_rate",
@@ -132,19 +143,14 @@ fn native_histograms(c: &mut Criterion) {
         ),
         ("count_rate", "histogram_count(rate(rpc_duration_seconds[5m]))"),
     ];
-    let mut group = c.benchmark_group("promql_native_histograms_1h_step_1m");
-    group.throughput(Throughput::Elements(series_count as u64));
-    for (name, query) in queries {
-        let expr = engine::parse(query).expect("query parses");
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime
-                    .block_on(engine::evaluate(&store, &tenant, &expr, range, QueryLimits::default()))
-                    .expect("query evaluates")
-            })
-        });
-    }
-    group.finish();
+    bench_queries(
+        c,
+        "promql_native_histograms_1h_step_1m",
+        series_count as usize,
+        &runtime,
+        &store,
+        &queries,
+    );
 }
 
 criterion_group!(benches, promql, native_histograms);
