@@ -10,6 +10,7 @@ pub mod error;
 pub mod histogram;
 mod histogram_bounds;
 pub mod labels;
+pub mod logs;
 pub mod matcher;
 pub mod raw_write;
 pub mod remote_write;
