@@ -864,12 +864,40 @@ impl Block {
     /// needs, one vector per id: every sample in the range, and possibly
     /// some around it (callers filter by time).
     pub async fn read_samples_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
+        let rows = ids.iter().map(|&id| self.rows_for(id, range)).unzip();
+        self.read_rows(ids, rows).await
+    }
+
+    /// Like [`Block::read_samples_in`], for a caller that wants only the
+    /// newest sample in `range`: a series whose last sample in this block
+    /// lies in the range decodes from the keyframe before that sample only.
+    pub async fn read_newest_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
+        let rows = ids
+            .iter()
+            .map(|&id| {
+                let last = self.time_bounds[id as usize].1;
+                let from = if last <= range.end {
+                    last.max(range.start)
+                } else {
+                    range.start
+                };
+                self.rows_for(id, TimeRange::new(from, range.end))
+            })
+            .unzip();
+        self.read_rows(ids, rows).await
+    }
+
+    /// Decodes the rows `ranges` of the series `ids` (ascending); each range
+    /// starts at a keyframe, whose index within its series is in `first_rows`.
+    async fn read_rows(
+        &self,
+        ids: &[u32],
+        (ranges, first_rows): (Vec<Range<usize>>, Vec<usize>),
+    ) -> Result<Vec<Vec<Sample>>> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (ranges, first_rows): (Vec<Range<usize>>, Vec<usize>) =
-            ids.iter().map(|&id| self.rows_for(id, range)).unzip();
         // Series holding only histograms have no sample rows.
         if ranges.iter().all(|r| r.is_empty()) {
             return Ok(ranges.iter().map(|_| Vec::new()).collect());

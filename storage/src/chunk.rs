@@ -146,6 +146,12 @@ impl XorChunk {
         (self.count > 0).then_some(self.last_time)
     }
 
+    /// The newest sample, kept beside the bits for appending: reading it
+    /// decodes nothing.
+    pub(crate) fn last_sample(&self) -> Option<Sample> {
+        (self.count > 0).then(|| Sample::new(self.last_time, f64::from_bits(self.last_value)))
+    }
+
     /// Bytes of encoded data held.
     pub(crate) fn byte_len(&self) -> usize {
         self.bits.bytes.len()
