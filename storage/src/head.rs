@@ -267,14 +267,14 @@ impl MemSeries {
 
     /// Samples in `range`, sorted, one per timestamp (late samples win).
     pub(crate) fn samples_in(&self, range: TimeRange) -> Vec<Sample> {
-        let mut chunked = Vec::new();
-        for chunk in self.chunks() {
-            let (Some(first), Some(last)) = (chunk.first_time(), chunk.last_time()) else {
-                continue;
-            };
-            if last < range.start || first > range.end {
-                continue;
-            }
+        let overlaps = |chunk: &&XorChunk| match (chunk.first_time(), chunk.last_time()) {
+            (Some(first), Some(last)) => last >= range.start && first <= range.end,
+            _ => false,
+        };
+        // Room for every sample of the overlapping chunks: growing by
+        // doubling showed up as a tenth of a short query's time.
+        let mut chunked = Vec::with_capacity(self.chunks().filter(overlaps).map(XorChunk::len).sum());
+        for chunk in self.chunks().filter(overlaps) {
             // XOR chunks decode from their start; stop as soon as the range ends.
             chunked.extend(
                 chunk
