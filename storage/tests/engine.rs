@@ -409,7 +409,9 @@ proptest::proptest! {
             storage.append(&tenant, write(&appended, 10_000.25)).await.unwrap();
             // Older than what the head holds: out-of-order samples.
             storage.append(&tenant, write(&late, 20_000.125)).await.unwrap();
-            for (start, width) in ranges {
+            // Ranges that start or end exactly on a series' last block sample.
+            let edges = flushed.iter().filter_map(|steps| steps.last()).flat_map(|&last| [(last, 0), (last, 7), (last - 3, 3)]);
+            for (start, width) in ranges.into_iter().chain(edges) {
                 let range = TimeRange::new(at(start), at(start + width));
                 let expected = newest_by_selecting(&storage, &tenant, range).await;
                 let got = newest_by_latest_read(&storage, &tenant, range).await;
