@@ -6,6 +6,8 @@
 //! aggregation's arguments are all gone. `Display` prints the one canonical
 //! spelling, with the fewest parentheses that keep the tree, so that
 //! `parse(&expr.to_string()) == Ok(expr)` for every tree the parser builds.
+//! (A hand-built tree can be inexpressible: `| drop a` directly followed by
+//! the line filter `!= "x"` reads back as `drop a!="x"`, in Loki too.)
 
 use std::fmt::{self, Display, Write as _};
 
@@ -880,8 +882,19 @@ impl LabelFilter {
         }
     }
 
-    fn fmt_in(&self, f: &mut fmt::Formatter<'_>, slot: FilterSlot) -> fmt::Result {
-        let parens = self.needs_parens(slot);
+    /// Prints the filter in `slot`. `tail`: nothing follows it in the whole
+    /// filter — a comma's right operand extends to the end, so a comma that
+    /// is not at the tail needs parentheses.
+    fn fmt_in(&self, f: &mut fmt::Formatter<'_>, slot: FilterSlot, tail: bool) -> fmt::Result {
+        let comma = matches!(
+            self,
+            LabelFilter::And {
+                kind: AndKind::Comma,
+                ..
+            }
+        );
+        let parens = self.needs_parens(slot) || (comma && !tail);
+        let tail = parens || tail;
         if parens {
             f.write_char('(')?;
         }
@@ -896,20 +909,20 @@ impl LabelFilter {
             LabelFilter::Number { name, op, value } => write!(f, "{name}{}{}", op.as_str(), Number(*value))?,
             LabelFilter::And { left, right, kind } => match kind {
                 AndKind::Keyword => {
-                    left.fmt_in(f, FilterSlot::AndLeft)?;
+                    left.fmt_in(f, FilterSlot::AndLeft, false)?;
                     f.write_str(" and ")?;
-                    right.fmt_in(f, FilterSlot::AndRight)?;
+                    right.fmt_in(f, FilterSlot::AndRight, tail)?;
                 }
                 AndKind::Comma => {
-                    left.fmt_in(f, FilterSlot::CommaLeft)?;
+                    left.fmt_in(f, FilterSlot::CommaLeft, false)?;
                     f.write_str(", ")?;
-                    right.fmt_in(f, FilterSlot::Top)?;
+                    right.fmt_in(f, FilterSlot::Top, tail)?;
                 }
             },
             LabelFilter::Or { left, right } => {
-                left.fmt_in(f, FilterSlot::OrLeft)?;
+                left.fmt_in(f, FilterSlot::OrLeft, false)?;
                 f.write_str(" or ")?;
-                right.fmt_in(f, FilterSlot::OrRight)?;
+                right.fmt_in(f, FilterSlot::OrRight, tail)?;
             }
         }
         if parens {
@@ -921,7 +934,7 @@ impl LabelFilter {
 
 impl fmt::Display for LabelFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_in(f, FilterSlot::Top)
+        self.fmt_in(f, FilterSlot::Top, true)
     }
 }
 

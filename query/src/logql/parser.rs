@@ -609,7 +609,7 @@ impl Parser {
     }
 
     fn matcher(&mut self) -> PResult<Matcher> {
-        let name = self.identifier(&["IDENTIFIER"])?;
+        let name = self.identifier(&[])?;
         let op = match self.peek()? {
             Tok::Eq => MatchOp::Equal,
             Tok::Neq => MatchOp::NotEqual,
@@ -863,7 +863,7 @@ impl Parser {
             self.expect(Tok::CloseParen)?;
             return Ok(inner);
         }
-        let name = self.identifier(&["IDENTIFIER", "("])?;
+        let name = self.identifier(&[])?;
         let op_tok = self.peek()?.clone();
         let (cmp, match_op) = match op_tok {
             Tok::Eq => (CmpOp::Eq, Some(MatchOp::Equal)),
@@ -1200,4 +1200,812 @@ fn check_pattern_parser(pattern: &str) -> PResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logql::{Position, parse};
+
+    /// Parses, and checks the canonical text parses back to the same tree.
+    fn ok(query: &str) -> Expr {
+        let expr = parse(query).unwrap_or_else(|e| panic!("`{query}` should parse: {e}"));
+        let printed = expr.to_string();
+        assert_eq!(parse(&printed).as_ref(), Ok(&expr), "`{query}` printed as `{printed}`");
+        expr
+    }
+
+    fn printed(query: &str) -> String {
+        ok(query).to_string()
+    }
+
+    fn err(query: &str) -> String {
+        match parse(query) {
+            Ok(expr) => panic!("`{query}` should not parse, got {expr:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn log(query: &str) -> LogExpr {
+        match ok(query) {
+            Expr::Log(log) => log,
+            other => panic!("not a log query: {other:?}"),
+        }
+    }
+
+    fn metric(query: &str) -> MetricExpr {
+        match ok(query) {
+            Expr::Metric(metric) => metric,
+            other => panic!("not a metric query: {other:?}"),
+        }
+    }
+
+    fn label_filter(query: &str) -> LabelFilter {
+        match log(query).pipeline.pop() {
+            Some(Stage::LabelFilter(filter)) => filter,
+            other => panic!("not a label filter: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_selectors() {
+        let selector = log(r#"{a="b", c=~"x.*", d!="", e!~"y"}"#);
+        let ops: Vec<MatchOp> = selector.matchers.iter().map(|m| m.op).collect();
+        assert_eq!(
+            ops,
+            [
+                MatchOp::Equal,
+                MatchOp::RegexMatch,
+                MatchOp::NotEqual,
+                MatchOp::RegexNoMatch
+            ]
+        );
+        assert_eq!(selector.matchers[1].value, "x.*");
+        assert_eq!(printed(r#"{ a = "b" ,c=~`x\d`}"#), r#"{a="b", c=~"x\\d"}"#);
+        assert_eq!(printed("{app=\"a\\tb\"}"), "{app=\"a\\tb\"}");
+    }
+
+    #[test]
+    fn selectors_need_a_matcher_that_cannot_match_empty() {
+        let message = format!("parse error : {ERR_EMPTY_COMPATIBLE_SELECTOR}");
+        for query in [
+            r#"{foo!="bar"}"#,
+            "{}",
+            r#"{app=~".*"}"#,
+            r#"{foo!~"bar|baz"}"#,
+            r#"{a=""}"#,
+            r#"count_over_time({app=~".*"}[5m])"#,
+            r#"1 + count_over_time({app=~".+"}[5m]) + count_over_time({app=~".*"}[5m])"#,
+        ] {
+            assert_eq!(err(query), message, "{query}");
+        }
+        ok(r#"{app=~".+"}"#);
+        ok(r#"{app="baz", foo!="bar"}"#);
+        ok(r#"{foo=~"bar|baz"}"#);
+    }
+
+    #[test]
+    fn line_filters() {
+        let pipeline = log(r#"{a="b"} |= "x" != "y" |~ "z.*" !~ "w" |> "<_> a" !> "b <_>""#).pipeline;
+        let ops: Vec<LineFilterOp> = pipeline
+            .iter()
+            .map(|stage| match stage {
+                Stage::LineFilter(filter) => filter.op,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                LineFilterOp::Contains,
+                LineFilterOp::NotContains,
+                LineFilterOp::Regex,
+                LineFilterOp::NotRegex,
+                LineFilterOp::Pattern,
+                LineFilterOp::NotPattern
+            ]
+        );
+        let pipeline = log(r#"{a="b"} != "a" or "b" or ip("10.0.0.0/8") |= ip("::1")"#).pipeline;
+        assert_eq!(
+            pipeline[0],
+            Stage::LineFilter(LineFilter {
+                op: LineFilterOp::NotContains,
+                values: vec![
+                    LineFilterValue::Text("a".into()),
+                    LineFilterValue::Text("b".into()),
+                    LineFilterValue::Ip("10.0.0.0/8".into())
+                ],
+            })
+        );
+        assert_eq!(printed(r#"{a="b"}|="x"or"y""#), r#"{a="b"} |= "x" or "y""#);
+    }
+
+    #[test]
+    fn parsers() {
+        let pipeline = log(
+            r#"{a="b"} | json | json who="user.id", tag="tags[0]", plain | logfmt --strict --keep-empty x="y", z | logfmt --keep-empty | regexp "(?P<m>\\w+)" | pattern `<ip> - <_> <x>` | unpack"#,
+        )
+        .pipeline;
+        assert_eq!(pipeline[0], Stage::Json { extractions: vec![] });
+        assert_eq!(
+            pipeline[1],
+            Stage::Json {
+                extractions: vec![
+                    LabelExtraction {
+                        label: "who".into(),
+                        expression: "user.id".into()
+                    },
+                    LabelExtraction {
+                        label: "tag".into(),
+                        expression: "tags[0]".into()
+                    },
+                    LabelExtraction {
+                        label: "plain".into(),
+                        expression: "plain".into()
+                    },
+                ]
+            }
+        );
+        assert!(
+            matches!(&pipeline[2], Stage::Logfmt { strict: true, keep_empty: true, extractions } if extractions.len() == 2)
+        );
+        assert!(
+            matches!(&pipeline[3], Stage::Logfmt { strict: false, keep_empty: true, extractions } if extractions.is_empty())
+        );
+        assert_eq!(pipeline[4], Stage::Regexp(r"(?P<m>\w+)".into()));
+        assert_eq!(pipeline[5], Stage::Pattern("<ip> - <_> <x>".into()));
+        assert_eq!(pipeline[6], Stage::Unpack);
+    }
+
+    #[test]
+    fn parser_arguments_are_checked_when_parsed() {
+        assert_eq!(
+            err(r#"{a="b"} | regexp "nocapture""#),
+            "parse error : invalid regexp parser: at least one named capture must be supplied"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | regexp "(?P<x>.)(?P<x>.)""#),
+            "parse error : invalid regexp parser: duplicate extracted label name 'x'"
+        );
+        assert!(
+            err(r#"{a="b"} | regexp "(""#).starts_with("parse error : invalid regexp parser: error parsing regexp: ")
+        );
+        assert_eq!(
+            err(r#"{a="b"} | pattern "<_> only""#),
+            "parse error : invalid pattern parser: at least one capture is required"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | pattern "<a><b>""#),
+            "parse error : invalid pattern parser: found consecutive capture '<a><b>': invalid expression"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | pattern "<a> <a>""#),
+            "parse error : invalid pattern parser: duplicate capture name (a): invalid expression"
+        );
+        assert!(err(r#"{a=~"("}"#).starts_with("parse error : error parsing regexp: "));
+    }
+
+    #[test]
+    fn label_filter_values() {
+        let name = || "x".to_string();
+        assert_eq!(
+            label_filter(r#"{a="b"} | x > 250ms"#),
+            LabelFilter::Duration {
+                name: name(),
+                op: CmpOp::Gt,
+                value: Duration::from_nanos(250_000_000)
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x <= 1h30m"#),
+            LabelFilter::Duration {
+                name: name(),
+                op: CmpOp::Le,
+                value: Duration::from_nanos(5_400_000_000_000)
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x == 1.5s"#),
+            LabelFilter::Duration {
+                name: name(),
+                op: CmpOp::Eq,
+                value: Duration::from_nanos(1_500_000_000)
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x >= 20MB"#),
+            LabelFilter::Bytes {
+                name: name(),
+                op: CmpOp::Ge,
+                value: 20_000_000
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x != 1KiB"#),
+            LabelFilter::Bytes {
+                name: name(),
+                op: CmpOp::Ne,
+                value: 1024
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x = -1.5"#),
+            LabelFilter::Number {
+                name: name(),
+                op: CmpOp::Eq,
+                value: -1.5
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x < 0x1p3"#),
+            LabelFilter::Number {
+                name: name(),
+                op: CmpOp::Lt,
+                value: 8.0
+            }
+        );
+        assert_eq!(
+            label_filter(r#"{a="b"} | x != ip("10.0.0.0/8")"#),
+            LabelFilter::Ip {
+                name: name(),
+                negated: true,
+                pattern: "10.0.0.0/8".into()
+            }
+        );
+        assert!(matches!(label_filter(r#"{a="b"} | __error__="""#), LabelFilter::Matcher(m) if m.name == "__error__"));
+        assert_eq!(printed(r#"{a="b"} | size > 1536B"#), r#"{a="b"} | size>1536B"#);
+        assert_eq!(printed(r#"{a="b"} | size > 2048B"#), r#"{a="b"} | size>2KiB"#);
+        assert_eq!(printed(r#"{a="b"} | t > 90s"#), r#"{a="b"} | t>1m30s"#);
+        assert_eq!(printed(r#"{a="b"} | t > -90s"#), r#"{a="b"} | t>-1m30s"#);
+    }
+
+    #[test]
+    fn label_filter_value_errors() {
+        assert_eq!(
+            err(r#"{app="foo"} | logfmt | status_code > 0x10"#),
+            r#"parse error : unable to parse literal as a float: strconv.ParseFloat: parsing "0x10": invalid syntax"#
+        );
+        assert_eq!(
+            err(r#"{ foo = "bar" }|logfmt|addr>=ip("1.2.3.4")"#),
+            "parse error at line 1, col 30: syntax error: unexpected ip"
+        );
+        assert_eq!(
+            err(r#"{ foo = "bar" }|logfmt|addr>ip("1.2.3.4")"#),
+            "parse error at line 1, col 29: syntax error: unexpected ip"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | code == "200""#),
+            "parse error at line 1, col 19: syntax error: unexpected STRING"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | x =~ 5"#),
+            "parse error at line 1, col 16: syntax error: unexpected NUMBER"
+        );
+    }
+
+    fn leaf(name: &str) -> Box<LabelFilter> {
+        Box::new(LabelFilter::Matcher(Matcher::equal(name, "1")))
+    }
+
+    #[test]
+    fn label_filter_grouping_follows_lokis_grammar() {
+        use AndKind::{Comma, Keyword};
+        let and = |l, r, kind| {
+            Box::new(LabelFilter::And {
+                left: l,
+                right: r,
+                kind,
+            })
+        };
+        let or = |l, r| Box::new(LabelFilter::Or { left: l, right: r });
+        // `and` binds tighter than `or`; both group to the left.
+        assert_eq!(
+            label_filter(r#"{x="y"} | a="1" or b="1" and c="1""#),
+            *or(leaf("a"), and(leaf("b"), leaf("c"), Keyword))
+        );
+        assert_eq!(
+            label_filter(r#"{x="y"} | a="1" and b="1" and c="1""#),
+            *and(and(leaf("a"), leaf("b"), Keyword), leaf("c"), Keyword)
+        );
+        // `,` and juxtaposition take everything after them.
+        assert_eq!(
+            label_filter(r#"{x="y"} | a="1", b="1" or c="1""#),
+            *and(leaf("a"), or(leaf("b"), leaf("c")), Comma)
+        );
+        assert_eq!(
+            label_filter(r#"{x="y"} | a="1" b="1" or c="1""#),
+            *and(leaf("a"), or(leaf("b"), leaf("c")), Comma)
+        );
+        assert_eq!(
+            label_filter(r#"{x="y"} | a="1" or b="1", c="1""#),
+            *or(leaf("a"), and(leaf("b"), leaf("c"), Comma))
+        );
+        assert_eq!(
+            label_filter(r#"{x="y"} | (a="1" or b="1") and c="1""#),
+            *and(or(leaf("a"), leaf("b")), leaf("c"), Keyword)
+        );
+        // Printing keeps the shape with as few parentheses as needed.
+        assert_eq!(
+            printed(r#"{x="y"} | (a="1" or b="1") and c="1""#),
+            r#"{x="y"} | (a="1" or b="1") and c="1""#
+        );
+        assert_eq!(
+            printed(r#"{x="y"} | (a="1", b="1") and c="1""#),
+            r#"{x="y"} | (a="1", b="1") and c="1""#
+        );
+        assert_eq!(
+            printed(r#"{x="y"} | a="1" and (b="1", c="1") and d="1""#),
+            r#"{x="y"} | a="1" and (b="1", c="1") and d="1""#
+        );
+    }
+
+    #[test]
+    fn formatting_stages() {
+        let pipeline = log(
+            r#"{a="b"} | line_format "{{.msg}}" | label_format dst=src, t="{{.x}}" | drop a, b="x", c=~"y.*" | keep d | decolorize"#,
+        )
+        .pipeline;
+        assert_eq!(pipeline[0], Stage::LineFormat("{{.msg}}".into()));
+        assert_eq!(
+            pipeline[1],
+            Stage::LabelFormat(vec![
+                LabelFormat::Rename {
+                    dst: "dst".into(),
+                    src: "src".into()
+                },
+                LabelFormat::Template {
+                    dst: "t".into(),
+                    template: "{{.x}}".into()
+                },
+            ])
+        );
+        assert!(
+            matches!(&pipeline[2], Stage::Drop(items) if items.len() == 3 && items[0] == NamedMatcher::Name("a".into()))
+        );
+        assert_eq!(pipeline[3], Stage::Keep(vec![NamedMatcher::Name("d".into())]));
+        assert_eq!(pipeline[4], Stage::Decolorize);
+        // Loki dropped `distinct` from its grammar: it is a syntax error.
+        assert_eq!(
+            err(r#"{a="b"} | distinct a"#),
+            "parse error at line 1, col 20: syntax error: unexpected IDENTIFIER"
+        );
+    }
+
+    fn range_aggregation(query: &str) -> RangeAggregation {
+        match metric(query) {
+            MetricExpr::RangeAggregation(agg) => agg,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn range_aggregations() {
+        for op in RangeOp::ALL {
+            let query = if op == RangeOp::QuantileOverTime {
+                r#"quantile_over_time(0.99, {a="b"} | unwrap x [5m])"#.to_string()
+            } else if op.allows_lines() {
+                format!(r#"{}({{a="b"}}[5m])"#, op.as_str())
+            } else {
+                format!(r#"{}({{a="b"}} | logfmt | unwrap x [5m])"#, op.as_str())
+            };
+            assert_eq!(range_aggregation(&query).op, op, "{query}");
+        }
+        let agg = range_aggregation(
+            r#"quantile_over_time(0.5, {a="b"} | json | unwrap duration_seconds(took) | __error__="" [1h30m] offset -5m) by (pod)"#,
+        );
+        assert_eq!(agg.param, Some(0.5));
+        assert_eq!(agg.range.range, Duration::from_nanos(5_400_000_000_000));
+        assert_eq!(agg.range.offset, Some(Duration::from_nanos(-300_000_000_000)));
+        let unwrap = agg.range.unwrap.expect("unwrap");
+        assert_eq!(unwrap.conversion, Some(UnwrapConversion::DurationSeconds));
+        assert_eq!(unwrap.label, "took");
+        assert_eq!(unwrap.post_filters.len(), 1);
+        assert_eq!(
+            agg.grouping,
+            Some(Grouping {
+                without: false,
+                labels: vec!["pod".into()]
+            })
+        );
+        // Every spelling of the range argument gives one tree.
+        let canonical = range_aggregation(r#"sum_over_time({a="b"} | json | unwrap bytes(x) [5m] offset 1m)"#);
+        for other in [
+            r#"sum_over_time({a="b"}[5m] offset 1m | json | unwrap bytes(x))"#,
+            r#"sum_over_time(({a="b"} | json | unwrap bytes(x))[5m] offset 1m)"#,
+            r#"sum_over_time(({a="b"} | json | unwrap bytes(x) [5m] offset 1m))"#,
+            r#"SUM_OVER_TIME({a="b"} | JSON | UNWRAP BYTES(x) [5m] OFFSET 1m)"#,
+        ] {
+            assert_eq!(range_aggregation(other), canonical, "{other}");
+        }
+        assert_eq!(printed(r#"rate(({a="b"} |= "x")[1m])"#), r#"rate({a="b"} |= "x" [1m])"#);
+        assert_eq!(
+            printed(r#"absent_over_time({a="b"}[1d])"#),
+            r#"absent_over_time({a="b"}[1d])"#
+        );
+    }
+
+    #[test]
+    fn range_aggregation_rules() {
+        for (query, message) in [
+            (
+                r#"count_over_time({a="b"} | unwrap x [1m])"#,
+                "invalid aggregation count_over_time with unwrap",
+            ),
+            (
+                r#"sum_over_time({a="b"}[1m])"#,
+                "invalid aggregation sum_over_time without unwrap",
+            ),
+            (
+                r#"rate({a="b"}[1m]) by (x)"#,
+                "grouping not allowed for rate aggregation",
+            ),
+            (
+                r#"absent_over_time({ foo = "bar" }[5h]) by (foo)"#,
+                "grouping not allowed for absent_over_time aggregation",
+            ),
+            (
+                r#"quantile_over_time({a="b"} | unwrap x [1m])"#,
+                "parameter required for operation quantile_over_time",
+            ),
+            (
+                r#"sum_over_time(50, {a="b"} | unwrap x [1m])"#,
+                "parameter 50 not supported for operation sum_over_time",
+            ),
+        ] {
+            assert_eq!(err(query), format!("parse error : {message}"), "{query}");
+        }
+    }
+
+    #[test]
+    fn range_syntax_errors() {
+        assert_eq!(
+            err(r#"rate({ foo = "bar" }[5minutes])"#),
+            r#"parse error at line 1, col 21: unknown unit "minutes" in duration "5minutes""#
+        );
+        assert_eq!(
+            err(r#"rate({ foo = "bar" }[5)"#),
+            "parse error at line 1, col 21: missing closing ']' in duration"
+        );
+        assert_eq!(
+            err(r#"rate({a="b"}[1.5s])"#),
+            r#"parse error at line 1, col 13: unknown unit "." in duration "1.5s""#
+        );
+        assert_eq!(
+            err(r#"min({ foo = "bar" }[5m])"#),
+            "parse error at line 1, col 20: syntax error: unexpected RANGE"
+        );
+        assert_eq!(
+            err(r#"quantile_over_time(foo,{namespace="tns"} | unwrap latency [5m])"#),
+            "parse error at line 1, col 20: syntax error: unexpected IDENTIFIER, expecting NUMBER or { or ("
+        );
+        assert_eq!(
+            err(r#"{a="b"} | unwrap x"#),
+            "parse error at line 1, col 11: syntax error: unexpected unwrap"
+        );
+        assert_eq!(
+            err(r#"rate({a="b"} | unwrap x | json [1m])"#),
+            "parse error at line 1, col 27: syntax error: unexpected json"
+        );
+        assert_eq!(
+            err(r#"rate({a="b"}[1m] offset 0)"#),
+            "parse error at line 1, col 25: syntax error: unexpected NUMBER, expecting DURATION"
+        );
+    }
+
+    fn vector_aggregation(query: &str) -> VectorAggregation {
+        match metric(query) {
+            MetricExpr::VectorAggregation(agg) => agg,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn vector_aggregations() {
+        let inner = r#"count_over_time({a="b"}[1m])"#;
+        for op in VectorOp::ALL {
+            let query = if op.takes_param() {
+                format!("{}(3, {inner})", op.as_str())
+            } else {
+                format!("{}({inner})", op.as_str())
+            };
+            let agg = vector_aggregation(&query);
+            assert_eq!(agg.op, op);
+            assert_eq!(agg.param, op.takes_param().then_some(3));
+        }
+        let before = vector_aggregation(&format!("sum by (a, b) ({inner})"));
+        let after = vector_aggregation(&format!("sum({inner}) by (a, b)"));
+        assert_eq!(before, after);
+        assert_eq!(
+            vector_aggregation(&format!("topk without () (2, {inner})")).grouping,
+            Some(Grouping {
+                without: true,
+                labels: vec![]
+            })
+        );
+        assert_eq!(
+            printed(&format!("topk(2, {inner}) by (a)")),
+            format!("topk by (a) (2, {inner})")
+        );
+        ok(&format!("sort_desc without () ({inner})"));
+    }
+
+    #[test]
+    fn vector_aggregation_errors() {
+        let inner = r#"count_over_time({a="b"}[1m])"#;
+        for (query, message) in [
+            (format!("sum(3, {inner})"), "unsupported parameter for operation sum(3,"),
+            (format!("topk({inner})"), "parameter required for operation topk"),
+            (format!("bottomk(1.2, {inner})"), "invalid parameter bottomk(1.2,"),
+            (
+                format!("topk(0, {inner})"),
+                "invalid parameter (must be greater than 0) topk(0",
+            ),
+            (
+                format!("approx_topk(1, {inner}) by (a)"),
+                "grouping not allowed for approx_topk aggregation",
+            ),
+            (
+                format!("sort by (a) ({inner})"),
+                "sort and sort_desc doesn't allow grouping by ",
+            ),
+        ] {
+            assert_eq!(err(&query), format!("parse error : {message}"), "{query}");
+        }
+        assert_eq!(
+            err(r#"bottomk(he,count_over_time({ foo = "bar" }[5h]))"#),
+            "parse error at line 1, col 9: syntax error: unexpected IDENTIFIER"
+        );
+        assert_eq!(
+            err(r#"stddev({ foo = "bar" })"#),
+            "parse error at line 1, col 23: syntax error: unexpected )"
+        );
+        assert_eq!(
+            err(r#"count without (rate({namespace="apps"}[15s]))"#),
+            "parse error at line 1, col 16: syntax error: unexpected RATE, expecting IDENTIFIER or )"
+        );
+        assert_eq!(
+            err(&format!("sum by (a) ({inner}) by (b)")),
+            "parse error at line 1, col 43: syntax error: unexpected by"
+        );
+    }
+
+    fn binary(query: &str) -> BinaryExpr {
+        match metric(query) {
+            MetricExpr::Binary(binary) => binary,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn lit(value: f64) -> Box<MetricExpr> {
+        Box::new(MetricExpr::Literal(value))
+    }
+
+    fn bin(op: BinaryOp, lhs: Box<MetricExpr>, rhs: Box<MetricExpr>) -> Box<MetricExpr> {
+        Box::new(MetricExpr::Binary(BinaryExpr {
+            op,
+            lhs,
+            rhs,
+            return_bool: false,
+            matching: None,
+        }))
+    }
+
+    #[test]
+    fn binary_precedence_and_associativity() {
+        use BinaryOp::*;
+        assert_eq!(metric("1 + 2 * 3"), *bin(Add, lit(1.0), bin(Mul, lit(2.0), lit(3.0))));
+        assert_eq!(metric("1 - 2 - 3"), *bin(Sub, bin(Sub, lit(1.0), lit(2.0)), lit(3.0)));
+        assert_eq!(metric("2 ^ 3 ^ 2"), *bin(Pow, lit(2.0), bin(Pow, lit(3.0), lit(2.0))));
+        // A sign belongs to the literal, so `-2^2` is (-2)^2 in LogQL.
+        assert_eq!(metric("-2^2"), *bin(Pow, lit(-2.0), lit(2.0)));
+        assert_eq!(metric("1+1--1"), *bin(Sub, bin(Add, lit(1.0), lit(1.0)), lit(-1.0)));
+        assert_eq!(metric("1 < 2 + 3"), *bin(Lt, lit(1.0), bin(Add, lit(2.0), lit(3.0))));
+        assert_eq!(printed("(1 + 2) * 3"), "(1 + 2) * 3");
+        assert_eq!(printed("1 - (2 - 3)"), "1 - (2 - 3)");
+        assert_eq!(printed("(2 ^ 3) ^ 2"), "(2 ^ 3) ^ 2");
+        let x = r#"count_over_time({a="b"}[1m])"#;
+        let tree = binary(&format!("{x} or {x} and {x} unless {x}"));
+        assert_eq!(tree.op, Or);
+        assert!(matches!(*tree.rhs, MetricExpr::Binary(BinaryExpr { op: Unless, .. })));
+        assert_eq!(
+            printed(&format!("({x} or {x}) and {x}")),
+            format!("({x} or {x}) and {x}")
+        );
+    }
+
+    #[test]
+    fn binary_modifiers() {
+        let x = r#"sum by (a, b) (count_over_time({a="b"}[1m]))"#;
+        let tree = binary(&format!("{x} > bool on (a) group_left (b) {x}"));
+        assert!(tree.return_bool);
+        assert_eq!(
+            tree.matching,
+            Some(VectorMatching {
+                on: true,
+                labels: vec!["a".into()],
+                group: Some(MatchGroup::Left(vec!["b".into()])),
+            })
+        );
+        let tree = binary(&format!("{x} / ignoring () group_right {x}"));
+        assert_eq!(
+            tree.matching,
+            Some(VectorMatching {
+                on: false,
+                labels: vec![],
+                group: Some(MatchGroup::Right(vec![])),
+            })
+        );
+        assert_eq!(
+            binary(&format!("{x} * on () group_left () {x}")),
+            binary(&format!("{x} * on () group_left {x}"))
+        );
+        assert_eq!(
+            err("bool 1 > 1 > bool 1"),
+            "parse error at line 1, col 1: syntax error: unexpected bool"
+        );
+        assert_eq!(
+            err(&format!("{x} bool > {x}")),
+            "parse error at line 1, col 46: syntax error: unexpected bool"
+        );
+    }
+
+    #[test]
+    fn binary_operand_rules() {
+        let x = r#"count_over_time({a="b"}[1m])"#;
+        for (query, message) in [
+            (
+                r#"{a="b"} + 1"#.to_string(),
+                "unexpected type for left leg of binary operation (+): *syntax.MatchersExpr",
+            ),
+            (
+                format!(r#"{x} - {{a="b"}}"#),
+                "unexpected type for right leg of binary operation (-): *syntax.MatchersExpr",
+            ),
+            (
+                r#"{a="b"} |= "x" / 2"#.to_string(),
+                "unexpected type for left leg of binary operation (/): *syntax.PipelineExpr",
+            ),
+            (
+                "1 and 2".to_string(),
+                "unexpected literal for left leg of logical/set binary operation (and): 1.000000",
+            ),
+            (
+                format!("{x} or 1"),
+                "unexpected literal for right leg of logical/set binary operation (or): 1.000000",
+            ),
+            (
+                format!("(1 + 1) unless {x}"),
+                "unexpected literal for left leg of logical/set binary operation (unless): 2.000000",
+            ),
+        ] {
+            assert_eq!(err(&query), format!("parse error : {message}"), "{query}");
+        }
+    }
+
+    #[test]
+    fn literals_vectors_and_label_replace() {
+        assert_eq!(metric("0x1p3"), MetricExpr::Literal(8.0));
+        assert_eq!(metric("0X1.8P3"), MetricExpr::Literal(12.0));
+        assert_eq!(metric("1e3"), MetricExpr::Literal(1000.0));
+        assert_eq!(metric("+.5"), MetricExpr::Literal(0.5));
+        assert_eq!(metric("vector(1)"), MetricExpr::Vector(1.0));
+        assert_eq!(metric("- 0"), MetricExpr::Literal(-0.0));
+        assert_eq!(printed("- 0"), "-0.0");
+        for (query, message) in [
+            (
+                "0x1A",
+                r#"unable to parse literal as a float: strconv.ParseFloat: parsing "0x1A": invalid syntax"#,
+            ),
+            (
+                "0b1010",
+                r#"unable to parse literal as a float: strconv.ParseFloat: parsing "0b1010": invalid syntax"#,
+            ),
+            (
+                "1e400",
+                r#"unable to parse literal as a float: strconv.ParseFloat: parsing "1e400": value out of range"#,
+            ),
+            (
+                "vector(0o7)",
+                r#"unable to parse vectorExpr as a float: strconv.ParseFloat: parsing "0o7": invalid syntax"#,
+            ),
+        ] {
+            assert_eq!(err(query), format!("parse error : {message}"), "{query}");
+        }
+        assert_eq!(
+            err("vector(abc)"),
+            "parse error at line 1, col 8: syntax error: unexpected IDENTIFIER, expecting NUMBER"
+        );
+        assert_eq!(
+            err(r#"-count_over_time({a="b"}[1m])"#),
+            "parse error at line 1, col 2: syntax error: unexpected COUNT_OVER_TIME, expecting NUMBER"
+        );
+        let replace = metric(r#"label_replace(rate({a="b"}[1m]), "dst", "$1", "src", "(.*)")"#);
+        assert!(matches!(&replace, MetricExpr::LabelReplace(lr) if lr.dst == "dst" && lr.regex == "(.*)"));
+        assert_eq!(
+            err(r#"label_replace(rate({ foo = "bar" }[5m]),"")"#),
+            "parse error at line 1, col 43: syntax error: unexpected ), expecting ,"
+        );
+        assert!(
+            err(r#"label_replace(rate({a="b"}[5m]), "d", "r", "s", "\\q")"#)
+                .starts_with("parse error : invalid regex in label_replace: error parsing regexp: ")
+        );
+    }
+
+    #[test]
+    fn syntax_error_positions() {
+        for (query, message) in [
+            (
+                r#"unk({ foo = "bar" }[5m])"#,
+                "parse error at line 1, col 1: syntax error: unexpected IDENTIFIER",
+            ),
+            (r#"{foo="bar}"#, "parse error at line 1, col 6: literal not terminated"),
+            (
+                r#"{foo="bar""#,
+                "parse error at line 1, col 11: syntax error: unexpected $end, expecting } or ,",
+            ),
+            (
+                r#"{foo="bar"} |~"#,
+                "parse error at line 1, col 15: syntax error: unexpected $end, expecting STRING or ip",
+            ),
+            (
+                r#"{foo="bar"} "foo""#,
+                "parse error at line 1, col 13: syntax error: unexpected STRING",
+            ),
+            (
+                r#"{foo="bar"} foo"#,
+                "parse error at line 1, col 13: syntax error: unexpected IDENTIFIER",
+            ),
+            (
+                r#"#{app="foo"} | json"#,
+                "parse error at line 1, col 20: syntax error: unexpected $end",
+            ),
+            (
+                "sum(\n  rate({a=\"b\"}[1m])\n) foo",
+                "parse error at line 3, col 3: syntax error: unexpected IDENTIFIER",
+            ),
+            (
+                r#"{a="é"} | x > 0x"#,
+                "parse error at line 1, col 15: hexadecimal literal has no digits",
+            ),
+            ("", "parse error at line 1, col 1: syntax error: unexpected $end"),
+        ] {
+            assert_eq!(err(query), message, "{query:?}");
+        }
+        let error = parse(r#"{foo="bar"} foo"#).unwrap_err();
+        assert_eq!(error.position(), Some(Position { line: 1, column: 13 }));
+        assert_eq!(error.message(), "syntax error: unexpected IDENTIFIER");
+    }
+
+    #[test]
+    fn syntax_errors_win_over_later_checks() {
+        // The unparsable literal would fail the check, but the syntax error comes first.
+        assert_eq!(
+            err("0x1A +"),
+            "parse error at line 1, col 7: syntax error: unexpected $end"
+        );
+        // Among checks, the parent's comes before its operands'.
+        assert_eq!(
+            err(r#"sum(3, count_over_time({a=~".*"}[1m]))"#),
+            "parse error : unsupported parameter for operation sum(3,"
+        );
+    }
+
+    #[test]
+    fn long_input_is_refused() {
+        let query = format!(r#"{{a="{}"}}"#, "x".repeat(MAX_INPUT_SIZE));
+        assert_eq!(
+            err(&query),
+            format!("parse error : input size too long ({} > {MAX_INPUT_SIZE})", query.len())
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_bad_requests() {
+        let error: crate::error::Error = parse("{").unwrap_err().into();
+        assert_eq!(error.error_type, crate::error::ErrorType::BadData);
+        assert_eq!(
+            error.message,
+            "parse error at line 1, col 2: syntax error: unexpected $end"
+        );
+    }
 }
