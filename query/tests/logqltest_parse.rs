@@ -16,11 +16,11 @@ use tidewatch_query::logql::parse;
 const DIR_VAR: &str = "TIDEWATCH_LOGQLTEST_DIR";
 
 fn scripts_dir() -> Option<PathBuf> {
-    if let Ok(dir) = std::env::var(DIR_VAR) {
-        return Some(PathBuf::from(dir));
-    }
-    let default = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/loki/logqltest");
-    default.is_dir().then_some(default)
+    let dir = match std::env::var(DIR_VAR) {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/loki/logqltest"),
+    };
+    dir.is_dir().then_some(dir)
 }
 
 /// Drops a `#` comment that is outside `"…"` and `` `…` `` quotes.
