@@ -5,11 +5,13 @@
 //! HTTP API ([`api`]) — query, metadata, status and remote write — with
 //! Prometheus' JSON shapes, status codes and error bodies. Nothing here knows
 //! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
+//! [`logql`] parses Loki's query language (evaluation is still to come).
 
 pub mod api;
 pub mod ast_json;
 pub mod engine;
 pub mod error;
+pub mod logql;
 pub mod loki_params;
 pub mod params;
 pub mod promqltest;
