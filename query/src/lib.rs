@@ -12,6 +12,7 @@ pub mod ast_json;
 pub mod engine;
 pub mod error;
 pub mod logql;
+pub mod loki_api;
 pub mod loki_params;
 pub mod params;
 pub mod promqltest;
