@@ -5,7 +5,8 @@
 //! HTTP API ([`api`]) — query, metadata, status and remote write — with
 //! Prometheus' JSON shapes, status codes and error bodies. Nothing here knows
 //! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
-//! [`logql`] parses Loki's query language (evaluation is still to come).
+//! [`logql`] parses and evaluates Loki's query language over the
+//! [`LogRead`](tidewatch_model::logs::LogRead) seam ([`logql::evaluate`]).
 
 pub mod api;
 pub mod ast_json;

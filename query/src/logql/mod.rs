@@ -1,5 +1,5 @@
-//! LogQL, Loki's query language: the grammar (this module) — evaluation
-//! comes later.
+//! LogQL, Loki's query language: the grammar, the log pipeline and the
+//! evaluator ([`evaluate`]).
 //!
 //! [`parse`] turns a query into an [`Expr`] or a [`ParseError`] worded and
 //! positioned as Loki words them (`parse error at line 1, col 20: syntax
@@ -13,12 +13,20 @@
 //! `topk` needs an integer `k` — since Loki reports those as parse errors too.
 
 pub mod ast;
+pub(crate) mod conv;
+mod eval;
+mod json;
 mod lexer;
 mod parser;
+pub mod pipeline;
+mod template;
 
 use std::fmt;
 
 pub use ast::*;
+pub use eval::{
+    DEFAULT_MAX_SAMPLES, LogQueryParams, LogQueryResult, MatrixSeries, StreamResult, VectorSample, evaluate,
+};
 pub use parser::MAX_INPUT_SIZE;
 
 /// Parses a LogQL query (a log query or a metric query).
