@@ -6,13 +6,15 @@
 //! Prometheus' JSON shapes, status codes and error bodies. Nothing here knows
 //! about storage: tests run on [`MemSeriesStore`](tidewatch_model::seam::MemSeriesStore).
 //! [`logql`] parses and evaluates Loki's query language over the
-//! [`LogRead`](tidewatch_model::logs::LogRead) seam ([`logql::evaluate`]).
+//! [`LogRead`](tidewatch_model::logs::LogRead) seam ([`logql::evaluate`]);
+//! [`logqltest`] runs Loki's conformance scripts against it.
 
 pub mod api;
 pub mod ast_json;
 pub mod engine;
 pub mod error;
 pub mod logql;
+pub mod logqltest;
 pub mod loki_api;
 pub mod loki_params;
 pub mod params;
