@@ -54,6 +54,13 @@ enum Command {
         #[arg(long)]
         show_skipped: bool,
     },
+    /// Run Loki `logqltest` scripts against the LogQL engine; ends with
+    /// `N passed, M failed[, K skipped]`, exit status 1 when anything failed.
+    Logqltest {
+        /// Script files (`*.logqltest`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Benchmarks and load generators.
     Bench {
         #[command(subcommand)]
@@ -146,6 +153,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Promqltest { files, show_skipped } => promqltest(&files, show_skipped).await,
+            Command::Logqltest { files } => logqltest(&files).await,
             Command::Bench { bench } => match bench {
                 BenchCommand::RemoteWrite {
                     url,
@@ -213,6 +221,37 @@ async fn promqltest(files: &[PathBuf], show_skipped: bool) -> anyhow::Result<()>
         }
     }
     println!("{}", all.summary());
+    if all.failed() > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `tidewatch logqltest`: runs the scripts, prints failures, the summary and every skip's reason.
+async fn logqltest(files: &[PathBuf]) -> anyhow::Result<()> {
+    use tidewatch_query::logqltest::{Outcome, Report, run_script};
+    let mut all = Report::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let name = file
+            .file_name()
+            .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        all.statements.extend(run_script(&name, &text).await.statements);
+    }
+    for statement in &all.statements {
+        if let Outcome::Failed(message) = &statement.outcome {
+            println!(
+                "FAIL {}:{}: {}\n     {message}",
+                statement.file, statement.line, statement.expr
+            );
+        }
+    }
+    println!("{}", all.summary());
+    for statement in &all.statements {
+        if let Outcome::Skipped(reason) = &statement.outcome {
+            println!("  skipped {}:{}: {reason}", statement.file, statement.line);
+        }
+    }
     if all.failed() > 0 {
         std::process::exit(1);
     }
