@@ -146,7 +146,7 @@ impl Runner {
                     Outcome::Failed(format!(
                         "{message}\n     expected:\n{}     got:\n{}",
                         render(expected),
-                        render(&got)
+                        render(&got).trim_end()
                     ))
                 }),
             },
