@@ -10,6 +10,7 @@ pub mod api;
 pub mod ast_json;
 pub mod engine;
 pub mod error;
+pub mod logql_template;
 pub mod params;
 pub mod promqltest;
 pub mod stats;
