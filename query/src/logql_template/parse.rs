@@ -576,7 +576,14 @@ struct Parser<'s> {
     /// Declared variable names, innermost last; `$` is always there.
     vars: Vec<String>,
     range_depth: usize,
+    /// Nesting of parentheses and control structures, bounded so a hostile
+    /// template cannot overflow the stack of the thread parsing it.
+    depth: usize,
 }
+
+/// Deeper nesting than any real template needs; Go stops at 10000 with
+/// goroutine stacks that grow, our threads' stacks do not.
+const MAX_NESTING: usize = 100;
 
 /// Parses `src` into its top-level nodes.
 pub(super) fn parse(src: &str) -> Result<Vec<Node>, ParseError> {
@@ -592,6 +599,7 @@ pub(super) fn parse(src: &str) -> Result<Vec<Node>, ParseError> {
         pos: 0,
         vars: vec!["$".to_string()],
         range_depth: 0,
+        depth: 0,
     };
     let (nodes, end) = parser.list()?;
     match end {
@@ -712,6 +720,21 @@ impl<'s> Parser<'s> {
 
     /// `if`/`with`/`range`: pipeline, body, optional `else` (or `else if`).
     fn branch(&mut self, context: &str) -> Result<Branch, ParseError> {
+        self.depth += 1;
+        let branch = self.branch_inner(context);
+        self.depth -= 1;
+        branch
+    }
+
+    fn too_deep(&self) -> Result<(), ParseError> {
+        if self.depth > MAX_NESTING {
+            return self.err(self.peek(), format!("template nests deeper than {MAX_NESTING} levels"));
+        }
+        Ok(())
+    }
+
+    fn branch_inner(&mut self, context: &str) -> Result<Branch, ParseError> {
+        self.too_deep()?;
         let vars_mark = self.vars.len();
         let pipe = self.pipeline(context, &Tok::RightDelim)?;
         let (list, end) = self.list()?;
@@ -936,7 +959,12 @@ impl<'s> Parser<'s> {
                 None => return Err((line, format!("illegal number syntax: {text:?}"))),
             },
             Tok::LeftParen => {
-                let pipe = self.pipeline("parenthesized pipeline", &Tok::RightParen)?;
+                self.depth += 1;
+                let pipe = self
+                    .too_deep()
+                    .and_then(|()| self.pipeline("parenthesized pipeline", &Tok::RightParen));
+                self.depth -= 1;
+                let pipe = pipe?;
                 let close = self.items[self.pos - 1].end;
                 Arg::Pipe(
                     Box::new(pipe),

@@ -229,8 +229,8 @@ fn format_int(n: i64, verb: char, spec: Spec) -> Option<String> {
         if precision == 0 && n == 0 {
             digits.clear();
         }
-        while digits.len() < precision {
-            digits.insert(0, '0');
+        if digits.len() < precision {
+            digits = "0".repeat(precision - digits.len()) + &digits;
         }
     }
     let text = format!("{}{prefix}{digits}", sign_prefix(n < 0, spec));

@@ -530,6 +530,18 @@ fn errors_name_position_and_template() {
 }
 
 #[test]
+fn nesting_is_bounded() {
+    let deep = format!("{{{{ {}1{} }}}}", "(".repeat(101), ")".repeat(101));
+    let error = Template::parse(&deep).unwrap_err().to_string();
+    assert!(error.ends_with("template nests deeper than 100 levels"), "{error}");
+    let ok_depth = format!("{{{{ {}1{} }}}}", "(".repeat(50), ")".repeat(50));
+    assert!(Template::parse(&ok_depth).is_ok());
+    let ifs = "{{ if 1 }}".repeat(101) + &"{{ end }}".repeat(101);
+    assert!(Template::parse(&ifs).is_err());
+    ok("{{ printf \"%.5d|%08.3f\" 42 -1.5 }}", "00042|-001.500");
+}
+
+#[test]
 fn every_listed_function_parses() {
     for name in FUNCTIONS {
         Template::parse(&format!("{{{{ if false }}}}{{{{ {name} }}}}{{{{ end }}}}"))
