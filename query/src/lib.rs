@@ -14,6 +14,7 @@ pub mod ast_json;
 pub mod engine;
 pub mod error;
 pub mod logql;
+pub mod logql_template;
 pub mod logqltest;
 pub mod loki_api;
 pub mod loki_params;

@@ -322,7 +322,7 @@ impl<S: LogRead> Evaluator<'_, S> {
     async fn range_aggregation(&mut self, agg: &RangeAggregation) -> Result<Value, Error> {
         let range = agg.range.range.as_nanos();
         let offset = agg.range.offset.map_or(0, Duration::as_nanos);
-        let pipeline = Pipeline::compile(&agg.range.log)?;
+        let pipeline = Pipeline::compile(&agg.range.log, self.params.end)?;
         let unwrap = match &agg.range.unwrap {
             Some(unwrap) => Some((unwrap, compile_filters(&unwrap.post_filters)?)),
             None => None,
@@ -1137,7 +1137,7 @@ async fn evaluate_logs<S: LogRead>(
     log: &LogExpr,
     params: &LogQueryParams,
 ) -> Result<LogQueryResult, Error> {
-    let pipeline = Pipeline::compile(log)?;
+    let pipeline = Pipeline::compile(log, params.end)?;
     // Loki reads `[start, end)` for log queries; an instant query is its instant.
     let end = if params.instant || params.end == params.start {
         params.end

@@ -266,6 +266,8 @@ fn sanitize_key(key: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     stages: Vec<CompiledStage>,
+    /// The query's evaluation time (ns): what templates' `now` returns.
+    now: i64,
     /// `|= "text"` filters answered by storage (see [`Pipeline::compile`]).
     pushed_down: Vec<String>,
 }
@@ -275,7 +277,8 @@ impl Pipeline {
     /// any parser or line-changing stage are taken out of the pipeline and
     /// handed to storage ([`Pipeline::line_contains`]), which answers them
     /// from its index and verifies them on the line, so results are the same.
-    pub(crate) fn compile(log: &LogExpr) -> Result<Pipeline, Error> {
+    /// `now` (ns) is the query's evaluation time, what templates' `now` returns.
+    pub(crate) fn compile(log: &LogExpr, now: i64) -> Result<Pipeline, Error> {
         let mut stages = Vec::with_capacity(log.pipeline.len());
         let mut pushed_down = Vec::new();
         let mut pushable = true;
@@ -295,7 +298,11 @@ impl Pipeline {
             }
             stages.push(CompiledStage::compile(stage)?);
         }
-        Ok(Pipeline { stages, pushed_down })
+        Ok(Pipeline {
+            stages,
+            now,
+            pushed_down,
+        })
     }
 
     /// The substrings storage must find in every line it hands over.
@@ -313,7 +320,7 @@ impl Pipeline {
     ) -> Option<Cow<'e, str>> {
         let mut current = Cow::Borrowed(line);
         for stage in &self.stages {
-            if !stage.process(timestamp, &mut current, state) {
+            if !stage.process(timestamp, self.now, &mut current, state) {
                 return None;
             }
         }
@@ -456,12 +463,26 @@ impl CompiledStage {
             }
             Stage::Unpack => CompiledStage::Unpack,
             Stage::LabelFilter(filter) => CompiledStage::LabelFilter(CompiledLabelFilter::compile(filter)?),
-            Stage::LineFormat(text) => {
-                CompiledStage::LineFormat(template::Template::parse(text).map_err(|e| stage_error(stage, e))?)
-            }
+            Stage::LineFormat(text) => CompiledStage::LineFormat(
+                template::Template::parse(text)
+                    .map_err(|e| stage_error(stage, format!("invalid line template: {e}")))?,
+            ),
             Stage::LabelFormat(formats) => {
                 let mut compiled = Vec::with_capacity(formats.len());
+                let mut names: Vec<&str> = Vec::with_capacity(formats.len());
                 for format in formats {
+                    let (LabelFormat::Rename { dst, .. } | LabelFormat::Template { dst, .. }) = format;
+                    // Renaming and rewriting one label in one stage would be ambiguous.
+                    if dst == ERROR_LABEL {
+                        return Err(stage_error(stage, format!("{dst} cannot be formatted")));
+                    }
+                    if names.contains(&dst.as_str()) {
+                        return Err(stage_error(
+                            stage,
+                            format!("multiple label name '{dst}' not allowed in a single format operation"),
+                        ));
+                    }
+                    names.push(dst);
                     compiled.push(match format {
                         LabelFormat::Rename { dst, src } => CompiledLabelFormat::Rename {
                             dst: dst.clone(),
@@ -469,7 +490,8 @@ impl CompiledStage {
                         },
                         LabelFormat::Template { dst, template } => CompiledLabelFormat::Template {
                             dst: dst.clone(),
-                            template: template::Template::parse(template).map_err(|e| stage_error(stage, e))?,
+                            template: template::Template::parse_label(template)
+                                .map_err(|e| stage_error(stage, format!("invalid template for label '{dst}': {e}")))?,
                         },
                     });
                 }
@@ -481,7 +503,7 @@ impl CompiledStage {
         })
     }
 
-    fn process(&self, timestamp: i64, line: &mut Cow<'_, str>, state: &mut LabelState<'_>) -> bool {
+    fn process(&self, timestamp: i64, now: i64, line: &mut Cow<'_, str>, state: &mut LabelState<'_>) -> bool {
         match self {
             CompiledStage::LineFilter { negated, alternatives } => {
                 let any = alternatives.iter().any(|m| m.matches(line));
@@ -538,38 +560,31 @@ impl CompiledStage {
             }
             CompiledStage::LabelFilter(filter) => filter.process(state),
             CompiledStage::LineFormat(template) => {
-                match template.render(&template_data(timestamp, line, state)) {
+                match template.render(&template_data(timestamp, now, line, state)) {
                     Ok(text) => *line = Cow::Owned(text),
                     Err(message) => state.set_error(ERR_TEMPLATE, Some(message)),
                 }
                 true
             }
             CompiledStage::LabelFormat(formats) => {
-                // Every assignment reads the labels as they were before the stage.
-                let data = template_data(timestamp, line, state);
-                let mut renamed_sources = Vec::new();
+                // Loki's order: renames apply at once; templates all see the
+                // labels as they were when the first template ran.
+                let mut data: Option<template::TemplateData<'_>> = None;
                 for format in formats {
                     match format {
                         CompiledLabelFormat::Rename { dst, src } => {
-                            if let Some(value) = data.labels.iter().find(|l| l.name == *src).map(|l| l.value.clone()) {
+                            if let Some(value) = state.get(src).map(str::to_string) {
                                 state.set(Category::Parsed, dst.clone(), value);
-                                renamed_sources.push(src.clone());
+                                state.delete(src);
                             }
                         }
-                        CompiledLabelFormat::Template { dst, template } => match template.render(&data) {
-                            Ok(value) => state.set(Category::Parsed, dst.clone(), value),
-                            Err(message) => state.set_error(ERR_TEMPLATE, Some(message)),
-                        },
-                    }
-                }
-                for src in renamed_sources {
-                    let still_target = formats.iter().any(|f| match f {
-                        CompiledLabelFormat::Rename { dst, .. } | CompiledLabelFormat::Template { dst, .. } => {
-                            *dst == src
+                        CompiledLabelFormat::Template { dst, template } => {
+                            let data = data.get_or_insert_with(|| template_data(timestamp, now, line, state));
+                            match template.render(data) {
+                                Ok(value) => state.set(Category::Parsed, dst.clone(), value),
+                                Err(message) => state.set_error(ERR_TEMPLATE, Some(message)),
+                            }
                         }
-                    });
-                    if !still_target {
-                        state.delete(&src);
                     }
                 }
                 true
@@ -642,11 +657,12 @@ fn ansi_regex() -> Regex {
     Regex::new(ANSI).unwrap_or_else(|_| unreachable!("the ANSI pattern is valid"))
 }
 
-fn template_data<'a>(timestamp: i64, line: &'a str, state: &LabelState<'_>) -> template::TemplateData<'a> {
+fn template_data<'a>(timestamp: i64, now: i64, line: &'a str, state: &LabelState<'_>) -> template::TemplateData<'a> {
     template::TemplateData {
         line,
         timestamp,
         labels: state.labels(),
+        now,
     }
 }
 
@@ -1389,7 +1405,7 @@ mod tests {
     /// Runs `query`'s pipeline over one line: the kept line and its labels as text.
     fn run(query: &str, stream: &[(&str, &str)], metadata: &[(&str, &str)], line: &str) -> Option<(String, String)> {
         let log = log_expr(query);
-        let pipeline = Pipeline::compile(&log).unwrap();
+        let pipeline = Pipeline::compile(&log, 0).ok()?;
         if !pipeline.line_contains().iter().all(|n| line.contains(n.as_str())) {
             return None;
         }
@@ -1426,10 +1442,10 @@ mod tests {
     #[test]
     fn leading_contains_filters_are_pushed_down_and_others_are_not() {
         let log = log_expr(r#"{a="b"} |= "x" |~ "y" |= "z" | json |= "after""#);
-        let pipeline = Pipeline::compile(&log).unwrap();
+        let pipeline = Pipeline::compile(&log, 0).unwrap();
         assert_eq!(pipeline.line_contains(), ["x".to_string(), "z".to_string()]);
         let log = log_expr(r#"{a="b"} |= "x" or "y""#);
-        assert!(Pipeline::compile(&log).unwrap().line_contains().is_empty());
+        assert!(Pipeline::compile(&log, 0).unwrap().line_contains().is_empty());
     }
 
     #[test]
@@ -1551,6 +1567,34 @@ mod tests {
         let q = r#"{app="a"} | logfmt | addr = ip("10.0.0.0/8")"#;
         assert!(run(q, &[("app", "a")], &[], r#"addr="client 10.0.0.7:80""#).is_some());
         assert!(run(q, &[("app", "a")], &[], "addr=192.168.1.1").is_none());
+    }
+
+    #[test]
+    fn line_and_label_format_rewrite_with_go_templates() {
+        let (line, got) = run(
+            r#"{app="a"} | logfmt | line_format "{{.level | upper}}: {{.msg}}" | label_format lvl=level, path="{{.app}}/{{.code}}""#,
+            &[("app", "a")],
+            &[],
+            r#"level=warn msg="disk low" code=7"#,
+        )
+        .unwrap();
+        assert_eq!(line, "WARN: disk low");
+        assert_eq!(got, "app=a code=7 lvl=warn msg=disk low path=a/7");
+        let (line, got) = run(r#"{app="a"} | line_format "{{ fail }}""#, &[("app", "a")], &[], "x")
+            .map_or((String::new(), String::new()), |r| r);
+        assert!(
+            line.is_empty() && got.is_empty(),
+            "an unknown function is a compile error"
+        );
+        let (line, got) = run(
+            r#"{app="a"} | line_format "{{ .n | int | div 1 }}""#,
+            &[("app", "a")],
+            &[],
+            "x",
+        )
+        .unwrap();
+        assert_eq!(line, "x", "a render error keeps the line");
+        assert!(got.contains("__error__=TemplateFormatErr"), "{got}");
     }
 
     #[test]

@@ -1,13 +1,12 @@
-//! The seam to Go templates for `line_format` and `label_format`.
+//! The seam between the pipeline and the Go template engine
+//! ([`crate::logql_template`]) for `line_format` and `label_format`.
 //!
-//! The full template language (`query/src/logql_template.rs`) is being
-//! written on its own branch; until it lands this module renders only the
-//! commonest actions — `{{.label}}`, `{{ .label }}`, `{{__line__}}` and
-//! `{{__timestamp__}}` — and refuses anything else when the query is
-//! compiled, so no query silently renders wrong. Plugging the real engine in
-//! changes [`Template`] alone.
+//! Kept as one small adapter so the pipeline speaks in its own terms (an
+//! entry's labels, line and time) and the engine's API stays its own.
 
 use tidewatch_model::Labels;
+
+use crate::logql_template::{self, LabelLookup, TemplateContext};
 
 /// What a template sees for one entry.
 #[derive(Debug)]
@@ -16,73 +15,48 @@ pub(crate) struct TemplateData<'a> {
     /// Nanoseconds.
     pub(crate) timestamp: i64,
     pub(crate) labels: Labels,
+    /// What `now` returns: the query's evaluation time (ns), the same for every line.
+    pub(crate) now: i64,
 }
 
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    Label(String),
-    Line,
-    Timestamp,
+/// The entry's labels as the template's data (Loki's label map).
+struct EntryLabels<'a>(&'a Labels);
+
+impl LabelLookup for EntryLabels<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str)) {
+        for label in self.0 {
+            f(&label.name, &label.value);
+        }
+    }
 }
 
 /// A parsed template.
-#[derive(Debug, Clone)]
-pub(crate) struct Template {
-    pieces: Vec<Piece>,
-}
+#[derive(Debug)]
+pub(crate) struct Template(logql_template::Template);
 
 impl Template {
+    /// A `line_format` template (Go names it `line` in its messages).
     pub(crate) fn parse(text: &str) -> Result<Template, String> {
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                pieces.push(Piece::Text(rest[..open].to_string()));
-            }
-            let after = &rest[open + 2..];
-            let close = after
-                .find("}}")
-                .ok_or_else(|| "template: unclosed action".to_string())?;
-            let action = after[..close].trim();
-            pieces.push(match action {
-                "__line__" => Piece::Line,
-                "__timestamp__" => Piece::Timestamp,
-                field
-                    if field.starts_with('.')
-                        && field.len() > 1
-                        && field[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-                {
-                    Piece::Label(field[1..].to_string())
-                }
-                other => return Err(format!("template: unsupported action {{{{{other}}}}}")),
-            });
-            rest = &after[close + 2..];
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Text(rest.to_string()));
-        }
-        Ok(Template { pieces })
+        logql_template::Template::parse(text)
+            .map(Template)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A `label_format` template (Go names it `label`).
+    pub(crate) fn parse_label(text: &str) -> Result<Template, String> {
+        logql_template::Template::parse_named("label", text)
+            .map(Template)
+            .map_err(|e| e.to_string())
     }
 
     pub(crate) fn render(&self, data: &TemplateData<'_>) -> Result<String, String> {
-        let mut out = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Label(name) => out.push_str(data.labels.get(name).unwrap_or("")),
-                Piece::Line => out.push_str(data.line),
-                Piece::Timestamp => {
-                    let seconds = data.timestamp.div_euclid(1_000_000_000);
-                    let nanos = data.timestamp.rem_euclid(1_000_000_000) as u32;
-                    match chrono::DateTime::from_timestamp(seconds, nanos) {
-                        Some(time) => out.push_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                        None => return Err("template: timestamp out of range".to_string()),
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let labels = EntryLabels(&data.labels);
+        let context = TemplateContext::new(&labels, data.line, data.timestamp, data.now);
+        self.0.render(&context).map_err(|e| e.to_string())
     }
 }
 
@@ -91,15 +65,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_fields_line_and_refuses_the_rest() {
-        let template = Template::parse("{{.a}}-{{ .b }} [{{__line__}}]").unwrap();
+    fn renders_labels_line_and_functions() {
+        let template = Template::parse(r#"{{.a}}-{{ .b }} [{{__line__}}] {{ .a | printf "%03s" }}"#).unwrap();
         let data = TemplateData {
             line: "x",
             timestamp: 0,
             labels: Labels::from_pairs([("a", "1")]),
+            now: 0,
         };
-        assert_eq!(template.render(&data).unwrap(), "1- [x]");
-        assert!(Template::parse("{{ .a | upper }}").is_err());
+        assert_eq!(template.render(&data).unwrap(), "1- [x] 001");
         assert!(Template::parse("{{ .a ").is_err());
+        assert!(Template::parse_label("{{ nope .a }}").unwrap_err().contains("label"));
     }
 }
