@@ -336,7 +336,9 @@ impl<S: LogRead> Evaluator<'_, S> {
         );
         select.line_contains = pipeline.line_contains().to_vec();
 
-        let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let windows = Windows::new(&self.steps.times, offset, range);
+        let reducible = is_reducible(agg.op);
+        let mut series: HashMap<Labels, Accumulator> = HashMap::new();
         let max_samples = self.params.max_samples;
         let mut held = self.held_samples;
         let op = agg.op;
@@ -378,17 +380,23 @@ impl<S: LogRead> Evaluator<'_, S> {
                             value
                         }
                     };
-                    held += 1;
-                    if held > max_samples {
-                        return Err(tidewatch_model::Error::Backend {
-                            kind: tidewatch_model::ErrorKind::BadData,
-                            message: too_many_samples(max_samples),
-                        });
+                    let labels = state.grouped_labels(&grouping);
+                    let accumulator = series.entry(labels).or_insert_with(|| {
+                        if reducible {
+                            Accumulator::Buckets(Vec::new())
+                        } else {
+                            Accumulator::Raw(Vec::new())
+                        }
+                    });
+                    if accumulator.add(&windows, entry.timestamp, value) {
+                        held += 1;
+                        if held > max_samples {
+                            return Err(tidewatch_model::Error::Backend {
+                                kind: tidewatch_model::ErrorKind::BadData,
+                                message: too_many_samples(max_samples),
+                            });
+                        }
                     }
-                    series
-                        .entry(state.grouped_labels(&grouping))
-                        .or_default()
-                        .push((entry.timestamp, value));
                 }
                 Ok(())
             })
@@ -404,33 +412,47 @@ impl<S: LogRead> Evaluator<'_, S> {
         self.held_samples = held;
 
         let mut vectors: Vec<Vec<Sample>> = vec![Vec::new(); self.steps.times.len()];
-        let mut ordered: Vec<(Labels, Vec<(i64, f64)>)> = series.into_iter().collect();
+        let mut ordered: Vec<(Labels, Accumulator)> = series.into_iter().collect();
         ordered.sort_by(|a, b| a.0.cmp(&b.0));
-        for (labels, mut points) in ordered {
-            // Streams are read one after another, so samples of a series
-            // that several streams feed arrive out of order.
-            points.sort_by_key(|p| p.0);
-            let times: Vec<i64> = points.iter().map(|p| p.0).collect();
-            for (step, &t) in self.steps.times.iter().enumerate() {
-                let window_end = t - offset;
-                let window_start = window_end - range;
-                let from = times.partition_point(|&ts| ts <= window_start);
-                let to = times.partition_point(|&ts| ts <= window_end);
-                if from >= to {
-                    continue;
+        for (labels, accumulator) in ordered {
+            match accumulator {
+                Accumulator::Buckets(buckets) => {
+                    for (step, vector) in vectors.iter_mut().enumerate() {
+                        let (low, high) = windows.step_buckets[step];
+                        let from = buckets.partition_point(|(index, _)| *index <= low);
+                        let to = buckets.partition_point(|(index, _)| *index <= high);
+                        if from >= to {
+                            continue;
+                        }
+                        let mut total = buckets[from].1;
+                        for (_, bucket) in &buckets[from + 1..to] {
+                            total.merge(bucket);
+                        }
+                        vector.push(Sample {
+                            labels: labels.clone(),
+                            value: reduced_function(agg, &total),
+                        });
+                    }
                 }
-                if agg.op == RangeOp::AbsentOverTime {
-                    vectors[step].push(Sample {
-                        labels: labels.clone(),
-                        value: 1.0,
-                    });
-                    continue;
+                Accumulator::Raw(mut points) => {
+                    // Streams are read one after another, so samples of a series
+                    // that several streams feed arrive out of order.
+                    points.sort_by_key(|p| p.0);
+                    let times: Vec<i64> = points.iter().map(|p| p.0).collect();
+                    for (step, &t) in self.steps.times.iter().enumerate() {
+                        let window_end = t - offset;
+                        let window_start = window_end - range;
+                        let from = times.partition_point(|&ts| ts <= window_start);
+                        let to = times.partition_point(|&ts| ts <= window_end);
+                        if from >= to {
+                            continue;
+                        }
+                        vectors[step].push(Sample {
+                            labels: labels.clone(),
+                            value: range_function(agg, &points[from..to], window_end),
+                        });
+                    }
                 }
-                let value = range_function(agg, &points[from..to], window_end);
-                vectors[step].push(Sample {
-                    labels: labels.clone(),
-                    value,
-                });
             }
         }
         check_pipeline_errors(&vectors)?;
@@ -453,6 +475,164 @@ impl<S: LogRead> Evaluator<'_, S> {
             ));
         }
         Ok(Value::Vectors(vectors))
+    }
+}
+
+/// The windows of a range aggregation as buckets: the sorted, distinct
+/// window edges cut the timeline so that every window `(T − range, T]` is a
+/// run of whole buckets. Bucket `j` is `(edges[j − 1], edges[j]]`.
+#[derive(Debug)]
+struct Windows {
+    edges: Vec<i64>,
+    /// Per step: the window is buckets `low + 1 ..= high`.
+    step_buckets: Vec<(u32, u32)>,
+}
+
+impl Windows {
+    fn new(steps: &[i64], offset: i64, range: i64) -> Windows {
+        let mut edges: Vec<i64> = Vec::with_capacity(steps.len() * 2);
+        for &t in steps {
+            edges.push(t - offset - range);
+            edges.push(t - offset);
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        let position = |edge: i64| edges.partition_point(|&e| e < edge) as u32;
+        let step_buckets = steps
+            .iter()
+            .map(|&t| (position(t - offset - range), position(t - offset)))
+            .collect();
+        Windows { edges, step_buckets }
+    }
+
+    /// The bucket of a sample at `timestamp`, `None` outside every window.
+    fn bucket(&self, timestamp: i64) -> Option<u32> {
+        let index = self.edges.partition_point(|&e| e < timestamp);
+        (index > 0 && index < self.edges.len()).then_some(index as u32)
+    }
+}
+
+/// What one bucket of an order-independent range function keeps.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    count: u64,
+    sum: f64,
+    /// NaN until a number is seen: Loki's min/max skip NaN unless all are NaN.
+    min: f64,
+    max: f64,
+    first: (i64, f64),
+    last: (i64, f64),
+}
+
+impl Bucket {
+    fn new(timestamp: i64, value: f64) -> Bucket {
+        Bucket {
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+            first: (timestamp, value),
+            last: (timestamp, value),
+        }
+    }
+
+    /// Folds `other` in; on equal timestamps the earlier-read sample stays first.
+    fn merge(&mut self, other: &Bucket) {
+        self.count += other.count;
+        self.sum += other.sum;
+        if other.min < self.min || self.min.is_nan() {
+            self.min = other.min;
+        }
+        if other.max > self.max || self.max.is_nan() {
+            self.max = other.max;
+        }
+        if other.first.0 < self.first.0 {
+            self.first = other.first;
+        }
+        if other.last.0 >= self.last.0 {
+            self.last = other.last;
+        }
+    }
+}
+
+/// Range functions whose result does not depend on the order of samples
+/// within a window: they are reduced into buckets as samples arrive, so a
+/// query holds a few numbers per bucket instead of every sample.
+fn is_reducible(op: RangeOp) -> bool {
+    matches!(
+        op,
+        RangeOp::CountOverTime
+            | RangeOp::Rate
+            | RangeOp::BytesOverTime
+            | RangeOp::BytesRate
+            | RangeOp::SumOverTime
+            | RangeOp::MinOverTime
+            | RangeOp::MaxOverTime
+            | RangeOp::FirstOverTime
+            | RangeOp::LastOverTime
+            | RangeOp::AbsentOverTime
+    )
+}
+
+/// One output series of a range aggregation while its streams are read.
+#[derive(Debug)]
+enum Accumulator {
+    /// Non-empty buckets, ascending by index.
+    Buckets(Vec<(u32, Bucket)>),
+    /// Every `(timestamp, value)`, for functions that need them all.
+    Raw(Vec<(i64, f64)>),
+}
+
+impl Accumulator {
+    /// Adds a sample; true when it took new memory (a sample or a bucket).
+    fn add(&mut self, windows: &Windows, timestamp: i64, value: f64) -> bool {
+        match self {
+            Accumulator::Raw(points) => {
+                points.push((timestamp, value));
+                true
+            }
+            Accumulator::Buckets(buckets) => {
+                let Some(index) = windows.bucket(timestamp) else {
+                    return false;
+                };
+                let sample = Bucket::new(timestamp, value);
+                // Samples of one stream arrive in time order: nearly always the last bucket.
+                if let Some((last, bucket)) = buckets.last_mut() {
+                    if *last == index {
+                        bucket.merge(&sample);
+                        return false;
+                    }
+                    if *last > index {
+                        let at = buckets.partition_point(|(i, _)| *i < index);
+                        if buckets[at].0 == index {
+                            buckets[at].1.merge(&sample);
+                            return false;
+                        }
+                        buckets.insert(at, (index, sample));
+                        return true;
+                    }
+                }
+                buckets.push((index, sample));
+                true
+            }
+        }
+    }
+}
+
+/// An order-independent range function over a window's merged buckets.
+fn reduced_function(agg: &RangeAggregation, total: &Bucket) -> f64 {
+    let range_seconds = agg.range.range.as_nanos() as f64 / 1e9;
+    match agg.op {
+        RangeOp::CountOverTime => total.count as f64,
+        RangeOp::Rate if agg.range.unwrap.is_some() => total.sum / range_seconds,
+        RangeOp::Rate => total.count as f64 / range_seconds,
+        RangeOp::BytesOverTime | RangeOp::SumOverTime => total.sum,
+        RangeOp::BytesRate => total.sum / range_seconds,
+        RangeOp::MinOverTime => total.min,
+        RangeOp::MaxOverTime => total.max,
+        RangeOp::FirstOverTime => total.first.1,
+        RangeOp::LastOverTime => total.last.1,
+        _ => 1.0,
     }
 }
 
@@ -1396,6 +1576,103 @@ mod tests {
         assert!(extrapolated_rate(&reset, 2 * S + S / 2, 3 * S) > 0.0);
     }
 
+    /// The bucketed reduction must agree with folding the raw samples of
+    /// each window, for overlapping and disjoint windows and with offsets.
+    #[test]
+    fn bucketed_windows_agree_with_raw_windows() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ops = [
+            RangeOp::CountOverTime,
+            RangeOp::SumOverTime,
+            RangeOp::MinOverTime,
+            RangeOp::MaxOverTime,
+            RangeOp::FirstOverTime,
+            RangeOp::LastOverTime,
+            RangeOp::BytesRate,
+        ];
+        for round in 0..200 {
+            let mut points: Vec<(i64, f64)> = (0..next(40))
+                .map(|_| {
+                    let value = match next(10) {
+                        0 => f64::NAN,
+                        v => v as f64 - 3.0,
+                    };
+                    (next(100) as i64, value)
+                })
+                .collect();
+            points.sort_by_key(|p| p.0);
+            let step = 1 + next(20) as i64;
+            let range = 1 + next(30) as i64;
+            let offset = next(5) as i64;
+            let steps: Vec<i64> = (0..1 + next(12) as i64).map(|i| 10 + i * step).collect();
+            let windows = Windows::new(&steps, offset, range);
+            // Feed the samples out of order, as several streams would.
+            let mut shuffled = points.clone();
+            shuffled.reverse();
+            let mut accumulator = Accumulator::Buckets(Vec::new());
+            for &(t, v) in &shuffled {
+                accumulator.add(&windows, t, v);
+            }
+            let Accumulator::Buckets(buckets) = accumulator else {
+                unreachable!()
+            };
+            for op in ops {
+                let agg = RangeAggregation {
+                    op,
+                    param: None,
+                    range: LogRange {
+                        log: LogExpr {
+                            matchers: vec![],
+                            pipeline: vec![],
+                        },
+                        range: Duration::from_nanos(range),
+                        offset: None,
+                        unwrap: None,
+                    },
+                    grouping: None,
+                };
+                for (step, &t) in steps.iter().enumerate() {
+                    let end = t - offset;
+                    let raw: Vec<(i64, f64)> = points
+                        .iter()
+                        .copied()
+                        .filter(|&(ts, _)| end - range < ts && ts <= end)
+                        .collect();
+                    let (low, high) = windows.step_buckets[step];
+                    let inside: Vec<&Bucket> = buckets
+                        .iter()
+                        .filter(|(i, _)| low < *i && *i <= high)
+                        .map(|(_, b)| b)
+                        .collect();
+                    assert_eq!(raw.is_empty(), inside.is_empty(), "round {round} {op:?} step {step}");
+                    if raw.is_empty() {
+                        continue;
+                    }
+                    let mut total = *inside[0];
+                    for bucket in &inside[1..] {
+                        total.merge(bucket);
+                    }
+                    let want = range_function(&agg, &raw, end);
+                    let got = reduced_function(&agg, &total);
+                    let same = (want.is_nan() && got.is_nan()) || want == got;
+                    // first/last among equal timestamps may differ in which sample wins.
+                    let tie = matches!(op, RangeOp::FirstOverTime | RangeOp::LastOverTime)
+                        && raw.windows(2).any(|w| w[0].0 == w[1].0);
+                    assert!(
+                        same || tie,
+                        "round {round} {op:?} step {step}: raw {want} buckets {got}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn quantile_interpolates_and_bounds() {
         assert_eq!(quantile(0.5, vec![1.0, 2.0, 3.0, 4.0]), 2.5);
@@ -1531,8 +1808,15 @@ mod tests {
         );
         let mut small = params.clone();
         small.max_samples = 2;
-        let error = run(&store, r#"count_over_time({app="a"}[1m])"#, &small).unwrap_err();
+        let error = run(
+            &store,
+            r#"stdvar_over_time({app="a"} | logfmt | unwrap n [1m])"#,
+            &small,
+        )
+        .unwrap_err();
         assert!(error.message.contains("max_samples"));
+        // Counting holds one bucket per series and window edge, not the lines.
+        assert!(run(&store, r#"count_over_time({app="a"}[1m])"#, &small).is_ok());
     }
 
     #[test]
