@@ -124,15 +124,24 @@ pub enum LogQueryResult {
     Scalar { timestamp: TimestampNs, value: f64 },
 }
 
+/// Loki refuses log queries as instant queries with this text (a 400).
+pub const ERR_INSTANT_LOG_QUERY: &str =
+    "log queries are not supported as an instant query type, please change your query to a range query type";
+
 /// Evaluates a parsed LogQL query against `store` for `tenant`.
 ///
 /// Log queries (`{…} | …`) return [`LogQueryResult::Streams`] over
-/// `[start, end)` for a range query (Loki's end is exclusive for logs) or the
-/// instant itself for an instant query. Metric queries return a `Vector`
+/// `[start, end)` (Loki's end is exclusive for logs); as an instant query
+/// they fail with Loki's [`ERR_INSTANT_LOG_QUERY`]. Metric queries return a `Vector`
 /// (instant), a `Matrix` (range; steps `start, start + step, … ≤ end`) or a
-/// `Scalar` (an instant query of numbers only). Errors carry Loki's texts:
-/// pipeline errors (`pipeline error: 'JSONParserErr' for series: …`) and
-/// matching errors are execution errors; bad parameters are `bad_data`.
+/// `Scalar` (an instant query of numbers only).
+///
+/// Errors carry Loki's texts and Loki's classes: what Loki answers with 400
+/// is `bad_data` — pipeline errors (`pipeline error: 'JSONParserErr' for
+/// series: …`), the `max_samples` limit, bad parameters, templates and
+/// patterns that do not compile; vector-matching errors (`multiple matches
+/// for labels: …`, a 500 in Loki) are `execution`; storage errors keep the
+/// class storage gave them.
 pub async fn evaluate<S: LogRead>(
     store: &S,
     tenant: &TenantId,
@@ -402,9 +411,10 @@ impl<S: LogRead> Evaluator<'_, S> {
             })
             .await
             .map_err(|e| {
-                // The limit is this query's, not storage's: an execution error.
+                // The limit is this query's, not storage's; Loki answers its
+                // query limits with 400.
                 if held > max_samples {
-                    Error::execution(too_many_samples(max_samples))
+                    Error::bad_data(too_many_samples(max_samples))
                 } else {
                     Error::from(e)
                 }
@@ -673,7 +683,8 @@ fn check_pipeline_errors(vectors: &[Vec<Sample>]) -> Result<(), Error> {
     for vector in vectors {
         for sample in vector {
             if let Some(error) = sample.labels.get(ERROR_LABEL) {
-                return Err(Error::execution(format!(
+                // Loki answers 400: the query must say how to treat failing lines.
+                return Err(Error::bad_data(format!(
                     "pipeline error: '{error}' for series: '{}'.\n\
                      Use a label filter to intentionally skip this error. (e.g | __error__!=\"{error}\").\n\
                      To skip all potential errors you can match empty errors.(e.g __error__=\"\")\n\
@@ -1317,9 +1328,12 @@ async fn evaluate_logs<S: LogRead>(
     log: &LogExpr,
     params: &LogQueryParams,
 ) -> Result<LogQueryResult, Error> {
+    if params.instant {
+        return Err(Error::bad_data(ERR_INSTANT_LOG_QUERY));
+    }
     let pipeline = Pipeline::compile(log, params.end)?;
-    // Loki reads `[start, end)` for log queries; an instant query is its instant.
-    let end = if params.instant || params.end == params.start {
+    // Loki reads `[start, end)` for log queries.
+    let end = if params.end == params.start {
         params.end
     } else {
         params.end - 1
@@ -1790,7 +1804,7 @@ mod tests {
         let store = counters();
         let params = LogQueryParams::instant(40 * S, Direction::Backward, 100);
         let error = run(&store, r#"count_over_time({app="b"} | json [1m])"#, &params).unwrap_err();
-        assert_eq!(error.error_type, crate::error::ErrorType::Execution);
+        assert_eq!(error.error_type, crate::error::ErrorType::BadData);
         assert!(
             error
                 .message
@@ -1892,6 +1906,13 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         let store = counters();
+        let instant_logs = run(
+            &store,
+            r#"{app="a"}"#,
+            &LogQueryParams::instant(S, Direction::Backward, 1),
+        )
+        .unwrap_err();
+        assert_eq!(instant_logs.message, ERR_INSTANT_LOG_QUERY);
         let zero_step = LogQueryParams::range(0, S, 0, Direction::Backward, 1);
         assert_eq!(
             run(&store, "vector(1)", &zero_step).unwrap_err().error_type,

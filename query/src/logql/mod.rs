@@ -25,7 +25,8 @@ use std::fmt;
 
 pub use ast::*;
 pub use eval::{
-    DEFAULT_MAX_SAMPLES, LogQueryParams, LogQueryResult, MatrixSeries, StreamResult, VectorSample, evaluate,
+    DEFAULT_MAX_SAMPLES, ERR_INSTANT_LOG_QUERY, LogQueryParams, LogQueryResult, MatrixSeries, StreamResult,
+    VectorSample, evaluate,
 };
 pub use parser::MAX_INPUT_SIZE;
 
