@@ -353,6 +353,8 @@ impl<S: LogRead> Evaluator<'_, S> {
         let op = agg.op;
         self.store
             .visit_logs(self.tenant, &select, |stream| {
+                // The result labels of this stream's entries that no stage touched.
+                let mut untouched_labels: Option<Labels> = None;
                 for entry in &stream.entries {
                     let mut state = LabelState::new(&stream.labels, &entry.structured_metadata);
                     let Some(line) = pipeline.process(entry.timestamp, &entry.line, &mut state) else {
@@ -389,7 +391,13 @@ impl<S: LogRead> Evaluator<'_, S> {
                             value
                         }
                     };
-                    let labels = state.grouped_labels(&grouping);
+                    let labels = if state.is_untouched() {
+                        untouched_labels
+                            .get_or_insert_with(|| state.grouped_labels(&grouping))
+                            .clone()
+                    } else {
+                        state.grouped_labels(&grouping)
+                    };
                     let accumulator = series.entry(labels).or_insert_with(|| {
                         if reducible {
                             Accumulator::Buckets(Vec::new())

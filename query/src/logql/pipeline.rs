@@ -162,6 +162,17 @@ impl<'s> LabelState<'s> {
         !self.error.is_empty()
     }
 
+    /// Whether the entry's labels are still exactly the stream's: no
+    /// metadata, nothing parsed, deleted or failed. Such entries of one
+    /// stream share their result labels, which callers compute once.
+    pub(crate) fn is_untouched(&self) -> bool {
+        self.metadata.is_empty()
+            && self.parsed.is_empty()
+            && self.deleted.is_empty()
+            && self.error.is_empty()
+            && self.error_details.is_empty()
+    }
+
     pub(crate) fn set_error(&mut self, error: &str, details: Option<String>) {
         self.error = error.to_string();
         if let Some(details) = details {
