@@ -38,8 +38,9 @@ pub struct LogQueryParams {
     pub end: TimestampNs,
     /// Nanoseconds between metric steps; ignored for instant queries; must be > 0 otherwise.
     pub step: i64,
-    /// Loki's `interval` (nanoseconds; 0 = none): for log queries, at most
-    /// one entry per stream per interval is returned, as Loki does.
+    /// Loki's `interval` (nanoseconds; 0 = none), for log queries: going in
+    /// `direction` over all streams together, an entry is returned only when
+    /// it is at least `interval` away from the previously returned one.
     pub interval: i64,
     /// Order of log entries (`Backward` = newest first, Loki's default).
     pub direction: Direction,
@@ -1351,17 +1352,18 @@ async fn evaluate_logs<S: LogRead>(
     let backward = params.direction == Direction::Backward;
     let limit = params.limit;
     let interval = params.interval;
+    let max_held = params.max_samples;
+    // Without `interval` only the `limit` first entries (in direction order)
+    // matter: a heap of that size keeps them. With it, which entries survive
+    // depends on every earlier one, so all matching entries are held (up to
+    // max_samples) and thinned in order afterwards, as Loki does.
     let mut heap: BinaryHeap<Kept> = BinaryHeap::with_capacity(limit.min(65_536) + 1);
+    let mut all: Vec<Kept> = Vec::new();
     let mut sequence = 0u64;
     store
         .visit_logs(tenant, &select, |stream| {
-            let mut last_kept: HashMap<Labels, i64> = HashMap::new();
-            let entries: Box<dyn Iterator<Item = &LogEntry>> = if backward {
-                Box::new(stream.entries.iter().rev())
-            } else {
-                Box::new(stream.entries.iter())
-            };
-            for entry in entries {
+            let mut untouched_labels: Option<Labels> = None;
+            for entry in &stream.entries {
                 if limit == 0 {
                     break;
                 }
@@ -1369,17 +1371,13 @@ async fn evaluate_logs<S: LogRead>(
                 let Some(line) = pipeline.process(entry.timestamp, &entry.line, &mut state) else {
                     continue;
                 };
-                let labels = state.labels();
-                if interval > 0 {
-                    if let Some(&previous) = last_kept.get(&labels)
-                        && (previous - entry.timestamp).abs() < interval
-                    {
-                        continue;
-                    }
-                    last_kept.insert(labels.clone(), entry.timestamp);
-                }
+                let labels = if state.is_untouched() {
+                    untouched_labels.get_or_insert_with(|| state.labels()).clone()
+                } else {
+                    state.labels()
+                };
                 sequence += 1;
-                heap.push(Kept {
+                let kept = Kept {
                     timestamp: entry.timestamp,
                     sequence: if backward { u64::MAX - sequence } else { sequence },
                     labels,
@@ -1389,7 +1387,18 @@ async fn evaluate_logs<S: LogRead>(
                         structured_metadata: entry.structured_metadata.clone(),
                     },
                     backward,
-                });
+                };
+                if interval > 0 {
+                    all.push(kept);
+                    if all.len() > max_held {
+                        return Err(tidewatch_model::Error::Backend {
+                            kind: tidewatch_model::ErrorKind::BadData,
+                            message: too_many_samples(max_held),
+                        });
+                    }
+                    continue;
+                }
+                heap.push(kept);
                 if heap.len() > limit {
                     heap.pop();
                 }
@@ -1398,6 +1407,25 @@ async fn evaluate_logs<S: LogRead>(
         })
         .await
         .map_err(Error::from)?;
+    if interval > 0 {
+        // `Kept` orders by direction: the heap's top is the entry given up first.
+        all.sort();
+        let mut last: Option<i64> = None;
+        for kept in all {
+            if heap.len() >= limit {
+                break;
+            }
+            let due = match last {
+                None => true,
+                Some(last) if backward => kept.timestamp <= last - interval,
+                Some(last) => kept.timestamp >= last + interval,
+            };
+            if due {
+                last = Some(kept.timestamp);
+                heap.push(kept);
+            }
+        }
+    }
     let mut by_stream: HashMap<Labels, Vec<LogEntry>> = HashMap::new();
     for kept in heap.into_vec() {
         by_stream.entry(kept.labels).or_default().push(kept.entry);
@@ -1904,11 +1932,12 @@ mod tests {
         let got = streams(run(&store, r#"{app="a", pod="1"} |= "x""#, &all).unwrap());
         let times: Vec<i64> = got[0].1.iter().map(|e| e.0).collect();
         assert_eq!(times, vec![40, 30, 10], "newest first");
+        // `interval` thins the entries of all streams together, in direction order.
         let mut sparse = all.clone();
-        sparse.interval = 25 * S;
-        let got = streams(run(&store, r#"{app="a", pod="1"}"#, &sparse).unwrap());
-        let times: Vec<i64> = got[0].1.iter().map(|e| e.0).collect();
-        assert_eq!(times, vec![40, 10]);
+        sparse.interval = 12 * S;
+        let got = streams(run(&store, r#"{app="a"}"#, &sparse).unwrap());
+        let times: Vec<Vec<i64>> = got.iter().map(|s| s.1.iter().map(|e| e.0).collect()).collect();
+        assert_eq!(times, vec![vec![40, 20]]);
     }
 
     #[test]
