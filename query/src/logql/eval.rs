@@ -116,8 +116,8 @@ pub struct MatrixSeries {
 pub enum LogQueryResult {
     /// A log query: streams sorted by labels.
     Streams(Vec<StreamResult>),
-    /// An instant metric query, in evaluation order (which `sort` and
-    /// `sort_desc` define).
+    /// An instant metric query, sorted by labels — or, when the query uses
+    /// `sort`/`sort_desc`, in the order they give.
     Vector(Vec<VectorSample>),
     /// A range metric query: series sorted by labels.
     Matrix(Vec<MatrixSeries>),
@@ -169,7 +169,7 @@ pub async fn evaluate<S: LogRead>(
                 held_samples: 0,
             };
             let value = evaluator.eval(metric).await?;
-            Ok(into_result(value, &steps, params))
+            Ok(into_result(value, &steps, params, sorts_by_value(metric)))
         }
     }
 }
@@ -208,7 +208,21 @@ enum Value {
     Vectors(Vec<Vec<Sample>>),
 }
 
-fn into_result(value: Value, steps: &Steps, params: &LogQueryParams) -> LogQueryResult {
+/// Whether the query uses `sort`/`sort_desc`, whose order an instant result keeps.
+fn sorts_by_value(expr: &MetricExpr) -> bool {
+    match expr {
+        MetricExpr::VectorAggregation(agg) => {
+            matches!(agg.op, VectorOp::Sort | VectorOp::SortDesc) || sorts_by_value(&agg.expr)
+        }
+        MetricExpr::Binary(binary) => sorts_by_value(&binary.lhs) || sorts_by_value(&binary.rhs),
+        MetricExpr::LabelReplace(replace) => sorts_by_value(&replace.expr),
+        MetricExpr::RangeAggregation(_) | MetricExpr::Literal(_) | MetricExpr::Vector(_) => false,
+    }
+}
+
+/// Shapes the steps' vectors as Loki answers: an instant vector sorted by
+/// labels unless the query sorts by value, a matrix sorted by labels.
+fn into_result(value: Value, steps: &Steps, params: &LogQueryParams, keep_order: bool) -> LogQueryResult {
     match value {
         Value::Scalar(value) if params.instant => LogQueryResult::Scalar {
             timestamp: params.start,
@@ -219,7 +233,10 @@ fn into_result(value: Value, steps: &Steps, params: &LogQueryParams) -> LogQuery
             points: steps.times.iter().map(|&t| (t, value)).collect(),
         }]),
         Value::Vectors(mut vectors) if params.instant => {
-            let vector = vectors.pop().unwrap_or_default();
+            let mut vector = vectors.pop().unwrap_or_default();
+            if !keep_order {
+                vector.sort_by(|a, b| a.labels.cmp(&b.labels));
+            }
             LogQueryResult::Vector(
                 vector
                     .into_iter()
