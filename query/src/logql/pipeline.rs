@@ -424,7 +424,15 @@ impl CompiledStage {
                                 Regex::new(text).map_err(|e| Error::bad_data(format!("parse error : {e}")))?,
                             ),
                             LineFilterOp::Pattern | LineFilterOp::NotPattern => {
-                                LineMatch::Pattern(PatternMatcher::new(text).map_err(|e| stage_error(stage, e))?)
+                                let pattern = PatternMatcher::new(text).map_err(|e| stage_error(stage, e))?;
+                                // A line filter only tests the shape: `<_>` alone.
+                                if let Some(name) = pattern.names.first() {
+                                    return Err(stage_error(
+                                        stage,
+                                        format!("named captures are not allowed: found '<{name}>'"),
+                                    ));
+                                }
+                                LineMatch::Pattern(pattern)
                             }
                         },
                     });
@@ -1446,6 +1454,10 @@ mod tests {
         assert!(run(r#"{a="b"} !~ "x|y""#, &[("a", "b")], &[], "zzz").is_some());
         assert!(run(r#"{a="b"} |> "<_> id=<_>""#, &[("a", "b")], &[], "GET id=5").is_some());
         assert!(run(r#"{a="b"} |> "<_> id=<_>""#, &[("a", "b")], &[], "GET uid").is_none());
+        assert!(
+            Pipeline::compile(&log_expr(r#"{a="b"} |> "<x> y""#), 0).is_err(),
+            "named captures"
+        );
         assert!(run(r#"{a="b"} |= ip("10.0.0.0/8")"#, &[("a", "b")], &[], "from 10.1.2.3:80").is_some());
         assert!(run(r#"{a="b"} != ip("10.0.0.0/8")"#, &[("a", "b")], &[], "from 10.1.2.3:80").is_none());
     }
