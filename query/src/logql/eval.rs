@@ -692,14 +692,23 @@ fn sample_grouping(agg: &RangeAggregation) -> SampleGrouping {
     }
 }
 
-/// `absent_over_time`'s labels: the selector's equality matchers.
+/// `absent_over_time`'s labels, Loki's rule: the selector's equality
+/// matchers, minus any name that another matcher (or a second `=`) also
+/// constrains, since no single value would describe it.
 fn absent_labels(log: &LogExpr) -> Labels {
     let mut pairs: Vec<Label> = Vec::new();
+    let mut ambiguous: Vec<&str> = Vec::new();
     for matcher in &log.matchers {
+        if matcher.name == tidewatch_model::labels::METRIC_NAME {
+            continue;
+        }
         if matcher.op == MatchOp::Equal && !pairs.iter().any(|l| l.name == matcher.name) {
             pairs.push(Label::new(matcher.name.clone(), matcher.value.clone()));
+        } else {
+            ambiguous.push(&matcher.name);
         }
     }
+    pairs.retain(|l| !ambiguous.contains(&l.name.as_str()));
     Labels::from_pairs(pairs.into_iter().map(|l| (l.name, l.value)))
 }
 
@@ -1849,6 +1858,11 @@ mod tests {
         assert_eq!(
             range(&store, r#"absent_over_time({app="b", pod=~".*"}[10s])"#, 20, 50, 10),
             vec![("app=b".to_string(), vec![(20, 1.0), (40, 1.0), (50, 1.0)])]
+        );
+        assert_eq!(
+            instant(&store, r#"absent_over_time({app="b", pod="x", pod!="y"}[10s])"#, 50),
+            vec![("app=b".to_string(), 1.0)],
+            "a name with two matchers is left out"
         );
     }
 
