@@ -1,12 +1,14 @@
 //! LogQL evaluation over the [`LogRead`] seam: log queries (streams) and
 //! metric queries (vectors, matrices, scalars) with Loki's semantics.
 //!
-//! A metric query is evaluated for all steps at once. Each range
-//! aggregation reads its streams once — the whole span
-//! `(first step − range − offset, last step − offset]` — runs the pipeline
-//! over every entry as storage hands the streams over, keeps only the
-//! extracted samples (timestamp and value per output series, never the
-//! lines), and then slides the `(T − range, T]` windows over them. Vector
+//! A metric query is evaluated for all steps at once. Each stream selector
+//! is read once per query — the span `(first step − range − offset, last
+//! step − offset]` of every range aggregation over it — and each entry runs
+//! through those aggregations' pipelines as storage hands the streams over.
+//! Only extracted samples are kept, never lines: order-independent
+//! functions (`count_over_time`, `rate`, `sum_over_time`, …) fold them into
+//! buckets between window edges at once; the others keep `(timestamp,
+//! value)` per output series. Then the `(T − range, T]` windows slide. Vector
 //! aggregations, binary operators and `label_replace` then work step by
 //! step on plain sample vectors, as Loki's step evaluators do, so that
 //! matching errors, ordering and NaN handling come out as Loki's.
@@ -167,7 +169,9 @@ pub async fn evaluate<S: LogRead>(
                 params,
                 steps: &steps,
                 held_samples: 0,
+                computed: HashMap::new(),
             };
+            evaluator.read_selectors(metric).await?;
             let value = evaluator.eval(metric).await?;
             Ok(into_result(value, &steps, params, sorts_by_value(metric)))
         }
@@ -274,6 +278,8 @@ struct Evaluator<'a, S> {
     params: &'a LogQueryParams,
     steps: &'a Steps,
     held_samples: usize,
+    /// Range aggregations' results by their text (identical ones are read once).
+    computed: HashMap<String, Result<Vec<Vec<Sample>>, Error>>,
 }
 
 impl<S: LogRead> Evaluator<'_, S> {
@@ -346,92 +352,78 @@ impl<S: LogRead> Evaluator<'_, S> {
         })
     }
 
+    /// A range aggregation's vectors, computed by [`Evaluator::read_selectors`].
     async fn range_aggregation(&mut self, agg: &RangeAggregation) -> Result<Value, Error> {
-        let range = agg.range.range.as_nanos();
-        let offset = agg.range.offset.map_or(0, Duration::as_nanos);
-        let pipeline = Pipeline::compile(&agg.range.log, self.params.end)?;
-        let unwrap = match &agg.range.unwrap {
-            Some(unwrap) => Some((unwrap, compile_filters(&unwrap.post_filters)?)),
-            None => None,
-        };
-        let grouping = sample_grouping(agg);
-        let first = self.steps.times[0] - offset;
-        let last = self.steps.times[self.steps.times.len() - 1] - offset;
-        let mut select = LogSelect::new(
-            agg.range.log.matchers.clone(),
-            NsRange::new(first.saturating_sub(range).saturating_add(1), last),
-        );
-        select.line_contains = pipeline.line_contains().to_vec();
+        let key = range_key(agg);
+        if !self.computed.contains_key(&key) {
+            // Not prefetched (cannot happen for a tree walked up front): read it now.
+            let job = RangeJob::new(agg, self.steps, self.params.end)?;
+            self.read_group(vec![job]).await?;
+        }
+        match self.computed.get(&key) {
+            Some(Ok(vectors)) => Ok(Value::Vectors(vectors.clone())),
+            Some(Err(error)) => Err(Error {
+                error_type: error.error_type,
+                message: error.message.clone(),
+            }),
+            None => Err(Error::execution("range aggregation was not evaluated")),
+        }
+    }
 
-        let windows = Windows::new(&self.steps.times, offset, range);
-        let reducible = is_reducible(agg.op);
-        let mut series: HashMap<Labels, Accumulator> = HashMap::new();
+    /// Reads every stream selector of `expr` once: the range aggregations
+    /// sharing a selector are fed from one read of their combined span,
+    /// each through its own pipeline. Results (or each one's pipeline
+    /// error, raised when evaluation reaches it) go to `computed`.
+    async fn read_selectors(&mut self, expr: &MetricExpr) -> Result<(), Error> {
+        let mut aggregations: Vec<&RangeAggregation> = Vec::new();
+        collect_range_aggregations(expr, &mut aggregations);
+        let mut groups: Vec<Vec<RangeJob<'_>>> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        for agg in aggregations {
+            let key = range_key(agg);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let job = RangeJob::new(agg, self.steps, self.params.end)?;
+            match groups
+                .iter_mut()
+                .find(|group| group[0].agg.range.log.matchers == agg.range.log.matchers)
+            {
+                Some(group) => group.push(job),
+                None => groups.push(vec![job]),
+            }
+        }
+        for group in groups {
+            self.read_group(group).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_group(&mut self, mut jobs: Vec<RangeJob<'_>>) -> Result<(), Error> {
+        let Some(first) = jobs.first() else {
+            return Ok(());
+        };
+        let mut select = LogSelect::new(
+            first.agg.range.log.matchers.clone(),
+            NsRange::new(first.span.0, first.span.1),
+        );
+        // Storage verifies the filters every job pushed down; each job checks its own.
+        select.line_contains = first.pipeline.line_contains().to_vec();
+        for job in &jobs[1..] {
+            select.range.start = select.range.start.min(job.span.0);
+            select.range.end = select.range.end.max(job.span.1);
+            select
+                .line_contains
+                .retain(|needle| job.pipeline.line_contains().contains(needle));
+        }
+        let only_job = jobs.len() == 1;
         let max_samples = self.params.max_samples;
         let mut held = self.held_samples;
-        let op = agg.op;
         self.store
             .visit_logs(self.tenant, &select, |stream| {
-                // The result labels of this stream's entries that no stage touched.
-                let mut untouched_labels: Option<Labels> = None;
-                for entry in &stream.entries {
-                    let mut state = LabelState::new(&stream.labels, &entry.structured_metadata);
-                    let Some(line) = pipeline.process(entry.timestamp, &entry.line, &mut state) else {
-                        continue;
-                    };
-                    let value = match &unwrap {
-                        None => match op {
-                            RangeOp::BytesOverTime | RangeOp::BytesRate => line.len() as f64,
-                            _ => 1.0,
-                        },
-                        Some((unwrap, post_filters)) => {
-                            let text = state.get(&unwrap.label).unwrap_or("");
-                            if text.is_empty() {
-                                // Loki: a line without the label yields no sample.
-                                continue;
-                            }
-                            let converted = match unwrap.conversion {
-                                None => conv::parse_float(text),
-                                Some(UnwrapConversion::Bytes) => conv::parse_bytes_value(text).map(|b| b as f64),
-                                Some(UnwrapConversion::Duration | UnwrapConversion::DurationSeconds) => {
-                                    conv::parse_duration(text).map(|ns| ns as f64 / 1e9)
-                                }
-                            };
-                            let value = match converted {
-                                Ok(value) => value,
-                                Err(details) => {
-                                    state.set_error(ERR_SAMPLE_EXTRACTION, Some(details));
-                                    0.0
-                                }
-                            };
-                            if !Pipeline::filter_only(post_filters, &mut state) {
-                                continue;
-                            }
-                            value
-                        }
-                    };
-                    let labels = if state.is_untouched() {
-                        untouched_labels
-                            .get_or_insert_with(|| state.grouped_labels(&grouping))
-                            .clone()
-                    } else {
-                        state.grouped_labels(&grouping)
-                    };
-                    let accumulator = series.entry(labels).or_insert_with(|| {
-                        if reducible {
-                            Accumulator::Buckets(Vec::new())
-                        } else {
-                            Accumulator::Raw(Vec::new())
-                        }
-                    });
-                    if accumulator.add(&windows, entry.timestamp, value) {
-                        held += 1;
-                        if held > max_samples {
-                            return Err(tidewatch_model::Error::Backend {
-                                kind: tidewatch_model::ErrorKind::BadData,
-                                message: too_many_samples(max_samples),
-                            });
-                        }
-                    }
+                for job in &mut jobs {
+                    job.feed(&stream, !only_job, &mut held, max_samples)?;
                 }
                 Ok(())
             })
@@ -446,15 +438,169 @@ impl<S: LogRead> Evaluator<'_, S> {
                 }
             })?;
         self.held_samples = held;
+        for job in jobs {
+            let key = range_key(job.agg);
+            let result = job.finish(self.steps);
+            self.computed.insert(key, result);
+        }
+        Ok(())
+    }
+}
 
-        let mut vectors: Vec<Vec<Sample>> = vec![Vec::new(); self.steps.times.len()];
-        let mut ordered: Vec<(Labels, Accumulator)> = series.into_iter().collect();
+/// Identifies a range aggregation: equal trees are computed once.
+fn range_key(agg: &RangeAggregation) -> String {
+    format!("{agg:?}")
+}
+
+fn collect_range_aggregations<'e>(expr: &'e MetricExpr, out: &mut Vec<&'e RangeAggregation>) {
+    match expr {
+        MetricExpr::RangeAggregation(agg) => out.push(agg),
+        MetricExpr::VectorAggregation(agg) => collect_range_aggregations(&agg.expr, out),
+        MetricExpr::Binary(binary) => {
+            collect_range_aggregations(&binary.lhs, out);
+            collect_range_aggregations(&binary.rhs, out);
+        }
+        MetricExpr::LabelReplace(replace) => collect_range_aggregations(&replace.expr, out),
+        MetricExpr::Literal(_) | MetricExpr::Vector(_) => {}
+    }
+}
+
+/// One range aggregation while its selector's streams are read.
+struct RangeJob<'a> {
+    agg: &'a RangeAggregation,
+    pipeline: Pipeline,
+    unwrap: Option<(&'a Unwrap, Vec<crate::logql::pipeline::CompiledLabelFilter>)>,
+    grouping: SampleGrouping,
+    windows: Windows,
+    reducible: bool,
+    /// The entries it reads, `[start, end]` in ns.
+    span: (i64, i64),
+    series: HashMap<Labels, Accumulator>,
+}
+
+impl<'a> RangeJob<'a> {
+    fn new(agg: &'a RangeAggregation, steps: &Steps, now: i64) -> Result<RangeJob<'a>, Error> {
+        let range = agg.range.range.as_nanos();
+        let offset = agg.range.offset.map_or(0, Duration::as_nanos);
+        let pipeline = Pipeline::compile(&agg.range.log, now)?;
+        let unwrap = match &agg.range.unwrap {
+            Some(unwrap) => Some((unwrap, compile_filters(&unwrap.post_filters)?)),
+            None => None,
+        };
+        let first = steps.times[0] - offset;
+        let last = steps.times[steps.times.len() - 1] - offset;
+        Ok(RangeJob {
+            agg,
+            pipeline,
+            unwrap,
+            grouping: sample_grouping(agg),
+            windows: Windows::new(&steps.times, offset, range),
+            reducible: is_reducible(agg.op),
+            span: (first.saturating_sub(range).saturating_add(1), last),
+            series: HashMap::new(),
+        })
+    }
+
+    /// Runs one stream's entries through the pipeline into the series.
+    /// `shared`: the read serves other jobs too, so entries outside this
+    /// job's span or lacking its pushed-down substrings are skipped here.
+    fn feed(
+        &mut self,
+        stream: &tidewatch_model::logs::LogStream,
+        shared: bool,
+        held: &mut usize,
+        max_samples: usize,
+    ) -> Result<(), tidewatch_model::Error> {
+        // The result labels of this stream's entries that no stage touched.
+        let mut untouched_labels: Option<Labels> = None;
+        for entry in &stream.entries {
+            if shared
+                && (entry.timestamp < self.span.0
+                    || entry.timestamp > self.span.1
+                    || !self
+                        .pipeline
+                        .line_contains()
+                        .iter()
+                        .all(|n| entry.line.contains(n.as_str())))
+            {
+                continue;
+            }
+            let mut state = LabelState::new(&stream.labels, &entry.structured_metadata);
+            let Some(line) = self.pipeline.process(entry.timestamp, &entry.line, &mut state) else {
+                continue;
+            };
+            let value = match &self.unwrap {
+                None => match self.agg.op {
+                    RangeOp::BytesOverTime | RangeOp::BytesRate => line.len() as f64,
+                    _ => 1.0,
+                },
+                Some((unwrap, post_filters)) => {
+                    let text = state.get(&unwrap.label).unwrap_or("");
+                    if text.is_empty() {
+                        // Loki: a line without the label yields no sample.
+                        continue;
+                    }
+                    let converted = match unwrap.conversion {
+                        None => conv::parse_float(text),
+                        Some(UnwrapConversion::Bytes) => conv::parse_bytes_value(text).map(|b| b as f64),
+                        Some(UnwrapConversion::Duration | UnwrapConversion::DurationSeconds) => {
+                            conv::parse_duration(text).map(|ns| ns as f64 / 1e9)
+                        }
+                    };
+                    let value = match converted {
+                        Ok(value) => value,
+                        Err(details) => {
+                            state.set_error(ERR_SAMPLE_EXTRACTION, Some(details));
+                            0.0
+                        }
+                    };
+                    if !Pipeline::filter_only(post_filters, &mut state) {
+                        continue;
+                    }
+                    value
+                }
+            };
+            let labels = if state.is_untouched() {
+                untouched_labels
+                    .get_or_insert_with(|| state.grouped_labels(&self.grouping))
+                    .clone()
+            } else {
+                state.grouped_labels(&self.grouping)
+            };
+            let reducible = self.reducible;
+            let accumulator = self.series.entry(labels).or_insert_with(|| {
+                if reducible {
+                    Accumulator::Buckets(Vec::new())
+                } else {
+                    Accumulator::Raw(Vec::new())
+                }
+            });
+            if accumulator.add(&self.windows, entry.timestamp, value) {
+                *held += 1;
+                if *held > max_samples {
+                    return Err(tidewatch_model::Error::Backend {
+                        kind: tidewatch_model::ErrorKind::BadData,
+                        message: too_many_samples(max_samples),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Slides the windows: one vector per step, or the pipeline error.
+    fn finish(self, steps: &Steps) -> Result<Vec<Vec<Sample>>, Error> {
+        let agg = self.agg;
+        let range = agg.range.range.as_nanos();
+        let offset = agg.range.offset.map_or(0, Duration::as_nanos);
+        let mut vectors: Vec<Vec<Sample>> = vec![Vec::new(); steps.times.len()];
+        let mut ordered: Vec<(Labels, Accumulator)> = self.series.into_iter().collect();
         ordered.sort_by(|a, b| a.0.cmp(&b.0));
         for (labels, accumulator) in ordered {
             match accumulator {
                 Accumulator::Buckets(buckets) => {
                     for (step, vector) in vectors.iter_mut().enumerate() {
-                        let (low, high) = windows.step_buckets[step];
+                        let (low, high) = self.windows.step_buckets[step];
                         let from = buckets.partition_point(|(index, _)| *index <= low);
                         let to = buckets.partition_point(|(index, _)| *index <= high);
                         if from >= to {
@@ -475,7 +621,7 @@ impl<S: LogRead> Evaluator<'_, S> {
                     // that several streams feed arrive out of order.
                     points.sort_by_key(|p| p.0);
                     let times: Vec<i64> = points.iter().map(|p| p.0).collect();
-                    for (step, &t) in self.steps.times.iter().enumerate() {
+                    for (step, &t) in steps.times.iter().enumerate() {
                         let window_end = t - offset;
                         let window_start = window_end - range;
                         let from = times.partition_point(|&ts| ts <= window_start);
@@ -494,23 +640,21 @@ impl<S: LogRead> Evaluator<'_, S> {
         check_pipeline_errors(&vectors)?;
         if agg.op == RangeOp::AbsentOverTime {
             let labels = absent_labels(&agg.range.log);
-            return Ok(Value::Vectors(
-                vectors
-                    .into_iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            vec![Sample {
-                                labels: labels.clone(),
-                                value: 1.0,
-                            }]
-                        } else {
-                            Vec::new()
-                        }
-                    })
-                    .collect(),
-            ));
+            return Ok(vectors
+                .into_iter()
+                .map(|v| {
+                    if v.is_empty() {
+                        vec![Sample {
+                            labels: labels.clone(),
+                            value: 1.0,
+                        }]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect());
         }
-        Ok(Value::Vectors(vectors))
+        Ok(vectors)
     }
 }
 
@@ -1747,6 +1891,76 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Counts reads, to check that a selector is read once per query.
+    #[derive(Debug, Default)]
+    struct CountingStore {
+        inner: MemLogStore,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LogRead for CountingStore {
+        async fn visit_logs<F>(
+            &self,
+            tenant: &TenantId,
+            select: &LogSelect,
+            visit: F,
+        ) -> Result<(), tidewatch_model::Error>
+        where
+            F: FnMut(LogStream) -> Result<(), tidewatch_model::Error> + Send,
+        {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.visit_logs(tenant, select, visit).await
+        }
+
+        async fn log_series(
+            &self,
+            tenant: &TenantId,
+            matchers: &[tidewatch_model::Matcher],
+            range: NsRange,
+        ) -> Result<Vec<Labels>, tidewatch_model::Error> {
+            self.inner.log_series(tenant, matchers, range).await
+        }
+    }
+
+    #[test]
+    fn each_selector_is_read_once_per_query() {
+        let store = CountingStore {
+            inner: counters(),
+            reads: Default::default(),
+        };
+        let query = r#"sum by (pod) (rate({app="a"} |= "x" [20s])) / sum by (pod) (count_over_time({app="a"} |= "n=" [30s] offset 5s)) + sum by (pod) (rate({app="a"} |= "x" [20s])) or count_over_time({app="b"}[1m])"#;
+        let params = LogQueryParams::range(20 * S, 50 * S, 10 * S, Direction::Backward, 100);
+        let expr = parse(query).unwrap();
+        let together = poll(evaluate(&store, &TenantId::default_tenant(), &expr, &params)).unwrap();
+        assert_eq!(
+            store.reads.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "one read per selector"
+        );
+        // The same parts evaluated on their own give the same answer.
+        let plain = counters();
+        let separate = |q: &str| run(&plain, q, &params).unwrap();
+        let LogQueryResult::Matrix(rate) = separate(r#"sum by (pod) (rate({app="a"} |= "x" [20s]))"#) else {
+            panic!()
+        };
+        let LogQueryResult::Matrix(count) =
+            separate(r#"sum by (pod) (count_over_time({app="a"} |= "n=" [30s] offset 5s))"#)
+        else {
+            panic!()
+        };
+        let LogQueryResult::Matrix(got) = together else {
+            panic!()
+        };
+        for (series, counted) in rate.iter().zip(&count) {
+            let combined = got.iter().find(|s| s.labels == series.labels).unwrap();
+            for (point, combined_point) in series.points.iter().zip(&combined.points) {
+                let divisor = counted.points.iter().find(|p| p.0 == point.0).unwrap().1;
+                assert!((combined_point.1 - (point.1 / divisor + point.1)).abs() < 1e-12);
+            }
+        }
+        assert!(got.iter().any(|s| s.labels.get("app") == Some("b")));
     }
 
     #[test]
