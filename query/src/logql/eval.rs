@@ -291,6 +291,8 @@ impl<S: LogRead> Evaluator<'_, S> {
         S: Sync,
     {
         Box::pin(async move {
+            // Let a timeout or a dropped request stop the query between nodes.
+            tokio::task::yield_now().await;
             match expr {
                 MetricExpr::Literal(value) => Ok(Value::Scalar(*value)),
                 MetricExpr::Vector(value) => Ok(Value::Vectors(
@@ -396,6 +398,7 @@ impl<S: LogRead> Evaluator<'_, S> {
         }
         for group in groups {
             self.read_group(group).await?;
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
@@ -1640,14 +1643,12 @@ mod tests {
         store
     }
 
-    /// The in-memory store never waits, so one poll completes a query.
+    /// Runs a query to completion (it yields between expression nodes).
     fn poll<T>(future: impl std::future::Future<Output = T>) -> T {
-        let mut future = std::pin::pin!(future);
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("an in-memory query waited"),
-        }
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(future)
     }
 
     fn run(store: &MemLogStore, query: &str, params: &LogQueryParams) -> Result<LogQueryResult, Error> {
@@ -2183,6 +2184,19 @@ mod tests {
         let got = streams(run(&store, r#"{app="a"}"#, &sparse).unwrap());
         let times: Vec<Vec<i64>> = got.iter().map(|s| s.1.iter().map(|e| e.0).collect()).collect();
         assert_eq!(times, vec![vec![40, 20]]);
+    }
+
+    /// The HTTP layer runs queries inside axum handlers, which need `Send` futures.
+    #[test]
+    fn evaluate_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let store = counters();
+        let expr = parse(r#"sum(rate({app="a"}[1m]))"#).unwrap();
+        let params = LogQueryParams::instant(S, Direction::Backward, 1);
+        let tenant = TenantId::default_tenant();
+        let future = evaluate(&store, &tenant, &expr, &params);
+        assert_send(&future);
+        assert!(poll(future).is_ok());
     }
 
     #[test]
