@@ -307,14 +307,17 @@ impl<S: LogRead> Evaluator<'_, S> {
                         })
                         .collect(),
                 )),
-                MetricExpr::RangeAggregation(agg) => self.range_aggregation(agg).await,
+                MetricExpr::RangeAggregation(agg) => self.range_aggregation(agg, None).await,
                 MetricExpr::VectorAggregation(agg) => {
                     if agg.op == VectorOp::ApproxTopk && !self.params.instant {
                         return Err(Error::bad_data(
                             "count min sketches are only supported on instant queries",
                         ));
                     }
-                    let inner = self.eval(&agg.expr).await?;
+                    let inner = match pushed_grouping(agg) {
+                        Some((range, grouping)) => self.range_aggregation(range, Some(grouping)).await?,
+                        None => self.eval(&agg.expr).await?,
+                    };
                     let vectors = match inner {
                         Value::Vectors(vectors) => vectors,
                         Value::Scalar(_) => return Err(Error::bad_data("unexpected scalar in vector aggregation")),
@@ -354,12 +357,13 @@ impl<S: LogRead> Evaluator<'_, S> {
         })
     }
 
-    /// A range aggregation's vectors, computed by [`Evaluator::read_selectors`].
-    async fn range_aggregation(&mut self, agg: &RangeAggregation) -> Result<Value, Error> {
-        let key = range_key(agg);
+    /// A range aggregation's vectors, computed by [`Evaluator::read_selectors`];
+    /// `grouping`: the parent `sum`'s, pushed down (see [`pushed_grouping`]).
+    async fn range_aggregation(&mut self, agg: &RangeAggregation, grouping: Option<Grouping>) -> Result<Value, Error> {
+        let key = range_key(agg, grouping.as_ref());
         if !self.computed.contains_key(&key) {
             // Not prefetched (cannot happen for a tree walked up front): read it now.
-            let job = RangeJob::new(agg, self.steps, self.params.end)?;
+            let job = RangeJob::new(agg, grouping, self.steps, self.params.end)?;
             self.read_group(vec![job]).await?;
         }
         match self.computed.get(&key) {
@@ -377,17 +381,17 @@ impl<S: LogRead> Evaluator<'_, S> {
     /// each through its own pipeline. Results (or each one's pipeline
     /// error, raised when evaluation reaches it) go to `computed`.
     async fn read_selectors(&mut self, expr: &MetricExpr) -> Result<(), Error> {
-        let mut aggregations: Vec<&RangeAggregation> = Vec::new();
+        let mut aggregations: Vec<(&RangeAggregation, Option<Grouping>)> = Vec::new();
         collect_range_aggregations(expr, &mut aggregations);
         let mut groups: Vec<Vec<RangeJob<'_>>> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
-        for agg in aggregations {
-            let key = range_key(agg);
+        for (agg, grouping) in aggregations {
+            let key = range_key(agg, grouping.as_ref());
             if seen.contains(&key) {
                 continue;
             }
             seen.push(key);
-            let job = RangeJob::new(agg, self.steps, self.params.end)?;
+            let job = RangeJob::new(agg, grouping, self.steps, self.params.end)?;
             match groups
                 .iter_mut()
                 .find(|group| group[0].agg.range.log.matchers == agg.range.log.matchers)
@@ -442,7 +446,7 @@ impl<S: LogRead> Evaluator<'_, S> {
             })?;
         self.held_samples = held;
         for job in jobs {
-            let key = range_key(job.agg);
+            let key = range_key(job.agg, job.pushed.as_ref());
             let result = job.finish(self.steps);
             self.computed.insert(key, result);
         }
@@ -450,15 +454,42 @@ impl<S: LogRead> Evaluator<'_, S> {
     }
 }
 
-/// Identifies a range aggregation: equal trees are computed once.
-fn range_key(agg: &RangeAggregation) -> String {
-    format!("{agg:?}")
+/// Identifies a range aggregation (with a pushed-down grouping): equal
+/// ones are computed once.
+fn range_key(agg: &RangeAggregation, grouping: Option<&Grouping>) -> String {
+    format!("{agg:?}|{grouping:?}")
 }
 
-fn collect_range_aggregations<'e>(expr: &'e MetricExpr, out: &mut Vec<&'e RangeAggregation>) {
+/// Loki's pushdown of a `sum`'s grouping into the range aggregation right
+/// below it when that one has none and adds up (`count_over_time`, `rate`,
+/// `bytes_*`, `sum_over_time`): the samples are grouped as they are
+/// extracted, so a parser's many label combinations never become series.
+/// The sums are the same; `sum(…)` without `by` groups into one series.
+fn pushed_grouping(agg: &VectorAggregation) -> Option<(&RangeAggregation, Grouping)> {
+    let MetricExpr::RangeAggregation(range) = agg.expr.as_ref() else {
+        return None;
+    };
+    let additive = matches!(
+        range.op,
+        RangeOp::BytesOverTime | RangeOp::BytesRate | RangeOp::SumOverTime | RangeOp::Rate | RangeOp::CountOverTime
+    );
+    if agg.op != VectorOp::Sum || !additive || range.grouping.is_some() {
+        return None;
+    }
+    let grouping = agg.grouping.clone().unwrap_or(Grouping {
+        without: false,
+        labels: Vec::new(),
+    });
+    Some((range, grouping))
+}
+
+fn collect_range_aggregations<'e>(expr: &'e MetricExpr, out: &mut Vec<(&'e RangeAggregation, Option<Grouping>)>) {
     match expr {
-        MetricExpr::RangeAggregation(agg) => out.push(agg),
-        MetricExpr::VectorAggregation(agg) => collect_range_aggregations(&agg.expr, out),
+        MetricExpr::RangeAggregation(agg) => out.push((agg, None)),
+        MetricExpr::VectorAggregation(agg) => match pushed_grouping(agg) {
+            Some((range, grouping)) => out.push((range, Some(grouping))),
+            None => collect_range_aggregations(&agg.expr, out),
+        },
         MetricExpr::Binary(binary) => {
             collect_range_aggregations(&binary.lhs, out);
             collect_range_aggregations(&binary.rhs, out);
@@ -471,6 +502,8 @@ fn collect_range_aggregations<'e>(expr: &'e MetricExpr, out: &mut Vec<&'e RangeA
 /// One range aggregation while its selector's streams are read.
 struct RangeJob<'a> {
     agg: &'a RangeAggregation,
+    /// The parent `sum`'s grouping, when pushed down.
+    pushed: Option<Grouping>,
     pipeline: Pipeline,
     unwrap: Option<(&'a Unwrap, Vec<crate::logql::pipeline::CompiledLabelFilter>)>,
     grouping: SampleGrouping,
@@ -482,7 +515,12 @@ struct RangeJob<'a> {
 }
 
 impl<'a> RangeJob<'a> {
-    fn new(agg: &'a RangeAggregation, steps: &Steps, now: i64) -> Result<RangeJob<'a>, Error> {
+    fn new(
+        agg: &'a RangeAggregation,
+        pushed: Option<Grouping>,
+        steps: &Steps,
+        now: i64,
+    ) -> Result<RangeJob<'a>, Error> {
         let range = agg.range.range.as_nanos();
         let offset = agg.range.offset.map_or(0, Duration::as_nanos);
         let pipeline = Pipeline::compile(&agg.range.log, now)?;
@@ -494,9 +532,10 @@ impl<'a> RangeJob<'a> {
         let last = steps.times[steps.times.len() - 1] - offset;
         Ok(RangeJob {
             agg,
+            grouping: sample_grouping(agg, pushed.as_ref()),
+            pushed,
             pipeline,
             unwrap,
-            grouping: sample_grouping(agg),
             windows: Windows::new(&steps.times, offset, range),
             reducible: is_reducible(agg.op),
             span: (first.saturating_sub(range).saturating_add(1), last),
@@ -824,10 +863,15 @@ fn too_many_samples(max_samples: usize) -> String {
 }
 
 /// The labels a range aggregation's samples keep, Loki's rules: `by`/`without`
-/// apply at extraction; an unwrapped label is dropped unless grouped by.
-fn sample_grouping(agg: &RangeAggregation) -> SampleGrouping {
+/// (its own, or a parent `sum`'s pushed down) apply at extraction; an
+/// unwrapped label is dropped unless grouped by.
+fn sample_grouping(agg: &RangeAggregation, pushed: Option<&Grouping>) -> SampleGrouping {
+    // absent_over_time only asks whether anything is left: one series will do.
+    if agg.op == RangeOp::AbsentOverTime {
+        return SampleGrouping::By(Vec::new());
+    }
     let unwrapped = agg.range.unwrap.as_ref().map(|u| u.label.clone());
-    match (&agg.grouping, unwrapped) {
+    match (agg.grouping.as_ref().or(pushed), unwrapped) {
         (Some(Grouping { without: false, labels }), _) => SampleGrouping::By(labels.clone()),
         (Some(Grouping { without: true, labels }), unwrapped) => {
             let mut names = labels.clone();
@@ -2184,6 +2228,37 @@ mod tests {
         let got = streams(run(&store, r#"{app="a"}"#, &sparse).unwrap());
         let times: Vec<Vec<i64>> = got.iter().map(|s| s.1.iter().map(|e| e.0).collect()).collect();
         assert_eq!(times, vec![vec![40, 20]]);
+    }
+
+    #[test]
+    fn a_sum_s_grouping_is_pushed_into_extraction() {
+        let store = counters();
+        let mut params = LogQueryParams::instant(40 * S, Direction::Backward, 100);
+        params.max_samples = 1;
+        // Every line has its own `n`, so per-line labels would make one series each;
+        // grouped at extraction the sum holds a single bucket.
+        let summed = run(
+            &store,
+            r#"sum by (app) (count_over_time({app="a"} | logfmt [1m]))"#,
+            &params,
+        )
+        .unwrap();
+        let LogQueryResult::Vector(samples) = summed else {
+            panic!()
+        };
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].value, 6.0);
+        let error = run(
+            &store,
+            r#"max by (app) (count_over_time({app="a"} | logfmt [1m]))"#,
+            &params,
+        )
+        .unwrap_err();
+        assert!(error.message.contains("max_samples"), "max needs every series");
+        assert_eq!(
+            instant(&store, r#"max by (app) (count_over_time({app="a"} | logfmt [1m]))"#, 40),
+            vec![("app=a".to_string(), 1.0)]
+        );
     }
 
     /// The HTTP layer runs queries inside axum handlers, which need `Send` futures.
