@@ -1426,23 +1426,23 @@ fn vector_arithmetic(
             continue;
         };
         let labels = result_labels(&sample.labels, &other.labels, matching);
-        if matching.is_some() || binary.return_bool {
-            let seen = matched.entry(sig).or_default();
-            if !grouped {
-                if !seen.is_empty() {
-                    return Err(Error::execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    ));
-                }
-                seen.push(Labels::EMPTY);
-            } else {
-                if seen.contains(&labels) {
-                    return Err(Error::execution(
-                        "multiple matches for labels: grouping labels must ensure unique matches",
-                    ));
-                }
-                seen.push(labels.clone());
+        // Loki's grammar gives every binary expression one-to-one matching
+        // options, so the duplicate check always runs.
+        let seen = matched.entry(sig).or_default();
+        if !grouped {
+            if !seen.is_empty() {
+                return Err(Error::execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                ));
             }
+            seen.push(Labels::EMPTY);
+        } else {
+            if seen.contains(&labels) {
+                return Err(Error::execution(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
+            }
+            seen.push(labels.clone());
         }
         let (left, right) = if one_to_many {
             (other.value, sample.value)
