@@ -103,7 +103,7 @@ impl LogCorpus {
                     ("pod", pod.as_str()),
                     ("container", app),
                     ("node", &format!("node-{}", i % 40)),
-                    ("stream", if i % 9 == 0 { "stderr" } else { "stdout" }),
+                    ("stream", if i.is_multiple_of(9) { "stderr" } else { "stdout" }),
                 ]);
                 (labels, kinds[i % kinds.len()])
             })
@@ -184,7 +184,7 @@ impl LogCorpus {
             LineKind::Java => {
                 let class = *self.pick(&JAVA_CLASSES);
                 let thread = format!("http-nio-8080-exec-{}", self.rng.next() % 32);
-                if self.rng.next() % 20 == 0 {
+                if self.rng.next().is_multiple_of(20) {
                     // An exception: the header now, the trace lines after it.
                     let order = self.rng.next() % 1_000_000;
                     let mut trace = vec![
