@@ -583,14 +583,16 @@ impl OmParser {
 
     /// Rules for sample values by type and suffix.
     fn check_value(&self, metric_type: MetricType, suffix: &str, family: &str, value: f64) -> Result<(), Error> {
-        let counter_like = match (metric_type, suffix) {
-            (MetricType::Counter, TOTAL) => true,
-            (MetricType::Histogram, BUCKET | COUNT) => true,
-            (MetricType::GaugeHistogram, BUCKET | GCOUNT) => true,
-            (MetricType::Summary, COUNT) => true,
-            _ => false,
-        };
-        if counter_like && !(value >= 0.0) {
+        let counter_like = matches!(
+            (metric_type, suffix),
+            (MetricType::Counter, TOTAL)
+                | (MetricType::Histogram, BUCKET | COUNT)
+                | (MetricType::GaugeHistogram, BUCKET | GCOUNT)
+                | (MetricType::Summary, COUNT)
+        );
+        // NaN fails this too: a count is never NaN.
+        let non_negative = value >= 0.0;
+        if counter_like && !non_negative {
             return Err(self.error(format!("{family}{suffix} must be a non-negative number, got {value}")));
         }
         let not_nan = matches!(
@@ -637,7 +639,9 @@ impl OmParser {
             BUCKET => {
                 let text = bound_text.unwrap_or("");
                 let bound = parse_om_number(text.as_bytes()).unwrap_or(f64::NAN);
-                if point.buckets > 0 && !(bound > point.last_bound) {
+                // A NaN bound (it cannot parse to one) fails as out of order.
+                let ascending = bound > point.last_bound;
+                if point.buckets > 0 && !ascending {
                     return Err(self.error(format!(
                         "bucket le={text:?} is not above the previous bucket's bound: buckets must be in increasing order"
                     )));
@@ -655,15 +659,12 @@ impl OmParser {
                     point.inf_count = Some(value);
                 }
             }
-            COUNT | GCOUNT => {
-                if point.count.replace(value).is_some() {
-                    return Err(self.error(format!("second {suffix} sample in one histogram point")));
-                }
+            // The guards record the value; they fail only on a second one.
+            COUNT | GCOUNT if point.count.replace(value).is_some() => {
+                return Err(self.error(format!("second {suffix} sample in one histogram point")));
             }
-            SUM | GSUM => {
-                if point.sum.replace(value).is_some() {
-                    return Err(self.error(format!("second {suffix} sample in one histogram point")));
-                }
+            SUM | GSUM if point.sum.replace(value).is_some() => {
+                return Err(self.error(format!("second {suffix} sample in one histogram point")));
             }
             _ => {}
         }
@@ -939,4 +940,73 @@ impl<'a> Cursor<'a> {
 /// undefined.
 fn seconds_to_ms(seconds: f64) -> TimestampMs {
     (seconds * 1000.0) as TimestampMs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_openmetrics;
+
+    const NOW: i64 = 7;
+
+    fn error(body: &str) -> String {
+        match parse_openmetrics(body.as_bytes(), NOW) {
+            Ok(scrape) => panic!("{body:?} parsed: {scrape:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn timestamps_are_seconds_truncated_to_milliseconds() {
+        let scrape = parse_openmetrics(b"a 1 1.5\nb 2 -0.0015\nc 3\n# EOF\n", NOW).unwrap();
+        let ts: Vec<i64> = scrape.series.iter().map(|s| s.samples[0].timestamp).collect();
+        assert_eq!(ts, [1500, -1, NOW]);
+    }
+
+    #[test]
+    fn exemplars_are_kept_with_their_series() {
+        let body = "# TYPE a counter\na_total{x=\"1\"} 3 # {trace_id=\"abc\"} 0.5 10.25\n\
+                    a_total{x=\"2\"} 4 # {} 1\n# EOF";
+        let scrape = parse_openmetrics(body.as_bytes(), NOW).unwrap();
+        assert_eq!(scrape.exemplars.len(), 2);
+        assert_eq!(scrape.exemplars[0].series, 0);
+        assert_eq!(scrape.exemplars[0].labels.get("trace_id"), Some("abc"));
+        assert_eq!(scrape.exemplars[0].timestamp, Some(10_250));
+        assert_eq!(scrape.exemplars[1].series, 1);
+        assert!(scrape.exemplars[1].labels.is_empty());
+        assert_eq!(scrape.exemplars[1].timestamp, None);
+    }
+
+    #[test]
+    fn quoted_utf8_names() {
+        let body = "# TYPE \"my.gauge\" gauge\n{\"my.gauge\",\"a.b\"=\"c\"} 1\n# EOF\n";
+        let scrape = parse_openmetrics(body.as_bytes(), NOW).unwrap();
+        assert_eq!(scrape.metadata[0].metric_family_name, "my.gauge");
+        assert_eq!(scrape.series[0].labels.metric_name(), Some("my.gauge"));
+        assert_eq!(scrape.series[0].labels.get("a.b"), Some("c"));
+    }
+
+    #[test]
+    fn strict_where_the_text_format_is_lenient() {
+        assert!(error("a 1\r\n# EOF\n").contains("invalid value"));
+        assert!(error("a{b=\"1\", c=\"2\"} 1\n# EOF\n").contains("expected a label name"));
+        assert!(error("a  1\n# EOF\n").contains("invalid value"));
+        assert!(error("# random comment\n# EOF\n").contains("invalid comment line"));
+        assert!(error("a 1\n# EOF\n\n").contains("after # EOF"));
+        assert!(error("a 1\nb 1\na 2\n# EOF\n").contains("appears twice"));
+        assert!(error("a{x=\"1\"} 1\na{x=\"2\"} 1\na{x=\"1\"} 2\n# EOF\n").contains("contiguous"));
+        let message = error("a 1\nb{c=\"d\" 1\n# EOF\n");
+        assert!(message.starts_with("openmetrics parse error on line 2:"), "{message}");
+    }
+
+    #[test]
+    fn histogram_points_with_timestamps() {
+        let body = "# TYPE h histogram\n\
+                    h_bucket{le=\"1\"} 1 10\nh_bucket{le=\"+Inf\"} 2 10\nh_count 2 10\nh_sum 3 10\n\
+                    h_bucket{le=\"1\"} 1 20\nh_bucket{le=\"+Inf\"} 3 20\nh_count 3 20\nh_sum 4 20\n# EOF\n";
+        let scrape = parse_openmetrics(body.as_bytes(), NOW).unwrap();
+        assert_eq!(scrape.series[0].labels.get("le"), Some("1.0"));
+        assert_eq!(scrape.sample_count(), 8);
+        let bad = body.replace("h_count 3 20", "h_count 4 20");
+        assert!(error(&bad).contains("differs from the le=\"+Inf\" bucket"));
+    }
 }

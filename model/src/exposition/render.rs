@@ -235,3 +235,110 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod round_trip {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::render_text;
+    use crate::exposition::parse_text;
+    use crate::labels::Labels;
+    use crate::sample::Sample;
+    use crate::seam::{MetricMetadata, MetricType, SeriesSamples};
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            (-1_000_000i64..1_000_000).prop_map(|v| v as f64 / 100.0),
+        ]
+    }
+
+    /// Metric names: mostly legacy, some needing quotes.
+    fn metric_name() -> impl Strategy<Value = String> {
+        prop_oneof![4 => "[a-zA-Z_:][a-zA-Z0-9_:]{0,12}", 1 => "[a-z.\\-/ é]{1,8}"]
+    }
+
+    fn label_name() -> impl Strategy<Value = String> {
+        prop_oneof![4 => "[a-zA-Z_][a-zA-Z0-9_]{0,8}", 1 => "[a-z.\\- é]{1,6}"]
+            .prop_filter("__name__ is the metric name", |n| n != "__name__")
+    }
+
+    /// Any text, with the characters that need escaping well represented.
+    fn label_value() -> impl Strategy<Value = String> {
+        prop_oneof!["[ -~]{0,10}", "[\\\\\"\n\t\r{}#, a-z\u{0}é☃]{0,10}"]
+    }
+
+    fn help() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z][\\\\\"\n\t\r a-zé]{0,20}"]
+    }
+
+    proptest! {
+        #[test]
+        fn rendered_text_parses_back(
+            families in proptest::collection::btree_map(
+                metric_name(),
+                (
+                    prop_oneof![Just(MetricType::Counter), Just(MetricType::Gauge), Just(MetricType::Unknown)],
+                    help(),
+                ),
+                0..4,
+            ),
+            raw_series in proptest::collection::btree_map(
+                (metric_name(), proptest::collection::btree_map(label_name(), label_value(), 0..4)),
+                proptest::collection::vec((0i64..i64::MAX, value()), 1..3),
+                0..12,
+            ),
+        ) {
+            let metadata: Vec<MetricMetadata> = families
+                .into_iter()
+                .map(|(name, (metric_type, help))| MetricMetadata {
+                    metric_family_name: name,
+                    metric_type,
+                    help,
+                    unit: String::new(),
+                })
+                .collect();
+            // Distinct label sets (empty values vanish, so sets are keyed after building).
+            let mut by_labels = BTreeMap::new();
+            for ((name, pairs), samples) in raw_series {
+                let labels = Labels::from_pairs(
+                    std::iter::once(("__name__".to_owned(), name)).chain(pairs),
+                );
+                let mut samples: Vec<Sample> = samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect();
+                samples.sort_by_key(|s| s.timestamp);
+                by_labels.insert(labels, samples);
+            }
+            let series: Vec<SeriesSamples> =
+                by_labels.into_iter().map(|(labels, samples)| SeriesSamples::floats(labels, samples)).collect();
+
+            let text = render_text(&series, &metadata);
+            let parsed = parse_text(text.as_bytes(), -1).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+
+            let mut got = parsed.series.clone();
+            got.sort_by(|a, b| a.labels.cmp(&b.labels));
+            prop_assert_eq!(got.len(), series.len(), "{}", text);
+            for (want, have) in series.iter().zip(&got) {
+                prop_assert_eq!(&want.labels, &have.labels, "{}", text);
+                prop_assert_eq!(want.samples.len(), have.samples.len());
+                for (w, h) in want.samples.iter().zip(&have.samples) {
+                    prop_assert_eq!(w.timestamp, h.timestamp);
+                    let same = w.value.to_bits() == h.value.to_bits() || (w.value.is_nan() && h.value.is_nan());
+                    prop_assert!(same, "{} became {}", w.value, h.value);
+                }
+            }
+            // Help and type come back; a help of only blanks reads as none.
+            prop_assert_eq!(parsed.metadata.len(), metadata.len());
+            for (want, have) in metadata.iter().zip(&parsed.metadata) {
+                prop_assert_eq!(&want.metric_family_name, &have.metric_family_name);
+                prop_assert_eq!(want.metric_type, have.metric_type);
+                prop_assert_eq!(&want.help, &have.help);
+            }
+        }
+    }
+}

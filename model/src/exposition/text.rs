@@ -409,3 +409,191 @@ impl MetadataKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NORMAL_NAN_BITS, parse_text};
+    use crate::error::Error;
+    use crate::labels::Labels;
+    use crate::seam::MetricType;
+
+    const NOW: i64 = 1_000;
+
+    fn one(body: &str) -> (Labels, f64, i64) {
+        let scrape = parse_text(body.as_bytes(), NOW).unwrap_or_else(|e| panic!("{body:?}: {e}"));
+        assert_eq!(scrape.series.len(), 1, "{body:?}");
+        let series = &scrape.series[0];
+        (
+            series.labels.clone(),
+            series.samples[0].value,
+            series.samples[0].timestamp,
+        )
+    }
+
+    fn error(body: &str) -> String {
+        match parse_text(body.as_bytes(), NOW) {
+            Ok(scrape) => panic!("{body:?} parsed: {scrape:?}"),
+            Err(e @ Error::Exposition { .. }) => e.to_string(),
+            Err(e) => panic!("{body:?}: unexpected error kind {e:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_names_labels_values_and_timestamps() {
+        let (labels, value, ts) = one("http_requests_total{method=\"post\",code=\"200\"} 1027 1395066363000\n");
+        assert_eq!(labels.to_string(), "http_requests_total{code=\"200\", method=\"post\"}");
+        assert_eq!((value, ts), (1027.0, 1_395_066_363_000));
+        let (_, value, ts) = one("a 1.5e3");
+        assert_eq!((value, ts), (1500.0, NOW), "no final newline, no timestamp");
+        assert_eq!(one("a -Inf\n").1, f64::NEG_INFINITY);
+        assert_eq!(one("a +Inf\n").1, f64::INFINITY);
+        assert_eq!(one("a Inf\n").1, f64::INFINITY);
+        assert_eq!(
+            one("a NaN\n").1.to_bits(),
+            NORMAL_NAN_BITS,
+            "NaN is Prometheus' normal NaN"
+        );
+        assert_eq!(one("a 0 -0\n".replace(" -0", "").as_str()).1, 0.0);
+    }
+
+    #[test]
+    fn escapes_decode_as_prometheus_does() {
+        let (labels, ..) = one(r#"a{b="q\"uote",c="back\\slash",d="new\nline",e="tab\tx",f="\\n"} 1"#);
+        assert_eq!(labels.get("b"), Some("q\"uote"));
+        assert_eq!(labels.get("c"), Some("back\\slash"));
+        assert_eq!(labels.get("d"), Some("new\nline"));
+        assert_eq!(labels.get("e"), Some("tab\\tx"), "unknown escapes stay literal");
+        assert_eq!(labels.get("f"), Some("\\n"));
+        let scrape = parse_text(b"# HELP a x\\ny\\\\z\\\"q\na 1\n", NOW).unwrap();
+        assert_eq!(
+            scrape.metadata[0].help, "x\ny\\z\\\"q",
+            "help decodes \\\\ and \\n only"
+        );
+    }
+
+    #[test]
+    fn whitespace_comments_and_blank_lines_are_free() {
+        let body = "\n\n  # a comment\n#no space\n# HELP\n#\n  #  TYPE   a counter\n\
+                    a { b = \"1\" , c=\"2\" d=\"3\", } 1\t 5 \n\n";
+        let scrape = parse_text(body.as_bytes(), NOW).unwrap();
+        assert_eq!(scrape.series.len(), 1);
+        assert_eq!(scrape.series[0].labels.len(), 4);
+        assert_eq!(scrape.series[0].samples[0].timestamp, 5);
+        assert_eq!(scrape.metadata.len(), 1);
+        assert_eq!(scrape.metadata[0].metric_type, MetricType::Counter);
+        assert!(parse_text(b"", NOW).unwrap().series.is_empty());
+        // The type is everything after one separator, as in Prometheus.
+        assert!(error("# TYPE a  counter\n").contains("invalid metric type \" counter\""));
+        assert!(parse_text(b"\n\n\n", NOW).unwrap().series.is_empty());
+    }
+
+    #[test]
+    fn metadata_last_one_wins() {
+        let body = "# HELP a first\n# TYPE a gauge\na 1\n# HELP a second\n# TYPE a counter\n# HELP b  two  spaces\n";
+        let scrape = parse_text(body.as_bytes(), NOW).unwrap();
+        assert_eq!(scrape.metadata.len(), 2);
+        assert_eq!(scrape.metadata[0].help, "second");
+        assert_eq!(scrape.metadata[0].metric_type, MetricType::Counter);
+        assert_eq!(
+            scrape.metadata[1].help, " two  spaces",
+            "one separator is dropped, as Prometheus does"
+        );
+        assert!(error("# TYPE a gaugehistogram\n").contains("invalid metric type"));
+        assert!(error("# TYPE a counter \n").contains("invalid metric type"));
+        assert!(error("# HELP 0a x\n").contains("expected metric name after HELP"));
+    }
+
+    #[test]
+    fn duplicate_label_names_fail_the_scrape() {
+        assert!(error("a{b=\"1\",b=\"2\"} 1\n").contains("label name \"b\" is not unique"));
+        assert!(error("a{__name__=\"x\"} 1\n").contains("\"__name__\" is not unique"));
+    }
+
+    #[test]
+    fn timestamps_are_unsigned_integer_milliseconds() {
+        assert_eq!(one("a 1 0\n").2, 0);
+        assert!(error("a 1 -5\n").contains("expected timestamp or new record"));
+        assert!(error("a 1 2.5\n").contains("expected next entry after timestamp"));
+        assert!(error("a 1 99999999999999999999\n").contains("out of range"));
+        assert!(error("a 1 2 3\n").contains("expected next entry after timestamp"));
+    }
+
+    #[test]
+    fn crlf_fails_on_sample_lines_as_in_prometheus() {
+        assert!(error("a 1\r\n").contains("ParseFloat"));
+        assert!(error("a 1 5\r\n").contains("expected next entry after timestamp"));
+        // A comment or help line keeps its `\r`.
+        let scrape = parse_text(b"# comment\r\n# HELP a x\r\na 1\n", NOW).unwrap();
+        assert_eq!(scrape.metadata[0].help, "x\r");
+    }
+
+    #[test]
+    fn utf8_names_in_quotes() {
+        let (labels, ..) = one("{\"my.metric\", \"a.b\"=\"c\", d=\"e\"} 1\n");
+        assert_eq!(labels.metric_name(), Some("my.metric"));
+        assert_eq!(labels.get("a.b"), Some("c"));
+        let (labels, ..) = one("{a=\"1\",\"name after\"} 2\n");
+        assert_eq!(labels.metric_name(), Some("name after"));
+        let scrape = parse_text(b"# TYPE \"my.metric\" gauge\n{\"my.metric\"} 1\n", NOW).unwrap();
+        assert_eq!(scrape.metadata[0].metric_family_name, "my.metric");
+        assert!(error("a{\"b\"} 1\n").contains("metric name already set"));
+        assert!(error("{a=\"b\"} 1\n").contains("metric name not set"));
+        assert!(error("{\"\"} 1\n").contains("must not be empty"));
+        assert!(error("a{\"\"=\"x\"} 1\n").contains("must not be empty"));
+    }
+
+    #[test]
+    fn le_and_quantile_are_normalised_after_a_type_line() {
+        let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 0\nh_bucket{le=\"1e+06\"} 0\nh_bucket{le=\"+Inf\"} 0\n\
+                    h_bucket{le=\"abc\"} 0\n# TYPE s summary\ns{quantile=\"0.50\"} 1\n";
+        let scrape = parse_text(body.as_bytes(), NOW).unwrap();
+        let values: Vec<&str> = scrape
+            .series
+            .iter()
+            .map(|s| s.labels.get("le").or(s.labels.get("quantile")).unwrap())
+            .collect();
+        assert_eq!(values, ["1.0", "1e+06", "+Inf", "abc", "0.5"]);
+        let untyped = parse_text(b"h_bucket{le=\"1\"} 0\n", NOW).unwrap();
+        assert_eq!(
+            untyped.series[0].labels.get("le"),
+            Some("1"),
+            "no # TYPE, no normalisation"
+        );
+    }
+
+    #[test]
+    fn nul_and_newlines_in_values() {
+        let (labels, ..) = one("a{b=\"x\0y\"} 1\n");
+        assert_eq!(labels.get("b"), Some("x\0y"));
+        let scrape = parse_text(b"a 1\n\0garbage that is never read", NOW).unwrap();
+        assert_eq!(scrape.series.len(), 1, "NUL where a line starts ends the input");
+        let scrape = parse_text(b"a{b=\"two\nlines\"} 1\nc 2\n", NOW).unwrap();
+        assert_eq!(scrape.series[0].labels.get("b"), Some("two\nlines"));
+        assert!(error("a{b=\"x\\\ny\"} 1\n").contains("invalid escape"));
+        let invalid = parse_text(b"a{b=\"\xff\"} 1\n", NOW).unwrap_err().to_string();
+        assert!(invalid.contains("invalid UTF-8 label value"), "{invalid}");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_what_was_expected() {
+        let message = error("a 1\nb 2\n\nc{d='x'} 3\n");
+        assert!(
+            message.starts_with("text format parse error on line 4: expected label value"),
+            "{message}"
+        );
+        assert!(error("a\n").contains("expected value after metric"));
+        assert!(error("a true\n").contains("strconv.ParseFloat: parsing \"true\": invalid syntax"));
+        assert!(error("a 1_0\n").contains("unsupported character in float"));
+        assert!(error("a{b=\"c\"").contains("expected label name, got \"\\n\""));
+        assert!(error("a{b=\"c").contains("unterminated"));
+        assert!(error("@a 1\n").contains("expected a valid start token"));
+        assert!(error("a{b+=\"c\"} 1\n").contains("expected equal"));
+    }
+
+    #[test]
+    fn consecutive_lines_of_one_series_share_an_entry() {
+        let scrape = parse_text(b"a 1 1\na 2 2\nb 3\na 4 4\n", NOW).unwrap();
+        let counts: Vec<usize> = scrape.series.iter().map(|s| s.samples.len()).collect();
+        assert_eq!(counts, [2, 1, 1]);
+    }
+}
