@@ -17,6 +17,7 @@ pub mod logql;
 pub mod loki_api;
 pub mod loki_params;
 pub mod loki_push;
+pub mod logql_template;
 pub mod params;
 pub mod promqltest;
 pub mod stats;
