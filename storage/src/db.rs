@@ -21,6 +21,7 @@ use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, write_block};
 use crate::error::{Error, Result};
 use crate::head::Head;
+use crate::logs::{LogHeadFigures, LogStore};
 use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefHistogram, RefSample, Wal};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -43,6 +44,10 @@ pub struct StorageConfig {
     /// Most series one tenant may have in the head; 0 means unlimited.
     pub max_series_per_tenant: usize,
     pub limits: IngestLimits,
+    /// Most log streams one tenant may have in the log head (Loki's
+    /// `max_global_streams_per_user`, default 5000); 0 means unlimited. A push
+    /// that would create more is refused as retryable, naming the stream.
+    pub max_log_streams_per_tenant: usize,
 }
 
 impl StorageConfig {
@@ -55,6 +60,7 @@ impl StorageConfig {
             out_of_order_window_ms: 7 * 24 * HOUR_MS,
             max_series_per_tenant: 0,
             limits: IngestLimits::default(),
+            max_log_streams_per_tenant: 5000,
         }
     }
 }
@@ -69,6 +75,8 @@ pub struct StorageStats {
     pub blocks_written: AtomicU64,
     pub compactions: AtomicU64,
     pub blocks_deleted_by_retention: AtomicU64,
+    pub log_entries_appended: AtomicU64,
+    pub log_pushes_rejected: AtomicU64,
 }
 
 /// Totals over every tenant's head.
@@ -119,6 +127,7 @@ pub struct Storage {
     /// Serialises opening tenants (loading blocks, replaying the WAL).
     opening: tokio::sync::Mutex<()>,
     stats: Arc<StorageStats>,
+    logs: LogStore,
 }
 
 impl Storage {
@@ -138,6 +147,7 @@ impl Storage {
     ) -> Result<Arc<Storage>> {
         let wal_root = config.data_dir.join(WAL_DIR);
         std::fs::create_dir_all(&wal_root).map_err(|e| Error::io(format!("creating {}", wal_root.display()), e))?;
+        let logs = LogStore::new(&config.data_dir, config.fsync)?;
         let storage = Arc::new(Storage {
             config,
             clock,
@@ -145,6 +155,7 @@ impl Storage {
             tenants: RwLock::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             stats: Arc::new(StorageStats::default()),
+            logs,
         });
         let mut names = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(&wal_root).map_err(|e| Error::io("listing WAL tenants", e))? {
@@ -167,7 +178,17 @@ impl Storage {
                 Err(e) => tracing::warn!(name, error = %e, "ignoring data directory entry that is not a tenant"),
             }
         }
+        storage.logs.open_all().await?;
         Ok(storage)
+    }
+
+    pub(crate) fn log_store(&self) -> &LogStore {
+        &self.logs
+    }
+
+    /// Streams and entries held in every tenant's log head.
+    pub fn log_head_figures(&self) -> LogHeadFigures {
+        self.logs.head_figures()
     }
 
     pub fn config(&self) -> &StorageConfig {
@@ -359,6 +380,7 @@ impl Storage {
     /// Periodic work: WAL sync, cutting head windows into blocks, compaction, retention.
     pub async fn maintain(&self) -> Result<()> {
         let now = self.clock.now_ms();
+        self.logs.sync_if_due()?;
         for tenant in self.tenants() {
             let Some(db) = self.existing_tenant(&tenant) else {
                 continue;
@@ -970,6 +992,8 @@ fn replay(dir: &Path, fsync: FsyncPolicy) -> Result<(Head, Wal)> {
         Record::Metadata(metadata) => {
             head.add_metadata(metadata);
         }
+        // Log records are written to the log WAL only; one here is misplaced.
+        Record::LogStream { .. } | Record::LogEntries(_) => orphan_samples += 1,
     })?;
     if orphan_samples > 0 {
         tracing::warn!(dir = %dir.display(), orphan_samples, "WAL samples without a series record were skipped");

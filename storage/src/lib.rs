@@ -22,8 +22,10 @@ pub mod error;
 mod head;
 mod histogram_codec;
 pub mod index;
+pub mod logs;
 pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
+pub use logs::LogHeadFigures;
 pub use wal::FsyncPolicy;

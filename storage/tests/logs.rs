@@ -1,0 +1,372 @@
+//! Logs end to end: pushes and reads against `MemLogStore` as the oracle,
+//! across restarts, flushes, compaction and retention, driven by a manual clock.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tidewatch_model::logs::{LogEntry, LogIngest, LogPush, LogRead, LogSelect, LogStream, MemLogStore, NsRange};
+use tidewatch_model::{ErrorKind, Labels, ManualClock, MatchOp, Matcher, TenantId};
+use tidewatch_storage::{FsyncPolicy, Storage, StorageConfig};
+
+/// A fixed "now": 2026-01-01T00:00:00Z, in milliseconds.
+const NOW_MS: i64 = 1_767_225_600_000;
+const NOW_NS: i64 = NOW_MS * 1_000_000;
+const MINUTE_NS: i64 = 60_000_000_000;
+const HOUR_NS: i64 = 60 * MINUTE_NS;
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    StorageConfig {
+        fsync: FsyncPolicy::Never,
+        ..StorageConfig::new(dir)
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+fn push_of(stream: &Labels, entries: &[(i64, &str)]) -> LogPush {
+    LogPush {
+        streams: vec![LogStream {
+            labels: stream.clone(),
+            entries: entries.iter().map(|&(t, l)| LogEntry::new(t, l)).collect(),
+        }],
+    }
+}
+
+async fn read<R: LogRead>(store: &R, tenant: &TenantId, select: &LogSelect) -> Vec<LogStream> {
+    let mut out = Vec::new();
+    store
+        .visit_logs(tenant, select, |stream| {
+            out.push(stream);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    out
+}
+
+fn everything() -> LogSelect {
+    LogSelect::new(
+        vec![Matcher::new(MatchOp::RegexMatch, "app", ".+").unwrap()],
+        NsRange::ALL,
+    )
+}
+
+async fn open(dir: &std::path::Path, clock: &ManualClock) -> Arc<Storage> {
+    Storage::open(config(dir), Arc::new(clock.clone())).await.unwrap()
+}
+
+#[tokio::test]
+async fn identical_entries_are_stored_once_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let storage = open(dir.path(), &clock).await;
+    let tenant = TenantId::default_tenant();
+    let api = labels(&[("app", "api")]);
+    let first = storage
+        .push(
+            &tenant,
+            push_of(&api, &[(NOW_NS + 20, "b"), (NOW_NS + 10, "a"), (NOW_NS + 10, "a")]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.entries, 2, "the repeat inside one push is stored once");
+    let again = storage
+        .push(&tenant, push_of(&api, &[(NOW_NS + 10, "a"), (NOW_NS + 10, "a2")]))
+        .await
+        .unwrap();
+    assert_eq!(again.entries, 1);
+    let got = read(&*storage, &tenant, &everything()).await;
+    let lines: Vec<(i64, &str)> = got[0]
+        .entries
+        .iter()
+        .map(|e| (e.timestamp - NOW_NS, e.line.as_str()))
+        .collect();
+    assert_eq!(lines, vec![(10, "a"), (10, "a2"), (20, "b")]);
+}
+
+#[tokio::test]
+async fn restart_replays_the_log_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::parse("team-a").unwrap();
+    let api = labels(&[("app", "api"), ("pod", "p1")]);
+    let mut entry = LogEntry::new(NOW_NS, "GET /health 200");
+    entry.structured_metadata = labels(&[("trace_id", "abc")]);
+    {
+        let storage = open(dir.path(), &clock).await;
+        storage
+            .push(
+                &tenant,
+                LogPush {
+                    streams: vec![LogStream {
+                        labels: api.clone(),
+                        entries: vec![entry.clone(), LogEntry::new(NOW_NS - 5, "starting")],
+                    }],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let storage = open(dir.path(), &clock).await;
+    let got = read(&*storage, &tenant, &everything()).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].labels, api);
+    assert_eq!(got[0].entries, vec![LogEntry::new(NOW_NS - 5, "starting"), entry]);
+    // Metrics and logs of one data directory coexist: the metrics side opened too.
+    assert_eq!(storage.log_head_figures().entries, 2);
+}
+
+#[tokio::test]
+async fn tenants_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let storage = open(dir.path(), &clock).await;
+    let a = TenantId::parse("a").unwrap();
+    let b = TenantId::parse("b").unwrap();
+    let api = labels(&[("app", "api")]);
+    storage.push(&a, push_of(&api, &[(NOW_NS, "only a")])).await.unwrap();
+    assert!(read(&*storage, &b, &everything()).await.is_empty());
+    assert!(
+        storage
+            .log_series(&b, &everything().matchers, NsRange::ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(read(&*storage, &a, &everything()).await.len(), 1);
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_are_refused_as_retryable_naming_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let storage = Storage::open(
+        StorageConfig {
+            max_log_streams_per_tenant: 2,
+            ..config(dir.path())
+        },
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    let tenant = TenantId::default_tenant();
+    for pod in ["p1", "p2"] {
+        storage
+            .push(
+                &tenant,
+                push_of(&labels(&[("app", "api"), ("pod", pod)]), &[(NOW_NS, "x")]),
+            )
+            .await
+            .unwrap();
+    }
+    let error = storage
+        .push(
+            &tenant,
+            push_of(&labels(&[("app", "api"), ("pod", "p3")]), &[(NOW_NS, "x")]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Retryable);
+    let message = error.to_string();
+    assert!(message.contains("p3") && message.contains("limit of 2"), "{message}");
+    // Known streams still take entries.
+    storage
+        .push(
+            &tenant,
+            push_of(&labels(&[("app", "api"), ("pod", "p1")]), &[(NOW_NS + 1, "y")]),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_streams_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let storage = open(dir.path(), &clock).await;
+    let tenant = TenantId::default_tenant();
+    let mut push = push_of(&labels(&[("app", "api")]), &[(NOW_NS, "fine")]);
+    push.streams.push(LogStream {
+        labels: labels(&[("bad-name", "x")]),
+        entries: vec![LogEntry::new(NOW_NS, "x")],
+    });
+    let error = storage.push(&tenant, push).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BadData);
+    assert!(
+        read(&*storage, &tenant, &everything()).await.is_empty(),
+        "nothing of a refused push is stored"
+    );
+    let empty = push_of(&Labels::default(), &[(NOW_NS, "x")]);
+    assert_eq!(
+        storage.push(&tenant, empty).await.unwrap_err().kind(),
+        ErrorKind::BadData
+    );
+}
+
+// ---- property test against the oracle ----
+
+const APPS: [&str; 3] = ["api", "db", "web"];
+const PODS: [&str; 3] = ["p0", "p1", "p2"];
+const WORDS: [&str; 12] = [
+    "GET",
+    "POST",
+    "/api/v1/users",
+    "200",
+    "500",
+    "error",
+    "errors",
+    "timeout",
+    "level=info",
+    "10.0.0.12",
+    "msg=\"done\"",
+    "xerror",
+];
+
+/// What a test does, step by step.
+#[derive(Debug, Clone)]
+enum Step {
+    /// (stream index, entries as (offset in minutes-ish ns, line))
+    Push(Vec<(usize, Vec<(i64, String)>)>),
+    Restart,
+}
+
+fn stream_labels(index: usize) -> Labels {
+    labels(&[("app", APPS[index % 3]), ("pod", PODS[(index / 3) % 3])])
+}
+
+fn line_strategy() -> impl Strategy<Value = String> {
+    proptest::collection::vec(proptest::sample::select(WORDS.to_vec()), 1..5).prop_map(|words| words.join(" "))
+}
+
+fn entry_strategy() -> impl Strategy<Value = (i64, String)> {
+    // A few hours of timestamps so that windows, flushes and blocks all matter,
+    // on a coarse grid so that identical (timestamp, line) pairs do happen.
+    (
+        (0i64..240).prop_map(|m| NOW_NS - 3 * HOUR_NS + m * MINUTE_NS),
+        line_strategy(),
+    )
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => proptest::collection::vec((0usize..9, proptest::collection::vec(entry_strategy(), 1..12)), 1..4)
+            .prop_map(Step::Push),
+        1 => Just(Step::Restart),
+    ]
+}
+
+fn matcher_strategy() -> impl Strategy<Value = Vec<Matcher>> {
+    prop_oneof![
+        Just(vec![Matcher::new(MatchOp::RegexMatch, "app", ".+").unwrap()]),
+        proptest::sample::select(APPS.to_vec()).prop_map(|app| vec![Matcher::equal("app", app)]),
+        proptest::sample::select(PODS.to_vec()).prop_map(|pod| vec![
+            Matcher::new(MatchOp::NotEqual, "pod", pod).unwrap(),
+            Matcher::new(MatchOp::RegexMatch, "app", "a.*|w.*").unwrap()
+        ]),
+        Just(vec![Matcher::equal("app", "nope")]),
+    ]
+}
+
+fn select_strategy() -> impl Strategy<Value = LogSelect> {
+    (
+        matcher_strategy(),
+        prop_oneof![
+            Just(NsRange::ALL),
+            (0i64..260, 0i64..260).prop_map(|(a, b)| NsRange::new(
+                NOW_NS - 3 * HOUR_NS + a.min(b) * MINUTE_NS,
+                NOW_NS - 3 * HOUR_NS + a.max(b) * MINUTE_NS
+            )),
+        ],
+        proptest::collection::vec(
+            proptest::sample::select(vec!["error", "GET", "0.0.1", "rror", "s/v", "nothing"]),
+            0..2,
+        ),
+    )
+        .prop_map(|(matchers, range, needles)| LogSelect {
+            matchers,
+            range,
+            line_contains: needles.into_iter().map(str::to_string).collect(),
+        })
+}
+
+/// Structured metadata as a function of the line, so the oracle (which
+/// keeps the first one pushed) and storage agree whatever the order.
+fn metadata_for(line: &str) -> Labels {
+    if line.contains("error") {
+        labels(&[("trace_id", &format!("t{}", line.len()))])
+    } else {
+        Labels::default()
+    }
+}
+
+fn to_push(streams: &[(usize, Vec<(i64, String)>)]) -> LogPush {
+    LogPush {
+        streams: streams
+            .iter()
+            .map(|(index, entries)| LogStream {
+                labels: stream_labels(*index),
+                entries: entries
+                    .iter()
+                    .map(|(t, line)| LogEntry {
+                        timestamp: *t,
+                        line: line.clone(),
+                        structured_metadata: metadata_for(line),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+async fn assert_same(storage: &Storage, oracle: &MemLogStore, tenant: &TenantId, selects: &[LogSelect]) {
+    for select in selects.iter().chain([&everything()]) {
+        let got = read(storage, tenant, select).await;
+        let expected = read(oracle, tenant, select).await;
+        assert_eq!(got, expected, "select {select:?}");
+        let series = storage
+            .log_series(tenant, &select.matchers, select.range)
+            .await
+            .unwrap();
+        let expected_series = oracle.log_series(tenant, &select.matchers, select.range).await.unwrap();
+        assert_eq!(series, expected_series, "series {select:?}");
+    }
+}
+
+async fn run_steps(steps: Vec<Step>, selects: Vec<LogSelect>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let oracle = MemLogStore::new();
+    let mut storage = open(dir.path(), &clock).await;
+    for step in steps {
+        match step {
+            Step::Push(streams) => {
+                let push = to_push(&streams);
+                storage.push(&tenant, push.clone()).await.unwrap();
+                oracle.push(&tenant, push).await.unwrap();
+            }
+            Step::Restart => {
+                drop(storage);
+                storage = open(dir.path(), &clock).await;
+            }
+        }
+    }
+    assert_same(&storage, &oracle, &tenant, &selects).await;
+    drop(storage);
+    let storage = open(dir.path(), &clock).await;
+    assert_same(&storage, &oracle, &tenant, &selects).await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn reads_equal_the_oracle(
+        steps in proptest::collection::vec(step_strategy(), 1..12),
+        selects in proptest::collection::vec(select_strategy(), 1..6),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run_steps(steps, selects));
+    }
+}
