@@ -230,6 +230,11 @@ enum Step {
     /// (stream index, entries as (offset in minutes-ish ns, line))
     Push(Vec<(usize, Vec<(i64, String)>)>),
     Restart,
+    /// `POST /api/v1/admin/flush`: the whole head into blocks.
+    FlushAll,
+    /// The maintenance loop after the clock moved on by this many minutes:
+    /// flushes closed windows, compacts, applies retention.
+    Maintain(i64),
 }
 
 fn stream_labels(index: usize) -> Labels {
@@ -254,6 +259,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         6 => proptest::collection::vec((0usize..9, proptest::collection::vec(entry_strategy(), 1..12)), 1..4)
             .prop_map(Step::Push),
         1 => Just(Step::Restart),
+        2 => Just(Step::FlushAll),
+        2 => (0i64..90).prop_map(Step::Maintain),
     ]
 }
 
@@ -351,6 +358,11 @@ async fn run_steps(steps: Vec<Step>, selects: Vec<LogSelect>) {
                 drop(storage);
                 storage = open(dir.path(), &clock).await;
             }
+            Step::FlushAll => storage.flush_all().await.unwrap(),
+            Step::Maintain(minutes) => {
+                clock.advance(minutes * 60_000);
+                storage.maintain().await.unwrap();
+            }
         }
     }
     assert_same(&storage, &oracle, &tenant, &selects).await;
@@ -369,4 +381,183 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(run_steps(steps, selects));
     }
+}
+
+// ---- blocks: flush, compaction, retention ----
+
+fn lines_of(streams: &[LogStream]) -> Vec<(String, i64, String)> {
+    let mut out = Vec::new();
+    for stream in streams {
+        for entry in &stream.entries {
+            out.push((stream.labels.to_string(), entry.timestamp, entry.line.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn flush_restart_and_compaction_keep_every_entry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let oracle = MemLogStore::new();
+    let api = labels(&[("app", "api")]);
+    let web = labels(&[("app", "web")]);
+    let storage = open(dir.path(), &clock).await;
+    // Three rounds over the same two windows, each flushed: the same entries
+    // land in several blocks, which compaction must merge into one copy.
+    for round in 0..3 {
+        let mut entries: Vec<(i64, String)> = Vec::new();
+        for i in 0..50 {
+            entries.push((
+                NOW_NS - 2 * HOUR_NS + i * 2 * MINUTE_NS,
+                format!("GET /item/{} {}", i % 7, round % 2),
+            ));
+        }
+        for stream in [&api, &web] {
+            let push = LogPush {
+                streams: vec![LogStream {
+                    labels: stream.clone(),
+                    entries: entries.iter().map(|(t, l)| LogEntry::new(*t, l.clone())).collect(),
+                }],
+            };
+            storage.push(&tenant, push.clone()).await.unwrap();
+            oracle.push(&tenant, push).await.unwrap();
+        }
+        storage.flush_all().await.unwrap();
+    }
+    assert_eq!(storage.log_head_figures().entries, 0, "flush_all empties the head");
+    assert!(storage.log_block_count() >= 4, "{} blocks", storage.log_block_count());
+    let expected = read(&oracle, &tenant, &everything()).await;
+    assert_eq!(read(&*storage, &tenant, &everything()).await, expected);
+    drop(storage);
+    let storage = open(dir.path(), &clock).await;
+    assert_eq!(read(&*storage, &tenant, &everything()).await, expected, "after restart");
+    clock.advance(2 * 3_600_000);
+    storage.maintain().await.unwrap();
+    assert_eq!(
+        storage.log_block_count(),
+        1,
+        "small blocks of a day merge once their windows close"
+    );
+    let got = read(&*storage, &tenant, &everything()).await;
+    assert_eq!(lines_of(&got), lines_of(&expected));
+    drop(storage);
+    let storage = open(dir.path(), &clock).await;
+    assert_eq!(
+        read(&*storage, &tenant, &everything()).await,
+        expected,
+        "compacted, after restart"
+    );
+}
+
+#[tokio::test]
+async fn the_wal_is_truncated_after_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let api = labels(&[("app", "api")]);
+    let storage = open(dir.path(), &clock).await;
+    let big: Vec<(i64, String)> = (0..2000)
+        .map(|i| (NOW_NS - HOUR_NS + i, format!("line {i} {}", "x".repeat(200))))
+        .collect();
+    let push = LogPush {
+        streams: vec![LogStream {
+            labels: api.clone(),
+            entries: big.iter().map(|(t, l)| LogEntry::new(*t, l.clone())).collect(),
+        }],
+    };
+    storage.push(&tenant, push).await.unwrap();
+    let wal_dir = dir.path().join("logs").join(tenant.as_str()).join("wal");
+    let before = dir_size(&wal_dir);
+    storage.flush_all().await.unwrap();
+    let after = dir_size(&wal_dir);
+    assert!(after < before / 10, "WAL {before} -> {after} bytes");
+    // A late entry for the flushed window lands in the head and is read with the block.
+    storage
+        .push(&tenant, push_of(&api, &[(NOW_NS - HOUR_NS, "late")]))
+        .await
+        .unwrap();
+    drop(storage);
+    let storage = open(dir.path(), &clock).await;
+    let got = read(&*storage, &tenant, &everything()).await;
+    assert_eq!(got[0].entries.len(), 2001);
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[tokio::test]
+async fn retention_drops_old_blocks_and_streams_by_selector() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let config = StorageConfig {
+        retention_ms: 7 * 24 * 3_600_000,
+        log_retention_streams: vec![
+            tidewatch_storage::StreamRetention {
+                matchers: vec![Matcher::equal("app", "debug")],
+                period_ms: 24 * 3_600_000,
+                priority: 1,
+            },
+            tidewatch_storage::StreamRetention {
+                matchers: vec![Matcher::equal("app", "audit")],
+                period_ms: 30 * 24 * 3_600_000,
+                priority: 1,
+            },
+        ],
+        ..config(dir.path())
+    };
+    let storage = Storage::open(config, Arc::new(clock.clone())).await.unwrap();
+    let day = 24 * HOUR_NS;
+    for app in ["api", "debug", "audit"] {
+        storage
+            .push(
+                &tenant,
+                push_of(
+                    &labels(&[("app", app)]),
+                    &[
+                        (NOW_NS - 3 * day, "three days ago"),
+                        (NOW_NS - 8 * day, "eight days ago"),
+                    ],
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    storage.maintain().await.unwrap();
+    storage.flush_all().await.unwrap();
+    storage.maintain().await.unwrap();
+    let got = lines_of(&read(&*storage, &tenant, &everything()).await);
+    let apps = |line: &str| -> Vec<String> {
+        got.iter()
+            .filter(|(_, _, l)| l == line)
+            .map(|(s, _, _)| s.clone())
+            .collect()
+    };
+    assert_eq!(
+        apps("eight days ago"),
+        ["{app=\"audit\"}"],
+        "only audit keeps 8-day-old lines"
+    );
+    assert_eq!(
+        apps("three days ago"),
+        ["{app=\"api\"}", "{app=\"audit\"}"],
+        "debug keeps one day"
+    );
+    // Past every period, the blocks go.
+    clock.advance(40 * 24 * 3_600_000);
+    storage.maintain().await.unwrap();
+    assert!(read(&*storage, &tenant, &everything()).await.is_empty());
+    assert_eq!(storage.log_block_count(), 0);
 }

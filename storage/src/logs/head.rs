@@ -24,7 +24,6 @@ pub(crate) struct HeadStream {
 
 /// Entries taken out of the head for a flush, with the streams still live.
 #[derive(Debug)]
-#[allow(dead_code, reason = "the flush to blocks uses it (next slice)")]
 pub(crate) struct Taken {
     /// Every stream that had entries before the cutoff, in label order, each
     /// with those entries ascending by (timestamp, line).
@@ -121,7 +120,6 @@ impl LogHead {
     }
 
     /// Oldest and newest entry timestamps, if any entry is held.
-    #[allow(dead_code, reason = "the flush to blocks uses it (next slice)")]
     pub(crate) fn time_bounds(&self) -> Option<(TimestampNs, TimestampNs)> {
         let mut bounds: Option<(TimestampNs, TimestampNs)> = None;
         for stream in self.streams.values() {
@@ -156,7 +154,6 @@ impl LogHead {
     /// Removes and returns every entry older than `cutoff` (every entry when
     /// `None`); streams left without entries are dropped (Loki's streams limit
     /// counts live streams).
-    #[allow(dead_code, reason = "the flush to blocks uses it (next slice)")]
     pub(crate) fn take_before(&mut self, cutoff: Option<TimestampNs>) -> Taken {
         let mut streams = Vec::new();
         let mut emptied = Vec::new();
