@@ -27,5 +27,5 @@ pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
-pub use logs::{LogHeadFigures, StreamRetention};
+pub use logs::{LogHeadFigures, LogSearchHit, LogSearchPage, LogSearchRequest, StreamRetention};
 pub use wal::FsyncPolicy;

@@ -561,3 +561,232 @@ async fn retention_drops_old_blocks_and_streams_by_selector() {
     assert!(read(&*storage, &tenant, &everything()).await.is_empty());
     assert_eq!(storage.log_block_count(), 0);
 }
+
+// ---- full-text index: line filters answered through the index are exact ----
+
+const LEVELS: [&str; 4] = ["info", "warn", "error", "debug"];
+const RESOURCES: [&str; 4] = ["users", "orders", "pods", "nodes"];
+const MESSAGES: [&str; 6] = [
+    "connection refused",
+    "xerror while dialing",
+    "errors=3 retried",
+    "Started container nginx",
+    "failed to list *v1.Pod: context deadline exceeded",
+    "Ünïcode ✓ naïve café",
+];
+
+/// A Kubernetes-like log line from a few random choices.
+fn k8s_line(kind: u8, a: usize, b: u32, c: u32) -> String {
+    let uuid = format!("{b:08x}-{:04x}-41d4-a716-{c:012x}", b % 65536);
+    let ip = format!("10.{}.{}.{}", b % 4, c % 256, a % 10);
+    match kind % 6 {
+        0 => format!(
+            "level={} msg=\"{}\" pod=api-{a} ip={ip}",
+            LEVELS[a % 4],
+            MESSAGES[a % 6]
+        ),
+        1 => format!(
+            "GET /api/v1/{}/{uuid} {} {}ms",
+            RESOURCES[a % 4],
+            [200, 404, 500][a % 3],
+            c % 1000
+        ),
+        2 => format!(
+            "E1128 12:00:{:02}.{c:06} 1 reflector.go:{b}] {}",
+            a % 60,
+            MESSAGES[(a + 1) % 6]
+        ),
+        3 => format!(
+            "{{\"level\":\"{}\",\"msg\":\"{}\",\"trace_id\":\"{uuid}\"}}",
+            LEVELS[(a + 2) % 4],
+            MESSAGES[(a + 3) % 6]
+        ),
+        4 => format!("blob {} end", "ab01".repeat(70 + a % 3)),
+        _ => format!(
+            "{ip} - - \"POST /{}/{} HTTP/1.1\" {}",
+            RESOURCES[(a + 1) % 4],
+            c,
+            [201, 503][a % 2]
+        ),
+    }
+}
+
+/// A needle: a substring of a corpus line (by character positions), or a
+/// string absent from it, or a case variant.
+#[derive(Debug, Clone)]
+enum NeedleSpec {
+    Substring { line: usize, start: usize, len: usize },
+    Fixed(&'static str),
+}
+
+fn needle_strategy() -> impl Strategy<Value = NeedleSpec> {
+    prop_oneof![
+        4 => (any::<usize>(), any::<usize>(), 1usize..24).prop_map(|(line, start, len)| NeedleSpec::Substring { line, start, len }),
+        1 => proptest::sample::select(vec![
+            "error", "rror", "Error", "zzqx", "10.0.", "/api/v1/", "-41d4-", "deadline exceeded", "café", " - ", "✓",
+            "ab01ab01ab01", "\"level\":\"error\"", "500 ", "ms",
+        ]).prop_map(NeedleSpec::Fixed),
+    ]
+}
+
+fn resolve_needle(spec: &NeedleSpec, lines: &[String]) -> String {
+    match spec {
+        NeedleSpec::Fixed(text) => (*text).to_string(),
+        NeedleSpec::Substring { line, start, len } => {
+            let chars: Vec<char> = lines[line % lines.len()].chars().collect();
+            let from = start % chars.len();
+            chars[from..(from + len).min(chars.len())].iter().collect()
+        }
+    }
+}
+
+async fn run_index_case(
+    corpus: Vec<(usize, i64, u8, usize, u32, u32)>,
+    needles: Vec<Vec<NeedleSpec>>,
+    flush_first: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let oracle = MemLogStore::new();
+    let storage = open(dir.path(), &clock).await;
+    let lines: Vec<String> = corpus
+        .iter()
+        .map(|&(_, _, kind, a, b, c)| k8s_line(kind, a, b, c))
+        .collect();
+    // Some entries flushed into blocks (with their index), the rest in the head.
+    let split = flush_first.min(corpus.len());
+    for (part, range) in [(0, 0..split), (1, split..corpus.len())] {
+        let mut push = LogPush::default();
+        for i in range {
+            let (stream, minute, ..) = corpus[i];
+            push.streams.push(LogStream {
+                labels: stream_labels(stream),
+                entries: vec![LogEntry::new(
+                    NOW_NS - 3 * HOUR_NS + minute * MINUTE_NS,
+                    lines[i].clone(),
+                )],
+            });
+        }
+        storage.push(&tenant, push.clone()).await.unwrap();
+        oracle.push(&tenant, push).await.unwrap();
+        if part == 0 {
+            storage.flush_all().await.unwrap();
+        }
+    }
+    for specs in needles {
+        let mut select = everything();
+        select.line_contains = specs.iter().map(|spec| resolve_needle(spec, &lines)).collect();
+        let got = read(&*storage, &tenant, &select).await;
+        let expected = read(&oracle, &tenant, &select).await;
+        assert_eq!(got, expected, "needles {:?}", select.line_contains);
+        let mut narrow = select.clone();
+        narrow.matchers = vec![Matcher::equal("app", "api")];
+        narrow.range = NsRange::new(NOW_NS - 2 * HOUR_NS, NOW_NS - HOUR_NS);
+        assert_eq!(
+            read(&*storage, &tenant, &narrow).await,
+            read(&oracle, &tenant, &narrow).await
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn line_filters_through_the_index_equal_a_substring_scan(
+        corpus in proptest::collection::vec((0usize..9, 0i64..240, any::<u8>(), 0usize..1000, any::<u32>(), any::<u32>()), 1..120),
+        needles in proptest::collection::vec(proptest::collection::vec(needle_strategy(), 1..3), 1..12),
+        flush_first in 0usize..120,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run_index_case(corpus, needles, flush_first));
+    }
+}
+
+// ---- full-text search ----
+
+#[tokio::test]
+async fn search_finds_terms_phrases_and_labels_newest_first_with_a_cursor() {
+    use tidewatch_storage::LogSearchRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let storage = open(dir.path(), &clock).await;
+    let api = labels(&[("app", "api")]);
+    let db = labels(&[("app", "db")]);
+    let mut api_entries = Vec::new();
+    for i in 0..30i64 {
+        api_entries.push((
+            NOW_NS - 2 * HOUR_NS + i * MINUTE_NS,
+            format!("GET /api/v1/users/{i} 500 client=10.0.0.{i}"),
+        ));
+    }
+    // Ties: three hits at one timestamp, across two streams.
+    api_entries.push((NOW_NS - 30 * MINUTE_NS, "tie a 500".to_string()));
+    api_entries.push((NOW_NS - 30 * MINUTE_NS, "tie b 500".to_string()));
+    let refs: Vec<(i64, &str)> = api_entries.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    storage.push(&tenant, push_of(&api, &refs)).await.unwrap();
+    storage.flush_all().await.unwrap();
+    // Newer entries stay in the head; search covers them too.
+    storage
+        .push(
+            &tenant,
+            push_of(
+                &db,
+                &[(NOW_NS - 30 * MINUTE_NS, "tie c 500"), (NOW_NS, "slow query 500 ms")],
+            ),
+        )
+        .await
+        .unwrap();
+    let search = |query: &str, limit: usize, cursor: Option<String>| LogSearchRequest {
+        query: query.to_string(),
+        range: NsRange::ALL,
+        limit,
+        cursor,
+    };
+    let page = storage
+        .search_logs(&tenant, &search("\"10.0.0.7\"", 10, None))
+        .await
+        .unwrap();
+    assert_eq!(page.hits.len(), 1);
+    assert_eq!(page.hits[0].line, "GET /api/v1/users/7 500 client=10.0.0.7");
+    assert_eq!(page.hits[0].labels, api);
+    let page = storage
+        .search_logs(&tenant, &search("500 AND labels.app:db", 10, None))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = page.hits.iter().map(|h| h.line.as_str()).collect();
+    assert_eq!(lines, ["slow query 500 ms", "tie c 500"], "newest first");
+    // Page through every "500" hit, 2 at a time: each once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut totals = Vec::new();
+    loop {
+        let page = storage.search_logs(&tenant, &search("500", 2, cursor)).await.unwrap();
+        totals.push(page.total);
+        seen.extend(page.hits.iter().map(|h| (h.timestamp, h.line.clone())));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(totals.iter().all(|&t| t == 34), "{totals:?}");
+    assert_eq!(seen.len(), 34);
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first across pages");
+    let distinct: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 34, "no hit twice");
+    let error = storage
+        .search_logs(&tenant, &search("500 AND (", 10, None))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BadData);
+    let other = TenantId::parse("other").unwrap();
+    assert!(
+        storage
+            .search_logs(&other, &search("500", 10, None))
+            .await
+            .unwrap()
+            .hits
+            .is_empty()
+    );
+}

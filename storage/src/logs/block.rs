@@ -45,6 +45,7 @@ use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 use tidewatch_model::seam::matches_all;
 use tidewatch_model::{Labels, Matcher};
 
+use super::index::{BlockIndex, IndexBuilder};
 use crate::error::{Error, Result};
 
 /// Version of the log block layout written by this code.
@@ -142,6 +143,9 @@ pub(crate) struct LogBlock {
     streams: Vec<BlockStream>,
     /// The Parquet footer with its page index, read on first use.
     footer: OnceLock<ArrowReaderMetadata>,
+    /// The full-text index, opened on first use; `None` when the block has
+    /// none or it does not open (reads then scan lines).
+    index: OnceLock<Option<BlockIndex>>,
 }
 
 fn block_error(ulid: &str, message: impl Into<String>) -> Error {
@@ -202,6 +206,7 @@ impl LogBlock {
             meta,
             streams,
             footer: OnceLock::new(),
+            index: OnceLock::new(),
         })
     }
 
@@ -231,6 +236,24 @@ impl LogBlock {
             }
         }
         ids
+    }
+
+    /// The block's full-text index, if it has a usable one.
+    pub(crate) fn index(&self) -> Option<&BlockIndex> {
+        self.index
+            .get_or_init(|| {
+                if !self.meta.has_index {
+                    return None;
+                }
+                match BlockIndex::open(&self.dir.join(INDEX_DIR)) {
+                    Ok(index) => Some(index),
+                    Err(e) => {
+                        tracing::error!(block = %self.meta.ulid, error = %e, "log block index does not open; scanning lines instead");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     fn footer(&self) -> Result<ArrowReaderMetadata> {
@@ -424,6 +447,11 @@ fn write_block_files(
     let schema = entries_schema();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(entries_writer_properties()))?;
     let mut table = Vec::with_capacity(streams.len());
+    let mut index_builder = if with_index {
+        Some(IndexBuilder::on_disk(&dir.join(INDEX_DIR))?)
+    } else {
+        None
+    };
     let mut row = 0u64;
     let (mut min_time, mut max_time) = (TimestampNs::MAX, TimestampNs::MIN);
     let mut line_bytes = 0u64;
@@ -439,6 +467,9 @@ fn write_block_files(
                 marks.push(entry.timestamp);
             }
             batch.push(id, entry);
+            if let Some(index) = index_builder.as_mut() {
+                index.add(&entry.line, labels, entry.timestamp, id, row + position as u64)?;
+            }
             line_bytes += entry.line.len() as u64;
             if batch.len() == BATCH_ROWS {
                 writer.write(&batch.finish(&schema)?)?;
@@ -462,6 +493,10 @@ fn write_block_files(
     let file = writer.into_inner()?;
     file.sync_all()
         .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    if let Some(index) = index_builder {
+        index.finish()?;
+        sync_dir(&dir.join(INDEX_DIR))?;
+    }
     write_synced(&dir.join(STREAMS_FILE), &serde_json::to_vec(&table).unwrap_or_default())?;
     let meta = LogBlockMeta {
         format_version: LOG_BLOCK_FORMAT_VERSION,

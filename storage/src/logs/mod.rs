@@ -23,6 +23,10 @@
 
 pub mod block;
 mod head;
+pub mod index;
+mod search;
+
+pub use search::{LogSearchHit, LogSearchPage, LogSearchRequest, MAX_SEARCH_LIMIT};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -676,9 +680,46 @@ fn log_window_ns(config: &StorageConfig) -> i64 {
 }
 
 /// Reads the selected streams' entries of a block in `range` whose lines
-/// contain every needle.
+/// contain every needle. With needles and an index, only the rows the index
+/// names as candidates are read (then verified, as every row is).
 fn read_block(block: &LogBlock, ids: &[u32], range: NsRange, needles: &[String]) -> Result<Vec<Vec<LogEntry>>> {
-    block.read(ids, range, needles)
+    let index = match block.index() {
+        Some(index) if !needles.is_empty() => index,
+        _ => return block.read(ids, range, needles),
+    };
+    let ranges: Vec<std::ops::Range<usize>> = ids
+        .iter()
+        .map(|&id| block.streams()[id as usize].rows_in(range))
+        .collect();
+    let scan_rows: u64 = ranges.iter().map(|r| r.len() as u64).sum();
+    let mut candidates: Option<roaring::RoaringBitmap> = None;
+    for needle in needles {
+        if let Some(rows) = index.candidate_rows(needle, scan_rows)? {
+            candidates = Some(match candidates {
+                None => rows,
+                Some(previous) => previous & rows,
+            });
+        }
+    }
+    let Some(candidates) = candidates else {
+        return block.read(ids, range, needles);
+    };
+    let mut selections = Vec::with_capacity(ranges.len());
+    for rows in &ranges {
+        let (Ok(start), Ok(end)) = (u32::try_from(rows.start), u32::try_from(rows.end)) else {
+            return block.read(ids, range, needles);
+        };
+        let mut selected: Vec<std::ops::Range<usize>> = Vec::new();
+        for row in candidates.range(start..end) {
+            let row = row as usize;
+            match selected.last_mut() {
+                Some(last) if last.end == row => last.end = row + 1,
+                _ => selected.push(row..row + 1),
+            }
+        }
+        selections.push(selected);
+    }
+    block.read_rows(ids, &selections, range, needles)
 }
 
 /// Splits streams (label order, entries ascending) into aligned windows, each
