@@ -405,7 +405,17 @@ impl Storage {
     /// Periodic work: WAL sync, cutting head windows into blocks, compaction, retention.
     pub async fn maintain(&self) -> Result<()> {
         let now = self.clock.now_ms();
-        self.logs.maintain(&self.config, now).await?;
+        // Logs and metrics are maintained independently: a failure of one must
+        // not stop the other's flushes; the first error is reported.
+        let logs = self.logs.maintain(&self.config, now).await;
+        if let Err(e) = &logs {
+            tracing::error!(error = %e, "log maintenance failed");
+        }
+        self.maintain_metrics(now).await?;
+        logs
+    }
+
+    async fn maintain_metrics(&self, now: TimestampMs) -> Result<()> {
         for tenant in self.tenants() {
             let Some(db) = self.existing_tenant(&tenant) else {
                 continue;

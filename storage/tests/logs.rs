@@ -440,6 +440,10 @@ async fn flush_restart_and_compaction_keep_every_entry_once() {
         1,
         "small blocks of a day merge once their windows close"
     );
+    let on_disk = std::fs::read_dir(dir.path().join("logs").join(tenant.as_str()).join("blocks"))
+        .unwrap()
+        .count();
+    assert_eq!(on_disk, 1, "replaced blocks are removed from disk");
     let got = read(&*storage, &tenant, &everything()).await;
     assert_eq!(lines_of(&got), lines_of(&expected));
     drop(storage);
@@ -560,6 +564,12 @@ async fn retention_drops_old_blocks_and_streams_by_selector() {
     storage.maintain().await.unwrap();
     assert!(read(&*storage, &tenant, &everything()).await.is_empty());
     assert_eq!(storage.log_block_count(), 0);
+    let blocks_dir = dir.path().join("logs").join(tenant.as_str()).join("blocks");
+    assert_eq!(
+        std::fs::read_dir(blocks_dir).unwrap().count(),
+        0,
+        "expired blocks are removed from disk"
+    );
 }
 
 // ---- full-text index: line filters answered through the index are exact ----

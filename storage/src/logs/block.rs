@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::builder::{Int64Builder, StringBuilder, UInt32Builder};
@@ -146,6 +147,25 @@ pub(crate) struct LogBlock {
     /// The full-text index, opened on first use; `None` when the block has
     /// none or it does not open (reads then scan lines).
     index: OnceLock<Option<BlockIndex>>,
+    /// Set when compaction or retention replaced or expired the block: its
+    /// directory goes when the last reader lets go of it, so a read that
+    /// started before the swap never finds its files gone.
+    obsolete: AtomicBool,
+}
+
+impl Drop for LogBlock {
+    fn drop(&mut self) {
+        if !self.obsolete.load(Ordering::Acquire) {
+            return;
+        }
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => tracing::debug!(block = %self.meta.ulid, "removed log block"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A restart finds it again: as a replaced source it is removed
+            // then, as an expired block by the next retention pass.
+            Err(e) => tracing::warn!(block = %self.meta.ulid, error = %e, "could not remove log block"),
+        }
+    }
 }
 
 fn block_error(ulid: &str, message: impl Into<String>) -> Error {
@@ -207,6 +227,7 @@ impl LogBlock {
             streams,
             footer: OnceLock::new(),
             index: OnceLock::new(),
+            obsolete: AtomicBool::new(false),
         })
     }
 
@@ -236,6 +257,11 @@ impl LogBlock {
             }
         }
         ids
+    }
+
+    /// Removes the block's directory once nothing holds the block any more.
+    pub(crate) fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
     }
 
     /// The block's full-text index, if it has a usable one.

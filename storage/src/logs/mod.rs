@@ -16,7 +16,7 @@
 //! over, and whole blocks once every stream in them is.
 //!
 //! Guarantees: `push` returns only once every stored entry is in the WAL
-//! (written, and fsynced per the [`FsyncPolicy`](crate::FsyncPolicy)); a
+//! (written, and fsynced per the [`crate::FsyncPolicy`]); a
 //! restart loads blocks and replays the WAL; an entry is identified by its
 //! stream and (timestamp, line), and reads hand out each once whatever number
 //! of sources (head, blocks, an interrupted flush) hold it.
@@ -503,7 +503,7 @@ impl LogStore {
     /// failure the entries go back into the head: nothing acknowledged is lost.
     async fn flush(&self, config: &StorageConfig, db: &Arc<LogTenant>, cutoff: Option<i64>) -> Result<()> {
         let _maintenance = db.maintenance.lock().await;
-        let (flushing, live) = {
+        let (flushing, live, cut) = {
             let mut head = lock(db.head.write());
             let taken = head.take_before(cutoff);
             if taken.streams.is_empty() {
@@ -511,11 +511,13 @@ impl LogStore {
             }
             let flushing = Arc::new(Flushing { streams: taken.streams });
             lock(db.flushing.write()).push(flushing.clone());
-            (flushing, taken.live)
+            // Cut while still holding the head lock: pushes log under it, so
+            // every record below the cut was in the head at the take, and a
+            // late entry pushed after the take (older than the cutoff, not
+            // taken) lands above the cut, where the checkpoint cannot drop it.
+            let cut = lock(db.wal.lock()).cut();
+            (flushing, taken.live, cut)
         };
-        // Every record of the entries taken is in a segment below the cut: the
-        // cut happens after the take, and pushes log under the head lock.
-        let cut = lock(db.wal.lock()).cut();
         let written = match cut {
             Ok(cut) => self.write_windows(config, db, &flushing).await.map(|()| cut),
             Err(e) => Err(e),
@@ -609,7 +611,7 @@ impl LogStore {
             if expired_count == block.streams().len() {
                 tracing::info!(block = %block.meta().ulid, max_time = block.meta().max_time, "deleting log block past retention");
                 db.register(Vec::new(), std::slice::from_ref(&block.meta().ulid));
-                remove_block_dir(block.dir())?;
+                block.mark_obsolete();
                 continue;
             }
             let drop_labels: HashSet<Labels> = block
@@ -669,7 +671,7 @@ impl LogStore {
         }
         db.register(added, &names);
         for source in &sources {
-            remove_block_dir(source.dir())?;
+            source.mark_obsolete();
         }
         Ok(())
     }
