@@ -171,6 +171,11 @@ async fn streams_beyond_the_limit_are_refused_as_retryable_naming_the_stream() {
     assert_eq!(error.kind(), ErrorKind::Retryable);
     let message = error.to_string();
     assert!(message.contains("p3") && message.contains("limit of 2"), "{message}");
+    // A stream without entries creates nothing, so it is no new stream.
+    storage
+        .push(&tenant, push_of(&labels(&[("app", "api"), ("pod", "p4")]), &[]))
+        .await
+        .unwrap();
     // Known streams still take entries.
     storage
         .push(

@@ -254,9 +254,11 @@ impl LogStore {
         &self,
         config: &StorageConfig,
         tenant: &TenantId,
-        push: LogPush,
+        mut push: LogPush,
     ) -> Result<LogPushSummary> {
         validate_push(&push, &config.limits)?;
+        // A stream without entries stores nothing and creates no stream.
+        push.streams.retain(|s| !s.entries.is_empty());
         if push.entry_count() == 0 {
             return Ok(LogPushSummary::default());
         }
@@ -915,10 +917,6 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     let mut new_streams: Vec<&Labels> = Vec::new();
     let mut new_index: HashMap<&Labels, usize> = HashMap::new();
     for stream in &push.streams {
-        if stream.entries.is_empty() {
-            targets.push(Err(usize::MAX));
-            continue;
-        }
         match head.lookup(&stream.labels) {
             Some(stream_ref) => targets.push(Ok(stream_ref)),
             None => {
@@ -957,9 +955,6 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     let mut wal_entries: Vec<RefLogEntry> = Vec::new();
     let mut summary = LogPushSummary::default();
     for (stream, target) in push.streams.iter().zip(&targets) {
-        if stream.entries.is_empty() {
-            continue;
-        }
         let stream_ref = ref_of(target);
         for entry in &stream.entries {
             let known = target.is_ok() && head.contains(stream_ref, entry.timestamp, &entry.line);
@@ -988,9 +983,6 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     }
     drop(seen);
     for (stream, target) in push.streams.into_iter().zip(&targets) {
-        if stream.entries.is_empty() {
-            continue;
-        }
         let stream_ref = ref_of(target);
         for entry in stream.entries {
             head.insert(stream_ref, entry);
