@@ -21,6 +21,9 @@ pub enum Error {
     Protobuf(String),
     #[error("{0}")]
     Invalid(String),
+    /// A body larger than a configured limit (answered with 413, not 400).
+    #[error("request body too large: {0}")]
+    TooLarge(String),
     #[error("invalid regular expression {pattern:?}: {message}")]
     Regex { pattern: String, message: String },
     #[error("invalid tenant id {id:?}: {reason}")]

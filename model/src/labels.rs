@@ -134,7 +134,12 @@ impl Labels {
 
     /// The metric name, when present.
     pub fn metric_name(&self) -> Option<&str> {
-        self.get(METRIC_NAME)
+        // `__name__` sorts before every lowercase label name, so it is
+        // nearly always the first pair: look there before searching.
+        match self.as_slice().first() {
+            Some(first) if first.name == METRIC_NAME => Some(first.value.as_str()),
+            _ => self.get(METRIC_NAME),
+        }
     }
 
     /// The first label name that occurs twice, if any.

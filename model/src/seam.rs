@@ -36,6 +36,16 @@ impl SeriesSamples {
             histograms: Vec::new(),
         }
     }
+
+    /// Drops all but the newest float sample and the newest histogram.
+    pub fn keep_latest(&mut self) {
+        if self.samples.len() > 1 {
+            self.samples.drain(..self.samples.len() - 1);
+        }
+        if self.histograms.len() > 1 {
+            self.histograms.drain(..self.histograms.len() - 1);
+        }
+    }
 }
 
 /// A metric type as remote write and the exposition formats name it.
@@ -222,6 +232,27 @@ pub trait SeriesRead: Send + Sync + 'static {
                 visit(batch)?;
             }
         }
+    }
+
+    /// What `select_batches` hands out, except that each series keeps only its
+    /// newest float sample and its newest histogram in `range` (either may be
+    /// missing): all an instant selector evaluated at `range.end` looks at.
+    /// Storage answers this from chunk ends where it can, without decoding.
+    fn select_latest_batches<F>(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+        batch_series: usize,
+        mut visit: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnMut(Vec<SeriesSamples>) -> Result<(), Error> + Send,
+    {
+        self.select_batches(tenant, matchers, range, batch_series, move |mut batch| {
+            batch.iter_mut().for_each(SeriesSamples::keep_latest);
+            visit(batch)
+        })
     }
 
     /// The label sets of the series `select` would return, sorted. Storage answers

@@ -120,7 +120,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-fn request_params(query: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
+pub(crate) fn request_params(query: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
     let form = is_form(headers).then_some(body.as_ref());
     Params::from_request(query.as_deref(), form)
 }

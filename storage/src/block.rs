@@ -60,7 +60,7 @@ use crate::histogram_codec;
 use crate::index::Postings;
 
 /// Version of the block layout written by this code.
-pub const BLOCK_FORMAT_VERSION: u32 = 6;
+pub const BLOCK_FORMAT_VERSION: u32 = 7;
 /// Oldest layout this code still reads: format 3 had no `value_correction`,
 /// formats 3 and 4 no histograms.
 pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 3;
@@ -68,6 +68,8 @@ pub const OLDEST_READABLE_FORMAT_VERSION: u32 = 3;
 const FIRST_FORMAT_WITH_HISTOGRAMS: u32 = 5;
 /// The first format with keyframes (see [`KEYFRAME_ROWS`]).
 const FIRST_FORMAT_WITH_KEYFRAMES: u32 = 6;
+/// The first format whose series table holds each series' last float sample.
+const FIRST_FORMAT_WITH_LAST_SAMPLE: u32 = 7;
 
 /// Every this many samples of a series the value deltas restart from zero
 /// (a keyframe), and the series table notes the keyframe's time. A read of a
@@ -97,6 +99,11 @@ pub const COLUMN_HISTOGRAM_ROW_COUNT: &str = "histogram_row_count";
 /// `KEYFRAME_ROWS`, `2·KEYFRAME_ROWS`, …), in ms after its first sample.
 pub const COLUMN_KEYFRAME_OFFSETS: &str = "keyframe_offsets";
 pub const COLUMN_HISTOGRAM: &str = "histogram";
+/// Per series: the time and IEEE-754 bits of its last float sample (time
+/// `i64::MIN` when it has none). An instant query at the end of a block (the
+/// newest sample of every series) reads them instead of the samples file.
+pub const COLUMN_LAST_FLOAT_TIME: &str = "last_float_time";
+pub const COLUMN_LAST_FLOAT_BITS: &str = "last_float_bits";
 
 const SAMPLES_BATCH_ROWS: usize = 1 << 20;
 
@@ -288,6 +295,8 @@ pub fn series_schema() -> SchemaRef {
             DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
             false,
         ),
+        Field::new(COLUMN_LAST_FLOAT_TIME, DataType::Int64, false),
+        Field::new(COLUMN_LAST_FLOAT_BITS, DataType::UInt64, false),
     ]))
 }
 
@@ -383,6 +392,8 @@ pub struct BlockWriter {
     histogram_row_counts: Vec<u32>,
     histogram_rows: u64,
     keyframes: ListBuilder<UInt32Builder>,
+    last_float_times: Vec<i64>,
+    last_float_bits: Vec<u64>,
 }
 
 /// Histogram rows per batch handed to the Parquet writer.
@@ -433,6 +444,8 @@ impl BlockWriter {
                 false,
             ))),
             histogram_rows: 0,
+            last_float_times: Vec::new(),
+            last_float_bits: Vec::new(),
         })
     }
 
@@ -496,6 +509,11 @@ impl BlockWriter {
             self.keyframes.values().append_value(offset);
         }
         self.keyframes.append(true);
+        let last_float = samples
+            .last()
+            .map_or((i64::MIN, 0), |s| (s.timestamp, s.value.to_bits()));
+        self.last_float_times.push(last_float.0);
+        self.last_float_bits.push(last_float.1);
         let mut previous = Previous::default();
         for (row, sample) in samples.iter().enumerate() {
             if row % KEYFRAME_ROWS == 0 {
@@ -573,6 +591,8 @@ impl BlockWriter {
             Arc::new(UInt64Array::from(self.histogram_row_starts)),
             Arc::new(UInt32Array::from(self.histogram_row_counts)),
             Arc::new(self.keyframes.finish()),
+            Arc::new(Int64Array::from(self.last_float_times)),
+            Arc::new(UInt64Array::from(self.last_float_bits)),
         ];
         let series_batch = RecordBatch::try_new(series_schema(), series_columns)?;
         let series_properties = WriterProperties::builder()
@@ -650,6 +670,8 @@ pub struct Block {
     /// (first row, row count) of each series' histograms; (0, 0) before format 5.
     histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
+    /// Each series' last float sample; empty before format 7.
+    last_floats: Vec<Option<Sample>>,
     encodings: Vec<ValueEncoding>,
     postings: Postings,
     /// The Parquet footers (with page indexes) of the samples and histograms
@@ -687,16 +709,23 @@ impl Block {
         let block_name = dir.to_string();
         let has_histograms = meta.version >= FIRST_FORMAT_WITH_HISTOGRAMS;
         let has_keyframes = meta.version >= FIRST_FORMAT_WITH_KEYFRAMES;
+        let has_last_floats = meta.version >= FIRST_FORMAT_WITH_LAST_SAMPLE;
         let SeriesTable {
             labels,
             rows,
             keyframes,
             histogram_rows,
             time_bounds,
+            last_floats,
             encodings,
             postings,
         } = tokio::task::spawn_blocking(move || {
-            decode_series_table(series_bytes, &block_name, has_histograms, has_keyframes)
+            let columns = SeriesColumns {
+                histograms: has_histograms,
+                keyframes: has_keyframes,
+                last_floats: has_last_floats,
+            };
+            decode_series_table(series_bytes, &block_name, columns)
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
@@ -710,6 +739,7 @@ impl Block {
             keyframe_rows: if has_keyframes { KEYFRAME_ROWS } else { usize::MAX },
             histogram_rows,
             time_bounds,
+            last_floats,
             encodings,
             postings,
             samples_footer: tokio::sync::OnceCell::new(),
@@ -864,12 +894,63 @@ impl Block {
     /// needs, one vector per id: every sample in the range, and possibly
     /// some around it (callers filter by time).
     pub async fn read_samples_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
+        let rows = ids.iter().map(|&id| self.rows_for(id, range)).unzip();
+        self.read_rows(ids, rows).await
+    }
+
+    /// Like [`Block::read_samples_in`], for a caller that wants only the
+    /// newest sample in `range`: a series whose last sample in this block
+    /// lies in the range decodes from the keyframe before that sample only.
+    pub async fn read_newest_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
+        // From format 7 the series table knows each series' last float
+        // sample: when it is at or before the range's end it is the answer,
+        // and only series with samples after the range need decoding.
+        let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
+        let mut to_read: Vec<(usize, u32)> = Vec::new();
+        for (position, &id) in ids.iter().enumerate() {
+            match self.last_floats.get(id as usize) {
+                Some(None) => {}
+                Some(Some(last)) if last.timestamp <= range.end => {
+                    if last.timestamp >= range.start {
+                        out[position].push(*last);
+                    }
+                }
+                _ => to_read.push((position, id)),
+            }
+        }
+        if to_read.is_empty() {
+            return Ok(out);
+        }
+        let read_ids: Vec<u32> = to_read.iter().map(|&(_, id)| id).collect();
+        let rows = read_ids
+            .iter()
+            .map(|&id| {
+                let last = self.time_bounds[id as usize].1;
+                let from = if last <= range.end {
+                    last.max(range.start)
+                } else {
+                    range.start
+                };
+                self.rows_for(id, TimeRange::new(from, range.end))
+            })
+            .unzip();
+        for ((position, _), samples) in to_read.into_iter().zip(self.read_rows(&read_ids, rows).await?) {
+            out[position] = samples;
+        }
+        Ok(out)
+    }
+
+    /// Decodes the rows `ranges` of the series `ids` (ascending); each range
+    /// starts at a keyframe, whose index within its series is in `first_rows`.
+    async fn read_rows(
+        &self,
+        ids: &[u32],
+        (ranges, first_rows): (Vec<Range<usize>>, Vec<usize>),
+    ) -> Result<Vec<Vec<Sample>>> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (ranges, first_rows): (Vec<Range<usize>>, Vec<usize>) =
-            ids.iter().map(|&id| self.rows_for(id, range)).unzip();
         // Series holding only histograms have no sample rows.
         if ranges.iter().all(|r| r.is_empty()) {
             return Ok(ranges.iter().map(|_| Vec::new()).collect());
@@ -984,12 +1065,23 @@ struct SeriesTable {
     keyframes: Keyframes,
     histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
+    last_floats: Vec<Option<Sample>>,
     encodings: Vec<ValueEncoding>,
     postings: Postings,
 }
 
-/// `has_histograms`: the table has the histogram row columns (format 5 on).
-fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyframes: bool) -> Result<SeriesTable> {
+/// Which of the optional columns a series table has, by format.
+#[derive(Debug, Clone, Copy)]
+struct SeriesColumns {
+    /// The histogram row columns (format 5 on).
+    histograms: bool,
+    /// Keyframe offsets (format 6 on).
+    keyframes: bool,
+    /// The last float sample (format 7 on).
+    last_floats: bool,
+}
+
+fn decode_series_table(bytes: Bytes, block: &str, has: SeriesColumns) -> Result<SeriesTable> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
         .with_batch_size(64 * 1024)
         .build()?;
@@ -1000,9 +1092,18 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyf
     let mut encodings = Vec::new();
     let mut postings = Postings::default();
     let mut keyframes = Keyframes::default();
+    let mut last_floats = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let keyframe_lists = if has_keyframes {
+        let last_float_columns = if has.last_floats {
+            Some((
+                column::<Int64Array>(&batch, COLUMN_LAST_FLOAT_TIME, block)?,
+                column::<UInt64Array>(&batch, COLUMN_LAST_FLOAT_BITS, block)?,
+            ))
+        } else {
+            None
+        };
+        let keyframe_lists = if has.keyframes {
             Some(column::<ListArray>(&batch, COLUMN_KEYFRAME_OFFSETS, block)?)
         } else {
             None
@@ -1013,7 +1114,7 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyf
         let mins = column::<Int64Array>(&batch, COLUMN_MIN_TIME, block)?;
         let maxs = column::<Int64Array>(&batch, COLUMN_MAX_TIME, block)?;
         let value_encodings = column::<UInt8Array>(&batch, COLUMN_VALUE_ENCODING, block)?;
-        let histogram_columns = if has_histograms {
+        let histogram_columns = if has.histograms {
             Some((
                 column::<UInt64Array>(&batch, COLUMN_HISTOGRAM_ROW_START, block)?,
                 column::<UInt32Array>(&batch, COLUMN_HISTOGRAM_ROW_COUNT, block)?,
@@ -1041,6 +1142,10 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyf
             histogram_rows
                 .push(histogram_columns.map_or((0, 0), |(starts, counts)| (starts.value(row), counts.value(row))));
             bounds.push((mins.value(row), maxs.value(row)));
+            if let Some((times, bits)) = last_float_columns {
+                let time = times.value(row);
+                last_floats.push((time != i64::MIN).then(|| Sample::new(time, f64::from_bits(bits.value(row)))));
+            }
             match keyframe_lists {
                 Some(lists) => {
                     let list = lists.value(row);
@@ -1068,6 +1173,7 @@ fn decode_series_table(bytes: Bytes, block: &str, has_histograms: bool, has_keyf
         keyframes,
         histogram_rows,
         time_bounds: bounds,
+        last_floats,
         encodings,
         postings,
     })

@@ -71,6 +71,17 @@ impl<'a> BitReader<'a> {
     }
 
     fn refill(&mut self) {
+        // Fast path: load eight bytes at once and keep the whole ones that
+        // fit. The bits of a byte that only partly fits are its true bits, so
+        // loading that byte again later ORs the same bits into place.
+        if let Some(word) = self.bytes.get(self.next..self.next + 8) {
+            let word = u64::from_be_bytes(word.try_into().unwrap_or([0; 8]));
+            self.buffer |= word >> self.valid;
+            let whole = (64 - self.valid) / 8;
+            self.next += whole as usize;
+            self.valid += whole * 8;
+            return;
+        }
         while self.valid <= 56 {
             let Some(&byte) = self.bytes.get(self.next) else {
                 return;
@@ -144,6 +155,12 @@ impl XorChunk {
 
     pub(crate) fn last_time(&self) -> Option<TimestampMs> {
         (self.count > 0).then_some(self.last_time)
+    }
+
+    /// The newest sample, kept beside the bits for appending: reading it
+    /// decodes nothing.
+    pub(crate) fn last_sample(&self) -> Option<Sample> {
+        (self.count > 0).then(|| Sample::new(self.last_time, f64::from_bits(self.last_value)))
     }
 
     /// Bytes of encoded data held.

@@ -607,7 +607,7 @@ impl Storage {
         range: TimeRange,
     ) -> Result<Vec<SeriesSamples>> {
         let mut out = Vec::new();
-        self.select_batched(tenant, matchers, range, usize::MAX, |batch| {
+        self.select_batched(tenant, matchers, range, usize::MAX, Wanted::All, |batch| {
             out.extend(batch);
             Ok(())
         })
@@ -625,6 +625,7 @@ impl Storage {
         matchers: &[Matcher],
         range: TimeRange,
         batch_series: usize,
+        wanted: Wanted,
         mut visit: F,
     ) -> Result<()>
     where
@@ -691,7 +692,7 @@ impl Storage {
                     continue;
                 }
                 let selected = &ids[from..to];
-                let samples = read_samples_in_parallel(block, selected, range).await?;
+                let samples = read_samples_in_parallel(block, selected, range, wanted).await?;
                 let histograms = if block.has_histograms() {
                     block.read_histograms(selected).await?
                 } else {
@@ -701,6 +702,10 @@ impl Storage {
                 for ((&id, mut samples), mut histograms) in selected.iter().zip(samples).zip(histograms) {
                     samples.retain(|s| range.contains(s.timestamp));
                     histograms.retain(|h| range.contains(h.timestamp));
+                    if wanted == Wanted::Latest {
+                        keep_last(&mut samples);
+                        keep_last(&mut histograms);
+                    }
                     if let Some(at) = position(block.labels(id), &mut cursor)
                         && (!samples.is_empty() || !histograms.is_empty())
                     {
@@ -716,18 +721,22 @@ impl Storage {
                     {
                         continue;
                     }
-                    let samples: Vec<Sample> = series
+                    let mut samples: Vec<Sample> = series
                         .samples
                         .iter()
                         .copied()
                         .filter(|s| range.contains(s.timestamp))
                         .collect();
-                    let histograms: Vec<HistogramSample> = series
+                    let mut histograms: Vec<HistogramSample> = series
                         .histograms
                         .iter()
                         .filter(|h| range.contains(h.timestamp))
                         .cloned()
                         .collect();
+                    if wanted == Wanted::Latest {
+                        keep_last(&mut samples);
+                        keep_last(&mut histograms);
+                    }
                     if let Ok(at) = batch.binary_search(&&series.labels)
                         && (!samples.is_empty() || !histograms.is_empty())
                     {
@@ -741,7 +750,10 @@ impl Storage {
                 let to = head_ids.partition_point(|(labels, _)| labels <= high);
                 let mut cursor = 0;
                 for (labels, id) in &head_ids[from..to] {
-                    let (samples, histograms) = head.samples_of(*id, range);
+                    let (samples, histograms) = match wanted {
+                        Wanted::All => head.samples_of(*id, range),
+                        Wanted::Latest => head.latest_of(*id, range),
+                    };
                     if let Some(at) = position(labels, &mut cursor)
                         && (!samples.is_empty() || !histograms.is_empty())
                     {
@@ -755,11 +767,15 @@ impl Storage {
                 .filter(|(_, parts)| !parts.is_empty())
                 .map(|(labels, parts)| {
                     let (samples, histograms) = merge_parts(parts);
-                    SeriesSamples {
+                    let mut series = SeriesSamples {
                         labels: (*labels).clone(),
                         samples,
                         histograms,
+                    };
+                    if wanted == Wanted::Latest {
+                        series.keep_latest();
                     }
+                    series
                 })
                 .collect();
             if !merged.is_empty() {
@@ -854,6 +870,22 @@ impl Timed for Value {
     }
 }
 
+/// How much of each selected series a read hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Every sample in the range.
+    All,
+    /// The newest float sample and the newest histogram in the range.
+    Latest,
+}
+
+/// Keeps only the last (newest) item.
+fn keep_last<T>(items: &mut Vec<T>) {
+    if items.len() > 1 {
+        items.drain(..items.len() - 1);
+    }
+}
+
 /// One source's float samples and histograms of a series, each sorted.
 type Part = (Vec<Sample>, Vec<HistogramSample>);
 
@@ -864,16 +896,27 @@ const PARALLEL_READ_MIN_SERIES: usize = 256;
 /// [`Block::read_samples`], the second half of the series on another task:
 /// decoding Parquet is most of a query's work, and the halves cover disjoint
 /// rows, so two cores decode them side by side.
-async fn read_samples_in_parallel(block: &Arc<Block>, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
+async fn read_samples_in_parallel(
+    block: &Arc<Block>,
+    ids: &[u32],
+    range: TimeRange,
+    wanted: Wanted,
+) -> Result<Vec<Vec<Sample>>> {
+    async fn read(block: &Block, ids: &[u32], range: TimeRange, wanted: Wanted) -> Result<Vec<Vec<Sample>>> {
+        match wanted {
+            Wanted::All => block.read_samples_in(ids, range).await,
+            Wanted::Latest => block.read_newest_in(ids, range).await,
+        }
+    }
     if ids.len() < PARALLEL_READ_MIN_SERIES {
-        return block.read_samples_in(ids, range).await;
+        return read(block, ids, range, wanted).await;
     }
     let (first, second) = ids.split_at(ids.len() / 2);
     let other = {
         let (block, second) = (block.clone(), second.to_vec());
-        tokio::spawn(async move { block.read_samples_in(&second, range).await })
+        tokio::spawn(async move { read(&block, &second, range, wanted).await })
     };
-    let mut samples = block.read_samples_in(first, range).await?;
+    let mut samples = read(block, first, range, wanted).await?;
     let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
     samples.extend(rest);
     Ok(samples)
@@ -1257,7 +1300,25 @@ impl SeriesRead for Storage {
     {
         // A visitor's error travels as `Error::Model` and comes back out unchanged.
         Ok(self
-            .select_batched(tenant, matchers, range, batch_series, |batch| {
+            .select_batched(tenant, matchers, range, batch_series, Wanted::All, |batch| {
+                visit(batch).map_err(Error::Model)
+            })
+            .await?)
+    }
+
+    async fn select_latest_batches<F>(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        range: TimeRange,
+        batch_series: usize,
+        mut visit: F,
+    ) -> Result<(), tidewatch_model::Error>
+    where
+        F: FnMut(Vec<SeriesSamples>) -> Result<(), tidewatch_model::Error> + Send,
+    {
+        Ok(self
+            .select_batched(tenant, matchers, range, batch_series, Wanted::Latest, |batch| {
                 visit(batch).map_err(Error::Model)
             })
             .await?)

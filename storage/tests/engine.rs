@@ -354,3 +354,76 @@ async fn batched_selection_equals_selection_across_blocks_and_head() {
         .unwrap_err();
     assert_eq!(err.to_string(), "stop");
 }
+
+/// The newest sample in range per series, the slow way: all of them, then the last.
+async fn newest_by_selecting(storage: &Storage, tenant: &TenantId, range: TimeRange) -> Vec<SeriesSamples> {
+    let mut all = storage
+        .select(tenant, &[Matcher::equal("__name__", "m")], range)
+        .await
+        .unwrap();
+    all.iter_mut().for_each(SeriesSamples::keep_latest);
+    all
+}
+
+async fn newest_by_latest_read(storage: &Storage, tenant: &TenantId, range: TimeRange) -> Vec<SeriesSamples> {
+    let mut got = Vec::new();
+    storage
+        .select_latest_batches(tenant, &[Matcher::equal("__name__", "m")], range, 3, |batch| {
+            got.extend(batch);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    got
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    // Reading only the newest sample (chunk ends in the head, the last rows
+    // of blocks) gives what selecting everything and keeping the last does,
+    // with blocks, the head's chunks and its out-of-order samples in play.
+    #[test]
+    fn newest_sample_reads_equal_selecting_everything(
+        flushed in proptest::collection::vec(proptest::collection::btree_set(0i64..1_000, 0..300), 4),
+        appended in proptest::collection::vec(proptest::collection::btree_set(0i64..1_000, 0..300), 4),
+        late in proptest::collection::vec(proptest::collection::btree_set(0i64..1_000, 0..20), 4),
+        ranges in proptest::collection::vec((0i64..1_000, 0i64..400), 8),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = Storage::open(config(dir.path()), Arc::new(ManualClock::new(NOW))).await.unwrap();
+            let tenant = TenantId::default_tenant();
+            // Times are 15 s steps within the last 4 h 10 m; values tell the write apart.
+            let at = |step: i64| NOW - 4 * HOUR + step * 15_000;
+            let write = |sets: &Vec<std::collections::BTreeSet<i64>>, tag: f64| {
+                let series: Vec<(Labels, Vec<(i64, f64)>)> = sets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, steps)| (labels("m", &format!("p{i}")), steps.iter().map(|&s| (at(s), tag + s as f64)).collect()))
+                    .collect();
+                batch(&series)
+            };
+            storage.append(&tenant, write(&flushed, 0.5)).await.unwrap();
+            storage.flush_all().await.unwrap();
+            storage.append(&tenant, write(&appended, 10_000.25)).await.unwrap();
+            // Older than what the head holds: out-of-order samples.
+            storage.append(&tenant, write(&late, 20_000.125)).await.unwrap();
+            // Ranges that start or end exactly on a series' last block sample.
+            let edges = flushed.iter().filter_map(|steps| steps.last()).flat_map(|&last| [(last, 0), (last, 7), (last - 3, 3)]);
+            for (start, width) in ranges.into_iter().chain(edges) {
+                let range = TimeRange::new(at(start), at(start + width));
+                let expected = newest_by_selecting(&storage, &tenant, range).await;
+                let got = newest_by_latest_read(&storage, &tenant, range).await;
+                assert_eq!(got.len(), expected.len(), "{range:?}");
+                for (g, e) in got.iter().zip(&expected) {
+                    assert_eq!(g.labels, e.labels);
+                    assert!(
+                        g.samples.len() == e.samples.len() && g.samples.iter().zip(&e.samples).all(|(a, b)| a.same_as(b)),
+                        "{range:?} {}: {:?} != {:?}", g.labels, g.samples, e.samples
+                    );
+                }
+            }
+        });
+    }
+}

@@ -23,6 +23,15 @@ pub(crate) enum Sampled {
     FloatTimestamp,
 }
 
+/// How much of each series a selector reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Every sample in the time range.
+    All,
+    /// The newest sample in the time range: an instant selector at one time.
+    Newest,
+}
+
 /// Series per batch when reading for a query: enough to amortize a block
 /// read, few enough that one batch's samples stay small next to the result.
 const BATCH_SERIES: usize = 1024;
@@ -36,6 +45,7 @@ async fn load_batches<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     selector: &VectorSelector,
     time_range: TimeRange,
+    wanted: Wanted,
     mut take: impl FnMut(Vec<SeriesSamples>) -> Result<usize, Error> + Send,
 ) -> Result<bool, Error> {
     let sets = selector_matchers(selector)?;
@@ -48,28 +58,44 @@ async fn load_batches<S: SeriesRead>(
     for matchers in sets {
         // The seam speaks the model's errors: ours wait here meanwhile.
         let mut failure: Option<Error> = None;
-        let outcome = ev
-            .source
-            .select_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, |mut batch| {
-                if alternatives > 1 {
-                    batch.retain(|s| seen.insert(s.labels.clone()));
-                }
-                if stats_only {
-                    batch.iter_mut().for_each(|s| histogram_stats(&mut s.histograms));
-                }
-                // `take` says how many samples or points it keeps of the batch.
-                let samples = batch.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
-                let taken = ev
-                    .shared
-                    .hold(batch.len(), samples, &ev.limits)
-                    .and_then(|()| take(batch))
-                    .map(|kept| ev.shared.keep(samples, kept));
-                taken.map_err(|e| {
-                    failure = Some(e);
-                    tidewatch_model::Error::Invalid("query stopped".to_string())
-                })
+        let visit = |mut batch: Vec<SeriesSamples>| {
+            if alternatives > 1 {
+                batch.retain(|s| seen.insert(s.labels.clone()));
+            }
+            if stats_only {
+                batch.iter_mut().for_each(|s| histogram_stats(&mut s.histograms));
+            }
+            // `take` says how many samples or points it keeps of the batch.
+            let samples = batch.iter().map(|s| s.samples.len() + s.histograms.len()).sum();
+            let taken = ev
+                .shared
+                .hold(batch.len(), samples, &ev.limits)
+                .and_then(|()| take(batch))
+                .map(|kept| ev.shared.keep(samples, kept));
+            taken.map_err(|e| {
+                failure = Some(e);
+                tidewatch_model::Error::Invalid("query stopped".to_string())
             })
-            .await;
+        };
+        let outcome = match wanted {
+            Wanted::All => {
+                ev.source
+                    .select_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, visit)
+                    .await
+            }
+            // Counter-reset detection for histogram statistics needs the
+            // samples before the newest one.
+            Wanted::Newest if !stats_only => {
+                ev.source
+                    .select_latest_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, visit)
+                    .await
+            }
+            Wanted::Newest => {
+                ev.source
+                    .select_batches(ev.tenant, &matchers, time_range, BATCH_SERIES, visit)
+                    .await
+            }
+        };
         if let Some(e) = failure {
             return Err(e);
         }
@@ -179,7 +205,9 @@ pub(crate) async fn instant<S: SeriesRead>(
     };
     let time_range = TimeRange::new(lo.saturating_sub(ev.lookback).saturating_add(1), hi);
     let mut out = Vec::new();
-    let sorted = load_batches(ev, selector, time_range, |batch| {
+    // One evaluation time needs each series' newest sample only.
+    let wanted = if lo == hi { Wanted::Newest } else { Wanted::All };
+    let sorted = load_batches(ev, selector, time_range, wanted, |batch| {
         convert_to_points(batch, &times, ev.lookback, sampled, &mut out)
     })
     .await?;
@@ -374,7 +402,7 @@ pub(crate) async fn windows_batches<S: SeriesRead>(
             let lo = bounds.iter().map(|b| b.0).min().unwrap_or(0);
             let hi = bounds.iter().map(|b| b.1).max().unwrap_or(0);
             let time_range = TimeRange::new(lo.saturating_add(1), hi);
-            load_batches(ev, selector, time_range, |batch| {
+            load_batches(ev, selector, time_range, Wanted::All, |batch| {
                 let series = batch
                     .into_iter()
                     .filter_map(|mut entry| {

@@ -1,0 +1,423 @@
+//! Loki's HTTP API for browsing logs: label names and values, series,
+//! index statistics and volumes, with Loki's JSON shapes. Grafana's Loki
+//! data source calls these when it connects, fills its label pickers and
+//! draws the log volume histogram.
+//!
+//! Errors are answered as Loki answers them: a plain-text message with a
+//! 4xx/5xx status (Grafana shows the text as it is).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value as Json, json};
+use tidewatch_model::logs::{LogRead, LogSelect, NsRange, TimestampNs};
+use tidewatch_model::{Labels, Matcher, TenantId};
+
+use crate::api::{format_value, request_params, tenant_from_headers, unescape_label_name};
+use crate::error::Error;
+use crate::logql::{self, Expr};
+use crate::loki_params::{default_step, parse_bounds, parse_limit, parse_step};
+use crate::params::Params;
+
+/// A failed Loki API request: Loki's plain-text error body.
+#[derive(Debug)]
+pub struct LokiError(pub Error);
+
+impl From<Error> for LokiError {
+    fn from(error: Error) -> Self {
+        LokiError(error)
+    }
+}
+
+impl From<logql::ParseError> for LokiError {
+    fn from(error: logql::ParseError) -> Self {
+        LokiError(error.into())
+    }
+}
+
+impl From<tidewatch_model::Error> for LokiError {
+    fn from(error: tidewatch_model::Error) -> Self {
+        LokiError(Error::from(error))
+    }
+}
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        let status = self.0.error_type.status();
+        let mut message = self.0.message;
+        message.push('\n');
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    }
+}
+
+type LokiResult = Result<Response, LokiError>;
+
+/// The current time in ns, for default ranges.
+fn now_ns() -> TimestampNs {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// The Loki browsing endpoints over `store`.
+pub fn loki_browse_router<S: LogRead>(store: Arc<S>) -> Router {
+    Router::new()
+        .route("/loki/api/v1/labels", get(labels::<S>).post(labels::<S>))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(label_values::<S>).post(label_values::<S>),
+        )
+        .route("/loki/api/v1/series", get(series::<S>).post(series::<S>))
+        .route("/loki/api/v1/index/stats", get(index_stats::<S>).post(index_stats::<S>))
+        .route("/loki/api/v1/index/volume", get(volume::<S>).post(volume::<S>))
+        .route(
+            "/loki/api/v1/index/volume_range",
+            get(volume_range::<S>).post(volume_range::<S>),
+        )
+        .with_state(store)
+}
+
+fn success(data: Json) -> Response {
+    let body = json!({"status": "success", "data": data});
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn range_of(params: &Params) -> Result<NsRange, LokiError> {
+    let (start, end) = parse_bounds(params.get("start"), params.get("end"), params.get("since"), now_ns())?;
+    if end < start {
+        return Err(Error::bad_data("end timestamp must not be before start time").into());
+    }
+    Ok(NsRange::new(start, end))
+}
+
+/// The matchers of a stream selector parameter (`query`, `match[]`): a log
+/// query whose pipeline is ignored, as Loki's index endpoints do.
+fn selector_matchers(raw: &str) -> Result<Vec<Matcher>, LokiError> {
+    match logql::parse(raw)? {
+        Expr::Log(log) => Ok(log.matchers),
+        Expr::Metric(_) => Err(Error::bad_data(format!("only stream selectors are allowed here, got {raw:?}")).into()),
+    }
+}
+
+async fn labels<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let range = range_of(&params)?;
+    let names = match params.get("query") {
+        Some(query) => {
+            let matchers = selector_matchers(query)?;
+            let streams = store.log_series(&tenant, &matchers, range).await?;
+            let names: std::collections::BTreeSet<&str> =
+                streams.iter().flat_map(|l| l.iter().map(|p| p.name.as_str())).collect();
+            names.into_iter().map(str::to_string).collect()
+        }
+        None => store.log_label_names(&tenant, range).await?,
+    };
+    Ok(success(json!(names)))
+}
+
+async fn label_values<S: LogRead>(
+    State(store): State<Arc<S>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let name = unescape_label_name(&name)?;
+    let range = range_of(&params)?;
+    let matchers = match params.get("query") {
+        Some(query) => selector_matchers(query)?,
+        None => Vec::new(),
+    };
+    let values = store.log_label_values(&tenant, &name, &matchers, range).await?;
+    Ok(success(json!(values)))
+}
+
+fn labels_json(labels: &Labels) -> Json {
+    Json::Object(
+        labels
+            .iter()
+            .map(|l| (l.name.clone(), Json::String(l.value.clone())))
+            .collect(),
+    )
+}
+
+async fn series<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let range = range_of(&params)?;
+    let selectors = params.all("match[]").iter().chain(params.all("match"));
+    let mut all: std::collections::BTreeSet<Labels> = std::collections::BTreeSet::new();
+    let mut any = false;
+    for selector in selectors {
+        any = true;
+        all.extend(store.log_series(&tenant, &selector_matchers(selector)?, range).await?);
+    }
+    if !any {
+        return Err(Error::bad_data("at least one match[] argument must be provided").into());
+    }
+    Ok(success(Json::Array(all.iter().map(labels_json).collect())))
+}
+
+/// Per stream: entries and line bytes in the range.
+async fn stream_volumes<S: LogRead>(
+    store: &S,
+    tenant: &TenantId,
+    matchers: Vec<Matcher>,
+    range: NsRange,
+    mut each_entry: impl FnMut(&Labels, TimestampNs, u64) + Send,
+) -> Result<(), LokiError> {
+    let select = LogSelect::new(matchers, range);
+    store
+        .visit_logs(tenant, &select, |stream| {
+            for entry in &stream.entries {
+                each_entry(&stream.labels, entry.timestamp, entry.line.len() as u64);
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+async fn index_stats<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let range = range_of(&params)?;
+    let query = params
+        .get("query")
+        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
+    let matchers = selector_matchers(query)?;
+    let (mut streams, mut entries, mut bytes) = (0u64, 0u64, 0u64);
+    let mut last: Option<Labels> = None;
+    stream_volumes(&*store, &tenant, matchers, range, |labels, _, size| {
+        if last.as_ref() != Some(labels) {
+            streams += 1;
+            last = Some(labels.clone());
+        }
+        entries += 1;
+        bytes += size;
+    })
+    .await?;
+    // No envelope, as Loki answers. A stream's entries in the range count as
+    // one chunk: Tidewatch does not cut streams into chunks.
+    let body = json!({"streams": streams, "chunks": streams, "bytes": bytes, "entries": entries});
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+/// How volumes are grouped: by label-value pairs of these names, or by
+/// label name only.
+#[derive(Debug)]
+struct VolumeGrouping {
+    names: Vec<String>,
+    by_name_only: bool,
+}
+
+impl VolumeGrouping {
+    fn from_params(params: &Params, matchers: &[Matcher]) -> Result<Self, LokiError> {
+        let names: Vec<String> = match params.get("targetLabels") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => {
+                let mut names: Vec<String> = Vec::new();
+                for matcher in matchers {
+                    if !names.contains(&matcher.name) {
+                        names.push(matcher.name.clone());
+                    }
+                }
+                names
+            }
+        };
+        let by_name_only = match params.get("aggregateBy") {
+            None | Some("series") => false,
+            Some("labels") => true,
+            Some(other) => {
+                return Err(
+                    Error::bad_data(format!("invalid aggregateBy {other:?}: expected series or labels")).into(),
+                );
+            }
+        };
+        Ok(VolumeGrouping { names, by_name_only })
+    }
+
+    /// The groups a stream's bytes count towards.
+    fn groups(&self, labels: &Labels) -> Vec<Labels> {
+        if self.by_name_only {
+            return self
+                .names
+                .iter()
+                .filter(|name| labels.get(name).is_some())
+                .map(|name| Labels::from_sorted(vec![tidewatch_model::Label::new(name.clone(), String::new())]))
+                .collect();
+        }
+        let pairs: Vec<(&str, &str)> = self
+            .names
+            .iter()
+            .filter_map(|name| labels.get(name).map(|value| (name.as_str(), value)))
+            .collect();
+        if pairs.is_empty() {
+            return Vec::new();
+        }
+        vec![Labels::from_pairs(pairs)]
+    }
+}
+
+/// A group's labels as JSON. Label-name groups keep their empty values
+/// (`Labels` drops empty values, so they are rebuilt here).
+fn group_json(group: &Labels, by_name_only: bool) -> Json {
+    if by_name_only {
+        return Json::Object(
+            group
+                .iter()
+                .map(|l| (l.name.clone(), Json::String(String::new())))
+                .collect(),
+        );
+    }
+    labels_json(group)
+}
+
+fn seconds(timestamp: TimestampNs) -> Json {
+    // Prometheus-style sample times: float seconds.
+    json!(timestamp as f64 / 1e9)
+}
+
+async fn volume<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let range = range_of(&params)?;
+    let query = params
+        .get("query")
+        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
+    let matchers = selector_matchers(query)?;
+    let grouping = VolumeGrouping::from_params(&params, &matchers)?;
+    let limit = parse_limit(params.get("limit"))?;
+    let mut totals: BTreeMap<Labels, u64> = BTreeMap::new();
+    let mut cached: Option<(Labels, Vec<Labels>)> = None;
+    stream_volumes(&*store, &tenant, matchers, range, |labels, _, size| {
+        if cached.as_ref().is_none_or(|(l, _)| l != labels) {
+            cached = Some((labels.clone(), grouping.groups(labels)));
+        }
+        if let Some((_, groups)) = &cached {
+            for group in groups {
+                *totals.entry(group.clone()).or_default() += size;
+            }
+        }
+    })
+    .await?;
+    let mut ranked: Vec<(Labels, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(limit);
+    let result: Vec<Json> = ranked
+        .iter()
+        .map(|(group, bytes)| {
+            json!({
+                "metric": group_json(group, grouping.by_name_only),
+                "value": [seconds(range.end), format_value(*bytes as f64)],
+            })
+        })
+        .collect();
+    Ok(success(json!({"resultType": "vector", "result": result})))
+}
+
+async fn volume_range<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let range = range_of(&params)?;
+    let query = params
+        .get("query")
+        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
+    let matchers = selector_matchers(query)?;
+    let grouping = VolumeGrouping::from_params(&params, &matchers)?;
+    let limit = parse_limit(params.get("limit"))?;
+    let step = match params.get("step") {
+        Some(step) => parse_step("step", step)?,
+        None => default_step(range.start, range.end),
+    };
+    if step <= 0 {
+        return Err(Error::bad_data("zero or negative query resolution step widths are not accepted").into());
+    }
+    // Each step time T holds the bytes of (T − step, T]; the steps run from start to end.
+    let steps = ((range.end - range.start) / step + 1) as usize;
+    if steps > 11_000 {
+        return Err(Error::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        )
+        .into());
+    }
+    let mut buckets: BTreeMap<Labels, Vec<u64>> = BTreeMap::new();
+    let mut cached: Option<(Labels, Vec<Labels>)> = None;
+    let query_range = NsRange::new(range.start.saturating_sub(step - 1), range.end);
+    stream_volumes(&*store, &tenant, matchers, query_range, |labels, timestamp, size| {
+        if cached.as_ref().is_none_or(|(l, _)| l != labels) {
+            cached = Some((labels.clone(), grouping.groups(labels)));
+        }
+        // The first step time at or after the entry.
+        let index = if timestamp <= range.start {
+            0
+        } else {
+            ((timestamp - range.start + step - 1) / step) as usize
+        };
+        if index >= steps {
+            return;
+        }
+        if let Some((_, groups)) = &cached {
+            for group in groups {
+                buckets.entry(group.clone()).or_insert_with(|| vec![0; steps])[index] += size;
+            }
+        }
+    })
+    .await?;
+    let mut ranked: Vec<(Labels, Vec<u64>)> = buckets.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        let total = |v: &Vec<u64>| v.iter().sum::<u64>();
+        total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0))
+    });
+    ranked.truncate(limit);
+    let result: Vec<Json> = ranked
+        .iter()
+        .map(|(group, values)| {
+            let points: Vec<Json> = values
+                .iter()
+                .enumerate()
+                .filter(|(_, bytes)| **bytes > 0)
+                .map(|(i, bytes)| json!([seconds(range.start + i as i64 * step), format_value(*bytes as f64)]))
+                .collect();
+            json!({"metric": group_json(group, grouping.by_name_only), "values": points})
+        })
+        .collect();
+    Ok(success(json!({"resultType": "matrix", "result": result})))
+}

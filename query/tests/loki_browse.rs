@@ -1,0 +1,181 @@
+//! Loki's browsing endpoints in process (labels, values, series, index stats
+//! and volumes) over the in-memory log store, checked field by field.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+use tidewatch_model::logs::{LogEntry, LogIngest, LogPush, LogStream, MemLogStore};
+use tidewatch_model::{Labels, TenantId};
+use tidewatch_query::loki_api::loki_browse_router;
+use tower::ServiceExt;
+
+const S: i64 = 1_000_000_000;
+
+fn stream(pairs: &[(&str, &str)], entries: &[(i64, &str)]) -> LogStream {
+    LogStream {
+        labels: Labels::from_pairs(pairs.iter().copied()),
+        entries: entries.iter().map(|&(t, line)| LogEntry::new(t * S, line)).collect(),
+    }
+}
+
+async fn router() -> axum::Router {
+    let store = Arc::new(MemLogStore::new());
+    let push = LogPush {
+        streams: vec![
+            stream(
+                &[("app", "api"), ("env", "prod")],
+                &[(100, "GET /a"), (110, "GET /bb"), (190, "x")],
+            ),
+            stream(&[("app", "api"), ("env", "dev")], &[(120, "POST /c")]),
+            stream(
+                &[("app", "db"), ("env", "prod"), ("team", "data")],
+                &[(150, "slow query")],
+            ),
+        ],
+    };
+    store.push(&TenantId::default_tenant(), push).await.unwrap();
+    // Another tenant's stream must never show.
+    let other = LogPush {
+        streams: vec![stream(&[("app", "secret")], &[(100, "hidden")])],
+    };
+    store.push(&TenantId::parse("other").unwrap(), other).await.unwrap();
+    loki_browse_router(store)
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
+    let response = router
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, body)
+}
+
+fn encode(query: &str) -> String {
+    form_urlencoded::byte_serialize(query.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn label_names_and_values() {
+    let router = router().await;
+    let (status, body) = get(&router, "/loki/api/v1/labels?start=0&end=1000").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "success", "data": ["app", "env", "team"]}));
+    let (_, body) = get(&router, "/loki/api/v1/label/app/values?start=0&end=1000").await;
+    assert_eq!(body["data"], json!(["api", "db"]));
+    let uri = format!(
+        "/loki/api/v1/label/env/values?start=0&end=1000&query={}",
+        encode(r#"{app="api"}"#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(body["data"], json!(["dev", "prod"]));
+    // Only streams with entries in the range count.
+    let (_, body) = get(&router, "/loki/api/v1/label/env/values?start=115&end=130").await;
+    assert_eq!(body["data"], json!(["dev"]));
+}
+
+#[tokio::test]
+async fn series_by_selector() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/series?start=0&end=1000&match[]={}",
+        encode(r#"{env="prod"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["data"],
+        json!([{"app": "api", "env": "prod"}, {"app": "db", "env": "prod", "team": "data"}])
+    );
+    let (status, body) = get(&router, "/loki/api/v1/series?start=0&end=1000").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().contains("match[]"), "{body}");
+    let uri = format!("/loki/api/v1/series?match[]={}", encode(r#"{env=""}"#));
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().starts_with("parse error"), "{body}");
+}
+
+#[tokio::test]
+async fn index_stats_without_envelope() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/index/stats?start=0&end=1000&query={}",
+        encode(r#"{app="api"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let bytes = "GET /a".len() + "GET /bb".len() + "x".len() + "POST /c".len();
+    assert_eq!(body, json!({"streams": 2, "chunks": 2, "bytes": bytes, "entries": 4}));
+}
+
+#[tokio::test]
+async fn volumes_group_by_selector_labels_or_targets() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/index/volume?start=0&end=1000&query={}",
+        encode(r#"{app=~".+"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"app": "api"}, "value": [1000.0, "21"]},
+            {"metric": {"app": "db"}, "value": [1000.0, "10"]},
+        ])
+    );
+    let uri = format!(
+        "/loki/api/v1/index/volume?start=0&end=1000&targetLabels=env&query={}",
+        encode(r#"{app=~".+"}"#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"env": "prod"}, "value": [1000.0, "24"]},
+            {"metric": {"env": "dev"}, "value": [1000.0, "7"]},
+        ])
+    );
+    let uri = format!(
+        "/loki/api/v1/index/volume?start=0&end=1000&aggregateBy=labels&targetLabels=team,app&query={}",
+        encode(r#"{app=~".+"}"#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"app": ""}, "value": [1000.0, "31"]},
+            {"metric": {"team": ""}, "value": [1000.0, "10"]},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn volume_range_buckets_bytes_by_step() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/index/volume_range?start=100&end=200&step=50&query={}",
+        encode(r#"{app="api", env="prod"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // (50, 100] holds "GET /a"; (100, 150] "GET /bb"; (150, 200] "x".
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {"app": "api", "env": "prod"}, "values": [[100.0, "6"], [150.0, "7"], [200.0, "1"]]}])
+    );
+    let uri = format!(
+        "/loki/api/v1/index/volume_range?start=0&end=100&step=0&query={}",
+        encode(r#"{app="api"}"#)
+    );
+    let (status, _) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
