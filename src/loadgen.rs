@@ -35,17 +35,17 @@ pub(crate) struct LoadOptions {
 
 /// A deterministic xorshift generator, so runs are comparable.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -316,54 +316,19 @@ pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
     } else {
         set.len().div_ceil(options.series_per_request)
     };
-    let mut bodies = bodies.into_iter().peekable();
+    let version = if options.v2 { "2.0.0" } else { "0.1.0" };
+    let mut headers = vec![
+        ("Content-Type", content_type.to_string()),
+        ("Content-Encoding", "snappy".to_string()),
+        ("X-Prometheus-Remote-Write-Version", version.to_string()),
+    ];
+    if let Some(tenant) = &options.tenant {
+        headers.push(("X-Scope-OrgID", tenant.clone()));
+    }
+    let mut bodies = bodies.into_iter().map(|(body, _)| body).peekable();
     while bodies.peek().is_some() {
-        let wave: Vec<(Vec<u8>, u64)> = bodies.by_ref().take(per_wave).collect();
-        let queue = Arc::new(std::sync::Mutex::new(wave));
-        let mut workers = Vec::new();
-        for _ in 0..options.concurrency {
-            let queue = queue.clone();
-            let client = client.clone();
-            let url = options.url.clone();
-            let tenant = options.tenant.clone();
-            let failures = failures.clone();
-            workers.push(tokio::spawn(async move {
-                loop {
-                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                    let Some((body, _)) = next else { break };
-                    let mut request = client
-                        .post(&url)
-                        .header("Content-Type", content_type)
-                        .header("Content-Encoding", "snappy")
-                        .header(
-                            "X-Prometheus-Remote-Write-Version",
-                            if content_type.contains("v2") { "2.0.0" } else { "0.1.0" },
-                        )
-                        .body(body);
-                    if let Some(tenant) = &tenant {
-                        request = request.header("X-Scope-OrgID", tenant.as_str());
-                    }
-                    match request.send().await {
-                        Ok(response) if response.status().is_success() => {}
-                        Ok(response) => {
-                            let status = response.status();
-                            let text = response.text().await.unwrap_or_default();
-                            if failures.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("request failed: {status}: {}", text.trim());
-                            }
-                        }
-                        Err(e) => {
-                            if failures.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("request failed: {e}");
-                            }
-                        }
-                    }
-                }
-            }));
-        }
-        for worker in workers {
-            worker.await.context("sender task")?;
-        }
+        let wave: Vec<Vec<u8>> = bodies.by_ref().take(per_wave).collect();
+        post_all(&client, &options.url, &headers, wave, options.concurrency, &failures).await?;
     }
     let elapsed = started.elapsed();
     let after = options.receiver_pid.and_then(read_process);
@@ -384,6 +349,56 @@ pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
     }
     if failed > 0 {
         bail!("{failed} requests failed");
+    }
+    Ok(())
+}
+
+/// POSTs every body to `url` with `headers`, `concurrency` at a time;
+/// failed requests are counted in `failures` (the first few printed).
+pub(crate) async fn post_all(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&'static str, String)],
+    bodies: Vec<Vec<u8>>,
+    concurrency: usize,
+    failures: &Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let queue = Arc::new(std::sync::Mutex::new(bodies));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let queue = queue.clone();
+        let client = client.clone();
+        let url = url.to_string();
+        let headers = headers.to_vec();
+        let failures = failures.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(body) = next else { break };
+                let mut request = client.post(&url).body(body);
+                for (name, value) in &headers {
+                    request = request.header(*name, value.as_str());
+                }
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {}
+                    Ok(response) => {
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("request failed: {status}: {}", text.trim());
+                        }
+                    }
+                    Err(e) => {
+                        if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("request failed: {e}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.context("sender task")?;
     }
     Ok(())
 }

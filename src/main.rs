@@ -3,6 +3,7 @@
 
 mod config;
 mod loadgen;
+mod loadgen_logs;
 mod memory;
 mod selfmon;
 mod server;
@@ -107,6 +108,44 @@ enum BenchCommand {
         #[arg(long)]
         wait_for: Option<String>,
     },
+    /// Push realistic Kubernetes container logs through the Loki push API and
+    /// report throughput (and, with --receiver-pid, the receiver's CPU and
+    /// peak memory).
+    LokiPush {
+        /// Loki push endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9470/loki/api/v1/push")]
+        url: String,
+        /// Number of streams (containers).
+        #[arg(long, default_value_t = 1_000)]
+        streams: usize,
+        /// Lines to push in total, round robin over the streams, 1 ms apart.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Lines per request (Promtail batches about 1 MiB).
+        #[arg(long, default_value_t = 5_000)]
+        lines_per_request: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Process id of the receiver, to measure its CPU time and peak RSS.
+        #[arg(long)]
+        receiver_pid: Option<u32>,
+        /// Tenant header to send.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Timestamp (ns) of the first line; default: now minus the run's span.
+        #[arg(long)]
+        start_ns: Option<i64>,
+        /// Also write every line to this file (for grep/rg comparisons).
+        #[arg(long)]
+        raw_file: Option<PathBuf>,
+        /// Seed of the generated lines.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Wait until this URL answers 2xx before sending.
+        #[arg(long)]
+        wait_for: Option<String>,
+    },
 }
 
 fn init_tracing() {
@@ -182,6 +221,36 @@ fn main() -> anyhow::Result<()> {
                         receiver_pid,
                         tenant,
                         start_ms,
+                    })
+                    .await
+                }
+                BenchCommand::LokiPush {
+                    url,
+                    streams,
+                    lines,
+                    lines_per_request,
+                    concurrency,
+                    receiver_pid,
+                    tenant,
+                    start_ns,
+                    raw_file,
+                    seed,
+                    wait_for,
+                } => {
+                    if let Some(ready_url) = wait_for {
+                        loadgen::wait_ready(&ready_url, Duration::from_secs(60)).await?;
+                    }
+                    loadgen_logs::run(loadgen_logs::LogLoadOptions {
+                        url,
+                        streams,
+                        lines,
+                        lines_per_request,
+                        concurrency,
+                        receiver_pid,
+                        tenant,
+                        start_ns,
+                        raw_file,
+                        seed,
                     })
                     .await
                 }

@@ -21,6 +21,17 @@ pub enum Error {
     Protobuf(String),
     #[error("{0}")]
     Invalid(String),
+    /// A body larger than a configured limit (answered with 413, not 400).
+    #[error("request body too large: {0}")]
+    TooLarge(String),
+    /// A scrape body (Prometheus text or OpenMetrics) that does not parse;
+    /// `line` is 1-based so an operator can find it in the target's output.
+    #[error("{format} parse error on line {line}: {message}")]
+    Exposition {
+        format: &'static str,
+        line: usize,
+        message: String,
+    },
     #[error("invalid regular expression {pattern:?}: {message}")]
     Regex { pattern: String, message: String },
     #[error("invalid tenant id {id:?}: {reason}")]

@@ -111,6 +111,22 @@ impl Labels {
         Labels::wrap(pairs)
     }
 
+    /// Moves pairs the caller guarantees are sorted by name with non-empty
+    /// values out of `scratch` into a label set, leaving `scratch` empty with
+    /// its capacity. Parsers reuse one scratch vector for every series, so a
+    /// label set costs one allocation for the shared slice and nothing more.
+    pub fn from_sorted_scratch(scratch: &mut Vec<Label>) -> Self {
+        debug_assert!(scratch.windows(2).all(|w| w[0].name <= w[1].name));
+        if scratch.is_empty() {
+            return Labels::EMPTY;
+        }
+        // `Drain` knows its exact length, so this allocates the Arc once
+        // instead of collecting into a vector first.
+        Labels {
+            pairs: Some(scratch.drain(..).collect()),
+        }
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, Label> {
         self.as_slice().iter()
     }

@@ -23,6 +23,9 @@ pub enum Error {
     Rejected(String),
     #[error("{0}")]
     Limit(String),
+    /// A limit that may clear later (Loki answers its streams limit with 429).
+    #[error("{0}")]
+    Throttled(String),
     #[error("{0}")]
     Model(#[from] tidewatch_model::Error),
     #[error("background task failed: {0}")]
@@ -40,7 +43,9 @@ impl Error {
     /// How the error is answered over HTTP.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Rejected(_) | Error::Limit(_) | Error::Model(_) => ErrorKind::BadData,
+            Error::Rejected(_) | Error::Limit(_) => ErrorKind::BadData,
+            Error::Model(inner) => inner.kind(),
+            Error::Throttled(_) => ErrorKind::Retryable,
             _ => ErrorKind::Internal,
         }
     }

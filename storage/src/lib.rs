@@ -14,6 +14,13 @@
 //! loads blocks and replays the WAL; a torn WAL tail is cut, never fatal; reads
 //! merge head and blocks and return one sample per timestamp (the newest
 //! source wins).
+//!
+//! Logs ([`logs`]) take the same path in their own directories: a log WAL, a
+//! log head of streams, and log blocks (Parquet for the lines, a Tantivy index
+//! over them); [`Storage`] implements the model's
+//! [`LogIngest`](tidewatch_model::logs::LogIngest) and
+//! [`LogRead`](tidewatch_model::logs::LogRead), and offers full-text search
+//! ([`Storage::search_logs`]). Reads return each (stream, timestamp, line) once.
 
 pub mod block;
 mod chunk;
@@ -22,8 +29,10 @@ pub mod error;
 mod head;
 mod histogram_codec;
 pub mod index;
+pub mod logs;
 pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
+pub use logs::{LogHeadFigures, LogSearchHit, LogSearchPage, LogSearchRequest, StreamRetention};
 pub use wal::FsyncPolicy;

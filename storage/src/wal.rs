@@ -31,6 +31,10 @@ const RECORD_METADATA: u8 = 3;
 /// Added with native histograms: older builds stop replay at this record (as
 /// at any unknown one), so a WAL written by this build needs this build.
 const RECORD_HISTOGRAMS: u8 = 4;
+/// Log records live only in a tenant's log WAL (`logs/<tenant>/wal`), never
+/// in the metrics WAL: older builds never meet them.
+const RECORD_LOG_STREAM: u8 = 5;
+const RECORD_LOG_ENTRIES: u8 = 6;
 
 /// When the WAL is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,15 @@ pub struct RefHistogram {
     pub histogram: FloatHistogram,
 }
 
+/// A log entry addressed by stream reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefLogEntry {
+    pub stream_ref: u64,
+    pub timestamp: i64,
+    pub line: String,
+    pub structured_metadata: Labels,
+}
+
 /// A decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -77,6 +90,12 @@ pub enum Record {
     Samples(Vec<RefSample>),
     Metadata(MetricMetadata),
     Histograms(Vec<RefHistogram>),
+    /// A new log stream and the reference later entry records use for it.
+    LogStream {
+        stream_ref: u64,
+        labels: Labels,
+    },
+    LogEntries(Vec<RefLogEntry>),
 }
 
 /// Builds a buffer of framed records, written to the WAL in one call.
@@ -117,10 +136,35 @@ impl RecordBuffer {
         self.frame(|out| {
             out.push(RECORD_SERIES);
             put_uvarint(out, series_ref);
-            put_uvarint(out, labels.len() as u64);
-            for label in labels {
-                put_str(out, &label.name);
-                put_str(out, &label.value);
+            put_labels(out, labels);
+        });
+    }
+
+    /// A log stream record: same layout as a series record, its own type.
+    pub fn log_stream(&mut self, stream_ref: u64, labels: &Labels) {
+        self.frame(|out| {
+            out.push(RECORD_LOG_STREAM);
+            put_uvarint(out, stream_ref);
+            put_labels(out, labels);
+        });
+    }
+
+    /// Log entries are encoded as (ref, timestamp delta to the first, line,
+    /// structured metadata pairs).
+    pub fn log_entries(&mut self, entries: &[RefLogEntry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let base = first.timestamp;
+        self.frame(|out| {
+            out.push(RECORD_LOG_ENTRIES);
+            put_uvarint(out, entries.len() as u64);
+            put_varint(out, base);
+            for entry in entries {
+                put_uvarint(out, entry.stream_ref);
+                put_varint(out, entry.timestamp.wrapping_sub(base));
+                put_str(out, &entry.line);
+                put_labels(out, &entry.structured_metadata);
             }
         });
     }
@@ -169,6 +213,8 @@ impl RecordBuffer {
             Record::Samples(samples) => self.samples(samples),
             Record::Metadata(metadata) => self.metadata(metadata),
             Record::Histograms(histograms) => self.histograms(histograms),
+            Record::LogStream { stream_ref, labels } => self.log_stream(*stream_ref, labels),
+            Record::LogEntries(entries) => self.log_entries(entries),
         }
     }
 
@@ -188,6 +234,14 @@ use histogram_codec::{put_uvarint, put_varint};
 fn put_str(out: &mut Vec<u8>, value: &str) {
     put_uvarint(out, value.len() as u64);
     out.extend_from_slice(value.as_bytes());
+}
+
+fn put_labels(out: &mut Vec<u8>, labels: &Labels) {
+    put_uvarint(out, labels.len() as u64);
+    for label in labels {
+        put_str(out, &label.name);
+        put_str(out, &label.value);
+    }
 }
 
 /// Reads the fields of one record payload; every read is bounds-checked.
@@ -217,6 +271,19 @@ impl<'a> PayloadReader<'a> {
         let (head, rest) = self.inner.bytes.split_at_checked(len)?;
         self.inner.bytes = rest;
         String::from_utf8(head.to_vec()).ok()
+    }
+
+    fn labels(&mut self) -> Option<Labels> {
+        let count = usize::try_from(self.uvarint()?).ok()?;
+        // Each pair needs at least two length bytes; a larger count is corruption.
+        if count > self.remaining() / 2 {
+            return None;
+        }
+        let mut labels = Vec::with_capacity(count);
+        for _ in 0..count {
+            labels.push(Label::new(self.string()?, self.string()?));
+        }
+        Some(Labels::from_pairs(labels.into_iter().map(|l| (l.name, l.value))))
     }
 
     fn byte(&mut self) -> Option<u8> {
@@ -283,6 +350,32 @@ pub fn decode_record(payload: &[u8]) -> Option<Record> {
                 });
             }
             Record::Histograms(histograms)
+        }
+        RECORD_LOG_STREAM => Record::LogStream {
+            stream_ref: reader.uvarint()?,
+            labels: reader.labels()?,
+        },
+        RECORD_LOG_ENTRIES => {
+            let count = usize::try_from(reader.uvarint()?).ok()?;
+            let base = reader.varint()?;
+            // Each entry needs at least ref, time, line length and pair count.
+            if count > reader.remaining() / 4 + 1 {
+                return None;
+            }
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                let stream_ref = reader.uvarint()?;
+                let timestamp = base.wrapping_add(reader.varint()?);
+                let line = reader.string()?;
+                let structured_metadata = reader.labels()?;
+                entries.push(RefLogEntry {
+                    stream_ref,
+                    timestamp,
+                    line,
+                    structured_metadata,
+                });
+            }
+            Record::LogEntries(entries)
         }
         RECORD_METADATA => Record::Metadata(MetricMetadata {
             metric_family_name: reader.string()?,
@@ -711,6 +804,26 @@ mod tests {
             (any::<u64>(), "[a-z]{1,8}").prop_map(|(series_ref, name)| Record::Series {
                 series_ref,
                 labels: labels(&name)
+            }),
+            (any::<u64>(), "[a-z]{0,8}").prop_map(|(stream_ref, name)| Record::LogStream {
+                stream_ref,
+                labels: Labels::from_pairs([("app", name)])
+            }),
+            proptest::collection::vec((any::<u64>(), any::<i64>(), "\\PC{0,40}", "[a-z]{0,4}"), 1..10).prop_map(|v| {
+                Record::LogEntries(
+                    v.into_iter()
+                        .map(|(stream_ref, timestamp, line, trace)| RefLogEntry {
+                            stream_ref,
+                            timestamp,
+                            line,
+                            structured_metadata: if trace.is_empty() {
+                                Labels::default()
+                            } else {
+                                Labels::from_pairs([("trace_id", trace)])
+                            },
+                        })
+                        .collect(),
+                )
             }),
             proptest::collection::vec((any::<u64>(), any::<i64>(), any::<u64>()), 1..20).prop_map(|v| Record::Samples(
                 v.into_iter()

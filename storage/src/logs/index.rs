@@ -1,0 +1,686 @@
+//! The full-text index of a log block: a Tantivy index with one document per
+//! row of `entries.parquet`, so a hit maps straight to a row.
+//!
+//! Fields: `line` (the line cut into [`WordTokenizer`] tokens, indexed with
+//! positions, not stored: the line lives only in Parquet), `labels` (the
+//! stream's labels as a JSON object, each value one raw term, so a search
+//! can say `labels.app:api`), and fast fields `timestamp`, `stream` and
+//! `row` (the Parquet row number).
+//!
+//! Substring filters (LogQL's `|= "…"`) are answered as candidates only,
+//! always a superset of the rows whose line contains the needle, which the
+//! caller then verifies on the line. How the superset is guaranteed:
+//! tokens are the maximal runs of word characters ([`is_word_char`]), case
+//! kept; a needle is cut the same way into runs, and for each run what its
+//! neighbours inside the needle say about the line's token holding it:
+//! - a run with a non-word character on both sides in the needle is a whole
+//!   token of the line: an exact term;
+//! - a run at the needle's start (nothing before it) may continue leftwards
+//!   in the line: a term ending with it; at the end, a term starting with it;
+//! - a needle that is one run may sit inside a longer token: a term holding it.
+//!
+//! A line holding the needle has a token satisfying each run's condition, so
+//! the rows with such tokens for every run hold every matching row. Runs
+//! longer than [`MAX_TERM_BYTES`] are not indexed as terms: a line with one
+//! gets [`OVERLONG_TERM`] instead, and such rows are always candidates.
+
+use std::path::Path;
+
+use roaring::RoaringBitmap;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::indexer::NoMergePolicy;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::schema::{
+    FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
+use tantivy::{DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TERMINATED, TantivyDocument, Term};
+use tidewatch_model::Labels;
+use tidewatch_model::logs::{NsRange, TimestampNs};
+
+use crate::error::{Error, Result};
+
+/// The name the word tokenizer is registered under in every index.
+pub const WORD_TOKENIZER: &str = "tidewatch_words";
+/// Runs longer than this are not terms (Tantivy drops terms over 64 KiB, and
+/// long runs — base64 blobs, hashes — are never searched for whole anyway).
+pub const MAX_TERM_BYTES: usize = 256;
+/// The term a line gets for each run longer than [`MAX_TERM_BYTES`]; it
+/// starts with a character no word token holds, so no word equals it.
+pub const OVERLONG_TERM: &str = "\u{1}overlong";
+
+pub const FIELD_LINE: &str = "line";
+pub const FIELD_LABELS: &str = "labels";
+pub const FIELD_TIMESTAMP: &str = "timestamp";
+pub const FIELD_STREAM: &str = "stream";
+pub const FIELD_ROW: &str = "row";
+
+/// Memory the index writer may use before it writes a segment.
+const WRITER_MEMORY_BYTES: usize = 64 << 20;
+
+/// Whether `c` belongs to a token: letters and digits of any script, and `_`
+/// (so `user_id` and `level_3` are one word). Everything else separates.
+pub fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Cuts text into maximal runs of word characters, keeping case, so that a
+/// token is exactly what a case-sensitive filter compares. An IP
+/// (`10.0.0.12`), a UUID or a path (`/api/v1/users`) becomes its parts in
+/// order, and a search for it is a phrase of those parts.
+#[derive(Debug, Clone, Default)]
+pub struct WordTokenizer {
+    token: Token,
+}
+
+/// The tokens of one text, from [`WordTokenizer`].
+#[derive(Debug)]
+pub struct WordTokenStream<'a> {
+    text: &'a str,
+    offset: usize,
+    token: &'a mut Token,
+}
+
+impl Tokenizer for WordTokenizer {
+    type TokenStream<'a> = WordTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordTokenStream<'a> {
+        self.token.reset();
+        WordTokenStream {
+            text,
+            offset: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl TokenStream for WordTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        let rest = &self.text[self.offset..];
+        let Some(start) = rest.find(is_word_char) else {
+            self.offset = self.text.len();
+            return false;
+        };
+        let from = self.offset + start;
+        let len = self.text[from..]
+            .find(|c| !is_word_char(c))
+            .unwrap_or(self.text.len() - from);
+        let to = from + len;
+        self.offset = to;
+        self.token.text.clear();
+        self.token.text.push_str(if len > MAX_TERM_BYTES {
+            OVERLONG_TERM
+        } else {
+            &self.text[from..to]
+        });
+        self.token.offset_from = from;
+        self.token.offset_to = to;
+        self.token.position = self.token.position.wrapping_add(1);
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
+    }
+}
+
+/// The tokens of `text` as the index sees them.
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut tokenizer = WordTokenizer::default();
+    let mut stream = tokenizer.token_stream(text);
+    let mut out = Vec::new();
+    while stream.advance() {
+        out.push(stream.token().text.clone());
+    }
+    out
+}
+
+/// What a line's token must be for the line to possibly contain a needle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TermCondition {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+/// The conditions a needle puts on a line's tokens (all must hold). Empty
+/// when the needle has no word character: then the index cannot narrow.
+pub fn needle_conditions(needle: &str) -> Vec<TermCondition> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (at, c) in needle.char_indices() {
+        match (is_word_char(c), start) {
+            (true, None) => start = Some(at),
+            (false, Some(from)) => {
+                runs.push((from, at));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = start {
+        runs.push((from, needle.len()));
+    }
+    let mut conditions = Vec::with_capacity(runs.len());
+    for (from, to) in runs {
+        let run = &needle[from..to];
+        let bounded_before = from > 0;
+        let bounded_after = to < needle.len();
+        if run.len() > MAX_TERM_BYTES {
+            // Only in an overlong token of the line, or in an overlong token
+            // cut off in the needle: rows with overlong tokens are candidates
+            // anyway, and no other token can hold it.
+            conditions.push(TermCondition::Exact(OVERLONG_TERM.to_string()));
+            continue;
+        }
+        conditions.push(match (bounded_before, bounded_after) {
+            (true, true) => TermCondition::Exact(run.to_string()),
+            (true, false) => TermCondition::Prefix(run.to_string()),
+            (false, true) => TermCondition::Suffix(run.to_string()),
+            (false, false) => TermCondition::Contains(run.to_string()),
+        });
+    }
+    conditions
+}
+
+fn index_error(context: &str, error: impl std::fmt::Display) -> Error {
+    Error::Task(format!("full-text index: {context}: {error}"))
+}
+
+struct Fields {
+    line: Field,
+    labels: Field,
+    timestamp: Field,
+    stream: Field,
+    row: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let line_indexing = TextFieldIndexing::default()
+        .set_tokenizer(WORD_TOKENIZER)
+        // Positions make phrases (an IP, a path) searchable; no field norms:
+        // results are ordered by time, never by score.
+        .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+        .set_fieldnorms(false);
+    let line = builder.add_text_field(FIELD_LINE, TextOptions::default().set_indexing_options(line_indexing));
+    let labels_indexing = TextFieldIndexing::default()
+        .set_tokenizer("raw")
+        .set_index_option(IndexRecordOption::Basic)
+        .set_fieldnorms(false);
+    let labels = builder.add_json_field(
+        FIELD_LABELS,
+        JsonObjectOptions::default().set_indexing_options(labels_indexing),
+    );
+    let timestamp = builder.add_i64_field(FIELD_TIMESTAMP, FAST);
+    let stream = builder.add_u64_field(FIELD_STREAM, FAST);
+    let row = builder.add_u64_field(FIELD_ROW, FAST);
+    (
+        builder.build(),
+        Fields {
+            line,
+            labels,
+            timestamp,
+            stream,
+            row,
+        },
+    )
+}
+
+fn register_tokenizer(index: &Index) {
+    index
+        .tokenizers()
+        .register(WORD_TOKENIZER, TextAnalyzer::from(WordTokenizer::default()));
+}
+
+/// Checks a search query against the index schema without any index data.
+pub(crate) fn validate_query(query: &str) -> Result<()> {
+    let (schema, fields) = schema();
+    let index = Index::create_in_ram(schema);
+    register_tokenizer(&index);
+    let parser = QueryParser::for_index(&index, vec![fields.line]);
+    parser
+        .parse_query(query)
+        .map(drop)
+        .map_err(|e| Error::Rejected(format!("invalid search query {query:?}: {e}")))
+}
+
+/// Builds a block's index, a document per row in row order.
+pub(crate) struct IndexBuilder {
+    index: Index,
+    writer: IndexWriter,
+    fields: Fields,
+    /// The labels document part of the stream being added, built once per stream.
+    current_stream: Option<(u32, OwnedValue)>,
+}
+
+impl std::fmt::Debug for IndexBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexBuilder").finish_non_exhaustive()
+    }
+}
+
+impl IndexBuilder {
+    /// An index in `dir` (created), for a block.
+    pub(crate) fn on_disk(dir: &Path) -> Result<IndexBuilder> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let (schema, _) = schema();
+        let directory = MmapDirectory::open(dir).map_err(|e| index_error("opening directory", e))?;
+        let index = Index::create(directory, schema, tantivy::IndexSettings::default())
+            .map_err(|e| index_error("creating", e))?;
+        Self::with_index(index)
+    }
+
+    /// An index in memory, for searching entries not yet in an indexed block.
+    pub(crate) fn in_ram() -> Result<IndexBuilder> {
+        let (schema, _) = schema();
+        Self::with_index(Index::create_in_ram(schema))
+    }
+
+    fn with_index(index: Index) -> Result<IndexBuilder> {
+        let (_, fields) = schema();
+        register_tokenizer(&index);
+        // One indexing thread: flushes already run on a blocking thread, and
+        // the machine's cores serve queries meanwhile.
+        let writer: IndexWriter = index
+            .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
+            .map_err(|e| index_error("starting writer", e))?;
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        Ok(IndexBuilder {
+            index,
+            writer,
+            fields,
+            current_stream: None,
+        })
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        line: &str,
+        labels: &Labels,
+        timestamp: TimestampNs,
+        stream: u32,
+        row: u64,
+    ) -> Result<()> {
+        if self.current_stream.as_ref().is_none_or(|(id, _)| *id != stream) {
+            let object: Vec<(String, OwnedValue)> = labels
+                .iter()
+                .map(|l| (l.name.clone(), OwnedValue::Str(l.value.clone())))
+                .collect();
+            self.current_stream = Some((stream, OwnedValue::Object(object)));
+        }
+        let mut document = TantivyDocument::default();
+        document.add_text(self.fields.line, line);
+        if let Some((_, labels)) = &self.current_stream {
+            document.add_field_value(self.fields.labels, labels);
+        }
+        document.add_i64(self.fields.timestamp, timestamp);
+        document.add_u64(self.fields.stream, u64::from(stream));
+        document.add_u64(self.fields.row, row);
+        self.writer
+            .add_document(document)
+            .map_err(|e| index_error("adding a document", e))?;
+        Ok(())
+    }
+
+    /// Commits and waits for the writer: on return the index files are on disk
+    /// (Tantivy syncs them on commit).
+    pub(crate) fn finish(mut self) -> Result<BlockIndex> {
+        self.writer.commit().map_err(|e| index_error("committing", e))?;
+        self.writer
+            .wait_merging_threads()
+            .map_err(|e| index_error("finishing", e))?;
+        BlockIndex::from_index(self.index)
+    }
+}
+
+/// An open block index.
+pub(crate) struct BlockIndex {
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for BlockIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockIndex").finish_non_exhaustive()
+    }
+}
+
+/// One search hit inside a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexHit {
+    pub(crate) timestamp: TimestampNs,
+    pub(crate) stream: u32,
+    pub(crate) row: u64,
+}
+
+impl BlockIndex {
+    pub(crate) fn open(dir: &Path) -> Result<BlockIndex> {
+        let index = Index::open_in_dir(dir).map_err(|e| index_error("opening", e))?;
+        Self::from_index(index)
+    }
+
+    fn from_index(index: Index) -> Result<BlockIndex> {
+        register_tokenizer(&index);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| index_error("opening reader", e))?;
+        let (_, fields) = schema();
+        Ok(BlockIndex { index, reader, fields })
+    }
+
+    /// Rows that may hold a line containing `needle`, ascending; `None` when
+    /// the index cannot narrow them cheaper than reading the lines would
+    /// (`rows` is how many rows a scan would read).
+    pub(crate) fn candidate_rows(&self, needle: &str, rows: u64) -> Result<Option<RoaringBitmap>> {
+        let conditions = needle_conditions(needle);
+        // Exact and prefix conditions walk a sliver of the term dictionary;
+        // suffix and substring ones walk all of it. Use the cheap ones when
+        // there are any (fewer conditions still give a superset).
+        let cheap: Vec<&TermCondition> = conditions
+            .iter()
+            .filter(|c| matches!(c, TermCondition::Exact(_) | TermCondition::Prefix(_)))
+            .collect();
+        let chosen: Vec<&TermCondition> = if cheap.is_empty() {
+            // At most one full walk: the longest run narrows best.
+            conditions
+                .iter()
+                .max_by_key(|c| match c {
+                    TermCondition::Exact(t)
+                    | TermCondition::Prefix(t)
+                    | TermCondition::Suffix(t)
+                    | TermCondition::Contains(t) => t.len(),
+                })
+                .into_iter()
+                .collect()
+        } else {
+            cheap
+        };
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let searcher = self.reader.searcher();
+        let mut result: Option<RoaringBitmap> = None;
+        for condition in chosen {
+            let mut rows_here = RoaringBitmap::new();
+            for segment in searcher.segment_readers() {
+                let inverted = segment
+                    .inverted_index(self.fields.line)
+                    .map_err(|e| index_error("reading postings", e))?;
+                let terms = inverted.terms();
+                let full_walk = matches!(condition, TermCondition::Suffix(_) | TermCondition::Contains(_));
+                // A dictionary larger than the rows to scan costs more to walk
+                // than reading the lines: say so and let the caller scan.
+                if full_walk && terms.num_terms() as u64 > rows {
+                    return Ok(None);
+                }
+                let row_column = segment
+                    .fast_fields()
+                    .u64(FIELD_ROW)
+                    .map_err(|e| index_error("reading row numbers", e))?;
+                let mut docs = RoaringBitmap::new();
+                let mut add_postings = |term_info: &tantivy::postings::TermInfo| -> Result<()> {
+                    let mut postings = inverted
+                        .read_postings_from_terminfo(term_info, IndexRecordOption::Basic)
+                        .map_err(|e| index_error("reading postings", e))?;
+                    let mut doc: DocId = postings.doc();
+                    while doc != TERMINATED {
+                        docs.insert(doc);
+                        doc = postings.advance();
+                    }
+                    Ok(())
+                };
+                for overlong in [true, false] {
+                    let wanted = if overlong {
+                        TermCondition::Exact(OVERLONG_TERM.to_string())
+                    } else {
+                        (*condition).clone()
+                    };
+                    match &wanted {
+                        TermCondition::Exact(term) => {
+                            if let Some(info) = terms.get(term.as_bytes()).map_err(|e| index_error("term lookup", e))? {
+                                add_postings(&info)?;
+                            }
+                        }
+                        TermCondition::Prefix(prefix) => {
+                            let mut stream = terms
+                                .range()
+                                .ge(prefix.as_bytes())
+                                .into_stream()
+                                .map_err(|e| index_error("term walk", e))?;
+                            while stream.advance() {
+                                if !stream.key().starts_with(prefix.as_bytes()) {
+                                    break;
+                                }
+                                add_postings(stream.value())?;
+                            }
+                        }
+                        TermCondition::Suffix(suffix) => {
+                            let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
+                            while stream.advance() {
+                                if stream.key().ends_with(suffix.as_bytes()) {
+                                    add_postings(stream.value())?;
+                                }
+                            }
+                        }
+                        TermCondition::Contains(part) => {
+                            let finder = memchr::memmem::Finder::new(part.as_bytes());
+                            let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
+                            while stream.advance() {
+                                if finder.find(stream.key()).is_some() {
+                                    add_postings(stream.value())?;
+                                }
+                            }
+                        }
+                    }
+                }
+                for doc in docs {
+                    if let Some(row) = row_column.first(doc) {
+                        rows_here.insert(u32::try_from(row).map_err(|_| index_error("row number", "over 2^32"))?);
+                    }
+                }
+            }
+            result = Some(match result {
+                None => rows_here,
+                Some(previous) => previous & rows_here,
+            });
+            if result.as_ref().is_some_and(RoaringBitmap::is_empty) {
+                break;
+            }
+        }
+        Ok(result)
+    }
+
+    /// Parses a Tantivy query over `line` (the default field) and `labels`.
+    pub(crate) fn parse(&self, query: &str) -> Result<Box<dyn Query>> {
+        let mut parser = QueryParser::for_index(&self.index, vec![self.fields.line]);
+        parser.set_conjunction_by_default();
+        parser
+            .parse_query(query)
+            .map_err(|e| Error::Rejected(format!("invalid search query {query:?}: {e}")))
+    }
+
+    /// Hits of `query` in `range`, newest first, at most `limit`, and the
+    /// number of all hits in range.
+    pub(crate) fn search(&self, query: &str, range: NsRange, limit: usize) -> Result<(Vec<IndexHit>, u64)> {
+        let parsed = self.parse(query)?;
+        let in_range = RangeQuery::new(
+            std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.start)),
+            std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.end)),
+        );
+        let combined = BooleanQuery::new(vec![(Occur::Must, parsed), (Occur::Must, Box::new(in_range))]);
+        let searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>(FIELD_TIMESTAMP, Order::Desc);
+        let (docs, total) = searcher
+            .search(&combined, &(top, Count))
+            .map_err(|e| index_error("searching", e))?;
+        let mut hits = Vec::with_capacity(docs.len());
+        for (_, address) in docs.into_iter().take(limit) {
+            let segment = searcher.segment_reader(address.segment_ord);
+            let fast = segment.fast_fields();
+            let read = |name: &str| fast.u64(name).map_err(|e| index_error("reading fast fields", e));
+            let timestamp = fast
+                .i64(FIELD_TIMESTAMP)
+                .map_err(|e| index_error("reading fast fields", e))?
+                .first(address.doc_id);
+            let (Some(timestamp), Some(stream), Some(row)) = (
+                timestamp,
+                read(FIELD_STREAM)?.first(address.doc_id),
+                read(FIELD_ROW)?.first(address.doc_id),
+            ) else {
+                continue;
+            };
+            hits.push(IndexHit {
+                timestamp,
+                stream: stream as u32,
+                row,
+            });
+        }
+        Ok((hits, total as u64))
+    }
+
+    /// Every hit of `query` at exactly `timestamp` (to complete ties at a page end).
+    pub(crate) fn search_at(&self, query: &str, timestamp: TimestampNs) -> Result<Vec<IndexHit>> {
+        let (_, total) = self.search(query, NsRange::new(timestamp, timestamp), 1)?;
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .search(query, NsRange::new(timestamp, timestamp), total as usize)?
+            .0)
+    }
+}
+
+/// Distinct terms of an index's `line` field, for tests.
+#[cfg(test)]
+fn line_terms(index: &BlockIndex) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for segment in index.reader.searcher().segment_readers() {
+        let inverted = segment.inverted_index(index.fields.line).unwrap();
+        let mut stream = inverted.terms().stream().unwrap();
+        while stream.advance() {
+            out.insert(String::from_utf8_lossy(stream.key()).into_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_words_numbers_and_the_parts_of_ips_uuids_and_paths() {
+        assert_eq!(tokens("GET /api/v1/users 200"), ["GET", "api", "v1", "users", "200"]);
+        assert_eq!(
+            tokens("client=10.0.0.12:8080"),
+            ["client", "10", "0", "0", "12", "8080"]
+        );
+        assert_eq!(
+            tokens("req 550e8400-e29b-41d4-a716-446655440000 done"),
+            ["req", "550e8400", "e29b", "41d4", "a716", "446655440000", "done"]
+        );
+        assert_eq!(
+            tokens("user_id=Ünïcode level=ERROR"),
+            ["user_id", "Ünïcode", "level", "ERROR"]
+        );
+        assert_eq!(tokens(&"a".repeat(MAX_TERM_BYTES + 1)), [OVERLONG_TERM]);
+        assert!(tokens(" -- ").is_empty());
+    }
+
+    #[test]
+    fn needles_become_conditions_by_what_bounds_each_run() {
+        use TermCondition::*;
+        assert_eq!(needle_conditions("error"), [Contains("error".into())]);
+        assert_eq!(
+            needle_conditions("rror: time"),
+            [Suffix("rror".into()), Prefix("time".into())]
+        );
+        assert_eq!(needle_conditions("/api/v1/"), [Exact("api".into()), Exact("v1".into())]);
+        assert!(needle_conditions(" - ").is_empty());
+    }
+
+    fn build(lines: &[&str]) -> (tempfile::TempDir, BlockIndex) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = IndexBuilder::on_disk(dir.path()).unwrap();
+        let labels = Labels::from_pairs([("app", "api")]);
+        for (row, line) in lines.iter().enumerate() {
+            builder.add(line, &labels, row as i64, 0, row as u64).unwrap();
+        }
+        builder.finish().unwrap();
+        let index = BlockIndex::open(dir.path()).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn candidates_hold_every_matching_row() {
+        let lines = [
+            "GET /api/v1/users 200",
+            "level=error msg=\"xerrors found\"",
+            "client 10.0.0.12 connected",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "nothing here",
+        ];
+        let (_dir, index) = build(&lines);
+        assert!(line_terms(&index).contains("550e8400"));
+        for needle in [
+            "error",
+            "rror",
+            "errors f",
+            "10.0.0.1",
+            "0.0.12 con",
+            "/v1/",
+            "-e29b-",
+            "GET /api",
+            "missing",
+        ] {
+            let expected: Vec<u32> = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .map(|(row, _)| row as u32)
+                .collect();
+            let candidates = index.candidate_rows(needle, u64::MAX).unwrap().expect("narrowed");
+            for row in &expected {
+                assert!(candidates.contains(*row), "{needle:?} misses row {row}");
+            }
+        }
+        assert!(index.candidate_rows("missing", u64::MAX).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn searches_ips_uuids_paths_and_labels() {
+        let lines = [
+            "GET /api/v1/users 200",
+            "client 10.0.0.12 connected",
+            "client 10.0.0.13 connected",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+        ];
+        let (_dir, index) = build(&lines);
+        let rows = |query: &str| -> Vec<u64> {
+            let (hits, _) = index.search(query, NsRange::ALL, 10).unwrap();
+            let mut rows: Vec<u64> = hits.iter().map(|h| h.row).collect();
+            rows.sort_unstable();
+            rows
+        };
+        assert_eq!(rows("\"10.0.0.12\""), [1]);
+        assert_eq!(rows("10.0.0.12"), [1]);
+        assert_eq!(rows("550e8400-e29b-41d4-a716-446655440000"), [3]);
+        assert_eq!(rows("\"/api/v1/users\""), [0]);
+        assert_eq!(rows("client AND labels.app:api"), [1, 2]);
+        assert!(rows("labels.app:db").is_empty());
+        let (hits, total) = index.search("client", NsRange::ALL, 1).unwrap();
+        assert_eq!((hits.len(), total), (1, 2));
+        assert_eq!(hits[0].row, 2, "newest first");
+        assert!(index.parse("client AND (").is_err());
+    }
+}
