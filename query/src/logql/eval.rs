@@ -1805,6 +1805,15 @@ mod tests {
             vec![("app=a,pod=1".to_string(), 1.25)]
         );
         assert_eq!(
+            q(&format!("stddev_over_time({pod1})")),
+            vec![("app=a,pod=1".to_string(), 1.25f64.sqrt())]
+        );
+        let counter = [(10 * S, 1.0), (20 * S, 2.0), (30 * S, 3.0), (40 * S, 4.0)];
+        assert_eq!(
+            q(&format!("rate_counter({pod1})")),
+            vec![("app=a,pod=1".to_string(), extrapolated_rate(&counter, 60 * S, 40 * S))]
+        );
+        assert_eq!(
             q(&format!("quantile_over_time(0.5, {pod1})")),
             vec![("app=a,pod=1".to_string(), 2.5)]
         );
@@ -2048,6 +2057,18 @@ mod tests {
         };
         let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
         assert_eq!(values, vec![4.0, 2.0, 1.0]);
+        let sorted = run(
+            &store,
+            &format!("sort({inner})"),
+            &LogQueryParams::instant(40 * S, Direction::Backward, 100),
+        )
+        .unwrap();
+        let LogQueryResult::Vector(samples) = sorted else {
+            panic!()
+        };
+        let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, vec![1.0, 2.0, 4.0]);
+        assert_eq!(q(&format!("approx_topk(2, {inner})")).len(), 2);
     }
 
     #[test]
