@@ -27,6 +27,9 @@ use super::pipeline::{
 };
 use crate::error::Error;
 
+/// Loki's cap on `(end − start) / step`.
+const MAX_STEPS: i64 = 11_000;
+
 /// Samples a metric query may hold at once (extracted and not yet reduced)
 /// unless the caller sets [`LogQueryParams::max_samples`].
 pub const DEFAULT_MAX_SAMPLES: usize = 50_000_000;
@@ -158,6 +161,16 @@ pub async fn evaluate<S: LogRead>(
     }
     if params.end < params.start {
         return Err(Error::bad_data("end timestamp must not be before start time"));
+    }
+    // Loki's HTTP layer refuses more points than this; checked here too so
+    // that no caller can make the engine allocate for billions of steps.
+    if !params.instant && (params.end - params.start) / params.step > MAX_STEPS {
+        return Err(Error::bad_data(
+            "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step parameter",
+        ));
+    }
+    if params.interval < 0 {
+        return Err(Error::bad_data("interval must be >= 0"));
     }
     match expr {
         Expr::Log(log) => evaluate_logs(store, tenant, log, params).await,
@@ -528,8 +541,9 @@ impl<'a> RangeJob<'a> {
             Some(unwrap) => Some((unwrap, compile_filters(&unwrap.post_filters)?)),
             None => None,
         };
-        let first = steps.times[0] - offset;
-        let last = steps.times[steps.times.len() - 1] - offset;
+        // Saturating: a range or offset of centuries must not overflow.
+        let first = steps.times[0].saturating_sub(offset);
+        let last = steps.times[steps.times.len() - 1].saturating_sub(offset);
         Ok(RangeJob {
             agg,
             grouping: sample_grouping(agg, pushed.as_ref()),
@@ -664,8 +678,8 @@ impl<'a> RangeJob<'a> {
                     points.sort_by_key(|p| p.0);
                     let times: Vec<i64> = points.iter().map(|p| p.0).collect();
                     for (step, &t) in steps.times.iter().enumerate() {
-                        let window_end = t - offset;
-                        let window_start = window_end - range;
+                        let window_end = t.saturating_sub(offset);
+                        let window_start = window_end.saturating_sub(range);
                         let from = times.partition_point(|&ts| ts <= window_start);
                         let to = times.partition_point(|&ts| ts <= window_end);
                         if from >= to {
@@ -714,15 +728,18 @@ impl Windows {
     fn new(steps: &[i64], offset: i64, range: i64) -> Windows {
         let mut edges: Vec<i64> = Vec::with_capacity(steps.len() * 2);
         for &t in steps {
-            edges.push(t - offset - range);
-            edges.push(t - offset);
+            edges.push(t.saturating_sub(offset).saturating_sub(range));
+            edges.push(t.saturating_sub(offset));
         }
         edges.sort_unstable();
         edges.dedup();
         let position = |edge: i64| edges.partition_point(|&e| e < edge) as u32;
         let step_buckets = steps
             .iter()
-            .map(|&t| (position(t - offset - range), position(t - offset)))
+            .map(|&t| {
+                let end = t.saturating_sub(offset);
+                (position(end.saturating_sub(range)), position(end))
+            })
             .collect();
         Windows { edges, step_buckets }
     }
@@ -1029,7 +1046,7 @@ fn extrapolated_rate(points: &[(i64, f64)], range: i64, range_end: i64) -> f64 {
     if points.len() < 2 {
         return 0.0;
     }
-    let range_start = range_end - range;
+    let range_start = range_end.saturating_sub(range);
     let (first_t, first_v) = points[0];
     let (last_t, last_v) = points[points.len() - 1];
     let mut result = last_v - first_v;
@@ -1040,8 +1057,9 @@ fn extrapolated_rate(points: &[(i64, f64)], range: i64, range_end: i64) -> f64 {
         }
         previous = value;
     }
-    let mut to_start = (first_t - range_start) as f64 / 1e9;
-    let mut to_end = (range_end - last_t) as f64 / 1e9;
+    // In floating point: the edges may be saturated extremes.
+    let mut to_start = (first_t as f64 - range_start as f64) / 1e9;
+    let mut to_end = (range_end as f64 - last_t as f64) / 1e9;
     let sampled = (last_t - first_t) as f64 / 1e9;
     let average = sampled / (points.len() - 1) as f64;
     let threshold = average * 1.1;
@@ -2309,6 +2327,20 @@ mod tests {
         assert_eq!(
             run(&store, "vector(1)", &zero_step).unwrap_err().error_type,
             crate::error::ErrorType::BadData
+        );
+        // Ranges and offsets of centuries saturate instead of overflowing.
+        let huge = run(
+            &store,
+            r#"count_over_time({app="a"}[290y] offset 290y) or rate_counter({app="a"} | logfmt | unwrap n [290y])"#,
+            &LogQueryParams::instant(40 * S, Direction::Backward, 1),
+        );
+        assert!(huge.is_ok(), "{huge:?}");
+        let too_fine = LogQueryParams::range(0, 86_400 * S, 1, Direction::Backward, 1);
+        assert!(
+            run(&store, "vector(1)", &too_fine)
+                .unwrap_err()
+                .message
+                .contains("11,000 points")
         );
         let range_topk = LogQueryParams::range(0, S, S, Direction::Backward, 1);
         assert!(run(&store, r#"approx_topk(1, count_over_time({app="a"}[1m]))"#, &range_topk).is_err());
