@@ -1645,6 +1645,35 @@ mod tests {
         assert_eq!(line, "red");
     }
 
+    const FUZZ_QUERIES: [&str; 9] = [
+        r#"{a="b"} | json | logfmt --strict | unpack"#,
+        r#"{a="b"} | logfmt --keep-empty | x > 1s or y >= 1MB and z == 3"#,
+        r#"{a="b"} | json x="a.b[0]", y="c" | regexp "(?P<w>\\w+)""#,
+        r#"{a="b"} | pattern "<x> <_> <y>" |> "<_> <_>" | decolorize"#,
+        r#"{a="b"} |= ip("10.0.0.0/8") or ip("::1") | addr = ip("1.2.3.0/24")"#,
+        r#"{a="b"} | unpack | line_format "{{.x}}{{__line__}}" | label_format y="{{.z}}""#,
+        r#"{a="b"} | logfmt x, y="z" | drop x | keep y, a"#,
+        r#"{a="b"} !~ "a+" != "zz" |~ "(?i)k""#,
+        r#"{a="b"} | json | __error__="" | label_format n=x"#,
+    ];
+
+    #[test]
+    fn fuzz_queries_compile() {
+        for query in FUZZ_QUERIES {
+            assert!(Pipeline::compile(&log_expr(query), 0).is_ok(), "{query}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Lines come from anyone: no stage may panic on any text.
+        #[test]
+        fn no_stage_panics_on_any_line(line in "(\\PC|[{}\\[\\]\":=, <>.\\\\0-9a-f])*") {
+            for query in FUZZ_QUERIES {
+                let _ = run(query, &[("a", "b")], &[("m", "v")], &line);
+            }
+        }
+    }
+
     #[test]
     fn ip_filters_match_addresses_ranges_and_prefixes() {
         let range = IpFilter::new("192.168.1.1-192.168.1.9").unwrap();
