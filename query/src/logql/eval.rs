@@ -136,6 +136,19 @@ pub const ERR_INSTANT_LOG_QUERY: &str =
 
 /// Evaluates a parsed LogQL query against `store` for `tenant`.
 ///
+/// For the Loki HTTP API: parse the query with [`crate::logql::parse`]
+/// (its error is already a 400 with Loki's text), then
+/// - `/loki/api/v1/query?time=T&limit=L&direction=D` →
+///   `LogQueryParams::instant(T, D, L)`;
+/// - `/loki/api/v1/query_range?start=S&end=E&step=P&interval=I&limit=L&direction=D`
+///   → `LogQueryParams::range(S, E, P, D, L)` with `interval = I`
+///   (all in nanoseconds; Loki's default step is derived from the range by
+///   the HTTP layer, not here),
+///
+/// and render the result as Loki's `resultType` `streams`, `vector`,
+/// `matrix` or `scalar`. Labels may carry empty values (`{age=""}`): Loki
+/// reports such labels, so they must be written out.
+///
 /// Log queries (`{…} | …`) return [`LogQueryResult::Streams`] over
 /// `[start, end)` (Loki's end is exclusive for logs); as an instant query
 /// they fail with Loki's [`ERR_INSTANT_LOG_QUERY`]. Metric queries return a `Vector`
