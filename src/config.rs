@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use tidewatch_query::ApiConfig;
-use tidewatch_storage::{FsyncPolicy, StorageConfig};
+use tidewatch_model::log_validate::LogLimits;
+use tidewatch_query::{ApiConfig, LokiPushConfig};
+use tidewatch_storage::{FsyncPolicy, StorageConfig, StreamRetention};
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -16,6 +17,40 @@ pub(crate) struct ConfigFile {
     pub(crate) storage: StorageSection,
     pub(crate) limits: LimitsSection,
     pub(crate) query: QuerySection,
+    pub(crate) logs: LogsSection,
+}
+
+/// Logs: Loki's `limits_config` keys under `limits`, plus how log blocks are
+/// cut and kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogsSection {
+    /// Time window of one log block (Parquet file + full-text index).
+    pub(crate) block_duration: String,
+    /// Per-stream retention, like Loki's `retention_stream`; streams no rule
+    /// matches keep `storage.retention`.
+    pub(crate) retention_stream: Vec<RetentionStreamSection>,
+    pub(crate) limits: LogLimits,
+}
+
+impl Default for LogsSection {
+    fn default() -> Self {
+        LogsSection {
+            block_duration: "1h".into(),
+            retention_stream: Vec::new(),
+            limits: LogLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionStreamSection {
+    /// A LogQL stream selector, e.g. `{namespace="dev"}`.
+    pub(crate) selector: String,
+    pub(crate) period: String,
+    #[serde(default)]
+    pub(crate) priority: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +146,7 @@ fn duration_ms(field: &str, raw: &str) -> anyhow::Result<i64> {
 pub(crate) struct Settings {
     pub(crate) storage: StorageConfig,
     pub(crate) api: ApiConfig,
+    pub(crate) log_push: LokiPushConfig,
 }
 
 impl ConfigFile {
@@ -144,7 +180,23 @@ impl ConfigFile {
         };
         api.query_limits.max_samples = self.query.max_samples;
         api.query_limits.max_series = self.query.max_series;
-        Ok(Settings { storage, api })
+        storage.log_block_duration_ms = duration_ms("logs.block_duration", &self.logs.block_duration)?;
+        storage.max_log_streams_per_tenant = self.logs.limits.max_global_streams_per_user;
+        for (i, rule) in self.logs.retention_stream.iter().enumerate() {
+            let field = format!("logs.retention_stream[{i}]");
+            let matchers = match tidewatch_query::logql::parse(&rule.selector) {
+                Ok(tidewatch_query::logql::Expr::Log(log)) if log.pipeline.is_empty() => log.matchers,
+                Ok(_) => bail!("{field}.selector: {:?} is not a stream selector", rule.selector),
+                Err(e) => bail!("{field}.selector: {e}"),
+            };
+            storage.log_retention_streams.push(StreamRetention {
+                matchers,
+                period_ms: duration_ms(&format!("{field}.period"), &rule.period)?,
+                priority: rule.priority,
+            });
+        }
+        let log_push = LokiPushConfig::new(self.logs.limits);
+        Ok(Settings { storage, api, log_push })
     }
 }
 
@@ -163,6 +215,28 @@ mod tests {
         assert_eq!(settings.storage.fsync, FsyncPolicy::Always);
         assert_eq!(settings.storage.retention_ms, 30 * 24 * 3_600_000);
         assert_eq!(settings.storage.max_series_per_tenant, 100);
+    }
+
+    #[test]
+    fn log_section_takes_loki_limit_names() {
+        let file: ConfigFile = load_yaml(
+            "logs:\n  block_duration: 30m\n  retention_stream:\n    - selector: '{namespace=\"dev\"}'\n      period: 24h\n      priority: 2\n  limits:\n    max_line_size: 128KB\n    max_global_streams_per_user: 10\n",
+            "t.yml",
+        )
+        .unwrap();
+        let settings = file.into_settings(Path::new("/tmp/x")).unwrap();
+        assert_eq!(settings.storage.log_block_duration_ms, 30 * 60_000);
+        assert_eq!(settings.storage.max_log_streams_per_tenant, 10);
+        assert_eq!(settings.storage.log_retention_streams.len(), 1);
+        assert_eq!(settings.storage.log_retention_streams[0].period_ms, 24 * 3_600_000);
+        assert_eq!(settings.log_push.limits.max_line_size, 128 * 1024);
+        let bad: ConfigFile = load_yaml(
+            "logs:\n  retention_stream:\n    - selector: 'nope'\n      period: 1d\n",
+            "t.yml",
+        )
+        .unwrap();
+        let err = bad.into_settings(Path::new("/tmp/x")).unwrap_err().to_string();
+        assert!(err.contains("logs.retention_stream[0].selector"), "{err}");
     }
 
     #[test]

@@ -51,7 +51,17 @@ const ENDPOINTS: &[(&str, &str)] = &[
         "GET ",
         "/api/v1/metadata, /api/v1/status/buildinfo, /api/v1/status/tsdb",
     ),
-    ("POST", "/api/v1/admin/flush           write the head into blocks now"),
+    (
+        "POST",
+        "/loki/api/v1/push              Loki push (protobuf + snappy, JSON)",
+    ),
+    (
+        "GET ",
+        "/loki/api/v1/labels, /loki/api/v1/label/<name>/values, /loki/api/v1/series",
+    ),
+    ("GET ", "/loki/api/v1/index/stats, /loki/api/v1/index/volume[_range]"),
+    ("GET ", "/api/v1/logs/search            full-text search over logs"),
+    ("POST", "/api/v1/admin/flush           write the heads into blocks now"),
     ("GET ", "/metrics                      Tidewatch's own metrics"),
     ("GET ", "/-/healthy, /-/ready"),
 ];
@@ -85,7 +95,15 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
             http.clone(),
             tidewatch_query::api::record_stats,
         ));
-    let app = tidewatch_query::prometheus_router(storage.clone(), settings.api, http.clone()).merge(own_routes);
+    let app = tidewatch_query::prometheus_router(storage.clone(), settings.api, http.clone())
+        .merge(tidewatch_query::loki_push_router(
+            storage.clone(),
+            settings.log_push,
+            clock.clone(),
+            http.clone(),
+        ))
+        .merge(logs_routes(storage.clone(), http.clone()))
+        .merge(own_routes);
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -114,6 +132,16 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Loki's browsing endpoints and full-text search, counted like the rest.
+fn logs_routes(storage: Arc<Storage>, http: Arc<HttpStats>) -> Router {
+    tidewatch_query::loki_api::loki_browse_router(storage.clone())
+        .merge(tidewatch_query::log_search::log_search_router(storage))
+        .layer(axum::middleware::from_fn_with_state(
+            http,
+            tidewatch_query::api::record_stats,
+        ))
 }
 
 fn print_banner(address: SocketAddr, options: &ServerOptions) {

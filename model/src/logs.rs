@@ -134,6 +134,53 @@ impl LogSelect {
     }
 }
 
+/// Most hits one search page may ask for.
+pub const MAX_SEARCH_LIMIT: usize = 5000;
+
+/// A search request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSearchRequest {
+    /// Tantivy query syntax over the line (default field) and `labels.<name>`.
+    pub query: String,
+    pub range: NsRange,
+    /// Hits per page, 1 to [`MAX_SEARCH_LIMIT`].
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSearchHit {
+    pub labels: Labels,
+    pub timestamp: TimestampNs,
+    pub line: String,
+    pub structured_metadata: Labels,
+}
+
+/// One page of hits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSearchPage {
+    /// Newest first; ties by stream labels, then line.
+    pub hits: Vec<LogSearchHit>,
+    /// Hits of the query in the whole range (all pages). An entry held twice
+    /// (re-pushed after its block was written, until compaction merges them)
+    /// counts twice.
+    pub total: u64,
+    /// Pass back for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Full-text search over a tenant's logs, in Tantivy's query syntax: terms
+/// and phrases over the line, `labels.<name>:<value>` for labels.
+pub trait LogSearch: Send + Sync + 'static {
+    fn search_logs(
+        &self,
+        tenant: &TenantId,
+        request: &LogSearchRequest,
+    ) -> impl Future<Output = Result<LogSearchPage, Error>> + Send;
+}
+
 /// Accepts log pushes. `push` returns only once the entries are durable in the
 /// WAL: a successful return is an acknowledgement.
 pub trait LogIngest: Send + Sync + 'static {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod ast_json;
 pub mod engine;
 pub mod error;
+pub mod log_search;
 pub mod logql;
 pub mod logql_template;
 pub mod logqltest;

@@ -21,7 +21,7 @@ use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, write_block};
 use crate::error::{Error, Result};
 use crate::head::Head;
-use crate::logs::{LogHeadFigures, LogSearchPage, LogSearchRequest, LogStore, StreamRetention};
+use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
 use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefHistogram, RefSample, Wal};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -196,13 +196,6 @@ impl Storage {
 
     pub(crate) fn log_store(&self) -> &LogStore {
         &self.logs
-    }
-
-    /// One page of full-text search hits in a tenant's logs (Tantivy query
-    /// syntax over the line and `labels.<name>`), newest first, with the total
-    /// hit count and a cursor for the next page.
-    pub async fn search_logs(&self, tenant: &TenantId, request: &LogSearchRequest) -> Result<LogSearchPage> {
-        self.logs.search(tenant, request).await
     }
 
     /// Log blocks over every tenant, for tests and self-monitoring.

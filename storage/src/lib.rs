@@ -34,5 +34,6 @@ pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
-pub use logs::{LogHeadFigures, LogSearchHit, LogSearchPage, LogSearchRequest, StreamRetention};
+pub use logs::{LogHeadFigures, StreamRetention};
+pub use tidewatch_model::logs::{LogSearchHit, LogSearchPage, LogSearchRequest};
 pub use wal::FsyncPolicy;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tidewatch_model::logs::{LogEntry, LogIngest, LogPush, LogRead, LogSelect, LogStream, MemLogStore, NsRange};
+use tidewatch_model::logs::{
+    LogEntry, LogIngest, LogPush, LogRead, LogSearch, LogSelect, LogStream, MemLogStore, NsRange,
+};
 use tidewatch_model::{ErrorKind, Labels, ManualClock, MatchOp, Matcher, TenantId};
 use tidewatch_storage::{FsyncPolicy, Storage, StorageConfig};
 

@@ -290,6 +290,19 @@ impl Api {
         );
     }
 
+    /// POST /loki/api/v1/push, protobuf + snappy as Promtail sends it.
+    pub async fn loki_push(&self, push: &tidewatch_model::logs::LogPush, tenant: Option<&str>) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}/loki/api/v1/push", self.base))
+            .header("Content-Type", "application/x-protobuf")
+            .body(tidewatch_model::loki_push::encode_push_protobuf(push));
+        if let Some(tenant) = tenant {
+            request = request.header("X-Scope-OrgID", tenant);
+        }
+        Api::finish(request).await
+    }
+
     /// GET `path` with `params` percent-encoded into the query string.
     pub async fn get(&self, path: &str, params: &[(&str, &str)], tenant: Option<&str>) -> Reply {
         let mut url = format!("{}{}", self.base, path);

@@ -26,14 +26,18 @@ mod head;
 pub mod index;
 mod search;
 
-pub use search::{LogSearchHit, LogSearchPage, LogSearchRequest, MAX_SEARCH_LIMIT};
+pub use search::MAX_SEARCH_LIMIT;
+pub use tidewatch_model::logs::LogSearchHit;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tidewatch_model::logs::{LogEntry, LogIngest, LogPush, LogPushSummary, LogRead, LogSelect, LogStream, NsRange};
+use tidewatch_model::logs::{
+    LogEntry, LogIngest, LogPush, LogPushSummary, LogRead, LogSearch, LogSearchPage, LogSearchRequest, LogSelect,
+    LogStream, NsRange,
+};
 use tidewatch_model::validate::{IngestLimits, is_valid_label_name};
 use tidewatch_model::{Labels, Matcher, TenantId};
 
@@ -1083,5 +1087,15 @@ impl LogRead for Storage {
         range: NsRange,
     ) -> Result<Vec<Labels>, tidewatch_model::Error> {
         Ok(self.log_store().series(tenant, matchers, range).await?)
+    }
+}
+
+impl LogSearch for Storage {
+    async fn search_logs(
+        &self,
+        tenant: &TenantId,
+        request: &LogSearchRequest,
+    ) -> Result<LogSearchPage, tidewatch_model::Error> {
+        Ok(self.log_store().search(tenant, request).await?)
     }
 }

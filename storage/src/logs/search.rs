@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
+use tidewatch_model::logs::{LogEntry, LogSearchHit, LogSearchPage, LogSearchRequest, NsRange, TimestampNs};
 use tidewatch_model::{Labels, TenantId};
 
 use super::block::LogBlock;
@@ -24,42 +24,7 @@ use super::index::{BlockIndex, IndexBuilder, IndexHit};
 use super::{LogStore, LogTenant, blocking, lock, merge_entries};
 use crate::error::{Error, Result};
 
-/// Most hits one page may ask for.
-pub const MAX_SEARCH_LIMIT: usize = 5000;
-
-/// A search request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogSearchRequest {
-    /// Tantivy query syntax over the line (default field) and `labels.<name>`.
-    pub query: String,
-    pub range: NsRange,
-    /// Hits per page, 1 to [`MAX_SEARCH_LIMIT`].
-    pub limit: usize,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-/// One hit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogSearchHit {
-    pub labels: Labels,
-    pub timestamp: TimestampNs,
-    pub line: String,
-    pub structured_metadata: Labels,
-}
-
-/// One page of hits.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LogSearchPage {
-    /// Newest first; ties by stream labels, then line.
-    pub hits: Vec<LogSearchHit>,
-    /// Hits of the query in the whole range (all pages). An entry held twice
-    /// (re-pushed after its block was written, until compaction merges them)
-    /// counts twice.
-    pub total: u64,
-    /// Pass back for the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
-}
+pub use tidewatch_model::logs::MAX_SEARCH_LIMIT;
 
 /// A searchable source: an index and how its hits become entries.
 enum Source {
