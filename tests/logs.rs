@@ -168,6 +168,26 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
                 .collect();
             assert_eq!(found, wanted, "{label}");
             assert_eq!(total, wanted.len() as u64, "{label}");
+            // LogQL over HTTP: the same lines counted by a metric query.
+            let reply = api
+                .get(
+                    "/loki/api/v1/query",
+                    &[
+                        (
+                            "query",
+                            "sum(count_over_time({app=\"checkout\"} |= \"status=500\" [30m]))",
+                        ),
+                        ("time", &end),
+                    ],
+                    None,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{label}: {}", reply.body);
+            assert_eq!(
+                reply.json()["data"]["result"][0]["value"][1],
+                json!(wanted.len().to_string()),
+                "{label}"
+            );
         }
     };
     check("after the crash").await;

@@ -21,8 +21,8 @@ use tidewatch_model::{Labels, Matcher, TenantId};
 
 use crate::api::{format_value, request_params, tenant_from_headers, unescape_label_name};
 use crate::error::Error;
-use crate::logql::{self, Expr};
-use crate::loki_params::{default_step, parse_bounds, parse_limit, parse_step};
+use crate::logql::{self, Expr, LogQueryParams, LogQueryResult};
+use crate::loki_params::{default_step, parse_bounds, parse_direction, parse_limit, parse_step, parse_time};
 use crate::params::Params;
 
 /// A failed Loki API request: Loki's plain-text error body.
@@ -63,9 +63,14 @@ fn now_ns() -> TimestampNs {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
-/// The Loki browsing endpoints over `store`.
+/// Longest a LogQL query may run before it is answered with 503.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The Loki query and browsing endpoints over `store`.
 pub fn loki_browse_router<S: LogRead>(store: Arc<S>) -> Router {
     Router::new()
+        .route("/loki/api/v1/query", get(query::<S>).post(query::<S>))
+        .route("/loki/api/v1/query_range", get(query_range::<S>).post(query_range::<S>))
         .route("/loki/api/v1/labels", get(labels::<S>).post(labels::<S>))
         .route(
             "/loki/api/v1/label/{name}/values",
@@ -420,4 +425,113 @@ async fn volume_range<S: LogRead>(
         })
         .collect();
     Ok(success(json!({"resultType": "matrix", "result": result})))
+}
+
+/// A label set as a JSON object; LogQL results may carry empty values
+/// (`--keep-empty`, a missing JSON path), which Loki writes out.
+fn result_labels(labels: &Labels) -> Json {
+    labels_json(labels)
+}
+
+/// Loki's JSON for a query result, with an execution-time summary in `stats`.
+fn render_result(result: &LogQueryResult, exec_seconds: f64) -> Response {
+    let (result_type, result) = match result {
+        LogQueryResult::Streams(streams) => (
+            "streams",
+            Json::Array(
+                streams
+                    .iter()
+                    .map(|stream| {
+                        let values: Vec<Json> = stream
+                            .entries
+                            .iter()
+                            .map(|e| json!([e.timestamp.to_string(), e.line]))
+                            .collect();
+                        json!({"stream": result_labels(&stream.labels), "values": values})
+                    })
+                    .collect(),
+            ),
+        ),
+        LogQueryResult::Vector(samples) => (
+            "vector",
+            Json::Array(
+                samples
+                    .iter()
+                    .map(|s| json!({"metric": result_labels(&s.labels), "value": [seconds(s.timestamp), format_value(s.value)]}))
+                    .collect(),
+            ),
+        ),
+        LogQueryResult::Matrix(series) => (
+            "matrix",
+            Json::Array(
+                series
+                    .iter()
+                    .map(|s| {
+                        let values: Vec<Json> =
+                            s.points.iter().map(|&(t, v)| json!([seconds(t), format_value(v)])).collect();
+                        json!({"metric": result_labels(&s.labels), "values": values})
+                    })
+                    .collect(),
+            ),
+        ),
+        LogQueryResult::Scalar { timestamp, value } => ("scalar", json!([seconds(*timestamp), format_value(*value)])),
+    };
+    success(json!({
+        "resultType": result_type,
+        "result": result,
+        "stats": {"summary": {"execTime": exec_seconds}},
+    }))
+}
+
+async fn run_query<S: LogRead>(store: &S, tenant: &TenantId, query: &str, params: LogQueryParams) -> LokiResult {
+    let expr = logql::parse(query)?;
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(QUERY_TIMEOUT, logql::evaluate(store, tenant, &expr, &params))
+        .await
+        .map_err(|_| Error::timeout(format!("query timed out after {}s", QUERY_TIMEOUT.as_secs())))??;
+    Ok(render_result(&result, started.elapsed().as_secs_f64()))
+}
+
+fn required_query(params: &Params) -> Result<&str, LokiError> {
+    params
+        .get("query")
+        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))
+}
+
+async fn query<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let query = required_query(&params)?;
+    let time = parse_time("time", params.get("time"))?.unwrap_or_else(now_ns);
+    let direction = parse_direction(params.get("direction"))?;
+    let limit = parse_limit(params.get("limit"))?;
+    run_query(&*store, &tenant, query, LogQueryParams::instant(time, direction, limit)).await
+}
+
+async fn query_range<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let query = required_query(&params)?;
+    let range = range_of(&params)?;
+    let step = match params.get("step") {
+        Some(step) => parse_step("step", step)?,
+        None => default_step(range.start, range.end),
+    };
+    let direction = parse_direction(params.get("direction"))?;
+    let limit = parse_limit(params.get("limit"))?;
+    let mut query_params = LogQueryParams::range(range.start, range.end, step, direction, limit);
+    if let Some(interval) = params.get("interval") {
+        query_params.interval = parse_step("interval", interval)?;
+    }
+    run_query(&*store, &tenant, query, query_params).await
 }

@@ -179,3 +179,74 @@ async fn volume_range_buckets_bytes_by_step() {
     let (status, _) = get(&router, &uri).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn grafana_save_and_test_answers_two() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/query?time=4000000000&query={}",
+        encode("vector(1)+vector(1)")
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {}, "value": [4000000000.0, "2"]}])
+    );
+}
+
+#[tokio::test]
+async fn log_queries_return_streams_in_direction_with_limit() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/query_range?start=0&end=1000&limit=2&query={}",
+        encode(r#"{app="api"} |= "GET""#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["resultType"], "streams");
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"stream": {"app": "api", "env": "prod"}, "values": [["110000000000", "GET /bb"], ["100000000000", "GET /a"]]}])
+    );
+    let uri = format!(
+        "/loki/api/v1/query_range?start=0&end=1000&limit=1&direction=forward&query={}",
+        encode(r#"{app="api"}"#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(body["data"]["result"][0]["values"], json!([["100000000000", "GET /a"]]));
+    // Instant log queries are refused, as Loki does.
+    let uri = format!("/loki/api/v1/query?time=200&query={}", encode(r#"{app="api"}"#));
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().contains("instant"), "{body}");
+}
+
+#[tokio::test]
+async fn metric_queries_return_matrices_and_errors_are_text() {
+    let router = router().await;
+    let uri = format!(
+        "/loki/api/v1/query_range?start=100&end=200&step=50&query={}",
+        encode(r#"sum by (app) (count_over_time({env="prod"}[50s]))"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    // (50,100]: GET /a; (100,150]: GET /bb; (150,200]: x — and db's slow query at 150.
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"app": "api"}, "values": [[100.0, "1"], [150.0, "1"], [200.0, "1"]]},
+            {"metric": {"app": "db"}, "values": [[150.0, "1"]]},
+        ])
+    );
+    let uri = format!(
+        "/loki/api/v1/query_range?start=0&end=10&query={}",
+        encode("sum(rate({app=\"api\"}[5m]")
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.as_str().unwrap().starts_with("parse error at line 1"), "{body}");
+}
