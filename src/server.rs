@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tidewatch_model::{Clock, SystemClock, TenantId};
+use tidewatch_query::loki_tail::{TailHub, Tailing};
 use tidewatch_query::stats::HttpStats;
 use tidewatch_storage::Storage;
 
@@ -95,14 +96,16 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
             http.clone(),
             tidewatch_query::api::record_stats,
         ));
+    // Acknowledged log pushes are announced here for `/loki/api/v1/tail`.
+    let tail_hub = Arc::new(TailHub::default());
     let app = tidewatch_query::prometheus_router(storage.clone(), settings.api, http.clone())
         .merge(tidewatch_query::loki_push_router(
-            storage.clone(),
+            Arc::new(Tailing::new(storage.clone(), tail_hub.clone())),
             settings.log_push,
             clock.clone(),
             http.clone(),
         ))
-        .merge(logs_routes(storage.clone(), http.clone()))
+        .merge(logs_routes(storage.clone(), tail_hub, http.clone()))
         .merge(own_routes);
 
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -135,8 +138,9 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
 }
 
 /// Loki's browsing endpoints and full-text search, counted like the rest.
-fn logs_routes(storage: Arc<Storage>, http: Arc<HttpStats>) -> Router {
+fn logs_routes(storage: Arc<Storage>, tail_hub: Arc<TailHub>, http: Arc<HttpStats>) -> Router {
     tidewatch_query::loki_api::loki_browse_router(storage.clone())
+        .merge(tidewatch_query::loki_tail::loki_tail_router(storage.clone(), tail_hub))
         .merge(tidewatch_query::log_search::log_search_router(storage))
         .layer(axum::middleware::from_fn_with_state(
             http,

@@ -212,4 +212,32 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
         }
     };
     check("from the blocks").await;
+
+    // Live tail over a WebSocket: a line pushed after connecting arrives.
+    let query: String = common::percent_encode(r#"{app="checkout"} |= "tail-me""#);
+    let url = format!(
+        "{}/loki/api/v1/tail?query={query}",
+        api.base.replace("http://", "ws://")
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let t = now_ns();
+    let reply = api
+        .loki_push(&push_of("checkout-live", &[(t, "tail-me please".into())]), None)
+        .await;
+    assert_eq!(reply.status, 204);
+    let message = loop {
+        use futures::StreamExt;
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a tail message within 10 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            break serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    assert_eq!(
+        message["streams"][0]["values"],
+        json!([[t.to_string(), "tail-me please"]])
+    );
 }

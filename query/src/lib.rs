@@ -22,6 +22,7 @@ pub mod logqltest;
 pub mod loki_api;
 pub mod loki_params;
 pub mod loki_push;
+pub mod loki_tail;
 pub mod params;
 pub mod promqltest;
 pub mod stats;

@@ -17,6 +17,7 @@ pub(crate) mod conv;
 mod eval;
 mod json;
 mod lexer;
+mod live;
 mod parser;
 pub mod pipeline;
 mod template;
@@ -28,6 +29,7 @@ pub use eval::{
     DEFAULT_MAX_SAMPLES, ERR_INSTANT_LOG_QUERY, LogQueryParams, LogQueryResult, MatrixSeries, StreamResult,
     VectorSample, evaluate,
 };
+pub use live::LiveFilter;
 pub use parser::MAX_INPUT_SIZE;
 
 /// Parses a LogQL query (a log query or a metric query).
