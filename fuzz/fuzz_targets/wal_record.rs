@@ -16,9 +16,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut buffer = RecordBuffer::default();
     match &record {
-        // An empty samples or histograms record is valid on the wire but never written.
+        // An empty samples, histograms or log entries record is valid on the
+        // wire but never written.
         Record::Samples(samples) if samples.is_empty() => return,
         Record::Histograms(histograms) if histograms.is_empty() => return,
+        Record::LogEntries(entries) if entries.is_empty() => return,
         other => buffer.record(other),
     }
     let framed = buffer.as_bytes();
