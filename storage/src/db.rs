@@ -115,6 +115,10 @@ struct TenantDb {
     flushing: RwLock<Vec<Arc<Flushing>>>,
     /// One flush or compaction at a time per tenant.
     maintenance: tokio::sync::Mutex<()>,
+    /// Blocks taken out of `blocks` (compacted or past retention) whose
+    /// files wait until no read holds them: a query snapshots its blocks
+    /// and opens their files as it goes.
+    retired: Mutex<Vec<Arc<Block>>>,
 }
 
 fn lock_poisoned<T>(result: std::sync::LockResult<T>) -> T {
@@ -245,6 +249,7 @@ impl Storage {
             blocks: RwLock::new(blocks),
             flushing: RwLock::new(Vec::new()),
             maintenance: tokio::sync::Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
         });
         lock_poisoned(self.tenants.write()).insert(tenant.clone(), db.clone());
         Ok(db)
@@ -425,6 +430,7 @@ impl Storage {
             }
             self.compact(&db, now).await?;
             self.apply_retention(&db, now).await?;
+            self.delete_retired(&db).await?;
         }
         Ok(())
     }
@@ -528,9 +534,9 @@ impl Storage {
             blocks.push(merged_block);
             sort_blocks(&mut blocks);
         }
-        for source in &sources {
-            self.delete_prefix(source.dir()).await?;
-        }
+        // A crash before the deletion is finished on restart: the merged
+        // block names its sources.
+        lock_poisoned(db.retired.lock()).extend(sources.iter().cloned());
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(block = %meta.ulid, sources = sources.len(), level, "compacted blocks");
         Ok(())
@@ -548,10 +554,27 @@ impl Storage {
             return Ok(());
         }
         lock_poisoned(db.blocks.write()).retain(|b| b.meta().max_time >= oldest_kept);
-        for block in expired {
+        for block in &expired {
             tracing::info!(block = %block.meta().ulid, max_time = block.meta().max_time, "deleting block past retention");
-            self.delete_prefix(block.dir()).await?;
             self.stats.blocks_deleted_by_retention.fetch_add(1, Ordering::Relaxed);
+        }
+        // A crash before the deletion is finished on restart: retention runs again.
+        lock_poisoned(db.retired.lock()).extend(expired);
+        Ok(())
+    }
+
+    /// Deletes the files of retired blocks no read holds any more.
+    async fn delete_retired(&self, db: &Arc<TenantDb>) -> Result<()> {
+        let unused: Vec<Arc<Block>> = {
+            let mut retired = lock_poisoned(db.retired.lock());
+            let (unused, held): (Vec<_>, Vec<_>) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|b| Arc::strong_count(b) == 1);
+            *retired = held;
+            unused
+        };
+        for block in unused {
+            self.delete_prefix(block.dir()).await?;
         }
         Ok(())
     }

@@ -427,3 +427,85 @@ proptest::proptest! {
         });
     }
 }
+
+/// Blocks with files under the tenant's blocks prefix (deleting a block's
+/// files may leave its empty directory behind).
+fn block_dirs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("blocks/anonymous")).map_or(0, |d| {
+        d.filter(|e| e.as_ref().is_ok_and(|e| e.path().join("meta.json").exists()))
+            .count()
+    })
+}
+
+// A query that snapshotted blocks keeps reading them while compaction
+// replaces them: their files go only once no read holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_waits_for_reads_before_deleting_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW);
+    let tenant = TenantId::default_tenant();
+    let storage = Storage::open(config(dir.path()), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let start = NOW - 24 * HOUR;
+    let series: Vec<(Labels, Vec<(i64, f64)>)> = (0..6)
+        .map(|p| {
+            (
+                labels("m", &format!("p{p}")),
+                (0..300).map(|i| (start + i * 60_000, i as f64)).collect(),
+            )
+        })
+        .collect();
+    storage.append(&tenant, batch(&series)).await.unwrap();
+    storage.flush_all().await.unwrap();
+    let before = storage.block_count();
+    assert!(before > 1, "several blocks to compact");
+
+    let (reached_tx, reached_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let reader = {
+        let storage = storage.clone();
+        let tenant = tenant.clone();
+        tokio::spawn(async move {
+            let mut batches = 0;
+            let mut read = 0;
+            storage
+                .select_batches(
+                    &tenant,
+                    &[Matcher::equal("__name__", "m")],
+                    TimeRange::ALL,
+                    1,
+                    |batch| {
+                        batches += 1;
+                        read += batch.iter().map(|s| s.samples.len()).sum::<usize>();
+                        if batches == 1 {
+                            // Hold the read here while compaction runs.
+                            reached_tx.send(()).unwrap();
+                            go_rx.lock().unwrap().recv().unwrap();
+                        }
+                        Ok(())
+                    },
+                )
+                .await
+                .map(|()| read)
+        })
+    };
+    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap())
+        .await
+        .unwrap();
+    storage.maintain().await.unwrap();
+    assert_eq!(storage.block_count(), 1, "compacted");
+    assert!(
+        block_dirs(dir.path()) > 1,
+        "the sources' files stay while a read holds them"
+    );
+    go_tx.send(()).unwrap();
+    let read = reader
+        .await
+        .unwrap()
+        .expect("the read finishes from the replaced blocks");
+    assert_eq!(read, 6 * 300);
+    storage.maintain().await.unwrap();
+    assert_eq!(block_dirs(dir.path()), 1, "the next maintenance deletes them");
+}
