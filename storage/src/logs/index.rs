@@ -345,6 +345,9 @@ pub(crate) struct BlockIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// Oldest and newest entry time indexed: a search whose range covers
+    /// them needs no time filter (which would visit every document).
+    time_bounds: Option<(TimestampNs, TimestampNs)>,
 }
 
 impl std::fmt::Debug for BlockIndex {
@@ -375,7 +378,24 @@ impl BlockIndex {
             .try_into()
             .map_err(|e| index_error("opening reader", e))?;
         let (_, fields) = schema();
-        Ok(BlockIndex { index, reader, fields })
+        let mut time_bounds: Option<(TimestampNs, TimestampNs)> = None;
+        for segment in reader.searcher().segment_readers() {
+            let column = segment
+                .fast_fields()
+                .i64(FIELD_TIMESTAMP)
+                .map_err(|e| index_error("reading fast fields", e))?;
+            if segment.num_docs() == 0 {
+                continue;
+            }
+            let (min, max) = (column.min_value(), column.max_value());
+            time_bounds = Some(time_bounds.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
+        }
+        Ok(BlockIndex {
+            index,
+            reader,
+            fields,
+            time_bounds,
+        })
     }
 
     /// Rows that may hold a line containing `needle`, ascending; `None` when
@@ -513,11 +533,21 @@ impl BlockIndex {
     /// number of all hits in range.
     pub(crate) fn search(&self, query: &str, range: NsRange, limit: usize) -> Result<(Vec<IndexHit>, u64)> {
         let parsed = self.parse(query)?;
-        let in_range = RangeQuery::new(
-            std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.start)),
-            std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.end)),
-        );
-        let combined = BooleanQuery::new(vec![(Occur::Must, parsed), (Occur::Must, Box::new(in_range))]);
+        let covers_all = self
+            .time_bounds
+            .is_none_or(|(min, max)| range.start <= min && max <= range.end);
+        let combined: Box<dyn tantivy::query::Query> = if covers_all {
+            parsed
+        } else {
+            let in_range = RangeQuery::new(
+                std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.start)),
+                std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.end)),
+            );
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Must, parsed),
+                (Occur::Must, Box::new(in_range)),
+            ]))
+        };
         let searcher = self.reader.searcher();
         let top = TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>(FIELD_TIMESTAMP, Order::Desc);
         let (docs, total) = searcher

@@ -31,7 +31,7 @@ enum Source {
     Block(Arc<LogBlock>),
     /// Entries indexed in memory for this query, addressed by row.
     Memory {
-        index: BlockIndex,
+        index: Box<BlockIndex>,
         rows: Vec<(Arc<Labels>, LogEntry)>,
     },
 }
@@ -214,7 +214,7 @@ fn memory_source(
         }
     }
     Ok(Source::Memory {
-        index: builder.finish()?,
+        index: Box::new(builder.finish()?),
         rows,
     })
 }
