@@ -908,103 +908,11 @@ pub(crate) fn parse_prometheus_duration(text: &str) -> Result<Duration, String> 
     Ok(Duration::from_nanos(total as i64))
 }
 
-/// Go's `time.ParseDuration`: an optional sign, then decimal numbers with
-/// units `ns us µs μs ms s m h`. The error text never reaches users (Loki
-/// only uses it to decide whether a run of characters is a duration).
+/// Go's `time.ParseDuration` (see [`super::conv::parse_duration`]). The
+/// error text never reaches users here: Loki only uses it to decide whether
+/// a run of characters is a duration.
 pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, ()> {
-    const UNITS: [(&str, u64); 8] = [
-        ("ns", 1),
-        ("us", 1_000),
-        ("µs", 1_000),
-        ("μs", 1_000),
-        ("ms", 1_000_000),
-        ("s", 1_000_000_000),
-        ("m", 60_000_000_000),
-        ("h", 3_600_000_000_000),
-    ];
-    let mut rest = text;
-    let mut negative = false;
-    if let Some(stripped) = rest.strip_prefix('-') {
-        negative = true;
-        rest = stripped;
-    } else if let Some(stripped) = rest.strip_prefix('+') {
-        rest = stripped;
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(());
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let first = rest.as_bytes()[0];
-        if !(first == b'.' || first.is_ascii_digit()) {
-            return Err(());
-        }
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let mut value: u64 = 0;
-        for digit in rest[..int_len].bytes() {
-            value = value
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(digit - b'0')))
-                .filter(|&v| v <= 1 << 63)
-                .ok_or(())?;
-        }
-        rest = &rest[int_len..];
-        let mut fraction: u64 = 0;
-        let mut scale: f64 = 1.0;
-        if let Some(after_dot) = rest.strip_prefix('.') {
-            rest = after_dot;
-            let fraction_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let mut overflow = false;
-            for digit in rest[..fraction_len].bytes() {
-                if overflow {
-                    continue;
-                }
-                match fraction
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(u64::from(digit - b'0')))
-                {
-                    Some(v) if v <= 1 << 63 => {
-                        fraction = v;
-                        scale *= 10.0;
-                    }
-                    _ => overflow = true,
-                }
-            }
-            rest = &rest[fraction_len..];
-            if int_len == 0 && fraction_len == 0 {
-                return Err(());
-            }
-        } else if int_len == 0 {
-            return Err(());
-        }
-        let unit_len = rest
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let (_, size) = UNITS.iter().find(|(name, _)| *name == unit).ok_or(())?;
-        if value > (1u64 << 63) / size {
-            return Err(());
-        }
-        value *= size;
-        if fraction > 0 {
-            value += (fraction as f64 * (*size as f64 / scale)) as u64;
-            if value > 1 << 63 {
-                return Err(());
-            }
-        }
-        total = total.checked_add(value).filter(|&t| t <= 1 << 63).ok_or(())?;
-    }
-    if negative {
-        return Ok(Duration::from_nanos((total as i64).wrapping_neg()));
-    }
-    if total > i64::MAX as u64 {
-        return Err(());
-    }
-    Ok(Duration::from_nanos(total as i64))
+    super::conv::parse_duration(text).map(Duration::from_nanos).map_err(|_| ())
 }
 
 /// go-humanize's `ParseBytes` (the suffix is case-insensitive there; the
