@@ -119,45 +119,17 @@ pub fn parse_direction(value: Option<&str>) -> Result<Direction, Error> {
     }
 }
 
-/// A Prometheus duration (`1h30m`, `5m`, `250ms`, `2d`, `1w`, `1y`) in ns.
+/// A Prometheus duration (`1h30m`, `5m`, `250ms`, `2d`, `1w`, `1y`) in ns,
+/// read by the same parser PromQL's parameters use.
 pub fn parse_prometheus_duration_ns(value: &str) -> Option<i64> {
-    // Largest first: units must come in this order, each at most once.
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400 * NS_PER_SECOND),
-        ("w", 7 * 86_400 * NS_PER_SECOND),
-        ("d", 86_400 * NS_PER_SECOND),
-        ("h", 3_600 * NS_PER_SECOND),
-        ("m", 60 * NS_PER_SECOND),
-        ("s", NS_PER_SECOND),
-        ("ms", 1_000_000),
-    ];
-    if value.is_empty() {
+    // Prometheus' `model.ParseDuration` (what Loki calls) wants a unit;
+    // promql-parser also reads a bare number as seconds.
+    if value != "0" && value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut rest = value;
-    let mut total: i64 = 0;
-    let mut next_unit = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        // "ms" before "m", so that the minute does not swallow it.
-        let unit = if rest.starts_with("ms") {
-            UNITS.len() - 1
-        } else {
-            UNITS.iter().position(|(name, _)| rest.starts_with(name))?
-        };
-        if unit < next_unit {
-            return None;
-        }
-        next_unit = unit + 1;
-        total = total.checked_add(number.checked_mul(UNITS[unit].1)?)?;
-        rest = &rest[UNITS[unit].0.len()..];
-    }
-    Some(total)
+    promql_parser::util::parse_duration(value)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
 }
 
 #[cfg(test)]
