@@ -209,10 +209,7 @@ async fn index_stats<S: LogRead>(
     let params = request_params(raw, &headers, &body);
     let tenant = tenant_from_headers(&headers)?;
     let range = range_of(&params)?;
-    let query = params
-        .get("query")
-        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
-    let matchers = selector_matchers(query)?;
+    let matchers = selector_matchers(required_query(&params)?)?;
     let (mut streams, mut entries, mut bytes) = (0u64, 0u64, 0u64);
     let mut last: Option<Labels> = None;
     stream_volumes(&*store, &tenant, matchers, range, |labels, _, size| {
@@ -310,6 +307,68 @@ fn seconds(timestamp: TimestampNs) -> Json {
     json!(timestamp as f64 / 1e9)
 }
 
+/// What a volume request asks for.
+#[derive(Debug)]
+struct VolumeQuery {
+    range: NsRange,
+    matchers: Vec<Matcher>,
+    grouping: VolumeGrouping,
+    limit: usize,
+}
+
+impl VolumeQuery {
+    fn from_params(params: &Params) -> Result<Self, LokiError> {
+        let range = range_of(params)?;
+        let matchers = selector_matchers(required_query(params)?)?;
+        let grouping = VolumeGrouping::from_params(params, &matchers)?;
+        let limit = parse_limit(params.get("limit"))?;
+        Ok(VolumeQuery {
+            range,
+            matchers,
+            grouping,
+            limit,
+        })
+    }
+
+    /// Hands every entry in `range` to `add` once per group it counts
+    /// towards, with its time and line bytes. A stream's groups are worked
+    /// out once: its entries come together.
+    async fn for_each_entry<S: LogRead>(
+        &self,
+        store: &S,
+        tenant: &TenantId,
+        range: NsRange,
+        mut add: impl FnMut(&Labels, TimestampNs, u64) + Send,
+    ) -> Result<(), LokiError> {
+        let mut cached: Option<(Labels, Vec<Labels>)> = None;
+        stream_volumes(
+            store,
+            tenant,
+            self.matchers.clone(),
+            range,
+            |labels, timestamp, size| {
+                if cached.as_ref().is_none_or(|(l, _)| l != labels) {
+                    cached = Some((labels.clone(), self.grouping.groups(labels)));
+                }
+                if let Some((_, groups)) = &cached {
+                    for group in groups {
+                        add(group, timestamp, size);
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// The `limit` groups with the most bytes, most first.
+    fn top<T>(&self, groups: BTreeMap<Labels, T>, bytes: impl Fn(&T) -> u64) -> Vec<(Labels, T)> {
+        let mut ranked: Vec<(Labels, T)> = groups.into_iter().collect();
+        ranked.sort_by(|a, b| bytes(&b.1).cmp(&bytes(&a.1)).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(self.limit);
+        ranked
+    }
+}
+
 async fn volume<S: LogRead>(
     State(store): State<Arc<S>>,
     RawQuery(raw): RawQuery,
@@ -318,35 +377,20 @@ async fn volume<S: LogRead>(
 ) -> LokiResult {
     let params = request_params(raw, &headers, &body);
     let tenant = tenant_from_headers(&headers)?;
-    let range = range_of(&params)?;
-    let query = params
-        .get("query")
-        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
-    let matchers = selector_matchers(query)?;
-    let grouping = VolumeGrouping::from_params(&params, &matchers)?;
-    let limit = parse_limit(params.get("limit"))?;
+    let request = VolumeQuery::from_params(&params)?;
     let mut totals: BTreeMap<Labels, u64> = BTreeMap::new();
-    let mut cached: Option<(Labels, Vec<Labels>)> = None;
-    stream_volumes(&*store, &tenant, matchers, range, |labels, _, size| {
-        if cached.as_ref().is_none_or(|(l, _)| l != labels) {
-            cached = Some((labels.clone(), grouping.groups(labels)));
-        }
-        if let Some((_, groups)) = &cached {
-            for group in groups {
-                *totals.entry(group.clone()).or_default() += size;
-            }
-        }
-    })
-    .await?;
-    let mut ranked: Vec<(Labels, u64)> = totals.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ranked.truncate(limit);
-    let result: Vec<Json> = ranked
+    request
+        .for_each_entry(&*store, &tenant, request.range, |group, _, size| {
+            *totals.entry(group.clone()).or_default() += size;
+        })
+        .await?;
+    let result: Vec<Json> = request
+        .top(totals, |bytes| *bytes)
         .iter()
         .map(|(group, bytes)| {
             json!({
-                "metric": group_json(group, grouping.by_name_only),
-                "value": [seconds(range.end), format_value(*bytes as f64)],
+                "metric": group_json(group, request.grouping.by_name_only),
+                "value": [seconds(request.range.end), format_value(*bytes as f64)],
             })
         })
         .collect();
@@ -361,17 +405,9 @@ async fn volume_range<S: LogRead>(
 ) -> LokiResult {
     let params = request_params(raw, &headers, &body);
     let tenant = tenant_from_headers(&headers)?;
-    let range = range_of(&params)?;
-    let query = params
-        .get("query")
-        .ok_or_else(|| LokiError(Error::bad_data("query parameter is required")))?;
-    let matchers = selector_matchers(query)?;
-    let grouping = VolumeGrouping::from_params(&params, &matchers)?;
-    let limit = parse_limit(params.get("limit"))?;
-    let step = match params.get("step") {
-        Some(step) => parse_step("step", step)?,
-        None => default_step(range.start, range.end),
-    };
+    let request = VolumeQuery::from_params(&params)?;
+    let range = request.range;
+    let step = step_of(&params, range)?;
     if step <= 0 {
         return Err(Error::bad_data("zero or negative query resolution step widths are not accepted").into());
     }
@@ -384,35 +420,22 @@ async fn volume_range<S: LogRead>(
         .into());
     }
     let mut buckets: BTreeMap<Labels, Vec<u64>> = BTreeMap::new();
-    let mut cached: Option<(Labels, Vec<Labels>)> = None;
     let query_range = NsRange::new(range.start.saturating_sub(step - 1), range.end);
-    stream_volumes(&*store, &tenant, matchers, query_range, |labels, timestamp, size| {
-        if cached.as_ref().is_none_or(|(l, _)| l != labels) {
-            cached = Some((labels.clone(), grouping.groups(labels)));
-        }
-        // The first step time at or after the entry.
-        let index = if timestamp <= range.start {
-            0
-        } else {
-            ((timestamp - range.start + step - 1) / step) as usize
-        };
-        if index >= steps {
-            return;
-        }
-        if let Some((_, groups)) = &cached {
-            for group in groups {
+    request
+        .for_each_entry(&*store, &tenant, query_range, |group, timestamp, size| {
+            // The first step time at or after the entry.
+            let index = if timestamp <= range.start {
+                0
+            } else {
+                ((timestamp - range.start + step - 1) / step) as usize
+            };
+            if index < steps {
                 buckets.entry(group.clone()).or_insert_with(|| vec![0; steps])[index] += size;
             }
-        }
-    })
-    .await?;
-    let mut ranked: Vec<(Labels, Vec<u64>)> = buckets.into_iter().collect();
-    ranked.sort_by(|a, b| {
-        let total = |v: &Vec<u64>| v.iter().sum::<u64>();
-        total(&b.1).cmp(&total(&a.1)).then_with(|| a.0.cmp(&b.0))
-    });
-    ranked.truncate(limit);
-    let result: Vec<Json> = ranked
+        })
+        .await?;
+    let result: Vec<Json> = request
+        .top(buckets, |values| values.iter().sum())
         .iter()
         .map(|(group, values)| {
             let points: Vec<Json> = values
@@ -421,10 +444,18 @@ async fn volume_range<S: LogRead>(
                 .filter(|(_, bytes)| **bytes > 0)
                 .map(|(i, bytes)| json!([seconds(range.start + i as i64 * step), format_value(*bytes as f64)]))
                 .collect();
-            json!({"metric": group_json(group, grouping.by_name_only), "values": points})
+            json!({"metric": group_json(group, request.grouping.by_name_only), "values": points})
         })
         .collect();
     Ok(success(json!({"resultType": "matrix", "result": result})))
+}
+
+/// `step`, or a 250th of the range when absent, as Loki defaults it.
+fn step_of(params: &Params, range: NsRange) -> Result<i64, LokiError> {
+    Ok(match params.get("step") {
+        Some(step) => parse_step("step", step)?,
+        None => default_step(range.start, range.end),
+    })
 }
 
 /// A label set as a JSON object; LogQL results may carry empty values
@@ -523,10 +554,7 @@ async fn query_range<S: LogRead>(
     let tenant = tenant_from_headers(&headers)?;
     let query = required_query(&params)?;
     let range = range_of(&params)?;
-    let step = match params.get("step") {
-        Some(step) => parse_step("step", step)?,
-        None => default_step(range.start, range.end),
-    };
+    let step = step_of(&params, range)?;
     let direction = parse_direction(params.get("direction"))?;
     let limit = parse_limit(params.get("limit"))?;
     let mut query_params = LogQueryParams::range(range.start, range.end, step, direction, limit);

@@ -912,7 +912,9 @@ pub(crate) fn parse_prometheus_duration(text: &str) -> Result<Duration, String> 
 /// error text never reaches users here: Loki only uses it to decide whether
 /// a run of characters is a duration.
 pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, ()> {
-    super::conv::parse_duration(text).map(Duration::from_nanos).map_err(|_| ())
+    super::conv::parse_duration(text)
+        .map(Duration::from_nanos)
+        .map_err(|_| ())
 }
 
 /// go-humanize's `ParseBytes` (the suffix is case-insensitive there; the
