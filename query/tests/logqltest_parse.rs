@@ -12,6 +12,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use tidewatch_query::logql::parse;
+use tidewatch_query::logqltest::script_queries;
 
 const DIR_VAR: &str = "TIDEWATCH_LOGQLTEST_DIR";
 
@@ -21,35 +22,6 @@ fn scripts_dir() -> Option<PathBuf> {
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/loki/logqltest"),
     };
     dir.is_dir().then_some(dir)
-}
-
-/// Drops a `#` comment that is outside `"…"` and `` `…` `` quotes.
-fn strip_comment(line: &str) -> &str {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match quote {
-            Some('"') if escaped => escaped = false,
-            Some('"') if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '"' || c == '`' => quote = Some(c),
-            None if c == '#' => return &line[..i],
-            None => {}
-        }
-    }
-    line
-}
-
-/// The query of an `eval instant at T Q` or `eval range from A to B step S Q` line.
-fn eval_query(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("eval ")?;
-    let words_before_query = if rest.starts_with("instant ") { 3 } else { 7 };
-    let mut rest = rest;
-    for _ in 0..words_before_query {
-        rest = rest.trim_start().split_once(char::is_whitespace)?.1;
-    }
-    Some(rest.trim())
 }
 
 struct Eval {
@@ -69,32 +41,13 @@ fn read_evals(dir: &PathBuf) -> Vec<Eval> {
     let mut evals = Vec::new();
     for file in files {
         let text = fs::read_to_string(&file).expect("read a logqltest script");
-        let lines: Vec<&str> = text.lines().collect();
         let name = file.file_name().unwrap_or_default().to_string_lossy().to_string();
-        for (index, line) in lines.iter().enumerate() {
-            let Some(query) = eval_query(strip_comment(line)) else {
-                continue;
-            };
-            let mut expect_fail = false;
-            let mut fail_message = None;
-            for body in lines[index + 1..].iter() {
-                if !body.starts_with([' ', '\t']) {
-                    if body.trim_start().starts_with('#') {
-                        continue;
-                    }
-                    break;
-                }
-                let body = body.trim();
-                if let Some(rest) = body.strip_prefix("expect fail") {
-                    expect_fail = true;
-                    fail_message = rest.trim().strip_prefix("msg:").map(|m| m.trim().to_string());
-                }
-            }
+        for query in script_queries(&text) {
             evals.push(Eval {
-                location: format!("{name}:{}", index + 1),
-                query: query.to_string(),
-                expect_fail,
-                fail_message,
+                location: format!("{name}:{}", query.line),
+                query: query.query,
+                expect_fail: query.expect_fail.is_some(),
+                fail_message: query.expect_fail.flatten(),
             });
         }
     }

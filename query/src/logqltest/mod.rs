@@ -26,6 +26,36 @@ pub use crate::promqltest::{Outcome, Report, Statement};
 use crate::logql::{self, LogQueryParams, LogQueryResult};
 use script::{Command, Eval, EvalTime, Expectation, FailMatch, LoadLine};
 
+/// One `eval` of a script, as written: for tests of the parser alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptQuery {
+    /// 1-based line of the `eval`.
+    pub line: usize,
+    pub query: String,
+    /// `None` unless the eval expects a failure; then the message it must
+    /// contain, if the script names one (`expect fail msg: …`).
+    pub expect_fail: Option<Option<String>>,
+}
+
+/// The `eval` queries of a script, read by the runner's own script reader.
+pub fn script_queries(text: &str) -> Vec<ScriptQuery> {
+    script::parse(text)
+        .into_iter()
+        .filter_map(|command| match command {
+            Command::Eval(eval) => Some(ScriptQuery {
+                line: eval.line,
+                expect_fail: match &eval.expect {
+                    Expectation::Fail(FailMatch::Contains(message)) => Some(Some(message.clone())),
+                    Expectation::Fail(_) => Some(None),
+                    _ => None,
+                },
+                query: eval.query,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs one script; `name` labels its statements.
 pub async fn run_script(name: &str, text: &str) -> Report {
     let mut runner = Runner {
