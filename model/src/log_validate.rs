@@ -104,7 +104,8 @@ impl LogLimits {
     }
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+/// Deserializes a Prometheus duration (`30s`, `1h30m`) for serde `deserialize_with`.
+pub fn de_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text).ok_or_else(|| {
         serde::de::Error::custom(format!(
@@ -113,7 +114,8 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Dura
     })
 }
 
-fn de_byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+/// Deserializes a byte size (`256KB`, or a plain number of bytes) for serde `deserialize_with`.
+pub fn de_byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Size {
