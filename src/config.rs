@@ -18,6 +18,9 @@ pub(crate) struct ConfigFile {
     pub(crate) limits: LimitsSection,
     pub(crate) query: QuerySection,
     pub(crate) logs: LogsSection,
+    /// The collector `tidewatch up` runs in process (the collector's own file
+    /// format; see README).
+    pub(crate) collector: Option<tidewatch_collector::CollectorConfig>,
 }
 
 /// Logs: Loki's `limits_config` keys under `limits`, plus how log blocks are

@@ -1,6 +1,7 @@
 //! The `tidewatch` binary: parses the command line and configuration and wires
 //! the crates together. Logic lives in the crates.
 
+mod collector;
 mod config;
 mod loadgen;
 mod loadgen_logs;
@@ -42,6 +43,31 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "./tidewatch-data")]
         data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The node agent (a Kubernetes DaemonSet): tails container logs, scrapes
+    /// metrics and ships both to a Tidewatch server, with checkpoints and a spool.
+    Collector {
+        /// The server's base URL (logs go to /loki/api/v1/push, metrics to /api/v1/write).
+        #[arg(long)]
+        server: Option<String>,
+        /// Log files to tail (default /var/log/containers/*.log).
+        #[arg(long)]
+        log_glob: Option<String>,
+        /// Where positions and the spool live (default ./tidewatch-collector).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// This node's name (default $NODE_NAME, else the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Sent as X-Scope-OrgID.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Serve the collector's own /metrics here (e.g. 0.0.0.0:9471).
+        #[arg(long)]
+        listen: Option<String>,
+        /// YAML configuration file (see README); flags win over it.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -174,6 +200,7 @@ fn main() -> anyhow::Result<()> {
                     config,
                     self_monitor: Some(Duration::from_secs(15)),
                     maintenance_interval: Duration::from_secs(30),
+                    collector: true,
                 })
                 .await
             }
@@ -188,6 +215,27 @@ fn main() -> anyhow::Result<()> {
                     config,
                     self_monitor: None,
                     maintenance_interval: Duration::from_secs(30),
+                    collector: false,
+                })
+                .await
+            }
+            Command::Collector {
+                server,
+                log_glob,
+                state_dir,
+                node,
+                tenant,
+                listen,
+                config,
+            } => {
+                collector::run_standalone(collector::CollectorFlags {
+                    config,
+                    server,
+                    log_glob,
+                    state_dir,
+                    node,
+                    tenant,
+                    listen,
                 })
                 .await
             }

@@ -29,6 +29,8 @@ pub(crate) struct ServerOptions {
     /// Ingest our own metrics at this interval (`tidewatch up`).
     pub(crate) self_monitor: Option<Duration>,
     pub(crate) maintenance_interval: Duration,
+    /// Run the in-process collector (`tidewatch up`).
+    pub(crate) collector: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
         Some(path) => ConfigFile::read(path)?,
         None => ConfigFile::default(),
     };
+    let collector_section = config_file.collector.clone();
     let settings = config_file.into_settings(&options.data_dir)?;
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating data directory {}", options.data_dir.display()))?;
@@ -125,8 +128,22 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
         ))
     });
 
+    let collector = if options.collector {
+        let config = crate::collector::in_process_config(collector_section, address, &options.data_dir);
+        crate::collector::start_in_process(config).await
+    } else {
+        None
+    };
+    // On Ctrl-C the collector stops first, so its last batch still reaches
+    // the server before the server stops listening.
+    let stopped = async move {
+        shutdown_signal().await;
+        if let Some(collector) = collector {
+            collector.stop().await;
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopped)
         .await
         .context("serving HTTP")?;
     maintenance.abort();
@@ -164,7 +181,7 @@ fn print_banner(address: SocketAddr, options: &ServerOptions) {
     println!("  Grafana: add a Prometheus data source with URL http://{address}");
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");

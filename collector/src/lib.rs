@@ -20,9 +20,16 @@ pub mod config;
 pub mod error;
 pub mod logline;
 pub mod multiline;
+pub mod positions;
+pub mod run;
+pub mod selfmetrics;
+pub mod ship;
+pub mod spool;
+pub mod tail;
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
+pub use run::RunningCollector;
 
 use std::fmt;
 use std::sync::Arc;
