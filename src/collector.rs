@@ -46,7 +46,9 @@ impl CollectorFlags {
         if let Some(listen) = self.listen {
             config.listen = Some(listen);
         }
-        config.validate().map_err(|message| anyhow::anyhow!("collector configuration: {message}"))?;
+        config
+            .validate()
+            .map_err(|message| anyhow::anyhow!("collector configuration: {message}"))?;
         Ok(config)
     }
 }
@@ -71,7 +73,9 @@ pub(crate) async fn run_standalone(flags: CollectorFlags) -> anyhow::Result<()> 
         println!("  tailing {}", config.logs.glob);
     }
     let pods = pod_directory(&config);
-    let collector = RunningCollector::start(config, pods).await.context("starting the collector")?;
+    let collector = RunningCollector::start(config, pods)
+        .await
+        .context("starting the collector")?;
     if let Some(addr) = collector.metrics_addr {
         println!("  own metrics on http://{addr}/metrics");
     }

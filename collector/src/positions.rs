@@ -87,11 +87,10 @@ impl Positions {
         let mut table = Table::default();
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: PositionsFile =
-                    serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+                let file: PositionsFile = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
                 if file.version != FORMAT_VERSION {
                     return Err(Error::CorruptState {
                         path,
@@ -204,8 +203,7 @@ impl Positions {
         })
         .expect("positions serialize");
         let temporary = self.path.with_extension("json.tmp");
-        let result = std::fs::write(&temporary, &body)
-            .and_then(|()| std::fs::rename(&temporary, &self.path));
+        let result = std::fs::write(&temporary, &body).and_then(|()| std::fs::rename(&temporary, &self.path));
         if let Err(e) = result {
             // Try again at the next save.
             self.table().dirty = true;
@@ -235,7 +233,10 @@ mod tests {
         let reloaded = Positions::load(dir.path()).unwrap();
         assert_eq!(reloaded.resume_offset(key, first), Some(36));
         // Same inode, other content: a new file.
-        assert_eq!(reloaded.resume_offset(key, b"2025-01-01T00:00:00Z stdout F other\n"), None);
+        assert_eq!(
+            reloaded.resume_offset(key, b"2025-01-01T00:00:00Z stdout F other\n"),
+            None
+        );
         // Shorter than the fingerprint: cannot be the same file.
         assert_eq!(reloaded.resume_offset(key, b"2024"), None);
         reloaded.forget(key);

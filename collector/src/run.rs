@@ -104,7 +104,13 @@ impl RunningCollector {
                 static_labels: config.logs.labels.clone().into_iter().collect(),
                 pods: pods.clone(),
             };
-            let tailer = Tailer::new(config.logs.clone(), positions.clone(), labeler, stats.tail.clone(), logs_tx)?;
+            let tailer = Tailer::new(
+                config.logs.clone(),
+                positions.clone(),
+                labeler,
+                stats.tail.clone(),
+                logs_tx,
+            )?;
             let stop = stop_tailer.clone();
             Some(
                 std::thread::Builder::new()
@@ -175,13 +181,20 @@ impl RunningCollector {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::InvalidConfig(format!("listen {listen}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| Error::InvalidConfig(format!("listen {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::InvalidConfig(format!("listen {listen}: {e}")))?;
         let stats = self.stats.clone();
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let stats = stats.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], stats.render()) }
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        stats.render(),
+                    )
+                }
             }),
         );
         tokio::spawn(async move {
@@ -204,7 +217,10 @@ impl RunningCollector {
             // before the shippers are told to stop (and spool instead).
             let joined = tokio::task::spawn_blocking(move || tailer.join());
             tokio::pin!(joined);
-            if tokio::time::timeout(Duration::from_secs(10), &mut joined).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), &mut joined)
+                .await
+                .is_err()
+            {
                 let _ = self.shutdown.send(true);
                 let _ = joined.await;
             }

@@ -39,27 +39,80 @@ impl CollectorStats {
         let mut out = String::with_capacity(4096);
         let tail = &self.tail;
         let counters: [(&str, &str, &AtomicU64); 10] = [
-            ("tidewatch_collector_log_lines_read_total", "Lines read from log files.", &tail.lines_read),
-            ("tidewatch_collector_log_bytes_read_total", "Bytes read from log files.", &tail.bytes_read),
-            ("tidewatch_collector_log_lines_invalid_total", "Lines not in their file's CRI or Docker format, shipped as read.", &tail.invalid_lines),
-            ("tidewatch_collector_log_lines_invalid_utf8_total", "Lines with bytes that are not UTF-8, shipped with replacement characters.", &tail.invalid_utf8_lines),
-            ("tidewatch_collector_log_lines_split_total", "Lines longer than logs.max_line_size, split into pieces.", &tail.lines_split),
-            ("tidewatch_collector_log_files_opened_total", "Log files opened.", &tail.files_opened),
-            ("tidewatch_collector_log_files_released_total", "Log files drained and closed after rotation or deletion.", &tail.files_released),
-            ("tidewatch_collector_log_files_rotated_total", "Log paths that came to lead to a new file.", &tail.files_rotated),
-            ("tidewatch_collector_log_files_truncated_total", "Log files that were truncated and read again from the start.", &tail.files_truncated),
-            ("tidewatch_collector_log_read_errors_total", "Log files that could not be opened or read.", &tail.read_errors),
+            (
+                "tidewatch_collector_log_lines_read_total",
+                "Lines read from log files.",
+                &tail.lines_read,
+            ),
+            (
+                "tidewatch_collector_log_bytes_read_total",
+                "Bytes read from log files.",
+                &tail.bytes_read,
+            ),
+            (
+                "tidewatch_collector_log_lines_invalid_total",
+                "Lines not in their file's CRI or Docker format, shipped as read.",
+                &tail.invalid_lines,
+            ),
+            (
+                "tidewatch_collector_log_lines_invalid_utf8_total",
+                "Lines with bytes that are not UTF-8, shipped with replacement characters.",
+                &tail.invalid_utf8_lines,
+            ),
+            (
+                "tidewatch_collector_log_lines_split_total",
+                "Lines longer than logs.max_line_size, split into pieces.",
+                &tail.lines_split,
+            ),
+            (
+                "tidewatch_collector_log_files_opened_total",
+                "Log files opened.",
+                &tail.files_opened,
+            ),
+            (
+                "tidewatch_collector_log_files_released_total",
+                "Log files drained and closed after rotation or deletion.",
+                &tail.files_released,
+            ),
+            (
+                "tidewatch_collector_log_files_rotated_total",
+                "Log paths that came to lead to a new file.",
+                &tail.files_rotated,
+            ),
+            (
+                "tidewatch_collector_log_files_truncated_total",
+                "Log files that were truncated and read again from the start.",
+                &tail.files_truncated,
+            ),
+            (
+                "tidewatch_collector_log_read_errors_total",
+                "Log files that could not be opened or read.",
+                &tail.read_errors,
+            ),
         ];
         for (name, help, counter) in counters {
             write_family(&mut out, name, "counter", help, load(counter));
         }
-        write_family(&mut out, "tidewatch_collector_log_files_open", "gauge", "Log files being tailed.", load(&tail.files_open));
+        write_family(
+            &mut out,
+            "tidewatch_collector_log_files_open",
+            "gauge",
+            "Log files being tailed.",
+            load(&tail.files_open),
+        );
         {
             let lag = tail.lag.lock().unwrap_or_else(|p| p.into_inner());
             let name = "tidewatch_collector_log_file_lag_bytes";
-            let _ = writeln!(out, "# HELP {name} Bytes written to a log file but not yet acknowledged.\n# TYPE {name} gauge");
+            let _ = writeln!(
+                out,
+                "# HELP {name} Bytes written to a log file but not yet acknowledged.\n# TYPE {name} gauge"
+            );
             for (path, bytes) in lag.iter() {
-                let path = path.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let path = path
+                    .to_string_lossy()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 let _ = writeln!(out, "{name}{{path=\"{path}\"}} {bytes}");
             }
         }
@@ -76,17 +129,72 @@ impl CollectorStats {
 
 fn render_ship(out: &mut String, kind: &str, stats: &ShipStats) {
     let families: [(&str, &str, &str, &AtomicU64); 11] = [
-        ("tidewatch_collector_batches_sent_total", "counter", "Batches the server accepted.", &stats.batches_sent),
-        ("tidewatch_collector_items_sent_total", "counter", "Lines or samples the server accepted.", &stats.items_sent),
-        ("tidewatch_collector_bytes_sent_total", "counter", "Uncompressed line bytes the server accepted.", &stats.bytes_sent),
-        ("tidewatch_collector_batches_retried_total", "counter", "Send attempts that failed and were retried.", &stats.batches_retried),
-        ("tidewatch_collector_batches_refused_total", "counter", "Batches the server refused for good (4xx).", &stats.batches_refused),
-        ("tidewatch_collector_items_refused_total", "counter", "Lines or samples in refused batches.", &stats.items_refused),
-        ("tidewatch_collector_batches_spooled_total", "counter", "Batches written to the on-disk spool.", &stats.batches_spooled),
-        ("tidewatch_collector_spool_dropped_batches_total", "counter", "Batches dropped because the spool was full or a spooled batch was corrupt.", &stats.batches_dropped),
-        ("tidewatch_collector_spool_dropped_items_total", "counter", "Lines or samples in dropped batches.", &stats.items_dropped),
-        ("tidewatch_collector_spool_bytes", "gauge", "Bytes in the spool.", &stats.spool_bytes),
-        ("tidewatch_collector_spool_batches", "gauge", "Batches in the spool.", &stats.spool_batches),
+        (
+            "tidewatch_collector_batches_sent_total",
+            "counter",
+            "Batches the server accepted.",
+            &stats.batches_sent,
+        ),
+        (
+            "tidewatch_collector_items_sent_total",
+            "counter",
+            "Lines or samples the server accepted.",
+            &stats.items_sent,
+        ),
+        (
+            "tidewatch_collector_bytes_sent_total",
+            "counter",
+            "Uncompressed line bytes the server accepted.",
+            &stats.bytes_sent,
+        ),
+        (
+            "tidewatch_collector_batches_retried_total",
+            "counter",
+            "Send attempts that failed and were retried.",
+            &stats.batches_retried,
+        ),
+        (
+            "tidewatch_collector_batches_refused_total",
+            "counter",
+            "Batches the server refused for good (4xx).",
+            &stats.batches_refused,
+        ),
+        (
+            "tidewatch_collector_items_refused_total",
+            "counter",
+            "Lines or samples in refused batches.",
+            &stats.items_refused,
+        ),
+        (
+            "tidewatch_collector_batches_spooled_total",
+            "counter",
+            "Batches written to the on-disk spool.",
+            &stats.batches_spooled,
+        ),
+        (
+            "tidewatch_collector_spool_dropped_batches_total",
+            "counter",
+            "Batches dropped because the spool was full or a spooled batch was corrupt.",
+            &stats.batches_dropped,
+        ),
+        (
+            "tidewatch_collector_spool_dropped_items_total",
+            "counter",
+            "Lines or samples in dropped batches.",
+            &stats.items_dropped,
+        ),
+        (
+            "tidewatch_collector_spool_bytes",
+            "gauge",
+            "Bytes in the spool.",
+            &stats.spool_bytes,
+        ),
+        (
+            "tidewatch_collector_spool_batches",
+            "gauge",
+            "Batches in the spool.",
+            &stats.spool_batches,
+        ),
     ];
     for (name, kind_name, help, value) in families {
         // One family per name, two kinds: HELP and TYPE only with the first.
@@ -117,8 +225,23 @@ mod tests {
                 .map(|s| s.samples[0].value)
         };
         assert_eq!(value("tidewatch_collector_log_lines_read_total", None), Some(42.0));
-        assert_eq!(value("tidewatch_collector_spool_dropped_items_total", Some(("kind", "logs"))), Some(7.0));
-        assert_eq!(value("tidewatch_collector_spool_dropped_items_total", Some(("kind", "metrics"))), Some(0.0));
-        assert_eq!(value("tidewatch_collector_log_file_lag_bytes", Some(("path", "/var/log/a \"b\".log"))), Some(10.0));
+        assert_eq!(
+            value("tidewatch_collector_spool_dropped_items_total", Some(("kind", "logs"))),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(
+                "tidewatch_collector_spool_dropped_items_total",
+                Some(("kind", "metrics"))
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                "tidewatch_collector_log_file_lag_bytes",
+                Some(("path", "/var/log/a \"b\".log"))
+            ),
+            Some(10.0)
+        );
     }
 }

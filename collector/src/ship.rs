@@ -195,12 +195,7 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    pub fn new(
-        endpoint: Endpoint,
-        spool: Spool,
-        positions: Option<Positions>,
-        stats: Arc<ShipStats>,
-    ) -> Shipper {
+    pub fn new(endpoint: Endpoint, spool: Spool, positions: Option<Positions>, stats: Arc<ShipStats>) -> Shipper {
         let backoff = Backoff::new(endpoint.config.min_backoff, endpoint.config.max_backoff);
         stats.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
         stats.spool_batches.store(spool.len() as u64, Ordering::Relaxed);
@@ -365,7 +360,9 @@ impl Shipper {
 
     fn update_spool_gauges(&self) {
         self.stats.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
-        self.stats.spool_batches.store(self.spool.len() as u64, Ordering::Relaxed);
+        self.stats
+            .spool_batches
+            .store(self.spool.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -150,14 +150,7 @@ impl Spool {
             let path = self.path_of(sequence);
             match read_batch(&path) {
                 Ok(body) => {
-                    return Ok((
-                        Some(SpooledBatch {
-                            sequence,
-                            items,
-                            body,
-                        }),
-                        dropped,
-                    ));
+                    return Ok((Some(SpooledBatch { sequence, items, body }), dropped));
                 }
                 Err(message) => {
                     tracing::error!(path = %path.display(), %message, "spooled batch unreadable, dropped");
@@ -252,7 +245,14 @@ mod tests {
             assert_eq!(spool.push(5, &[i; 100]).unwrap(), Dropped::default());
         }
         let dropped = spool.push(7, &[9; 100]).unwrap();
-        assert_eq!(dropped, Dropped { batches: 1, items: 5, bytes: one });
+        assert_eq!(
+            dropped,
+            Dropped {
+                batches: 1,
+                items: 5,
+                bytes: one
+            }
+        );
         let (front, _) = spool.front().unwrap();
         assert_eq!(front.unwrap().body[0], 1);
         // Bigger than the whole spool: refused, counted.

@@ -40,9 +40,12 @@ use crate::{ContainerRef, PodDirectory, labels};
 /// Most bytes read from one file per round, so one busy file cannot starve
 /// the others.
 const READ_CHUNK: usize = 256 * 1024;
-/// A line without a newline may exceed the limit by this much (the runtime's
-/// framing) before it is cut.
+/// The runtime's framing around a line's content (time, stream, tag).
 const FRAMING_SLACK: usize = 256;
+/// A line still without its newline is cut once it is this many times
+/// `max_line_size`: long enough that a line being written in several
+/// pieces is whole when read, short enough to bound memory per file.
+const UNTERMINATED_LINE_FACTOR: usize = 4;
 
 /// The tailer's counters, exposed on the collector's `/metrics`.
 #[derive(Debug, Default)]
@@ -90,7 +93,10 @@ impl StreamLabeler {
                 pairs.push(Label::new(labels::POD, container.pod.as_str()));
                 pairs.push(Label::new(labels::CONTAINER, container.container.as_str()));
                 pairs.push(Label::new(labels::STREAM, stream.as_str()));
-                match self.pods.pod_labels(&container.namespace, &container.pod, container.pod_uid.as_deref()) {
+                match self
+                    .pods
+                    .pod_labels(&container.namespace, &container.pod, container.pod_uid.as_deref())
+                {
                     Some(extra) => {
                         for label in extra.iter() {
                             if !pairs.iter().any(|p| p.name == label.name) {
@@ -115,7 +121,10 @@ impl StreamLabeler {
                 pairs.push(Label::new(name.as_str(), value.as_str()));
             }
         }
-        (Labels::from_pairs(pairs.into_iter().map(|l| (l.name, l.value))), enriched)
+        (
+            Labels::from_pairs(pairs.into_iter().map(|l| (l.name, l.value))),
+            enriched,
+        )
     }
 }
 
@@ -193,7 +202,14 @@ struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    fn add(&mut self, file: &mut TrackedFile, labeler: &StreamLabeler, stream: OutputStream, timestamp: i64, line: String) {
+    fn add(
+        &mut self,
+        file: &mut TrackedFile,
+        labeler: &StreamLabeler,
+        stream: OutputStream,
+        timestamp: i64,
+        line: String,
+    ) {
         let slot = stream as u8;
         let index = match self.index.get(&(file.key, slot)) {
             Some(&index) => index,
@@ -436,8 +452,8 @@ impl Tailer {
         })
     }
 
-    /// Truncation, changed first bytes, orphans that stopped growing, pods
-    /// that became known.
+    /// Orphans that stopped growing, fingerprints of files that were short,
+    /// pods that became known.
     fn check_files(&mut self) {
         let mut release = Vec::new();
         for file in self.files.values_mut() {
@@ -445,37 +461,13 @@ impl Tailer {
                 Ok(metadata) => metadata.len(),
                 Err(_) => continue,
             };
-            let first_bytes = if file.fingerprint.len < FINGERPRINT_LEN || size < file.read_offset {
-                Some(read_first_bytes(&file.file))
-            } else {
-                None
-            };
-            let truncated = size < file.read_offset
-                || first_bytes.as_ref().is_some_and(|first| {
-                    let len = file.fingerprint.len as usize;
-                    first.len() < len || Fingerprint::of(&first[..len]) != file.fingerprint
-                });
-            if truncated {
-                // copytruncate: the writer starts over at 0.
-                self.stats.files_truncated.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(path = %file.path.display(), "log file truncated, reading from the start");
-                let first = first_bytes.unwrap_or_else(|| read_first_bytes(&file.file));
-                file.fingerprint = Fingerprint::of(&first);
-                file.read_offset = 0;
-                file.carry.clear();
-                for stream in &mut file.streams {
-                    stream.partial.clear();
-                    if let Some(joiner) = &mut stream.joiner {
-                        joiner.flush();
-                    }
+            if file.fingerprint.len < FINGERPRINT_LEN && size > file.fingerprint.len {
+                let first = read_first_bytes(&file.file);
+                let len = file.fingerprint.len as usize;
+                if first.len() >= len && Fingerprint::of(&first[..len]) == file.fingerprint {
+                    file.fingerprint = Fingerprint::of(&first);
+                    self.positions.refingerprint(file.key, file.fingerprint);
                 }
-                file.acked_in_batch = 0;
-                self.positions.track(file.key, file.fingerprint, 0, &file.path);
-            } else if let Some(first) = first_bytes
-                && first.len() as u64 > file.fingerprint.len
-            {
-                file.fingerprint = Fingerprint::of(&first);
-                self.positions.refingerprint(file.key, file.fingerprint);
             }
             if file.needs_relabel {
                 file.needs_relabel = false;
@@ -491,6 +483,40 @@ impl Tailer {
         for key in release {
             self.release(key);
         }
+    }
+
+    /// Whether the file has bytes past `read_offset`; first notices a
+    /// truncation (copytruncate: shorter than what was read, or different
+    /// first bytes because it grew again since) and starts over at 0.
+    fn has_new_data(&mut self, file: &mut TrackedFile) -> bool {
+        let size = match file.file.metadata() {
+            Ok(metadata) => metadata.len(),
+            Err(_) => return false,
+        };
+        if size == file.read_offset {
+            return false;
+        }
+        let truncated = size < file.read_offset || {
+            let first = read_first_bytes(&file.file);
+            let len = file.fingerprint.len as usize;
+            first.len() < len || Fingerprint::of(&first[..len]) != file.fingerprint
+        };
+        if truncated {
+            self.stats.files_truncated.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(path = %file.path.display(), "log file truncated, reading from the start");
+            file.fingerprint = Fingerprint::of(&read_first_bytes(&file.file));
+            file.read_offset = 0;
+            file.carry.clear();
+            for stream in &mut file.streams {
+                stream.partial.clear();
+                if let Some(joiner) = &mut stream.joiner {
+                    joiner.flush();
+                }
+            }
+            file.acked_in_batch = 0;
+            self.positions.track(file.key, file.fingerprint, 0, &file.path);
+        }
+        size > file.read_offset
     }
 
     /// Closes a drained file; its position is forgotten once acknowledged.
@@ -559,6 +585,9 @@ impl Tailer {
     }
 
     fn read_file(&mut self, file: &mut TrackedFile) -> bool {
+        if !self.has_new_data(file) {
+            return false;
+        }
         let mut buf = std::mem::take(&mut self.read_buf);
         buf.clear();
         buf.extend_from_slice(&file.carry);
@@ -586,7 +615,7 @@ impl Tailer {
             self.process_line(file, &buf[start..end], line_start, line_end);
             start = end + 1;
         }
-        let limit = self.config.max_line_size as usize + FRAMING_SLACK;
+        let limit = self.config.max_line_size as usize * UNTERMINATED_LINE_FACTOR + FRAMING_SLACK;
         while buf.len() - start > limit {
             // No newline within the limit: cut the line here (counted).
             self.stats.lines_split.fetch_add(1, Ordering::Relaxed);
@@ -645,19 +674,37 @@ impl Tailer {
     }
 
     /// A complete line: split if too long, joined if multi-line, batched.
-    fn emit(&mut self, file: &mut TrackedFile, stream: OutputStream, timestamp: i64, content: &[u8], start: u64, end: u64) {
+    fn emit(
+        &mut self,
+        file: &mut TrackedFile,
+        stream: OutputStream,
+        timestamp: i64,
+        content: &[u8],
+        start: u64,
+        end: u64,
+    ) {
         let max = self.config.max_line_size as usize;
         if content.len() > max {
             self.stats.lines_split.fetch_add(1, Ordering::Relaxed);
-            for piece in split_at_char_boundaries(content, max) {
-                self.emit_one(file, stream, timestamp, piece, start, end);
+            // Each piece a nanosecond later: pieces with equal text stay
+            // distinct entries (the server drops exact repeats) and in order.
+            for (index, piece) in split_at_char_boundaries(content, max).into_iter().enumerate() {
+                self.emit_one(file, stream, timestamp + index as i64, piece, start, end);
             }
         } else {
             self.emit_one(file, stream, timestamp, content, start, end);
         }
     }
 
-    fn emit_one(&mut self, file: &mut TrackedFile, stream: OutputStream, timestamp: i64, content: &[u8], start: u64, end: u64) {
+    fn emit_one(
+        &mut self,
+        file: &mut TrackedFile,
+        stream: OutputStream,
+        timestamp: i64,
+        content: &[u8],
+        start: u64,
+        end: u64,
+    ) {
         let text = match std::str::from_utf8(content) {
             Ok(text) => std::borrow::Cow::Borrowed(text),
             Err(_) => {
@@ -670,16 +717,23 @@ impl Tailer {
             let config = self.config.multiline.as_ref().expect("pattern comes from config");
             let state = &mut file.streams[slot];
             let joiner = state.joiner.get_or_insert_with(|| {
-                Joiner::new(pattern.clone(), config.max_lines, self.config.max_line_size as usize, config.timeout)
+                Joiner::new(
+                    pattern.clone(),
+                    config.max_lines,
+                    self.config.max_line_size as usize,
+                    config.timeout,
+                )
             });
             let record = joiner.push(timestamp, &text, start, end);
             state.joiner_touched = Some(Instant::now());
             if let Some(record) = record {
-                self.batch.add(file, &self.labeler, stream, record.timestamp, record.text);
+                self.batch
+                    .add(file, &self.labeler, stream, record.timestamp, record.text);
             }
             return;
         }
-        self.batch.add(file, &self.labeler, stream, timestamp, text.into_owned());
+        self.batch
+            .add(file, &self.labeler, stream, timestamp, text.into_owned());
     }
 
     /// Emits multi-line records that waited past their timeout.
@@ -689,7 +743,9 @@ impl Tailer {
         }
         let keys: Vec<FileKey> = self.files.keys().copied().collect();
         for key in keys {
-            let Some(mut file) = self.files.remove(&key) else { continue };
+            let Some(mut file) = self.files.remove(&key) else {
+                continue;
+            };
             for slot in 0..2 {
                 let state = &file.streams[slot];
                 let idle = match (&state.joiner, state.joiner_touched) {
@@ -706,7 +762,11 @@ impl Tailer {
 
     /// Emits whatever a stream holds (partial pieces, a pending record).
     fn finish_stream(&mut self, file: &mut TrackedFile, slot: usize) {
-        let stream = if slot == 0 { OutputStream::Stdout } else { OutputStream::Stderr };
+        let stream = if slot == 0 {
+            OutputStream::Stdout
+        } else {
+            OutputStream::Stderr
+        };
         if !file.streams[slot].partial.is_empty() {
             let piece = std::mem::take(&mut file.streams[slot].partial);
             let timestamp = file.streams[slot].partial_timestamp;
@@ -716,7 +776,8 @@ impl Tailer {
         }
         let record = file.streams[slot].joiner.as_mut().and_then(Joiner::flush);
         if let Some(record) = record {
-            self.batch.add(file, &self.labeler, stream, record.timestamp, record.text);
+            self.batch
+                .add(file, &self.labeler, stream, record.timestamp, record.text);
         }
     }
 
@@ -741,7 +802,11 @@ impl Tailer {
         }
         let push = LogPush { streams: batch.streams };
         let outgoing = Outgoing {
-            body: if batch.lines == 0 { Vec::new() } else { tidewatch_model::loki_push::encode_push_protobuf(&push) },
+            body: if batch.lines == 0 {
+                Vec::new()
+            } else {
+                tidewatch_model::loki_push::encode_push_protobuf(&push)
+            },
             items: batch.lines,
             raw_bytes: batch.bytes as u64,
             acks,
@@ -774,7 +839,8 @@ fn split_at_char_boundaries(content: &[u8], max: usize) -> Vec<&[u8]> {
         while cut > max.saturating_sub(3) && cut > 0 && (rest[cut] & 0xC0) == 0x80 {
             cut -= 1;
         }
-        if cut == 0 {
+        if cut == 0 || (rest[cut] & 0xC0) == 0x80 {
+            // No character boundary in reach: not UTF-8 here, cut anywhere.
             cut = max;
         }
         pieces.push(&rest[..cut]);
@@ -789,4 +855,24 @@ fn now_ns() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_split_between_characters() {
+        let text = "aé".repeat(10); // 3 bytes per repetition
+        let pieces = split_at_char_boundaries(text.as_bytes(), 4);
+        assert!(
+            pieces.iter().all(|p| p.len() <= 4 && std::str::from_utf8(p).is_ok()),
+            "{pieces:?}"
+        );
+        assert_eq!(pieces.concat(), text.as_bytes());
+        // Not UTF-8 at all: cut at the limit.
+        let bytes = [0x80u8; 10];
+        let pieces = split_at_char_boundaries(&bytes, 4);
+        assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 4, 2]);
+    }
 }

@@ -43,6 +43,12 @@ impl Server {
 
     /// `tidewatch SUBCOMMAND --listen 127.0.0.1:0 --data-dir DATA_DIR [--config FILE]`.
     pub fn start_with(subcommand: &str, data_dir: &Path, config: Option<&Path>) -> Server {
+        Server::start_listening(subcommand, data_dir, config, "127.0.0.1:0")
+    }
+
+    /// Like [`Server::start_with`] on a chosen address (a restart on the same
+    /// port, for clients that keep the URL).
+    pub fn start_listening(subcommand: &str, data_dir: &Path, config: Option<&Path>, listen: &str) -> Server {
         let log_dir = tempfile::tempdir().expect("creating a log directory");
         let log_path = log_dir.path().join("stderr.log");
         let log = File::create(&log_path).expect("creating the server log file");
@@ -50,7 +56,7 @@ impl Server {
         command
             .arg(subcommand)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir);
         if let Some(config) = config {
