@@ -711,6 +711,15 @@ async fn events_of_this_nodes_pods_are_shipped_once() {
         "the next push after the re-list is the new event, not a repeat: {marker:?}"
     );
     assert!(h.events.try_recv().is_err(), "nothing else was shipped");
+
+    // The scheduler's event can come before the pod watch sees the pod.
+    let mut scheduled = event("e3", ns, "web-2", "u-web2", "Scheduled", 1);
+    scheduled["lastTimestamp"] = json!("2023-11-14T22:13:20Z"); // START_MS: it just happened
+    api.put(EVENTS, scheduled);
+    api.put(PODS, pod(ns, "web-2", "u-web2", NODE, Some(("ReplicaSet", "web-7d4"))));
+    let late = next_push(&mut h.events).await;
+    assert!(late.streams[0].entries[0].line.contains("reason=Scheduled"), "{late:?}");
+    assert_eq!(late.streams[0].labels.get("workload"), Some("web"));
     h.stop().await;
 }
 

@@ -29,6 +29,10 @@
 //! type=Warning reason=BackOff object=Pod/web-1 count=3 source=kubelet message="Back-off restarting failed container"
 //! ```
 //!
+//! An event that just happened to a pod not yet in the cache waits up to
+//! [`PENDING_HOLD_MS`] for it: the scheduler's `Scheduled` event can arrive
+//! before the pod watch has seen the pod bound to this node.
+//!
 //! An event is shipped again only when it changed (a new `resourceVersion`,
 //! typically a higher `count`): a re-list after a watch error does not ship
 //! it twice. The memory of shipped events is bounded ([`SHIPPED_MEMORY`]); an
@@ -39,6 +43,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event as KubeEvent;
@@ -46,7 +51,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tidewatch_model::logs::{LogEntry, LogPush, LogStream, TimestampNs};
-use tidewatch_model::{Clock, Label, Labels};
+use tidewatch_model::{Clock, Label, Labels, TimestampMs};
 use tokio::sync::{mpsc, watch};
 
 use super::pods::KubePods;
@@ -64,6 +69,12 @@ const POD_KIND: &str = "Pod";
 /// Narrows the cluster-wide watch to pod events on the API server's side.
 const EVENT_FIELD_SELECTOR: &str = "involvedObject.kind=Pod";
 const NS_PER_MS: i64 = 1_000_000;
+/// How long an event about a pod not yet in the cache waits for the pod.
+pub const PENDING_HOLD_MS: i64 = 30_000;
+/// At most this many events wait for their pod; beyond, the oldest is dropped.
+const PENDING_CAPACITY: usize = 1024;
+/// How often held events are tried again.
+const PENDING_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Remembers the `resourceVersion` last shipped per event UID, forgetting
 /// the oldest event beyond the capacity.
@@ -110,6 +121,8 @@ pub(crate) struct EventShipper {
     cluster: String,
     clock: Arc<dyn Clock>,
     shipped: ShippedEvents,
+    /// Events about pods not in the cache yet, with when they were held.
+    pending: VecDeque<(TimestampMs, KubeEvent)>,
 }
 
 impl EventShipper {
@@ -120,27 +133,82 @@ impl EventShipper {
             cluster: cluster.to_string(),
             clock,
             shipped: ShippedEvents::new(SHIPPED_MEMORY),
+            pending: VecDeque::new(),
         }
     }
 
     /// The push for `event`, or `None` when it is not about a pod of this
-    /// node or was shipped already (same UID and resourceVersion).
-    pub(crate) fn push_for(&mut self, event: &KubeEvent) -> Option<LogPush> {
+    /// node or was shipped already (same UID and resourceVersion). A recent
+    /// event about a pod not (yet) in the cache is held for
+    /// [`PENDING_HOLD_MS`] and tried again by [`EventShipper::retry_pending`]:
+    /// the scheduler's `Scheduled` event can arrive before the pod watch has
+    /// seen the pod bound to this node.
+    pub(crate) fn offer(&mut self, event: KubeEvent) -> Option<LogPush> {
+        match self.resolve(&event) {
+            Resolution::Pod(labels) => self.push_for(&event, &labels),
+            Resolution::UnknownPod if self.is_recent(&event) => {
+                self.hold(event);
+                None
+            }
+            Resolution::UnknownPod | Resolution::NotAPod => None,
+        }
+    }
+
+    /// Pushes for held events whose pod is now known; drops held events
+    /// older than [`PENDING_HOLD_MS`] (they were about another node's pods).
+    pub(crate) fn retry_pending(&mut self) -> Vec<LogPush> {
+        let now = self.clock.now_ms();
+        let mut pushes = Vec::new();
+        for (held_at, event) in std::mem::take(&mut self.pending) {
+            match self.resolve(&event) {
+                Resolution::Pod(labels) => pushes.extend(self.push_for(&event, &labels)),
+                Resolution::UnknownPod if now < held_at.saturating_add(PENDING_HOLD_MS) => {
+                    self.pending.push_back((held_at, event));
+                }
+                Resolution::UnknownPod | Resolution::NotAPod => {}
+            }
+        }
+        pushes
+    }
+
+    fn hold(&mut self, event: KubeEvent) {
+        if self.pending.len() >= PENDING_CAPACITY {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((self.clock.now_ms(), event));
+    }
+
+    /// Whether the event happened within the hold window: old events of
+    /// unknown pods (most of a re-list) are not worth holding.
+    fn is_recent(&self, event: &KubeEvent) -> bool {
+        let since = self
+            .clock
+            .now_ms()
+            .saturating_sub(PENDING_HOLD_MS)
+            .saturating_mul(NS_PER_MS);
+        event_timestamp_ns(event).is_some_and(|timestamp| timestamp >= since)
+    }
+
+    fn resolve(&self, event: &KubeEvent) -> Resolution {
         let object = &event.involved_object;
         if object.kind.as_deref() != Some(POD_KIND) {
-            return None;
+            return Resolution::NotAPod;
         }
-        let pod_name = object.name.as_deref().filter(|n| !n.is_empty())?;
-        // A pod's events carry the pod's namespace; the object reference
-        // may leave it out.
-        let namespace = object
-            .namespace
-            .as_deref()
-            .or(event.metadata.namespace.as_deref())
-            .filter(|n| !n.is_empty())?;
+        let (Some(namespace), Some(pod_name)) = (event_namespace(event), event_pod_name(event)) else {
+            return Resolution::NotAPod;
+        };
         let pod_uid = object.uid.as_deref().filter(|u| !u.is_empty());
-        let pod_labels = self.pods.pod_labels(namespace, pod_name, pod_uid)?;
+        match self.pods.pod_labels(namespace, pod_name, pod_uid) {
+            Some(labels) => Resolution::Pod(labels),
+            None => Resolution::UnknownPod,
+        }
+    }
 
+    /// The push for an event about a known pod with `pod_labels`, unless it
+    /// was shipped already.
+    fn push_for(&mut self, event: &KubeEvent, pod_labels: &[Label]) -> Option<LogPush> {
+        let namespace = event_namespace(event)?;
+        let pod_name = event_pod_name(event)?;
         let event_uid = event.metadata.uid.as_deref().unwrap_or_default();
         let version = event.metadata.resource_version.as_deref().unwrap_or_default();
         let deduplicated = !event_uid.is_empty() && !version.is_empty();
@@ -168,6 +236,31 @@ impl EventShipper {
             }],
         })
     }
+}
+
+/// What an event is about, as far as this node is concerned.
+enum Resolution {
+    /// Not a pod, or no usable namespace and name.
+    NotAPod,
+    /// A pod this node does not know (now).
+    UnknownPod,
+    /// A pod of this node, with its labels.
+    Pod(Arc<[Label]>),
+}
+
+/// The pod's namespace: the object reference's, else the event's own (a
+/// pod's events live in the pod's namespace).
+fn event_namespace(event: &KubeEvent) -> Option<&str> {
+    event
+        .involved_object
+        .namespace
+        .as_deref()
+        .or(event.metadata.namespace.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+fn event_pod_name(event: &KubeEvent) -> Option<&str> {
+    event.involved_object.name.as_deref().filter(|n| !n.is_empty())
 }
 
 /// When the event (last) happened: `lastTimestamp`, else `eventTime`, else
@@ -260,9 +353,16 @@ pub(crate) async fn watch_events(
     let api: Api<KubeEvent> = Api::all(client);
     let config = watcher::Config::default().fields(EVENT_FIELD_SELECTOR);
     let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut retry = tokio::time::interval(PENDING_RETRY_INTERVAL);
     loop {
         let event = tokio::select! {
             _ = shutdown_requested(&mut shutdown) => break,
+            _ = retry.tick() => {
+                if !send_all(&sink, shipper.retry_pending(), &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
             event = stream.next() => event,
         };
         let kube_event = match event {
@@ -277,20 +377,29 @@ pub(crate) async fn watch_events(
                 break;
             }
         };
-        let Some(push) = shipper.push_for(&kube_event) else {
-            continue;
-        };
+        let pushes = shipper.offer(kube_event).into_iter().collect();
+        if !send_all(&sink, pushes, &mut shutdown).await {
+            break;
+        }
+    }
+    tracing::debug!(node = %shipper.node, "event watch stopped");
+}
+
+/// Sends `pushes` in order; `false` when shutdown came first or the sink is
+/// closed, and the event task should stop.
+async fn send_all(sink: &mpsc::Sender<LogPush>, pushes: Vec<LogPush>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    for push in pushes {
         tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => break,
+            _ = shutdown_requested(shutdown) => return false,
             sent = sink.send(push) => {
                 if sent.is_err() {
-                    tracing::info!(node = %shipper.node, "event sink closed, no longer shipping events");
-                    break;
+                    tracing::info!("event sink closed, no longer shipping events");
+                    return false;
                 }
             }
         }
     }
-    tracing::debug!(node = %shipper.node, "event watch stopped");
+    true
 }
 
 #[cfg(test)]
@@ -347,6 +456,49 @@ mod tests {
             event_timestamp_ns(&event(serde_json::json!({"involvedObject": {}}))),
             None
         );
+    }
+
+    #[test]
+    fn events_wait_a_while_for_their_pod() {
+        use crate::kubernetes::owners::Workload;
+        use crate::kubernetes::pods::PodFacts;
+        use tidewatch_model::ManualClock;
+
+        let now_ms = 1_704_067_260_000;
+        let clock = ManualClock::new(now_ms);
+        let config = crate::config::KubernetesConfig::default();
+        let pods = Arc::new(KubePods::new(&config, Arc::new(clock.clone())));
+        let mut shipper = EventShipper::new(pods.clone(), "node-a", "", Arc::new(clock.clone()));
+        let about = |pod: &str, uid: &str| {
+            event(serde_json::json!({
+                "metadata": {"namespace": "ns", "uid": uid, "resourceVersion": "1"},
+                "involvedObject": {"kind": "Pod", "namespace": "ns", "name": pod},
+                "reason": "Scheduled", "lastTimestamp": "2024-01-01T00:01:00Z"
+            }))
+        };
+        let mut old = about("late", "e-old");
+        old.last_timestamp = None;
+        old.first_timestamp = None;
+        assert!(shipper.offer(old).is_none());
+        assert!(shipper.offer(about("late", "e1")).is_none());
+        assert!(shipper.offer(about("never", "e2")).is_none());
+        assert_eq!(shipper.pending.len(), 2, "an event without time is not held");
+
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "late", "uid": "u-late"}}))
+        .unwrap();
+        let workload = Workload {
+            kind: "Pod".into(),
+            name: "late".into(),
+        };
+        pods.apply(PodFacts::of(&pod, pods.copied_metadata()).unwrap(), &workload);
+        let shipped = shipper.retry_pending();
+        assert_eq!(shipped.len(), 1);
+        assert!(shipped[0].streams[0].entries[0].line.contains("reason=Scheduled"));
+        assert_eq!(shipper.pending.len(), 1, "the other pod's event still waits");
+        clock.advance(PENDING_HOLD_MS);
+        assert!(shipper.retry_pending().is_empty());
+        assert!(shipper.pending.is_empty(), "given up after the hold");
     }
 
     #[test]
