@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kubernetes;
 pub mod logline;
 pub mod multiline;
 pub mod positions;
