@@ -20,6 +20,8 @@ pub mod config;
 pub mod error;
 pub mod logline;
 pub mod multiline;
+pub mod node;
+pub mod scrape;
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};
