@@ -158,9 +158,26 @@ const CPU_GUEST_MODES: [&str; 2] = ["user", "nice"];
 
 /// `/proc/net/dev` columns in order: eight receive, eight transmit. Each
 /// becomes `node_network_<direction>_<column>_total{device}`.
-const NETDEV_COLUMNS: [&str; 8] = ["bytes", "packets", "errs", "drop", "fifo", "frame", "compressed", "multicast"];
-const NETDEV_TRANSMIT_COLUMNS: [&str; 8] =
-    ["bytes", "packets", "errs", "drop", "fifo", "colls", "carrier", "compressed"];
+const NETDEV_COLUMNS: [&str; 8] = [
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "frame",
+    "compressed",
+    "multicast",
+];
+const NETDEV_TRANSMIT_COLUMNS: [&str; 8] = [
+    "bytes",
+    "packets",
+    "errs",
+    "drop",
+    "fifo",
+    "colls",
+    "carrier",
+    "compressed",
+];
 
 /// Read and write sectors in `/proc/diskstats` are always 512 bytes
 /// (Documentation/admin-guide/iostats.rst), whatever the device's block size.
@@ -174,25 +191,46 @@ const SECONDS_PER_DISK_TICK: f64 = 1.0 / 1000.0;
 /// reported when the line has its column.
 const DISK_COLUMNS: [(Desc, f64); 17] = [
     (
-        counter("node_disk_reads_completed_total", "The total number of reads completed successfully."),
+        counter(
+            "node_disk_reads_completed_total",
+            "The total number of reads completed successfully.",
+        ),
         1.0,
     ),
-    (counter("node_disk_reads_merged_total", "The total number of reads merged."), 1.0),
     (
-        counter("node_disk_read_bytes_total", "The total number of bytes read successfully."),
+        counter("node_disk_reads_merged_total", "The total number of reads merged."),
+        1.0,
+    ),
+    (
+        counter(
+            "node_disk_read_bytes_total",
+            "The total number of bytes read successfully.",
+        ),
         SECTOR_BYTES,
     ),
     (
-        counter("node_disk_read_time_seconds_total", "The total number of seconds spent by all reads."),
+        counter(
+            "node_disk_read_time_seconds_total",
+            "The total number of seconds spent by all reads.",
+        ),
         SECONDS_PER_DISK_TICK,
     ),
     (
-        counter("node_disk_writes_completed_total", "The total number of writes completed successfully."),
+        counter(
+            "node_disk_writes_completed_total",
+            "The total number of writes completed successfully.",
+        ),
         1.0,
     ),
-    (counter("node_disk_writes_merged_total", "The number of writes merged."), 1.0),
     (
-        counter("node_disk_written_bytes_total", "The total number of bytes written successfully."),
+        counter("node_disk_writes_merged_total", "The number of writes merged."),
+        1.0,
+    ),
+    (
+        counter(
+            "node_disk_written_bytes_total",
+            "The total number of bytes written successfully.",
+        ),
         SECTOR_BYTES,
     ),
     (
@@ -202,7 +240,10 @@ const DISK_COLUMNS: [(Desc, f64); 17] = [
         ),
         SECONDS_PER_DISK_TICK,
     ),
-    (gauge("node_disk_io_now", "The number of I/Os currently in progress."), 1.0),
+    (
+        gauge("node_disk_io_now", "The number of I/Os currently in progress."),
+        1.0,
+    ),
     (
         counter("node_disk_io_time_seconds_total", "Total seconds spent doing I/Os."),
         SECONDS_PER_DISK_TICK,
@@ -221,10 +262,19 @@ const DISK_COLUMNS: [(Desc, f64); 17] = [
         ),
         1.0,
     ),
-    (counter("node_disk_discards_merged_total", "The total number of discards merged."), 1.0),
+    (
+        counter(
+            "node_disk_discards_merged_total",
+            "The total number of discards merged.",
+        ),
+        1.0,
+    ),
     // node-exporter reports this one in sectors, not bytes.
     (
-        counter("node_disk_discarded_sectors_total", "The total number of sectors discarded successfully."),
+        counter(
+            "node_disk_discarded_sectors_total",
+            "The total number of sectors discarded successfully.",
+        ),
         1.0,
     ),
     (
@@ -348,7 +398,9 @@ impl NodeCollector {
         self.group(&mut families, collectors::MEMINFO, |this, f| this.collect_meminfo(f));
         self.group(&mut families, collectors::LOADAVG, |this, f| this.collect_loadavg(f));
         self.group(&mut families, collectors::NETDEV, |this, f| this.collect_netdev(f));
-        self.group(&mut families, collectors::DISKSTATS, |this, f| this.collect_diskstats(f));
+        self.group(&mut families, collectors::DISKSTATS, |this, f| {
+            this.collect_diskstats(f)
+        });
         self.group(&mut families, collectors::TIME, |_, f| {
             f.add(&TIME_SECONDS, &[], f.now_ms as f64 / 1000.0);
             Ok(())
@@ -374,7 +426,12 @@ impl NodeCollector {
 
     /// Runs one group; on failure its partial output is dropped, so a group
     /// is reported whole or not at all.
-    fn group(&self, families: &mut Families, name: &'static str, read: impl FnOnce(&Self, &mut Families) -> Result<()>) {
+    fn group(
+        &self,
+        families: &mut Families,
+        name: &'static str,
+        read: impl FnOnce(&Self, &mut Families) -> Result<()>,
+    ) {
         let started = Instant::now();
         let mark = families.mark();
         let result = read(self, families);
@@ -749,7 +806,10 @@ pub fn parse_stat(text: &str) -> std::result::Result<ProcStat, String> {
             if count < 4 {
                 return Err(format!("cpu line {line:?}: fewer than 4 columns"));
             }
-            stat.cpus.push(CpuTicks { id: id.to_owned(), ticks });
+            stat.cpus.push(CpuTicks {
+                id: id.to_owned(),
+                ticks,
+            });
             continue;
         }
         let slot = match key {
@@ -946,11 +1006,9 @@ fn unescape_octal(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let value =
+                (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;
@@ -1169,7 +1227,10 @@ garbage
 
     #[test]
     fn loadavg_is_parsed() {
-        assert_eq!(parse_loadavg("0.52 0.58 0.59 2/1234 56789\n").unwrap(), [0.52, 0.58, 0.59]);
+        assert_eq!(
+            parse_loadavg("0.52 0.58 0.59 2/1234 56789\n").unwrap(),
+            [0.52, 0.58, 0.59]
+        );
         assert!(parse_loadavg("0.52 0.58\n").is_err());
         assert!(parse_loadavg("a b c\n").is_err());
         assert!(parse_loadavg("NaN 1 1\n").is_err());
@@ -1298,7 +1359,12 @@ garbage
         let node = collector.collect(1_700_000_123_456).await;
         assert!(node.failed.is_empty(), "{:?}", node.failed);
         let scrape = &node.scrape;
-        assert!(scrape.series.iter().all(|s| s.samples == vec![Sample::new(1_700_000_123_456, s.samples[0].value)]));
+        assert!(
+            scrape
+                .series
+                .iter()
+                .all(|s| s.samples == vec![Sample::new(1_700_000_123_456, s.samples[0].value)])
+        );
 
         let user_hz = sys::user_hz();
         assert_eq!(
@@ -1318,7 +1384,10 @@ garbage
         assert_eq!(value(scrape, NODE_FORKS_TOTAL, &[]), Some(4242.0));
         assert_eq!(value(scrape, NODE_PROCS_RUNNING, &[]), Some(3.0));
         assert_eq!(value(scrape, NODE_PROCS_BLOCKED, &[]), Some(1.0));
-        assert_eq!(value(scrape, "node_memory_MemTotal_bytes", &[]), Some(16303412.0 * 1024.0));
+        assert_eq!(
+            value(scrape, "node_memory_MemTotal_bytes", &[]),
+            Some(16303412.0 * 1024.0)
+        );
         assert_eq!(value(scrape, "node_memory_HugePages_Total", &[]), Some(0.0));
         assert_eq!(value(scrape, NODE_LOAD1, &[]), Some(1.5));
         assert_eq!(value(scrape, NODE_LOAD15, &[]), Some(3.5));
@@ -1356,7 +1425,10 @@ garbage
             "an 11-column line has no discard columns"
         );
         for excluded in ["loop0", "sda1", "nvme0n1p1"] {
-            assert_eq!(value(scrape, "node_disk_reads_completed_total", &[("device", excluded)]), None);
+            assert_eq!(
+                value(scrape, "node_disk_reads_completed_total", &[("device", excluded)]),
+                None
+            );
         }
         assert_eq!(value(scrape, NODE_TIME_SECONDS, &[]), Some(1_700_000_123.456));
         let uname = scrape
@@ -1378,10 +1450,26 @@ garbage
             value(scrape, NODE_FILESYSTEM_DEVICE_ERROR, &[("mountpoint", "/missing")]),
             Some(1.0)
         );
-        assert_eq!(value(scrape, NODE_FILESYSTEM_SIZE_BYTES, &[("mountpoint", "/missing")]), None);
-        assert_eq!(value(scrape, NODE_FILESYSTEM_DEVICE_ERROR, &[("mountpoint", "/proc")]), None);
+        assert_eq!(
+            value(scrape, NODE_FILESYSTEM_SIZE_BYTES, &[("mountpoint", "/missing")]),
+            None
+        );
+        assert_eq!(
+            value(scrape, NODE_FILESYSTEM_DEVICE_ERROR, &[("mountpoint", "/proc")]),
+            None
+        );
 
-        for group in ["cpu", "stat", "meminfo", "loadavg", "netdev", "diskstats", "filesystem", "time", "uname"] {
+        for group in [
+            "cpu",
+            "stat",
+            "meminfo",
+            "loadavg",
+            "netdev",
+            "diskstats",
+            "filesystem",
+            "time",
+            "uname",
+        ] {
             assert_eq!(
                 value(scrape, NODE_SCRAPE_COLLECTOR_SUCCESS, &[("collector", group)]),
                 Some(1.0),
@@ -1391,7 +1479,10 @@ garbage
         // Metadata: one entry per family, with node-exporter's type.
         let meta = |name: &str| scrape.metadata.iter().find(|m| m.metric_family_name == name).cloned();
         assert_eq!(meta(NODE_CPU_SECONDS_TOTAL).unwrap().metric_type, MetricType::Counter);
-        assert_eq!(meta("node_memory_MemFree_bytes").unwrap().metric_type, MetricType::Gauge);
+        assert_eq!(
+            meta("node_memory_MemFree_bytes").unwrap().metric_type,
+            MetricType::Gauge
+        );
         assert_eq!(
             meta("node_memory_MemFree_bytes").unwrap().help,
             "Memory information field MemFree_bytes."
@@ -1419,7 +1510,10 @@ garbage
                 ("meminfo", "MemTotal: 1 kB\nMemFree: lots kB\n"),
                 ("loadavg", "garbage"),
                 ("net/dev", "Inter-|\n face |\n  eth0: 1 2\n"),
-                ("diskstats", "\u{0}\u{1}binary junk with enough fields 1 2 3 4 5 6 7 8 9 10 11\n"),
+                (
+                    "diskstats",
+                    "\u{0}\u{1}binary junk with enough fields 1 2 3 4 5 6 7 8 9 10 11\n",
+                ),
             ],
         );
         let config = NodeMetricsConfig {
@@ -1433,8 +1527,14 @@ garbage
         failed.sort_unstable();
         assert_eq!(failed, vec!["diskstats", "filesystem", "loadavg", "meminfo", "netdev"]);
         let scrape = &node.scrape;
-        assert_eq!(value(scrape, NODE_SCRAPE_COLLECTOR_SUCCESS, &[("collector", "meminfo")]), Some(0.0));
-        assert_eq!(value(scrape, NODE_SCRAPE_COLLECTOR_SUCCESS, &[("collector", "cpu")]), Some(1.0));
+        assert_eq!(
+            value(scrape, NODE_SCRAPE_COLLECTOR_SUCCESS, &[("collector", "meminfo")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(scrape, NODE_SCRAPE_COLLECTOR_SUCCESS, &[("collector", "cpu")]),
+            Some(1.0)
+        );
         assert_eq!(
             value(scrape, "node_memory_MemTotal_bytes", &[]),
             None,
@@ -1442,7 +1542,10 @@ garbage
         );
         assert!(value(scrape, NODE_CPU_SECONDS_TOTAL, &[("cpu", "1"), ("mode", "idle")]).is_some());
         assert!(
-            !scrape.metadata.iter().any(|m| m.metric_family_name == "node_memory_MemTotal_bytes"),
+            !scrape
+                .metadata
+                .iter()
+                .any(|m| m.metric_family_name == "node_memory_MemTotal_bytes"),
             "metadata of a rolled-back group is dropped too"
         );
 
@@ -1454,7 +1557,10 @@ garbage
         let node = NodeCollector::new(&config).collect(1000).await;
         let mut failed = node.failed.clone();
         failed.sort_unstable();
-        assert_eq!(failed, vec!["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "stat"]);
+        assert_eq!(
+            failed,
+            vec!["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "stat"]
+        );
     }
 
     #[tokio::test]

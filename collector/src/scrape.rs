@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::{CollectorConfig, MetricsConfig, TlsConfig};
 use crate::error::Error;
 use crate::labels;
-use crate::node::NodeCollector;
+use crate::node::{DEFAULT_MOUNT_TIMEOUT, NodeCollector};
 use crate::{PodDirectory, PodScrapeTarget};
 
 mod http;
@@ -485,7 +485,12 @@ impl Scraper {
             .kubelet
             .enabled
             .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
-        let node = metrics.node.enabled.then(|| NodeCollector::new(&metrics.node));
+        // A hanging mount must not hold the node target past its scrape timeout.
+        let node_timeout = clamp_timeout(metrics.scrape_timeout, metrics.scrape_interval);
+        let node = metrics
+            .node
+            .enabled
+            .then(|| NodeCollector::new(&metrics.node).with_mount_timeout(DEFAULT_MOUNT_TIMEOUT.min(node_timeout)));
         let canonical = vec![
             Label::new(labels::CLUSTER, config.cluster.clone()),
             Label::new(labels::NODE, node_name.clone()),
@@ -682,7 +687,11 @@ async fn finish(shared: &Shared, target: &Target, state: &mut TargetState, reaso
     }
     let now_ms = shared.clock.now_ms();
     let mut batch = WriteBatch::default();
-    let markers = stale_markers(state.previous.drain().filter(|(_, tracked)| *tracked).map(|(l, _)| l), now_ms, &mut batch);
+    let markers = stale_markers(
+        state.previous.drain().filter(|(_, tracked)| *tracked).map(|(l, _)| l),
+        now_ms,
+        &mut batch,
+    );
     if markers == 0 {
         return;
     }
@@ -705,7 +714,12 @@ fn stale_markers(series: impl Iterator<Item = Labels>, now_ms: TimestampMs, batc
 }
 
 /// Reads the source: the parsed page, or why it failed.
-async fn read_source(source: &Source, target: &Target, start_ms: TimestampMs, stats: &ScrapeStats) -> Result<Scrape, Failure> {
+async fn read_source(
+    source: &Source,
+    target: &Target,
+    start_ms: TimestampMs,
+    stats: &ScrapeStats,
+) -> Result<Scrape, Failure> {
     match source {
         Source::Broken(reason) => Err(Failure {
             kind: FailureKind::Tls,
@@ -755,7 +769,10 @@ async fn scrape_once(shared: &Shared, target: &Target, source: &Source, state: &
     let up = match result {
         Ok(scrape) => {
             samples_scraped = scrape.sample_count();
-            shared.stats.samples_total.fetch_add(samples_scraped as u64, Ordering::Relaxed);
+            shared
+                .stats
+                .samples_total
+                .fetch_add(samples_scraped as u64, Ordering::Relaxed);
             let mut relabeler = Relabeler::new(&target.labels, &shared.canonical, shared.pods.as_ref());
             batch.series.reserve(scrape.series.len() + 5);
             for series in scrape.series {
@@ -878,7 +895,10 @@ impl<'a> Relabeler<'a> {
                 pairs.push(label.clone());
             }
         }
-        let namespace = pairs.iter().find(|l| l.name == labels::NAMESPACE).map(|l| l.value.clone());
+        let namespace = pairs
+            .iter()
+            .find(|l| l.name == labels::NAMESPACE)
+            .map(|l| l.value.clone());
         let pod = pairs.iter().find(|l| l.name == labels::POD).map(|l| l.value.clone());
         if let (Some(namespace), Some(pod)) = (namespace, pod) {
             let pods = self.pods;
@@ -984,15 +1004,22 @@ mod tests {
             tls_config: TlsConfig::default(),
             static_configs: vec![StaticConfig {
                 targets: vec!["a:1".into(), "b:2".into()],
-                labels: [("env".to_string(), "dev".to_string()), ("instance".to_string(), "named".to_string())]
-                    .into_iter()
-                    .collect(),
+                labels: [
+                    ("env".to_string(), "dev".to_string()),
+                    ("instance".to_string(), "named".to_string()),
+                ]
+                .into_iter()
+                .collect(),
             }],
         });
         let targets = static_targets(&metrics);
         assert_eq!(targets.len(), 2);
         assert_eq!(targets[0].url().as_deref(), Some("http://a:1/stats"));
-        assert_eq!(targets[0].timeout, Duration::from_secs(5), "timeout clamped to the interval");
+        assert_eq!(
+            targets[0].timeout,
+            Duration::from_secs(5),
+            "timeout clamped to the interval"
+        );
         assert_eq!(
             targets[1].labels,
             labels(&[("env", "dev"), ("instance", "named"), ("job", "app")]),
@@ -1002,10 +1029,17 @@ mod tests {
         metrics.kubelet.url = Some("https://10.1.2.3:10250/".into());
         let kubelet = kubelet_targets(&metrics, "node-a");
         assert_eq!(kubelet.len(), 2);
-        assert_eq!(kubelet[0].url().as_deref(), Some("https://10.1.2.3:10250/metrics/cadvisor"));
+        assert_eq!(
+            kubelet[0].url().as_deref(),
+            Some("https://10.1.2.3:10250/metrics/cadvisor")
+        );
         assert_eq!(
             kubelet[1].labels,
-            labels(&[("instance", "10.1.2.3:10250"), ("job", "kubelet"), ("metrics_path", "/metrics/resource")])
+            labels(&[
+                ("instance", "10.1.2.3:10250"),
+                ("job", "kubelet"),
+                ("metrics_path", "/metrics/resource")
+            ])
         );
         assert!(kubelet[0].bearer_token_file.is_some());
 
@@ -1055,7 +1089,11 @@ mod tests {
         assert_eq!(find(SCRAPE_ERRORS_TOTAL, Some("parse")), Some(1.0));
         assert_eq!(find(SCRAPE_ERRORS_TOTAL, Some("connection")), Some(0.0));
         assert_eq!(
-            batch.metadata.iter().filter(|m| m.metric_family_name == SCRAPE_ERRORS_TOTAL).count(),
+            batch
+                .metadata
+                .iter()
+                .filter(|m| m.metric_family_name == SCRAPE_ERRORS_TOTAL)
+                .count(),
             1
         );
         // What it renders parses back: the collector's /metrics is valid text.

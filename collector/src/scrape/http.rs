@@ -298,6 +298,9 @@ mod tests {
             ..TlsConfig::default()
         };
         assert!(client_tls_config(&insecure).is_ok());
-        assert!(client(&TlsConfig::default(), false).is_ok(), "plain HTTP needs no roots");
+        assert!(
+            client(&TlsConfig::default(), false).is_ok(),
+            "plain HTTP needs no roots"
+        );
     }
 }
