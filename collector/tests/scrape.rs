@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tidewatch_collector::config::{CollectorConfig, ScrapeConfig, StaticConfig, TlsConfig};
 use tidewatch_collector::scrape::{SCRAPE_TIMEOUT_HEADER, Scraper};
 use tidewatch_collector::{PodDirectory, PodScrapeTarget};
 use tidewatch_model::exposition::{self, SCRAPE_ACCEPT_HEADER};
 use tidewatch_model::seam::{SeriesSamples, WriteBatch};
 use tidewatch_model::{Label, Labels, is_stale_nan};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -22,6 +24,26 @@ use tokio::sync::{mpsc, watch};
 const PATIENCE: Duration = Duration::from_secs(20);
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(150);
+
+/// A self-signed certificate for 127.0.0.1 and localhost, valid 2020–2120,
+/// made once with `openssl ca -selfsign` for this test only.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBZTCCAQqgAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDDAlsb2NhbGhv
+c3QwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMBQxEjAQBgNVBAMM
+CWxvY2FsaG9zdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABNARGW0Mhbwt7GAH
+BtQhTp00cYaHFoYH1OOYdSQH7K8mPGejoqrYsPBc5nrF8AZVUXui0Huw0btGglmJ
+1yrfUsWjSzBJMAwGA1UdEwEB/wQCMAAwGgYDVR0RBBMwEYcEfwAAAYIJbG9jYWxo
+b3N0MB0GA1UdDgQWBBSZyVczfJutADJa51wzqRMTubXFTDAKBggqhkjOPQQDAgNJ
+ADBGAiEAnMO7vo8bHSWpJX62Hkvuo61CWvX0ji4BterodT8fg0gCIQCSybX6Klqe
++u/rvwKTvEb4l/KQ580vRQWAVkTc1b8P9A==
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLlz9QT6rD0JlmTKC
+iuGE7IM286gJbTqQj9UOF2aZ3RyhRANCAATQERltDIW8LexgBwbUIU6dNHGGhxaG
+B9TjmHUkB+yvJjxno6Kq2LDwXOZ6xfAGVVF7otB7sNG7RoJZidcq31LF
+-----END PRIVATE KEY-----
+";
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -78,7 +100,41 @@ impl TestServer {
         );
     }
 
-    async fn serve(&self, mut stream: tokio::net::TcpStream) {
+    /// The same server behind TLS with the test certificate.
+    async fn start_tls() -> (TestServer, String) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = vec![CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = TestServer::default();
+        let handle = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handle = handle.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        handle.serve(stream).await;
+                    }
+                });
+            }
+        });
+        (server, address)
+    }
+
+    async fn serve(&self, mut stream: impl AsyncRead + AsyncWrite + Unpin) {
         let mut head = Vec::new();
         let mut buffer = [0u8; 4096];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -556,6 +612,60 @@ async fn node_target_reads_the_fixture_directory() {
             .metadata
             .iter()
             .any(|m| m.metric_family_name == "node_cpu_seconds_total")
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_targets_use_the_tls_settings() {
+    let (server, address) = TestServer::start_tls().await;
+    server.page("/metrics", TEXT_CONTENT_TYPE, b"secure 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, TEST_CERT).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let mut config = base_config();
+    let settings = [
+        (
+            "with-ca",
+            TlsConfig {
+                ca_file: Some(ca_file.clone()),
+                ..TlsConfig::default()
+            },
+        ),
+        (
+            "insecure",
+            TlsConfig {
+                insecure_skip_verify: true,
+                ..TlsConfig::default()
+            },
+        ),
+        // The system roots do not trust a self-signed certificate.
+        ("system-roots", TlsConfig::default()),
+    ];
+    for (job, tls) in settings {
+        static_job(&mut config, job, &address, "/metrics");
+        let scrape_config = config.metrics.scrape_configs.last_mut().unwrap();
+        scrape_config.scheme = "https".into();
+        scrape_config.tls_config = tls;
+        scrape_config.bearer_token_file = Some(token_file.clone());
+    }
+    let mut running = Running::start(|sender| Scraper::new(&config, "node-a", Arc::new(FakePods::default()), sender));
+    let mut up: HashMap<String, f64> = HashMap::new();
+    while up.len() < 3 {
+        let batch = running.until("a batch", |_| true).await;
+        let job = series(&batch, "up")[0].labels.get("job").unwrap().to_owned();
+        up.entry(job).or_insert(value(&batch, "up").unwrap());
+    }
+    assert_eq!(up["with-ca"], 1.0);
+    assert_eq!(up["insecure"], 1.0);
+    assert_eq!(up["system-roots"], 0.0, "an untrusted certificate is refused");
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(
+        requests
+            .iter()
+            .all(|h| h.get("authorization").map(String::as_str) == Some("Bearer s3cret"))
     );
     running.stop().await;
 }
