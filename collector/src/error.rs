@@ -35,9 +35,24 @@ pub enum Error {
     /// The Kubernetes API could not be reached or answered an error.
     #[error("kubernetes: {0}")]
     Kube(String),
+    /// A file read for metrics (`/proc/meminfo`, a CA bundle) has content
+    /// that could not be understood.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// One scrape of one target failed: connection, timeout, status or body.
+    /// Counted and logged by the scrape loop, never returned from it.
+    #[error("scraping {target}: {message}")]
+    Scrape { target: String, message: String },
 }
 
 impl Error {
+    pub(crate) fn parse(path: impl Into<PathBuf>, message: String) -> Self {
+        Error::Parse {
+            path: path.into(),
+            message,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
