@@ -3,11 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use tidewatch_collector::config::DEFAULT_LOG_GLOB;
-use tidewatch_collector::{CollectorConfig, NoPods, PodDirectory, RunningCollector};
+use tidewatch_collector::{CollectorConfig, RunningCollector};
 
 /// Command-line overrides of the collector's configuration file.
 #[derive(Debug, Default, Clone)]
@@ -53,11 +52,6 @@ impl CollectorFlags {
     }
 }
 
-/// What the cluster knows about pods, or nothing outside one.
-fn pod_directory(_config: &CollectorConfig) -> Arc<dyn PodDirectory> {
-    Arc::new(NoPods)
-}
-
 /// `tidewatch collector`: runs until Ctrl-C or SIGTERM, then ships or spools
 /// what it read and saves its positions.
 pub(crate) async fn run_standalone(flags: CollectorFlags) -> anyhow::Result<()> {
@@ -72,8 +66,7 @@ pub(crate) async fn run_standalone(flags: CollectorFlags) -> anyhow::Result<()> 
     if config.logs.enabled {
         println!("  tailing {}", config.logs.glob);
     }
-    let pods = pod_directory(&config);
-    let collector = RunningCollector::start(config, pods)
+    let collector = RunningCollector::start(config)
         .await
         .context("starting the collector")?;
     if let Some(addr) = collector.metrics_addr {
@@ -121,8 +114,7 @@ pub(crate) fn in_process_config(
 /// server is useful without it.
 pub(crate) async fn start_in_process(config: CollectorConfig) -> Option<RunningCollector> {
     let logs = config.logs.enabled.then(|| config.logs.glob.clone());
-    let pods = pod_directory(&config);
-    match RunningCollector::start(config, pods).await {
+    match RunningCollector::start(config).await {
         Ok(collector) => {
             match logs {
                 Some(glob) => println!("  collector: tailing {glob}"),

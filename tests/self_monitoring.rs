@@ -123,3 +123,43 @@ async fn up_ingests_its_own_metrics() {
         reply.body
     );
 }
+
+/// `tidewatch up` runs a collector in process: the host's metrics from
+/// `/proc` (node-exporter names, `job="node"`) and the collector's own
+/// counters arrive within the first seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_collects_the_hosts_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with("up", dir.path(), None);
+    let api = server.api();
+    for query in [
+        r#"node_memory_MemTotal_bytes{job="node"}"#,
+        r#"node_cpu_seconds_total{job="node",mode="idle"}"#,
+        r#"up{job="node"}"#,
+        r#"tidewatch_collector_batches_sent_total{job="tidewatch-collector",kind="metrics"}"#,
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let found = loop {
+            let got = api.vector(query, common::now_ms(), None).await;
+            if !got.is_empty() {
+                break got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{query} not found within 30 s; stderr:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let (labels, (_, value)) = found.into_iter().next().unwrap();
+        assert!(labels.contains_key("node"), "{query}: {labels:?}");
+        let value: f64 = value.parse().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{query}: {value}");
+        if query.starts_with("node_memory") {
+            assert!(value > 1e6, "a host has more than a megabyte of memory: {value}");
+        }
+        if query.starts_with("up") {
+            assert_eq!(value, 1.0, "the node target scrapes");
+        }
+    }
+}

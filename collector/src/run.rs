@@ -14,12 +14,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::CollectorConfig;
 use crate::error::{Error, Result};
+use crate::kubernetes::{self, KubeMetadata};
 use crate::positions::Positions;
+use crate::scrape::{ScrapeStats, Scraper};
 use crate::selfmetrics::CollectorStats;
+use crate::selfmetrics::MetricsSource;
 use crate::ship::{Endpoint, Kind, Outgoing, Shipper};
 use crate::spool::Spool;
 use crate::tail::{StreamLabeler, Tailer};
-use crate::{PodDirectory, labels};
+use crate::{NoPods, PodDirectory, labels};
 
 /// Batches waiting for a shipper; small, so a slow server slows the sources.
 const SHIP_QUEUE: usize = 4;
@@ -27,6 +30,8 @@ const SHIP_QUEUE: usize = 4;
 const SOURCE_QUEUE: usize = 64;
 /// How often acknowledged positions are written.
 const POSITIONS_SAVE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long start-up waits for the first pod list.
+const KUBE_SYNC_WAIT: Duration = Duration::from_secs(10);
 /// The job label of the collector's own metrics.
 pub const SELF_JOB: &str = "tidewatch-collector";
 
@@ -45,11 +50,22 @@ pub struct RunningCollector {
     /// Address the collector's `/metrics` listens on, when it does.
     pub metrics_addr: Option<std::net::SocketAddr>,
     node: String,
+    kube: Option<KubeMetadata>,
 }
 
 impl RunningCollector {
-    /// Starts everything the configuration enables.
-    pub async fn start(config: CollectorConfig, pods: Arc<dyn PodDirectory>) -> Result<RunningCollector> {
+    /// Starts everything the configuration enables, with Kubernetes metadata
+    /// when `kubernetes.enabled` says so (or, unset, inside a cluster).
+    pub async fn start(config: CollectorConfig) -> Result<RunningCollector> {
+        RunningCollector::start_with_pods(config, None).await
+    }
+
+    /// Like [`RunningCollector::start`] with a given pod directory instead of
+    /// one from the Kubernetes API (tests, or none at all with [`crate::NoPods`]).
+    pub async fn start_with_pods(
+        config: CollectorConfig,
+        pods: Option<Arc<dyn PodDirectory>>,
+    ) -> Result<RunningCollector> {
         let state_dir = config.state_dir.clone();
         std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         let positions = match Positions::load(&state_dir) {
@@ -96,6 +112,50 @@ impl RunningCollector {
         helpers.push(tokio::spawn(encode_logs(events_rx, logs_tx.clone())));
         helpers.push(tokio::spawn(save_positions(positions.clone(), shutdown_rx.clone())));
 
+        let mut kube = None;
+        let pods: Arc<dyn PodDirectory> = match pods {
+            Some(pods) => pods,
+            None if kubernetes::is_enabled(&config.kubernetes) => {
+                match kubernetes::connect(
+                    &config.kubernetes,
+                    &node,
+                    &config.cluster,
+                    Some(events_tx.clone()),
+                    shutdown_rx.clone(),
+                )
+                .await
+                {
+                    Ok(metadata) => {
+                        // Files opened before the first pod list would go
+                        // out without workload labels; wait a little for it.
+                        if tokio::time::timeout(KUBE_SYNC_WAIT, metadata.wait_synced())
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!("pod list not in yet; early lines may lack pod labels");
+                        }
+                        let directory = metadata.directory();
+                        kube = Some(metadata);
+                        directory
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "no Kubernetes metadata");
+                        Arc::new(NoPods)
+                    }
+                }
+            }
+            None => Arc::new(NoPods),
+        };
+        if config.metrics.enabled {
+            let scraper = Scraper::new(&config, node.clone(), pods.clone(), metrics_tx.clone());
+            stats
+                .extra
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Arc::new(ScrapeCounters(scraper.stats())));
+            helpers.push(tokio::spawn(scraper.run(shutdown_rx.clone())));
+        }
+
         let stop_tailer = Arc::new(AtomicBool::new(false));
         let tailer = if config.logs.enabled && !config.logs.glob.is_empty() {
             let labeler = StreamLabeler {
@@ -135,6 +195,7 @@ impl RunningCollector {
             events_tx: Some(events_tx),
             metrics_addr: None,
             node,
+            kube,
         };
         if config.metrics.enabled {
             running.helpers.push(tokio::spawn(ship_self_metrics(
@@ -231,11 +292,29 @@ impl RunningCollector {
         for helper in self.helpers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), helper).await;
         }
+        if let Some(kube) = self.kube.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), kube.join()).await;
+        }
         for shipper in self.shippers.drain(..) {
             let _ = shipper.await;
         }
         let positions = self.positions.clone();
         let _ = tokio::task::spawn_blocking(move || positions.save_if_dirty()).await;
+    }
+}
+
+/// The scraper's counters on the collector's `/metrics`.
+#[derive(Debug)]
+struct ScrapeCounters(Arc<ScrapeStats>);
+
+impl MetricsSource for ScrapeCounters {
+    fn render(&self, out: &mut String) {
+        let now_ms = tidewatch_model::Clock::now_ms(&tidewatch_model::SystemClock);
+        let batch = self.0.write_batch(now_ms);
+        out.push_str(&tidewatch_model::exposition::render_text(
+            &batch.series,
+            &batch.metadata,
+        ));
     }
 }
 

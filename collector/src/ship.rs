@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::positions::{FileKey, Positions};
 use crate::spool::{Dropped, Spool};
 
+/// How long a batch still queued at shutdown may take to send before it is
+/// spooled instead.
+const FINAL_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Quick attempts before a batch goes to the spool.
 const DIRECT_ATTEMPTS: u32 = 3;
 
@@ -233,6 +236,15 @@ impl Shipper {
         // read is lost when the process stops.
         incoming.close();
         while let Ok(outgoing) = incoming.try_recv() {
+            // One quick try while the server still answers; else the spool.
+            if self.spool.is_empty() && !outgoing.body.is_empty() {
+                let attempt = tokio::time::timeout(FINAL_SEND_TIMEOUT, self.endpoint.send(&outgoing.body)).await;
+                if let Ok(Ok(sent)) = attempt {
+                    self.record(sent, outgoing.items, outgoing.raw_bytes);
+                    self.acknowledge(&outgoing.acks);
+                    continue;
+                }
+            }
             self.spool_batch(outgoing);
         }
         tracing::info!(kind = kind.as_str(), spooled = self.spool.len(), "shipper stopped");
