@@ -29,6 +29,7 @@ pub mod selfmetrics;
 pub mod ship;
 pub mod spool;
 pub mod tail;
+mod tls;
 
 pub use config::CollectorConfig;
 pub use error::{Error, Result};

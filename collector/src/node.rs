@@ -508,7 +508,13 @@ impl NodeCollector {
     }
 
     fn collect_netdev(&self, families: &mut Families) -> Result<()> {
-        let (path, text) = self.read_proc("net/dev")?;
+        // pid 1's first, for the same reason as the mount table: `<proc>/net`
+        // is `self/net`, the collector pod's own network namespace, while
+        // pid 1 lives in the host's.
+        let (path, text) = match self.read_proc("1/net/dev") {
+            Ok(found) => found,
+            Err(_) => self.read_proc("net/dev")?,
+        };
         let devices = parse_net_dev(&text).map_err(|message| Error::parse(&path, message))?;
         let receive: Vec<(String, String)> = NETDEV_COLUMNS
             .iter()

@@ -14,6 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ServerConfig;
@@ -112,24 +120,24 @@ enum Sent {
     Refused(String),
 }
 
-/// The HTTP side: URL, headers, client.
+/// The HTTP side: URL, headers, client (plain HTTP or TLS per `server.tls`).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    client: reqwest::Client,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: String,
     kind: Kind,
     config: ServerConfig,
 }
 
+/// Most of an error response body kept for the log.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 impl Endpoint {
     pub fn new(config: &ServerConfig, kind: Kind) -> Result<Endpoint> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("tidewatch-collector/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::InvalidConfig(format!("http client: {e}")))?;
+        let https = config.url.starts_with("https://");
+        let connector = crate::tls::connector(&config.tls, https)?;
         Ok(Endpoint {
-            client,
+            client: Client::builder(TokioExecutor::new()).build(connector),
             url: format!("{}{}", config.url.trim_end_matches('/'), kind.path()),
             kind,
             config: config.clone(),
@@ -149,33 +157,47 @@ impl Endpoint {
     }
 
     async fn send(&self, body: &[u8]) -> Result<Sent> {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header("Content-Type", "application/x-protobuf")
-            .body(body.to_vec());
+        let mut request = Request::post(&self.url)
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header(USER_AGENT, concat!("tidewatch-collector/", env!("CARGO_PKG_VERSION")));
         if self.kind == Kind::Metrics {
             request = request
-                .header("Content-Encoding", "snappy")
+                .header(CONTENT_ENCODING, "snappy")
                 .header("X-Prometheus-Remote-Write-Version", "0.1.0");
         }
         if let Some(tenant) = &self.config.tenant {
             request = request.header("X-Scope-OrgID", tenant);
         }
         if let Some(token) = self.bearer_token() {
-            request = request.bearer_auth(token);
+            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = request.send().await.map_err(|e| self.error(e.to_string(), true))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Sent::Accepted);
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| self.error(format!("invalid request: {e}"), false))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| self.error(describe(&e), true))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(Sent::Accepted);
+            }
+            let text = match Limited::new(response.into_body(), MAX_ERROR_BODY).collect().await {
+                Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_string(),
+                Err(_) => String::new(),
+            };
+            let message = format!("{status}: {text}");
+            if status.as_u16() == 429 || status.is_server_error() {
+                return Err(self.error(message, true));
+            }
+            Ok(Sent::Refused(message))
+        };
+        match tokio::time::timeout(self.config.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(self.error(format!("no answer within {:?}", self.config.timeout), true)),
         }
-        let text = response.text().await.unwrap_or_default();
-        let message = format!("{status}: {}", text.trim());
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Err(self.error(message, true));
-        }
-        Ok(Sent::Refused(message))
     }
 
     fn error(&self, message: String, retryable: bool) -> Error {
@@ -185,6 +207,18 @@ impl Endpoint {
             retryable,
         }
     }
+}
+
+/// A client error with its causes (hyper-util's own text is only "client error (Connect)").
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// Sends one kind of batch with retries and a spool.

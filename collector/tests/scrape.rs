@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tidewatch_collector::config::{CollectorConfig, ScrapeConfig, StaticConfig, TlsConfig};
 use tidewatch_collector::scrape::{SCRAPE_TIMEOUT_HEADER, Scraper};
 use tidewatch_collector::{PodDirectory, PodScrapeTarget};
@@ -19,31 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+mod common;
+use common::{TEST_CERT, tls_acceptor};
+
 /// Longest a test waits for an expected batch before failing: a safety net
 /// against hangs, not a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(20);
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(150);
-
-/// A self-signed certificate for 127.0.0.1 and localhost, valid 2020–2120,
-/// made once with `openssl ca -selfsign` for this test only.
-const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIBZTCCAQqgAwIBAgIBATAKBggqhkjOPQQDAjAUMRIwEAYDVQQDDAlsb2NhbGhv
-c3QwIBcNMjAwMTAxMDAwMDAwWhgPMjEyMDAxMDEwMDAwMDBaMBQxEjAQBgNVBAMM
-CWxvY2FsaG9zdDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABNARGW0Mhbwt7GAH
-BtQhTp00cYaHFoYH1OOYdSQH7K8mPGejoqrYsPBc5nrF8AZVUXui0Huw0btGglmJ
-1yrfUsWjSzBJMAwGA1UdEwEB/wQCMAAwGgYDVR0RBBMwEYcEfwAAAYIJbG9jYWxo
-b3N0MB0GA1UdDgQWBBSZyVczfJutADJa51wzqRMTubXFTDAKBggqhkjOPQQDAgNJ
-ADBGAiEAnMO7vo8bHSWpJX62Hkvuo61CWvX0ji4BterodT8fg0gCIQCSybX6Klqe
-+u/rvwKTvEb4l/KQ580vRQWAVkTc1b8P9A==
------END CERTIFICATE-----
-";
-const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLlz9QT6rD0JlmTKC
-iuGE7IM286gJbTqQj9UOF2aZ3RyhRANCAATQERltDIW8LexgBwbUIU6dNHGGhxaG
-B9TjmHUkB+yvJjxno6Kq2LDwXOZ6xfAGVVF7otB7sNG7RoJZidcq31LF
------END PRIVATE KEY-----
-";
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -102,16 +83,7 @@ impl TestServer {
 
     /// The same server behind TLS with the test certificate.
     async fn start_tls() -> (TestServer, String) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = vec![CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let server = TestServer::default();
