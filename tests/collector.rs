@@ -68,14 +68,15 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(server: &str, glob: &str, state_dir: &Path, extra_config: &str) -> Collector {
+    /// `logs_extra` is added to the `logs:` map (", key: value" pairs).
+    fn start(server: &str, glob: &str, state_dir: &Path, logs_extra: &str) -> Collector {
         let config = state_dir.with_extension("yaml");
         std::fs::write(
             &config,
             format!(
-                "logs: {{ poll_interval: 50ms, batch_wait: 100ms, max_line_size: 64KB }}\n\
+                "logs: {{ poll_interval: 50ms, batch_wait: 100ms, max_line_size: 64KB{logs_extra} }}\n\
                  metrics: {{ enabled: false }}\n\
-                 server: {{ min_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}\n{extra_config}"
+                 server: {{ min_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}\n"
             ),
         )
         .unwrap();
@@ -469,4 +470,43 @@ async fn a_server_outage_is_spooled_and_delivered_after() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_stack_traces_are_joined_into_one_entry() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    server.wait_ready().await;
+    let node = Node::new();
+    let state = tempfile::tempdir().unwrap();
+    let collector = Collector::start(
+        &server.base,
+        &node.glob(),
+        &state.path().join("c"),
+        ", multiline: { preset: java, timeout: 300ms }",
+    );
+    let mut written = Written::new();
+    let path = node.container("java-1", "app");
+    let mut file = append(&path);
+    for i in 0..20 {
+        let record = [
+            format!("2024-01-01 12:00:{i:02} ERROR request {i} failed"),
+            "java.lang.IllegalStateException: boom".to_string(),
+            format!("\tat com.example.Handler.handle(Handler.java:{i})"),
+            "\tat com.example.Main.main(Main.java:5)".to_string(),
+            "Caused by: java.io.IOException: closed".to_string(),
+            "\t... 2 more".to_string(),
+        ];
+        // Each physical line is its own CRI line; the trace's lines join.
+        for line in &record {
+            let ts = written.timestamp();
+            writeln!(file, "{ts} stderr F {line}").unwrap();
+        }
+        written.expect("java-1", &record[0]);
+        written.expect("java-1", &record[1..].join("\n"));
+        let ts = written.timestamp();
+        writeln!(file, "{ts} stdout F INFO request {i} retried").unwrap();
+        written.expect("java-1", &format!("INFO request {i} retried"));
+    }
+    assert_exactly_once(&server.api(), &written, &collector).await;
 }
