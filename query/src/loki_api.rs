@@ -83,6 +83,14 @@ pub fn loki_browse_router<S: LogRead>(store: Arc<S>) -> Router {
             "/loki/api/v1/index/volume_range",
             get(volume_range::<S>).post(volume_range::<S>),
         )
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(detected_fields::<S>).post(detected_fields::<S>),
+        )
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            get(detected_field_values::<S>).post(detected_field_values::<S>),
+        )
         .with_state(store)
 }
 
@@ -562,4 +570,115 @@ async fn query_range<S: LogRead>(
         query_params.interval = parse_step("interval", interval)?;
     }
     run_query(&*store, &tenant, query, query_params).await
+}
+
+/// Fields reported by default (`limit`, formerly `field_limit`).
+const DEFAULT_FIELD_LIMIT: usize = 1000;
+
+/// The newest `line_limit` entries of a log query over the request's range
+/// and the label names of the streams it selects: what field detection reads.
+async fn detection_input<S: LogRead>(
+    store: &S,
+    params: &Params,
+    tenant: &TenantId,
+) -> Result<(Vec<logql::StreamResult>, std::collections::HashSet<String>, usize), LokiError> {
+    let query = required_query(params)?;
+    let range = range_of(params)?;
+    let step = step_of(params, range)?;
+    let line_limit = match params.get("line_limit") {
+        Some(value) => parse_limit(Some(value))?,
+        None => crate::loki_params::DEFAULT_LIMIT,
+    };
+    let limit = match params.get("limit").or_else(|| params.get("field_limit")) {
+        Some(value) => parse_limit(Some(value))?,
+        None => DEFAULT_FIELD_LIMIT,
+    };
+    let expr = logql::parse(query)?;
+    let Expr::Log(log) = &expr else {
+        return Err(Error::bad_data(format!("only log queries are allowed here, got {query:?}")).into());
+    };
+    let query_params = LogQueryParams::range(
+        range.start,
+        range.end,
+        step,
+        tidewatch_model::logs::Direction::Backward,
+        line_limit,
+    );
+    let result = tokio::time::timeout(QUERY_TIMEOUT, logql::evaluate(store, tenant, &expr, &query_params))
+        .await
+        .map_err(|_| Error::timeout(format!("query timed out after {}s", QUERY_TIMEOUT.as_secs())))??;
+    let LogQueryResult::Streams(streams) = result else {
+        return Err(Error::bad_data("only log queries are allowed here").into());
+    };
+    let selected = store.log_series(tenant, &log.matchers, range).await?;
+    Ok((streams, logql::detect::label_names(&selected), limit))
+}
+
+/// Loki's `DetectedFieldsResponse` as JSON: no envelope, empty parts left out.
+fn detected_response(fields: Option<Json>, values: Option<Json>, limit: usize) -> Response {
+    let mut body = serde_json::Map::new();
+    let any = fields.is_some() || values.is_some();
+    if let Some(fields) = fields {
+        body.insert("fields".into(), fields);
+    }
+    if let Some(values) = values {
+        body.insert("values".into(), values);
+    }
+    if any {
+        body.insert("limit".into(), json!(limit));
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Json::Object(body).to_string(),
+    )
+        .into_response()
+}
+
+/// `/loki/api/v1/detected_fields`: the fields of the newest `line_limit`
+/// lines of `query` (see [`logql::detect`]).
+async fn detected_fields<S: LogRead>(
+    State(store): State<Arc<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let (streams, names, limit) = detection_input(&*store, &params, &tenant).await?;
+    let fields = logql::detect::FieldDetector::new().detect(&streams, &names, limit);
+    let json_fields: Vec<Json> = fields
+        .iter()
+        .map(|field| {
+            json!({
+                "label": field.label,
+                "type": field.field_type.as_str(),
+                "cardinality": field.cardinality,
+                "parsers": if field.parsers.is_empty() { Json::Null } else { json!(field.parsers) },
+            })
+        })
+        .collect();
+    Ok(detected_response(
+        (!json_fields.is_empty()).then(|| json!(json_fields)),
+        None,
+        limit,
+    ))
+}
+
+/// `/loki/api/v1/detected_field/<name>/values`: the distinct values of one field.
+async fn detected_field_values<S: LogRead>(
+    State(store): State<Arc<S>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let (streams, names, limit) = detection_input(&*store, &params, &tenant).await?;
+    let values = logql::detect::FieldDetector::new().values(&streams, &names, &name, limit);
+    Ok(detected_response(
+        None,
+        (!values.is_empty()).then(|| json!(values)),
+        limit,
+    ))
 }

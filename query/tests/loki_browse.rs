@@ -250,3 +250,90 @@ async fn metric_queries_return_matrices_and_errors_are_text() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.as_str().unwrap().starts_with("parse error at line 1"), "{body}");
 }
+
+#[tokio::test]
+async fn detected_fields_and_their_values_in_lokis_shape() {
+    let store = Arc::new(MemLogStore::new());
+    let mut json_stream = stream(
+        &[("app", "checkout")],
+        &[
+            (100, r#"{"status":200,"took":"15ms","user":{"id":"u1"}}"#),
+            (101, r#"{"status":503,"took":"2s","user":{"id":"u2"}}"#),
+        ],
+    );
+    json_stream.entries[1].structured_metadata = Labels::from_pairs([("trace_id", "t-1")]);
+    let push = LogPush {
+        streams: vec![
+            json_stream,
+            stream(&[("app", "db")], &[(102, "level=warn rows=12 size=5MB")]),
+        ],
+    };
+    store.push(&TenantId::default_tenant(), push).await.unwrap();
+    let router = loki_browse_router(store);
+
+    let uri = format!(
+        "/loki/api/v1/detected_fields?start=0&end=1000&query={}",
+        encode(r#"{app=~".+"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["limit"], json!(1000));
+    let fields = body["fields"].as_array().unwrap();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f["label"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {body}"))
+            .clone()
+    };
+    assert_eq!(
+        field("status"),
+        json!({"label": "status", "type": "int", "cardinality": 2, "parsers": ["json"]})
+    );
+    assert_eq!(field("took")["type"], "duration");
+    assert_eq!(field("user_id")["cardinality"], 2);
+    assert_eq!(field("rows")["parsers"], json!(["logfmt"]));
+    assert_eq!(field("size")["type"], "bytes");
+    assert_eq!(field("trace_id")["parsers"], json!(null), "structured metadata has no parser");
+    assert!(fields.iter().all(|f| f["label"] != "app"), "stream labels are not fields");
+
+    // A filter narrows the lines read; `limit` caps the fields.
+    let uri = format!(
+        "/loki/api/v1/detected_fields?start=0&end=1000&limit=1&query={}",
+        encode(r#"{app="checkout"} |= "503""#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(body["fields"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["limit"], json!(1));
+
+    let uri = format!(
+        "/loki/api/v1/detected_field/status/values?start=0&end=1000&query={}",
+        encode(r#"{app="checkout"}"#)
+    );
+    let (_, body) = get(&router, &uri).await;
+    assert_eq!(body, json!({"values": ["200", "503"], "limit": 1000}));
+
+    // Nothing found: an empty object, as Loki answers.
+    let uri = format!(
+        "/loki/api/v1/detected_fields?start=0&end=1000&query={}",
+        encode(r#"{app="none"}"#)
+    );
+    let (status, body) = get(&router, &uri).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+
+    // Bad input is a 400 with the parser's message.
+    let (status, body) = get(&router, "/loki/api/v1/detected_fields?query=%7Bapp%3D").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let uri = format!(
+        "/loki/api/v1/detected_fields?query={}",
+        encode(r#"count_over_time({app="db"}[1m])"#)
+    );
+    let (status, _) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let uri = format!(
+        "/loki/api/v1/detected_fields?limit=0&query={}",
+        encode(r#"{app="db"}"#)
+    );
+    let (status, _) = get(&router, &uri).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

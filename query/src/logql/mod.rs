@@ -14,6 +14,7 @@
 
 pub mod ast;
 pub(crate) mod conv;
+pub mod detect;
 mod eval;
 mod json;
 mod lexer;

@@ -30,7 +30,7 @@ pub const ERROR_LABEL: &str = "__error__";
 /// The label holding the failure's details.
 pub const ERROR_DETAILS_LABEL: &str = "__error_details__";
 /// Loki's `__preserve_error__`: never produced here, but treated as special by `keep`.
-const PRESERVE_ERROR_LABEL: &str = "__preserve_error__";
+pub(crate) const PRESERVE_ERROR_LABEL: &str = "__preserve_error__";
 /// Appended to a parsed or metadata name that clashes with a higher-precedence source.
 const DUPLICATE_SUFFIX: &str = "_extracted";
 /// The key `unpack` reads the original line from.
@@ -156,6 +156,11 @@ impl<'s> LabelState<'s> {
         self.metadata.retain(|(n, _)| n != name);
         self.parsed.retain(|(n, _)| n != name);
         self.deleted.push(name.to_string());
+    }
+
+    /// The fields parsers set, in the order they were set.
+    pub(crate) fn parsed_fields(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.parsed.iter().map(|(n, v)| (n, v))
     }
 
     pub(crate) fn has_error(&self) -> bool {
