@@ -49,6 +49,10 @@ PARQUET=$(find "$WORK/data/logs" -name '*.parquet' -printf '%s\n' | awk '{s += $
 INDEX=$(find "$WORK/data/logs" -path '*/index/*' -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 awk -v d="$BLOCKS" -v p="$PARQUET" -v i="$INDEX" -v r="$RAW" 'BEGIN { printf "disk: raw=%d B, on disk=%d B (%.1f%% of raw; parquet %.1f%%, index %.1f%%)\n", r, d, 100 * d / r, 100 * p / r, 100 * i / r }'
 
+# The index by Tantivy file kind (.term dictionary, .idx postings, .pos
+# positions, .fast fast fields, .store, .fieldnorm), to see what to trim.
+find "$WORK/data/logs" -path '*/index/*' -type f -printf '%f %s\n' \
+  | awk -v r="$RAW" '{n = split($1, a, "."); s[a[n]] += $2} END {for (e in s) printf "  index .%s: %.1f%% of raw\n", e, 100 * s[e] / r}' | sort
 RARE=$(sed -n "$((LINES * 7 / 9))p" "$WORK/raw.log" | grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}' | head -1)
 END_NS=$(date +%s%N)
 median() { sort -g | awk '{x[NR] = $1} END {print x[int((NR + 1) / 2)]}'; }
