@@ -861,6 +861,70 @@ fn now_ns() -> i64 {
 mod tests {
     use super::*;
 
+    /// Knows one pod, by UID.
+    #[derive(Debug)]
+    struct OnePod;
+
+    impl PodDirectory for OnePod {
+        fn pod_labels(&self, namespace: &str, pod: &str, pod_uid: Option<&str>) -> Option<Arc<[Label]>> {
+            (namespace == "shop" && pod == "web-1" && pod_uid.is_none_or(|uid| uid == "uid-new")).then(|| {
+                Arc::from(vec![
+                    Label::new(labels::POD_UID, "uid-new"),
+                    Label::new(labels::WORKLOAD, "web"),
+                    Label::new(labels::WORKLOAD_KIND, "Deployment"),
+                ])
+            })
+        }
+    }
+
+    #[test]
+    fn streams_carry_the_pods_workload_and_never_another_pods() {
+        let labeler = StreamLabeler {
+            node: "node-a".into(),
+            cluster: "prod".into(),
+            static_labels: vec![("team".into(), "shop".into())],
+            pods: Arc::new(OnePod),
+        };
+        let container = ContainerRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: Some("uid-new".into()),
+            container: "nginx".into(),
+            container_id: None,
+        };
+        let (labels, enriched) = labeler.labels(Path::new("/x.log"), Some(&container), OutputStream::Stderr);
+        assert!(enriched);
+        let text = labels.to_string();
+        for pair in [
+            r#"cluster="prod""#,
+            r#"container="nginx""#,
+            r#"namespace="shop""#,
+            r#"node="node-a""#,
+            r#"pod="web-1""#,
+            r#"pod_uid="uid-new""#,
+            r#"stream="stderr""#,
+            r#"team="shop""#,
+            r#"workload="web""#,
+            r#"workload_kind="Deployment""#,
+        ] {
+            assert!(text.contains(pair), "{pair} missing from {text}");
+        }
+        // The old pod of the same name (another UID): no workload labels, and
+        // marked for relabelling once the directory knows it.
+        let old = ContainerRef {
+            pod_uid: Some("uid-old".into()),
+            ..container
+        };
+        let (labels, enriched) = labeler.labels(Path::new("/x.log"), Some(&old), OutputStream::Stdout);
+        assert!(!enriched);
+        assert_eq!(labels.get(labels::POD_UID), Some("uid-old"));
+        assert_eq!(labels.get(labels::WORKLOAD), None);
+        // Outside the kubelet's layout: the file name.
+        let (labels, _) = labeler.labels(Path::new("/var/log/app.log"), None, OutputStream::Stdout);
+        assert_eq!(labels.get(labels::FILENAME), Some("/var/log/app.log"));
+        assert_eq!(labels.get(labels::POD), None);
+    }
+
     #[test]
     fn long_lines_split_between_characters() {
         let text = "aé".repeat(10); // 3 bytes per repetition

@@ -294,8 +294,15 @@ async fn detected_fields_and_their_values_in_lokis_shape() {
     assert_eq!(field("user_id")["cardinality"], 2);
     assert_eq!(field("rows")["parsers"], json!(["logfmt"]));
     assert_eq!(field("size")["type"], "bytes");
-    assert_eq!(field("trace_id")["parsers"], json!(null), "structured metadata has no parser");
-    assert!(fields.iter().all(|f| f["label"] != "app"), "stream labels are not fields");
+    assert_eq!(
+        field("trace_id")["parsers"],
+        json!(null),
+        "structured metadata has no parser"
+    );
+    assert!(
+        fields.iter().all(|f| f["label"] != "app"),
+        "stream labels are not fields"
+    );
 
     // A filter narrows the lines read; `limit` caps the fields.
     let uri = format!(
@@ -330,10 +337,7 @@ async fn detected_fields_and_their_values_in_lokis_shape() {
     );
     let (status, _) = get(&router, &uri).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let uri = format!(
-        "/loki/api/v1/detected_fields?limit=0&query={}",
-        encode(r#"{app="db"}"#)
-    );
+    let uri = format!("/loki/api/v1/detected_fields?limit=0&query={}", encode(r#"{app="db"}"#));
     let (status, _) = get(&router, &uri).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
