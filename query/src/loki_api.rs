@@ -649,12 +649,16 @@ async fn detected_fields<S: LogRead>(
     let json_fields: Vec<Json> = fields
         .iter()
         .map(|field| {
-            json!({
+            let mut out = json!({
                 "label": field.label,
                 "type": field.field_type.as_str(),
                 "cardinality": field.cardinality,
                 "parsers": if field.parsers.is_empty() { Json::Null } else { json!(field.parsers) },
-            })
+            });
+            if !field.json_path.is_empty() {
+                out["jsonPath"] = json!(field.json_path);
+            }
+            out
         })
         .collect();
     Ok(detected_response(

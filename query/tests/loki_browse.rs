@@ -288,10 +288,11 @@ async fn detected_fields_and_their_values_in_lokis_shape() {
     };
     assert_eq!(
         field("status"),
-        json!({"label": "status", "type": "int", "cardinality": 2, "parsers": ["json"]})
+        json!({"label": "status", "type": "int", "cardinality": 2, "parsers": ["json"], "jsonPath": ["status"]})
     );
     assert_eq!(field("took")["type"], "duration");
     assert_eq!(field("user_id")["cardinality"], 2);
+    assert_eq!(field("user_id")["jsonPath"], json!(["user", "id"]));
     assert_eq!(field("rows")["parsers"], json!(["logfmt"]));
     assert_eq!(field("size")["type"], "bytes");
     assert_eq!(

@@ -73,6 +73,9 @@ pub struct DetectedField {
     /// The line parsers that produced it (`json`, `logfmt`); empty for
     /// structured metadata and fields of the query's own parsers only.
     pub parsers: Vec<&'static str>,
+    /// For a field `| json` found: the keys leading to it (`["user", "id"]`
+    /// for `user_id`), what Grafana writes into `| json user_id="user.id"`.
+    pub json_path: Vec<String>,
 }
 
 /// Every field of one entry with its values.
@@ -83,6 +86,7 @@ struct EntryFields {
     /// Fields of the query's parsers and of the line parser (`parser`).
     parsed: BTreeMap<String, BTreeSet<String>>,
     parser: Option<&'static str>,
+    json_paths: BTreeMap<String, Vec<String>>,
 }
 
 /// Runs `| json`, else `| logfmt`, over lines, on top of the stream labels.
@@ -141,12 +145,16 @@ impl FieldDetector {
         let base = Labels::from_sorted(stream_only);
         for (name, pipeline) in [("json", &self.json), ("logfmt", &self.logfmt)] {
             let mut state = LabelState::new(&base, &Labels::EMPTY);
+            state.record_json_paths();
             if pipeline.process(entry.timestamp, &entry.line, &mut state).is_none() || state.has_error() {
                 continue;
             }
             for (field, value) in state.parsed_fields() {
                 if !is_error_label(field) {
                     found.parsed.entry(field.clone()).or_default().insert(value.clone());
+                    if let Some(path) = state.json_path(field) {
+                        found.json_paths.insert(field.clone(), path.to_vec());
+                    }
                 }
             }
             found.parser = Some(name);
@@ -162,22 +170,29 @@ impl FieldDetector {
             values: HashSet<String>,
             field_type: FieldType,
             parsers: Vec<&'static str>,
+            json_path: Vec<String>,
         }
         let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
         for stream in streams {
             for entry in &stream.entries {
-                let found = self.entry_fields(&stream.labels, stream_names, entry);
+                let mut found = self.entry_fields(&stream.labels, stream_names, entry);
+                let json_paths = std::mem::take(&mut found.json_paths);
                 let metadata = found.metadata.into_iter().map(|field| (field, None));
                 let parsed = found.parsed.into_iter().map(|field| (field, found.parser));
                 for ((name, values), parser) in metadata.chain(parsed) {
                     if !seen.contains_key(&name) && seen.len() >= limit {
                         continue;
                     }
+                    let path = json_paths.get(&name);
                     let field = seen.entry(name).or_insert_with(|| Seen {
                         values: HashSet::new(),
                         field_type: FieldType::String,
                         parsers: Vec::new(),
+                        json_path: Vec::new(),
                     });
+                    if let Some(path) = path {
+                        field.json_path.clone_from(path);
+                    }
                     if let Some(parser) = parser
                         && !field.parsers.contains(&parser)
                     {
@@ -196,6 +211,7 @@ impl FieldDetector {
                 field_type: field.field_type,
                 cardinality: field.values.len() as u64,
                 parsers: field.parsers,
+                json_path: field.json_path,
             })
             .collect()
     }
@@ -307,6 +323,9 @@ mod tests {
         assert_eq!(by_name["status"].parsers, ["json"]);
         assert_eq!(by_name["duration"].field_type, FieldType::Duration);
         assert_eq!(by_name["user_id"].cardinality, 2);
+        assert_eq!(by_name["user_id"].json_path, ["user", "id"]);
+        assert_eq!(by_name["status"].json_path, ["status"]);
+        assert!(by_name["rows"].json_path.is_empty(), "logfmt fields have no JSON path");
         assert_eq!(by_name["rows"].parsers, ["logfmt"]);
         assert_eq!(by_name["size"].field_type, FieldType::Bytes);
         assert_eq!(by_name["level"].cardinality, 2);

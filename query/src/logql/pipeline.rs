@@ -63,6 +63,8 @@ pub(crate) struct LabelState<'s> {
     /// Parsed names set so far: a later parser does not overwrite them
     /// (the first of two equal keys wins, and `json | logfmt` keeps json's).
     extracted: HashSet<String>,
+    /// When recording (detected fields), each `| json` field's key path.
+    json_paths: Option<Vec<(String, Vec<String>)>>,
 }
 
 impl<'s> LabelState<'s> {
@@ -75,6 +77,7 @@ impl<'s> LabelState<'s> {
             error: String::new(),
             error_details: String::new(),
             extracted: HashSet::new(),
+            json_paths: None,
         };
         for label in metadata {
             let name = if state.stream_has(&label.name) {
@@ -156,6 +159,21 @@ impl<'s> LabelState<'s> {
         self.metadata.retain(|(n, _)| n != name);
         self.parsed.retain(|(n, _)| n != name);
         self.deleted.push(name.to_string());
+    }
+
+    /// Records the key path of every field `| json` sets (see [`LabelState::json_path`]).
+    pub(crate) fn record_json_paths(&mut self) {
+        self.json_paths = Some(Vec::new());
+    }
+
+    /// The JSON keys a field came from (`["user", "id"]` for `user_id`),
+    /// when paths are recorded.
+    pub(crate) fn json_path(&self, name: &str) -> Option<&[String]> {
+        self.json_paths
+            .as_ref()?
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, path)| path.as_slice())
     }
 
     /// The fields parsers set, in the order they were set.
@@ -966,6 +984,12 @@ fn extract_json_members(
         }
         if state.clashes(&name) {
             name.push_str(DUPLICATE_SUFFIX);
+        }
+        if let Some(paths) = &mut state.json_paths
+            && !state.extracted.contains(&name)
+        {
+            let path = prefix.iter().chain(std::iter::once(key)).cloned().collect();
+            paths.push((name.clone(), path));
         }
         state.set_parsed_once(name, text);
     }
