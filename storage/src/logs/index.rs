@@ -30,6 +30,7 @@ use roaring::RoaringBitmap;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::NoMergePolicy;
+use tantivy::indexer::UserOperation;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
@@ -258,7 +259,14 @@ pub(crate) struct IndexBuilder {
     fields: Fields,
     /// The labels document part of the stream being added, built once per stream.
     current_stream: Option<(u32, OwnedValue)>,
+    /// Documents not yet handed to the indexing thread: they go over in
+    /// batches of [`SEND_BATCH_DOCS`], since one channel send (and thread
+    /// wake-up) per document cost more than tokenizing it.
+    pending: Vec<UserOperation<TantivyDocument>>,
 }
+
+/// Documents handed to Tantivy's indexing thread at once.
+const SEND_BATCH_DOCS: usize = 1024;
 
 impl std::fmt::Debug for IndexBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -297,7 +305,17 @@ impl IndexBuilder {
             writer,
             fields,
             current_stream: None,
+            pending: Vec::with_capacity(SEND_BATCH_DOCS),
         })
+    }
+
+    fn send_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(SEND_BATCH_DOCS));
+        self.writer.run(batch).map_err(|e| index_error("adding documents", e))?;
+        Ok(())
     }
 
     pub(crate) fn add(
@@ -323,15 +341,17 @@ impl IndexBuilder {
         document.add_i64(self.fields.timestamp, timestamp);
         document.add_u64(self.fields.stream, u64::from(stream));
         document.add_u64(self.fields.row, row);
-        self.writer
-            .add_document(document)
-            .map_err(|e| index_error("adding a document", e))?;
+        self.pending.push(UserOperation::Add(document));
+        if self.pending.len() >= SEND_BATCH_DOCS {
+            self.send_pending()?;
+        }
         Ok(())
     }
 
     /// Commits and waits for the writer: on return the index files are on disk
     /// (Tantivy syncs them on commit).
     pub(crate) fn finish(mut self) -> Result<BlockIndex> {
+        self.send_pending()?;
         self.writer.commit().map_err(|e| index_error("committing", e))?;
         self.writer
             .wait_merging_threads()
