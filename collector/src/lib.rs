@@ -40,6 +40,9 @@ use std::sync::Arc;
 
 use tidewatch_model::Label;
 
+/// The `User-Agent` of every request the collector makes.
+pub const USER_AGENT: &str = concat!("tidewatch-collector/", env!("CARGO_PKG_VERSION"));
+
 /// Canonical label names, the same on logs and metrics.
 pub mod labels {
     pub const CLUSTER: &str = "cluster";

@@ -116,9 +116,7 @@ impl CollectorStats {
                 let _ = writeln!(out, "{name}{{path=\"{path}\"}} {bytes}");
             }
         }
-        for (kind, stats) in [("logs", &self.logs), ("metrics", &self.metrics)] {
-            render_ship(&mut out, kind, stats);
-        }
+        render_ship(&mut out, &[("logs", &self.logs), ("metrics", &self.metrics)]);
         let extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
         for source in extra.iter() {
             source.render(&mut out);
@@ -127,81 +125,79 @@ impl CollectorStats {
     }
 }
 
-fn render_ship(out: &mut String, kind: &str, stats: &ShipStats) {
-    let families: [(&str, &str, &str, &AtomicU64); 11] = [
+/// The shippers' counters: one family per counter, a `kind` sample per shipper.
+fn render_ship(out: &mut String, shippers: &[(&str, &Arc<ShipStats>)]) {
+    type Pick = fn(&ShipStats) -> &AtomicU64;
+    let families: [(&str, &str, &str, Pick); 11] = [
         (
             "tidewatch_collector_batches_sent_total",
             "counter",
             "Batches the server accepted.",
-            &stats.batches_sent,
+            |s| &s.batches_sent,
         ),
         (
             "tidewatch_collector_items_sent_total",
             "counter",
             "Lines or samples the server accepted.",
-            &stats.items_sent,
+            |s| &s.items_sent,
         ),
         (
             "tidewatch_collector_bytes_sent_total",
             "counter",
             "Uncompressed line bytes the server accepted.",
-            &stats.bytes_sent,
+            |s| &s.bytes_sent,
         ),
         (
             "tidewatch_collector_batches_retried_total",
             "counter",
             "Send attempts that failed and were retried.",
-            &stats.batches_retried,
+            |s| &s.batches_retried,
         ),
         (
             "tidewatch_collector_batches_refused_total",
             "counter",
             "Batches the server refused for good (4xx).",
-            &stats.batches_refused,
+            |s| &s.batches_refused,
         ),
         (
             "tidewatch_collector_items_refused_total",
             "counter",
             "Lines or samples in refused batches.",
-            &stats.items_refused,
+            |s| &s.items_refused,
         ),
         (
             "tidewatch_collector_batches_spooled_total",
             "counter",
             "Batches written to the on-disk spool.",
-            &stats.batches_spooled,
+            |s| &s.batches_spooled,
         ),
         (
             "tidewatch_collector_spool_dropped_batches_total",
             "counter",
             "Batches dropped because the spool was full or a spooled batch was corrupt.",
-            &stats.batches_dropped,
+            |s| &s.batches_dropped,
         ),
         (
             "tidewatch_collector_spool_dropped_items_total",
             "counter",
             "Lines or samples in dropped batches.",
-            &stats.items_dropped,
+            |s| &s.items_dropped,
         ),
-        (
-            "tidewatch_collector_spool_bytes",
-            "gauge",
-            "Bytes in the spool.",
-            &stats.spool_bytes,
-        ),
+        ("tidewatch_collector_spool_bytes", "gauge", "Bytes in the spool.", |s| {
+            &s.spool_bytes
+        }),
         (
             "tidewatch_collector_spool_batches",
             "gauge",
             "Batches in the spool.",
-            &stats.spool_batches,
+            |s| &s.spool_batches,
         ),
     ];
-    for (name, kind_name, help, value) in families {
-        // One family per name, two kinds: HELP and TYPE only with the first.
-        if !out.contains(&format!("# TYPE {name} ")) {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind_name}");
+    for (name, kind_name, help, pick) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind_name}");
+        for (kind, stats) in shippers {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", load(pick(stats)));
         }
-        let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", load(value));
     }
 }
 

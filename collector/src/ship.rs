@@ -159,7 +159,7 @@ impl Endpoint {
     async fn send(&self, body: &[u8]) -> Result<Sent> {
         let mut request = Request::post(&self.url)
             .header(CONTENT_TYPE, "application/x-protobuf")
-            .header(USER_AGENT, concat!("tidewatch-collector/", env!("CARGO_PKG_VERSION")));
+            .header(USER_AGENT, crate::USER_AGENT);
         if self.kind == Kind::Metrics {
             request = request
                 .header(CONTENT_ENCODING, "snappy")
@@ -179,7 +179,7 @@ impl Endpoint {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| self.error(describe(&e), true))?;
+                .map_err(|e| self.error(crate::tls::describe_client_error(&e), true))?;
             let status = response.status();
             if status.is_success() {
                 return Ok(Sent::Accepted);
@@ -207,18 +207,6 @@ impl Endpoint {
             retryable,
         }
     }
-}
-
-/// A client error with its causes (hyper-util's own text is only "client error (Connect)").
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Sends one kind of batch with retries and a spool.
@@ -264,18 +252,22 @@ impl Shipper {
                 },
                 _ = shutdown.changed() => continue,
             };
-            self.deliver(outgoing, &mut shutdown).await;
+            if self.needs_sending(&outgoing) {
+                self.deliver(outgoing, &mut shutdown).await;
+            }
         }
         // Whatever is still queued goes to the spool, so nothing that was
         // read is lost when the process stops.
         incoming.close();
         while let Ok(outgoing) = incoming.try_recv() {
+            if !self.needs_sending(&outgoing) {
+                continue;
+            }
             // One quick try while the server still answers; else the spool.
-            if self.spool.is_empty() && !outgoing.body.is_empty() {
+            if self.spool.is_empty() {
                 let attempt = tokio::time::timeout(FINAL_SEND_TIMEOUT, self.endpoint.send(&outgoing.body)).await;
                 if let Ok(Ok(sent)) = attempt {
-                    self.record(sent, outgoing.items, outgoing.raw_bytes);
-                    self.acknowledge(&outgoing.acks);
+                    self.delivered(sent, &outgoing);
                     continue;
                 }
             }
@@ -286,17 +278,11 @@ impl Shipper {
 
     /// Sends a batch directly, a few quick attempts, then spools it.
     async fn deliver(&mut self, outgoing: Outgoing, shutdown: &mut watch::Receiver<bool>) {
-        if outgoing.body.is_empty() {
-            // Only checkpoints to move (skipped bytes, released files).
-            self.acknowledge(&outgoing.acks);
-            return;
-        }
         let mut delay = self.endpoint.config.min_backoff;
         for attempt in 1..=DIRECT_ATTEMPTS {
             match self.endpoint.send(&outgoing.body).await {
                 Ok(sent) => {
-                    self.record(sent, outgoing.items, outgoing.raw_bytes);
-                    self.acknowledge(&outgoing.acks);
+                    self.delivered(sent, &outgoing);
                     self.backoff.reset();
                     return;
                 }
@@ -350,7 +336,11 @@ impl Shipper {
                 () = &mut wait => return,
                 _ = shutdown.changed() => return,
                 received = incoming.recv() => match received {
-                    Some(outgoing) => self.spool_batch(outgoing),
+                    Some(outgoing) => {
+                        if self.needs_sending(&outgoing) {
+                            self.spool_batch(outgoing);
+                        }
+                    }
                     None => {
                         // Nothing more will come; keep draining on schedule.
                         (&mut wait).await;
@@ -361,11 +351,24 @@ impl Shipper {
         }
     }
 
-    fn spool_batch(&mut self, outgoing: Outgoing) {
+    /// False for a batch with only checkpoints to move (skipped bytes,
+    /// released files), which is acknowledged on arrival: every batch before
+    /// it was already sent or spooled, so nothing it covers is unsafe.
+    fn needs_sending(&self, outgoing: &Outgoing) -> bool {
         if outgoing.body.is_empty() {
             self.acknowledge(&outgoing.acks);
-            return;
+            return false;
         }
+        true
+    }
+
+    /// The server answered a batch: count it and move its positions.
+    fn delivered(&self, sent: Sent, outgoing: &Outgoing) {
+        self.record(sent, outgoing.items, outgoing.raw_bytes);
+        self.acknowledge(&outgoing.acks);
+    }
+
+    fn spool_batch(&mut self, outgoing: Outgoing) {
         match self.spool.push(outgoing.items, &outgoing.body) {
             Ok(dropped) => {
                 self.stats.batches_spooled.fetch_add(1, Ordering::Relaxed);

@@ -196,6 +196,9 @@ impl TrackedFile {
 struct BatchBuilder {
     streams: Vec<LogStream>,
     index: HashMap<(FileKey, u8), usize>,
+    /// The last stream added to: lines come in runs from one file and
+    /// output stream, so most lines skip the map.
+    last: Option<((FileKey, u8), usize)>,
     bytes: usize,
     lines: u64,
     opened_at: Option<Instant>,
@@ -211,8 +214,10 @@ impl BatchBuilder {
         line: String,
     ) {
         let slot = stream as u8;
-        let index = match self.index.get(&(file.key, slot)) {
-            Some(&index) => index,
+        let key = (file.key, slot);
+        let cached = self.last.filter(|(last, _)| *last == key).map(|(_, index)| index);
+        let index = match cached.or_else(|| self.index.get(&key).copied()) {
+            Some(index) => index,
             None => {
                 let state = &mut file.streams[slot as usize];
                 let labels = match &state.labels {
@@ -228,10 +233,11 @@ impl BatchBuilder {
                     labels,
                     entries: Vec::new(),
                 });
-                self.index.insert((file.key, slot), self.streams.len() - 1);
+                self.index.insert(key, self.streams.len() - 1);
                 self.streams.len() - 1
             }
         };
+        self.last = Some((key, index));
         self.bytes += line.len();
         self.lines += 1;
         self.opened_at.get_or_insert_with(Instant::now);
@@ -631,7 +637,9 @@ impl Tailer {
     fn process_line(&mut self, file: &mut TrackedFile, line: &[u8], start: u64, end: u64) {
         self.stats.lines_read.fetch_add(1, Ordering::Relaxed);
         let format = *file.format.get_or_insert_with(|| LineFormat::detect(line));
-        let now = now_ns();
+        // Only plain lines (and lines not in their file's format) take the
+        // time they are read; CRI and Docker lines carry their own.
+        let now = if format == LineFormat::Plain { now_ns() } else { 0 };
         let parsed = match format.parse(line, now) {
             Ok(parsed) => parsed,
             Err(error) => {
@@ -639,7 +647,9 @@ impl Tailer {
                 if count.is_power_of_two() {
                     tracing::warn!(path = %file.path.display(), offset = start, reason = error.as_str(), invalid_so_far = count + 1, "line not in the file's format, shipped as is");
                 }
-                LineFormat::Plain.parse(line, now).expect("plain lines always parse")
+                LineFormat::Plain
+                    .parse(line, now_ns())
+                    .expect("plain lines always parse")
             }
         };
         let slot = parsed.stream as usize;

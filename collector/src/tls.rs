@@ -38,6 +38,19 @@ pub(crate) fn connector(tls: &TlsConfig, https: bool) -> Result<HttpsConnector<H
         .build())
 }
 
+/// A hyper client error with its causes: hyper-util's own text is only
+/// "client error (Connect)", which says nothing about what went wrong.
+pub(crate) fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -25,8 +25,6 @@ pub const SCRAPE_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 /// unbounded read lets one broken target take the collector's memory.
 pub const MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
 
-const USER_AGENT_VALUE: &str = concat!("tidewatch-collector/", env!("CARGO_PKG_VERSION"));
-
 /// How long an idle keep-alive connection to a target is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -59,7 +57,7 @@ pub(super) fn timeout_header_value(timeout: Duration) -> String {
 pub(super) async fn fetch(client: &HttpClient, target: &Target, url: &str) -> std::result::Result<Fetched, Failure> {
     let mut request = Request::get(url)
         .header(ACCEPT, SCRAPE_ACCEPT_HEADER)
-        .header(USER_AGENT, USER_AGENT_VALUE)
+        .header(USER_AGENT, crate::USER_AGENT)
         .header(SCRAPE_TIMEOUT_HEADER, timeout_header_value(target.timeout));
     if let Some(token_file) = &target.bearer_token_file {
         // Read on every scrape: service-account tokens are rotated on disk.
@@ -80,7 +78,7 @@ pub(super) async fn fetch(client: &HttpClient, target: &Target, url: &str) -> st
     let exchange = async {
         let response = client.request(request).await.map_err(|e| Failure {
             kind: FailureKind::Connection,
-            message: describe_client_error(&e),
+            message: crate::tls::describe_client_error(&e),
         })?;
         let status = response.status();
         if !status.is_success() {
@@ -111,19 +109,6 @@ pub(super) async fn fetch(client: &HttpClient, target: &Target, url: &str) -> st
             message: format!("no complete answer within the scrape timeout of {:?}", target.timeout),
         }),
     }
-}
-
-/// The client error with its causes: hyper-util's own message is only
-/// "client error (Connect)".
-fn describe_client_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
