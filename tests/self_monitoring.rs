@@ -36,6 +36,25 @@ fn value_of(samples: &[(String, f64)], series: &str) -> f64 {
         .1
 }
 
+/// Polls an instant query until it answers something (at most 30 s: a
+/// safety net against hangs, not a timing assertion).
+async fn poll_vector(server: &Server, query: &str) -> std::collections::BTreeMap<common::Metric, (i64, String)> {
+    let api = server.api();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = api.vector(query, common::now_ms(), None).await;
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} not found within 30 s; stderr:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_ingests_its_own_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,20 +62,7 @@ async fn up_ingests_its_own_metrics() {
     let api = server.api();
 
     // Self-monitoring writes through the ingest path; poll (bounded) until it shows up.
-    let query = r#"tidewatch_samples_appended_total{job="tidewatch"}"#;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let found = loop {
-        let got = api.vector(query, common::now_ms(), None).await;
-        if !got.is_empty() {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{query} not found within 20 s; stderr:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let found = poll_vector(&server, r#"tidewatch_samples_appended_total{job="tidewatch"}"#).await;
     assert_eq!(found.len(), 1, "{found:?}");
     let (labels, (_, value)) = found.into_iter().next().unwrap();
     assert_eq!(labels.get("job").map(String::as_str), Some("tidewatch"), "{labels:?}");
@@ -131,26 +137,13 @@ async fn up_ingests_its_own_metrics() {
 async fn up_collects_the_hosts_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with("up", dir.path(), None);
-    let api = server.api();
     for query in [
         r#"node_memory_MemTotal_bytes{job="node"}"#,
         r#"node_cpu_seconds_total{job="node",mode="idle"}"#,
         r#"up{job="node"}"#,
         r#"tidewatch_collector_batches_sent_total{job="tidewatch-collector",kind="metrics"}"#,
     ] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let found = loop {
-            let got = api.vector(query, common::now_ms(), None).await;
-            if !got.is_empty() {
-                break got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{query} not found within 30 s; stderr:\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let found = poll_vector(&server, query).await;
         let (labels, (_, value)) = found.into_iter().next().unwrap();
         assert!(labels.contains_key("node"), "{query}: {labels:?}");
         let value: f64 = value.parse().unwrap();

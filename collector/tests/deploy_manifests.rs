@@ -522,32 +522,35 @@ fn check_labels(manifests: &Manifests) {
             );
         }
     }
-    for daemon_set in manifests.daemon_sets() {
-        let place = format!("{}: DaemonSet {:?}", manifests.origin, daemon_set.metadata.name);
-        let spec = daemon_set.spec.as_ref().unwrap();
-        let selector = spec.selector.match_labels.clone().unwrap_or_default();
-        assert_selects(&selector, spec.template.metadata.as_ref().unwrap(), &place);
-        let pod_labels = labels(spec.template.metadata.as_ref().unwrap());
+    let workloads = manifests
+        .daemon_sets()
+        .into_iter()
+        .map(|d| {
+            (
+                "DaemonSet",
+                &d.metadata,
+                &d.spec.as_ref().unwrap().selector,
+                &d.spec.as_ref().unwrap().template,
+                COMPONENT_COLLECTOR,
+            )
+        })
+        .chain(manifests.stateful_sets().into_iter().map(|s| {
+            (
+                "StatefulSet",
+                &s.metadata,
+                &s.spec.as_ref().unwrap().selector,
+                &s.spec.as_ref().unwrap().template,
+                COMPONENT_SERVER,
+            )
+        }));
+    for (kind, metadata, selector, template, component) in workloads {
+        let place = format!("{}: {kind} {:?}", manifests.origin, metadata.name);
+        let selector = selector.match_labels.clone().unwrap_or_default();
+        assert_selects(&selector, template.metadata.as_ref().unwrap(), &place);
+        let pod_labels = labels(template.metadata.as_ref().unwrap());
         assert_eq!(
             pod_labels.get(LABEL_COMPONENT).map(String::as_str),
-            Some(COMPONENT_COLLECTOR),
-            "{place}"
-        );
-        assert_eq!(
-            pod_labels.get(LABEL_PART_OF).map(String::as_str),
-            Some(PART_OF),
-            "{place}"
-        );
-    }
-    for stateful_set in manifests.stateful_sets() {
-        let place = format!("{}: StatefulSet {:?}", manifests.origin, stateful_set.metadata.name);
-        let spec = stateful_set.spec.as_ref().unwrap();
-        let selector = spec.selector.match_labels.clone().unwrap_or_default();
-        assert_selects(&selector, spec.template.metadata.as_ref().unwrap(), &place);
-        let pod_labels = labels(spec.template.metadata.as_ref().unwrap());
-        assert_eq!(
-            pod_labels.get(LABEL_COMPONENT).map(String::as_str),
-            Some(COMPONENT_SERVER),
+            Some(component),
             "{place}"
         );
         assert_eq!(

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 mod common;
-use common::{TEST_CERT, tls_acceptor};
+use common::{TEST_CERT, serve_tls};
 
 /// Longest a test waits for an expected batch before failing: a safety net
 /// against hangs, not a timing assertion.
@@ -83,26 +83,13 @@ impl TestServer {
 
     /// The same server behind TLS with the test certificate.
     async fn start_tls() -> (TestServer, String) {
-        let acceptor = tls_acceptor();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
         let server = TestServer::default();
         let handle = server.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let handle = handle.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    // A client that refuses the certificate ends here.
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        handle.serve(stream).await;
-                    }
-                });
-            }
-        });
+        let address = serve_tls(move |stream| {
+            let handle = handle.clone();
+            async move { handle.serve(stream).await }
+        })
+        .await;
         (server, address)
     }
 

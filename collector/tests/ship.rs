@@ -13,11 +13,10 @@ use tidewatch_collector::positions::{FileKey, Fingerprint, Positions};
 use tidewatch_collector::ship::{Ack, Endpoint, Kind, Outgoing, ShipStats, Shipper};
 use tidewatch_collector::spool::Spool;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 mod common;
-use common::{TEST_CERT, tls_acceptor};
+use common::{TEST_CERT, serve_tls};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -38,27 +37,16 @@ struct Server {
 
 impl Server {
     async fn start() -> (Server, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
         let server = Server {
             status: Arc::new(Mutex::new(204)),
             seen: Arc::default(),
         };
         let handle = server.clone();
-        let acceptor = tls_acceptor();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (handle, acceptor) = (handle.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    if let Ok(stream) = acceptor.accept(stream).await {
-                        handle.serve(stream).await;
-                    }
-                });
-            }
-        });
+        let address = serve_tls(move |stream| {
+            let handle = handle.clone();
+            async move { handle.serve(stream).await }
+        })
+        .await;
         (
             server,
             format!("https://localhost:{}", address.rsplit(':').next().unwrap()),

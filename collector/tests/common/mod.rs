@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::future::Future;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -40,4 +41,32 @@ pub fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
         .with_single_cert(certs, key)
         .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Serves TLS (with [`TEST_CERT`]) on a loopback port: every connection
+/// whose handshake succeeds goes to `serve`; a client that refuses the
+/// certificate ends at the handshake. Returns the `127.0.0.1:PORT` address.
+pub async fn serve_tls<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tls_acceptor();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (serve, acceptor) = (serve.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    serve(stream).await;
+                }
+            });
+        }
+    });
+    address
 }
