@@ -49,8 +49,13 @@ use tidewatch_model::{Labels, Matcher};
 use super::index::{BlockIndex, IndexBuilder};
 use crate::error::{Error, Result};
 
-/// Version of the log block layout written by this code.
-pub const LOG_BLOCK_FORMAT_VERSION: u32 = 1;
+/// Version of the log block layout written by this code. Format 2 has an
+/// indexed stream id and no labels in the full-text index; format 1 blocks
+/// are read as blocks without an index (their lines are scanned) until
+/// compaction rewrites them.
+pub const LOG_BLOCK_FORMAT_VERSION: u32 = 2;
+/// The first format whose full-text index this build searches.
+const FIRST_SEARCHABLE_INDEX_FORMAT: u32 = 2;
 pub const ENTRIES_FILE: &str = "entries.parquet";
 pub const STREAMS_FILE: &str = "streams.json";
 pub const META_FILE: &str = "meta.json";
@@ -64,7 +69,7 @@ pub const COLUMN_METADATA: &str = "metadata";
 
 /// Rows per Parquet data page: small enough that a selective read skips most
 /// of a block's pages, large enough that page headers cost nothing.
-pub const PAGE_ROWS: usize = 4096;
+pub const PAGE_ROWS: usize = 1024;
 /// Every this many rows of a stream the streams table notes the timestamp.
 pub const MARK_ROWS: usize = 1024;
 /// Rows per record batch while writing and reading.
@@ -187,11 +192,11 @@ impl LogBlock {
     /// Reads `meta.json` and `streams.json` of the block in `dir`.
     pub(crate) fn open(dir: &Path) -> Result<LogBlock> {
         let meta: LogBlockMeta = read_json(&dir.join(META_FILE))?;
-        if meta.format_version != LOG_BLOCK_FORMAT_VERSION {
+        if !(1..=LOG_BLOCK_FORMAT_VERSION).contains(&meta.format_version) {
             return Err(block_error(
                 &meta.ulid,
                 format!(
-                    "log block format {} is not readable by this build (it reads format {LOG_BLOCK_FORMAT_VERSION})",
+                    "log block format {} is not readable by this build (it reads formats 1 to {LOG_BLOCK_FORMAT_VERSION})",
                     meta.format_version
                 ),
             ));
@@ -268,7 +273,7 @@ impl LogBlock {
     pub(crate) fn index(&self) -> Option<&BlockIndex> {
         self.index
             .get_or_init(|| {
-                if !self.meta.has_index {
+                if !self.meta.has_index || self.meta.format_version < FIRST_SEARCHABLE_INDEX_FORMAT {
                     return None;
                 }
                 match BlockIndex::open(&self.dir.join(INDEX_DIR)) {
@@ -494,7 +499,7 @@ fn write_block_files(
             }
             batch.push(id, entry);
             if let Some(index) = index_builder.as_mut() {
-                index.add(&entry.line, labels, entry.timestamp, id, row + position as u64)?;
+                index.add(&entry.line, entry.timestamp, id, row + position as u64)?;
             }
             line_bytes += entry.line.len() as u64;
             if batch.len() == BATCH_ROWS {

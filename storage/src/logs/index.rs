@@ -2,10 +2,10 @@
 //! row of `entries.parquet`, so a hit maps straight to a row.
 //!
 //! Fields: `line` (the line cut into [`WordTokenizer`] tokens, indexed with
-//! positions, not stored: the line lives only in Parquet), `labels` (the
-//! stream's labels as a JSON object, each value one raw term, so a search
-//! can say `labels.app:api`), and fast fields `timestamp`, `stream` and
-//! `row` (the Parquet row number).
+//! positions, not stored: the line lives only in Parquet), `stream` (the
+//! stream id, indexed and fast: a search on labels becomes the set of stream
+//! ids whose labels match, see [`super::search_query`]), and fast fields
+//! `timestamp` and `row` (the Parquet row number).
 //!
 //! Substring filters (LogQL's `|= "…"`) are answered as candidates only,
 //! always a superset of the rows whose line contains the needle, which the
@@ -31,15 +31,14 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::indexer::UserOperation;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
-use tantivy::schema::{
-    FAST, Field, IndexRecordOption, JsonObjectOptions, OwnedValue, Schema, TextFieldIndexing, TextOptions,
-};
+use tantivy::query::{BooleanQuery, Occur, RangeQuery};
+use tantivy::schema::{FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
 use tantivy::{DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TERMINATED, TantivyDocument, Term};
 use tidewatch_model::Labels;
 use tidewatch_model::logs::{NsRange, TimestampNs};
 
+use super::search_query::SearchQuery;
 use crate::error::{Error, Result};
 
 /// The name the word tokenizer is registered under in every index.
@@ -52,7 +51,6 @@ pub const MAX_TERM_BYTES: usize = 256;
 pub const OVERLONG_TERM: &str = "\u{1}overlong";
 
 pub const FIELD_LINE: &str = "line";
-pub const FIELD_LABELS: &str = "labels";
 pub const FIELD_TIMESTAMP: &str = "timestamp";
 pub const FIELD_STREAM: &str = "stream";
 pub const FIELD_ROW: &str = "row";
@@ -196,7 +194,6 @@ fn index_error(context: &str, error: impl std::fmt::Display) -> Error {
 
 struct Fields {
     line: Field,
-    labels: Field,
     timestamp: Field,
     stream: Field,
     row: Field,
@@ -211,22 +208,14 @@ fn schema() -> (Schema, Fields) {
         .set_index_option(IndexRecordOption::WithFreqsAndPositions)
         .set_fieldnorms(false);
     let line = builder.add_text_field(FIELD_LINE, TextOptions::default().set_indexing_options(line_indexing));
-    let labels_indexing = TextFieldIndexing::default()
-        .set_tokenizer("raw")
-        .set_index_option(IndexRecordOption::Basic)
-        .set_fieldnorms(false);
-    let labels = builder.add_json_field(
-        FIELD_LABELS,
-        JsonObjectOptions::default().set_indexing_options(labels_indexing),
-    );
     let timestamp = builder.add_i64_field(FIELD_TIMESTAMP, FAST);
-    let stream = builder.add_u64_field(FIELD_STREAM, FAST);
+    // Indexed for label searches (a set of stream ids), without field norms.
+    let stream = builder.add_u64_field(FIELD_STREAM, NumericOptions::default().set_indexed().set_fast());
     let row = builder.add_u64_field(FIELD_ROW, FAST);
     (
         builder.build(),
         Fields {
             line,
-            labels,
             timestamp,
             stream,
             row,
@@ -240,25 +229,11 @@ fn register_tokenizer(index: &Index) {
         .register(WORD_TOKENIZER, TextAnalyzer::from(WordTokenizer::default()));
 }
 
-/// Checks a search query against the index schema without any index data.
-pub(crate) fn validate_query(query: &str) -> Result<()> {
-    let (schema, fields) = schema();
-    let index = Index::create_in_ram(schema);
-    register_tokenizer(&index);
-    let parser = QueryParser::for_index(&index, vec![fields.line]);
-    parser
-        .parse_query(query)
-        .map(drop)
-        .map_err(|e| Error::Rejected(format!("invalid search query {query:?}: {e}")))
-}
-
 /// Builds a block's index, a document per row in row order.
 pub(crate) struct IndexBuilder {
     index: Index,
     writer: IndexWriter,
     fields: Fields,
-    /// The labels document part of the stream being added, built once per stream.
-    current_stream: Option<(u32, OwnedValue)>,
     /// Documents not yet handed to the indexing thread: they go over in
     /// batches of [`SEND_BATCH_DOCS`], since one channel send (and thread
     /// wake-up) per document cost more than tokenizing it.
@@ -304,7 +279,6 @@ impl IndexBuilder {
             index,
             writer,
             fields,
-            current_stream: None,
             pending: Vec::with_capacity(SEND_BATCH_DOCS),
         })
     }
@@ -318,26 +292,9 @@ impl IndexBuilder {
         Ok(())
     }
 
-    pub(crate) fn add(
-        &mut self,
-        line: &str,
-        labels: &Labels,
-        timestamp: TimestampNs,
-        stream: u32,
-        row: u64,
-    ) -> Result<()> {
-        if self.current_stream.as_ref().is_none_or(|(id, _)| *id != stream) {
-            let object: Vec<(String, OwnedValue)> = labels
-                .iter()
-                .map(|l| (l.name.clone(), OwnedValue::Str(l.value.clone())))
-                .collect();
-            self.current_stream = Some((stream, OwnedValue::Object(object)));
-        }
+    pub(crate) fn add(&mut self, line: &str, timestamp: TimestampNs, stream: u32, row: u64) -> Result<()> {
         let mut document = TantivyDocument::default();
         document.add_text(self.fields.line, line);
-        if let Some((_, labels)) = &self.current_stream {
-            document.add_field_value(self.fields.labels, labels);
-        }
         document.add_i64(self.fields.timestamp, timestamp);
         document.add_u64(self.fields.stream, u64::from(stream));
         document.add_u64(self.fields.row, row);
@@ -362,7 +319,6 @@ impl IndexBuilder {
 
 /// An open block index.
 pub(crate) struct BlockIndex {
-    index: Index,
     reader: IndexReader,
     fields: Fields,
     /// Oldest and newest entry time indexed: a search whose range covers
@@ -411,7 +367,6 @@ impl BlockIndex {
             time_bounds = Some(time_bounds.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
         }
         Ok(BlockIndex {
-            index,
             reader,
             fields,
             time_bounds,
@@ -540,19 +495,16 @@ impl BlockIndex {
         Ok(result)
     }
 
-    /// Parses a Tantivy query over `line` (the default field) and `labels`.
-    pub(crate) fn parse(&self, query: &str) -> Result<Box<dyn Query>> {
-        let mut parser = QueryParser::for_index(&self.index, vec![self.fields.line]);
-        parser.set_conjunction_by_default();
-        parser
-            .parse_query(query)
-            .map_err(|e| Error::Rejected(format!("invalid search query {query:?}: {e}")))
-    }
-
     /// Hits of `query` in `range`, newest first, at most `limit`, and the
-    /// number of all hits in range.
-    pub(crate) fn search(&self, query: &str, range: NsRange, limit: usize) -> Result<(Vec<IndexHit>, u64)> {
-        let parsed = self.parse(query)?;
+    /// number of all hits in range; `streams[id]` are stream `id`'s labels.
+    pub(crate) fn search(
+        &self,
+        query: &SearchQuery,
+        streams: &[&Labels],
+        range: NsRange,
+        limit: usize,
+    ) -> Result<(Vec<IndexHit>, u64)> {
+        let parsed = query.index_query(self.fields.line, self.fields.stream, streams)?;
         let covers_all = self
             .time_bounds
             .is_none_or(|(min, max)| range.start <= min && max <= range.end);
@@ -599,14 +551,18 @@ impl BlockIndex {
     }
 
     /// Every hit of `query` at exactly `timestamp` (to complete ties at a page end).
-    pub(crate) fn search_at(&self, query: &str, timestamp: TimestampNs) -> Result<Vec<IndexHit>> {
-        let (_, total) = self.search(query, NsRange::new(timestamp, timestamp), 1)?;
+    pub(crate) fn search_at(
+        &self,
+        query: &SearchQuery,
+        streams: &[&Labels],
+        timestamp: TimestampNs,
+    ) -> Result<Vec<IndexHit>> {
+        let at = NsRange::new(timestamp, timestamp);
+        let (_, total) = self.search(query, streams, at, 1)?;
         if total == 0 {
             return Ok(Vec::new());
         }
-        Ok(self
-            .search(query, NsRange::new(timestamp, timestamp), total as usize)?
-            .0)
+        Ok(self.search(query, streams, at, total as usize)?.0)
     }
 }
 
@@ -662,9 +618,9 @@ mod tests {
     fn build(lines: &[&str]) -> (tempfile::TempDir, BlockIndex) {
         let dir = tempfile::tempdir().unwrap();
         let mut builder = IndexBuilder::on_disk(dir.path()).unwrap();
-        let labels = Labels::from_pairs([("app", "api")]);
         for (row, line) in lines.iter().enumerate() {
-            builder.add(line, &labels, row as i64, 0, row as u64).unwrap();
+            // Stream 0 holds the first line, stream 1 the rest.
+            builder.add(line, row as i64, u32::from(row > 0), row as u64).unwrap();
         }
         builder.finish().unwrap();
         let index = BlockIndex::open(dir.path()).unwrap();
@@ -716,9 +672,17 @@ mod tests {
             "id 550e8400-e29b-41d4-a716-446655440000",
         ];
         let (_dir, index) = build(&lines);
+        let (web, api) = (
+            Labels::from_pairs([("app", "web")]),
+            Labels::from_pairs([("app", "api")]),
+        );
+        let streams = [&web, &api];
+        let search = |query: &str, limit: usize| {
+            let query = SearchQuery::parse(query).unwrap();
+            index.search(&query, &streams, NsRange::ALL, limit).unwrap()
+        };
         let rows = |query: &str| -> Vec<u64> {
-            let (hits, _) = index.search(query, NsRange::ALL, 10).unwrap();
-            let mut rows: Vec<u64> = hits.iter().map(|h| h.row).collect();
+            let mut rows: Vec<u64> = search(query, 10).0.iter().map(|h| h.row).collect();
             rows.sort_unstable();
             rows
         };
@@ -727,10 +691,21 @@ mod tests {
         assert_eq!(rows("550e8400-e29b-41d4-a716-446655440000"), [3]);
         assert_eq!(rows("\"/api/v1/users\""), [0]);
         assert_eq!(rows("client AND labels.app:api"), [1, 2]);
+        assert_eq!(rows("labels.app:web OR 10.0.0.13"), [0, 2]);
+        assert_eq!(rows("labels.app:/w.b|db/"), [0]);
         assert!(rows("labels.app:db").is_empty());
-        let (hits, total) = index.search("client", NsRange::ALL, 1).unwrap();
+        assert!(rows("labels.host:*").is_empty());
+        assert_eq!(rows("client -\"10.0.0.12\""), [2]);
+        assert_eq!(rows("connec*"), [1, 2]);
+        assert_eq!(rows("\"client 10.0.0\"*"), [1, 2]);
+        assert_eq!(rows("line:/[0-9]+/ AND labels.app:api"), [1, 2, 3]);
+        assert_eq!(rows("line: IN [GET id]"), [0, 3]);
+        assert_eq!(rows("line:[users TO v1]"), [0]);
+        // Four words stand between them: slop 4 reaches, 3 does not.
+        assert_eq!(rows("\"client connected\"~4"), [1, 2]);
+        assert!(rows("\"client connected\"~3").is_empty());
+        let (hits, total) = search("client", 1);
         assert_eq!((hits.len(), total), (1, 2));
         assert_eq!(hits[0].row, 2, "newest first");
-        assert!(index.parse("client AND (").is_err());
     }
 }

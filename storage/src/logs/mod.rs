@@ -25,6 +25,7 @@ pub mod block;
 mod head;
 pub mod index;
 mod search;
+mod search_query;
 
 pub use search::MAX_SEARCH_LIMIT;
 pub use tidewatch_model::logs::LogSearchHit;

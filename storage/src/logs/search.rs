@@ -21,6 +21,7 @@ use tidewatch_model::{Labels, TenantId};
 use super::block::LogBlock;
 use super::head::entries_in;
 use super::index::{BlockIndex, IndexBuilder, IndexHit};
+use super::search_query::SearchQuery;
 use super::{LogStore, LogTenant, blocking, lock, merge_entries};
 use crate::error::{Error, Result};
 
@@ -29,10 +30,12 @@ pub use tidewatch_model::logs::MAX_SEARCH_LIMIT;
 /// A searchable source: an index and how its hits become entries.
 enum Source {
     Block(Arc<LogBlock>),
-    /// Entries indexed in memory for this query, addressed by row.
+    /// Entries indexed in memory for this query, addressed by row, and the
+    /// labels of each stream id.
     Memory {
         index: Box<BlockIndex>,
         rows: Vec<(Arc<Labels>, LogEntry)>,
+        streams: Vec<Arc<Labels>>,
     },
 }
 
@@ -41,6 +44,14 @@ impl Source {
         match self {
             Source::Block(block) => block.index(),
             Source::Memory { index, .. } => Some(index),
+        }
+    }
+
+    /// The labels of each stream id the index names.
+    fn stream_labels(&self) -> Vec<&Labels> {
+        match self {
+            Source::Block(block) => block.streams().iter().map(|s| &s.labels).collect(),
+            Source::Memory { streams, .. } => streams.iter().map(|l| l.as_ref()).collect(),
         }
     }
 
@@ -123,9 +134,8 @@ impl LogStore {
                 request.limit
             )));
         }
-        let query = request.query.clone();
         // Refuse a malformed query even when there is nothing to search.
-        super::index::validate_query(&query)?;
+        let query = SearchQuery::parse(&request.query)?;
         let Some(db) = self.existing(tenant) else {
             return Ok(LogSearchPage::default());
         };
@@ -206,39 +216,54 @@ fn memory_source(
     }
     let mut builder = IndexBuilder::in_ram()?;
     let mut rows = Vec::new();
+    let mut ids = Vec::with_capacity(streams.len());
     for (id, (labels, parts)) in streams.into_iter().enumerate() {
         let labels = Arc::new(labels);
         for entry in merge_entries(parts) {
-            builder.add(&entry.line, &labels, entry.timestamp, id as u32, rows.len() as u64)?;
+            builder.add(&entry.line, entry.timestamp, id as u32, rows.len() as u64)?;
             rows.push((labels.clone(), entry));
         }
+        ids.push(labels);
     }
     Ok(Source::Memory {
         index: Box::new(builder.finish()?),
         rows,
+        streams: ids,
     })
 }
 
 fn search_sources(
     gathered: Gathered,
-    query: &str,
+    query: &SearchQuery,
     range: NsRange,
     page_end: TimestampNs,
     limit: usize,
 ) -> Result<LogSearchPage> {
     let mut sources: Vec<Source> = gathered.indexed.into_iter().map(Source::Block).collect();
-    sources.push(memory_source(&gathered.unindexed_blocks, gathered.loose, range)?);
+    // An in-memory index costs a writer thread and its arena: only when
+    // something is not in an indexed block.
+    if !gathered.unindexed_blocks.is_empty() || !gathered.loose.is_empty() {
+        sources.push(memory_source(&gathered.unindexed_blocks, gathered.loose, range)?);
+    }
     let indexes: Vec<&BlockIndex> = sources.iter().filter_map(Source::index).collect();
     debug_assert_eq!(indexes.len(), sources.len(), "every source has an index");
+    let labels: Vec<Vec<&Labels>> = sources.iter().map(Source::stream_labels).collect();
     let mut total = 0u64;
     let mut page_total = 0u64;
     let mut fetched: Vec<(usize, IndexHit)> = Vec::new();
     for (position, index) in indexes.iter().enumerate() {
-        total += index.search(query, range, 1)?.1;
+        let streams = &labels[position];
+        if page_end < range.end {
+            total += index.search(query, streams, range, 1)?.1;
+        }
         if page_end < range.start {
             continue;
         }
-        let (hits, in_page) = index.search(query, NsRange::new(range.start, page_end), limit)?;
+        let (hits, in_page) = index.search(query, streams, NsRange::new(range.start, page_end), limit)?;
+        if page_end >= range.end {
+            // The first page spans the whole range: its count is the total.
+            total += in_page;
+        }
         page_total += in_page;
         fetched.extend(hits.into_iter().map(|hit| (position, hit)));
     }
@@ -251,9 +276,15 @@ fn search_sources(
         fetched.retain(|(_, hit)| hit.timestamp > last);
         let mut older = 0u64;
         for (position, index) in indexes.iter().enumerate() {
-            fetched.extend(index.search_at(query, last)?.into_iter().map(|hit| (position, hit)));
+            let streams = &labels[position];
+            fetched.extend(
+                index
+                    .search_at(query, streams, last)?
+                    .into_iter()
+                    .map(|hit| (position, hit)),
+            );
             if last > range.start {
-                older += index.search(query, NsRange::new(range.start, last - 1), 1)?.1;
+                older += index.search(query, streams, NsRange::new(range.start, last - 1), 1)?.1;
             }
         }
         if older > 0 {
