@@ -20,7 +20,7 @@ use axum::routing::post;
 use tidewatch_model::log_validate::{LogLimits, MISSING_STREAMS_MESSAGE, ValidatedPush, validate_push};
 use tidewatch_model::logs::{LogIngest, LogPush};
 use tidewatch_model::loki_push::{
-    CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode_push_json, decode_push_protobuf_limited,
+    CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, StreamLabelsCache, decode_push_json, decode_push_protobuf_cached,
 };
 use tidewatch_model::remote_write::DecodeLimits;
 use tidewatch_model::{Clock, ErrorKind, TenantId, TimestampMs};
@@ -60,6 +60,7 @@ impl Default for LokiPushConfig {
 
 struct PushState<S> {
     store: Arc<S>,
+    labels_cache: StreamLabelsCache,
     config: LokiPushConfig,
     clock: Arc<dyn Clock>,
     rate_limiter: RateLimiter,
@@ -81,6 +82,7 @@ pub fn loki_push_router<S: LogIngest>(
     );
     let state = Arc::new(PushState {
         store,
+        labels_cache: StreamLabelsCache::default(),
         config,
         clock,
         rate_limiter,
@@ -188,18 +190,19 @@ fn decode(
     format: BodyFormat,
     encoding: BodyEncoding,
     max_decompressed_bytes: usize,
+    labels_cache: &StreamLabelsCache,
 ) -> Result<LogPush, tidewatch_model::Error> {
     let limits = DecodeLimits { max_decompressed_bytes };
     // The common case, a plain snappy protobuf, is decoded without a copy.
     if encoding == BodyEncoding::Identity {
         return match format {
-            BodyFormat::Protobuf => decode_push_protobuf_limited(body, limits),
+            BodyFormat::Protobuf => decode_push_protobuf_cached(body, limits, labels_cache),
             BodyFormat::Json => decode_push_json(body),
         };
     }
     let inflated = inflate(body, encoding, max_decompressed_bytes)?;
     match format {
-        BodyFormat::Protobuf => decode_push_protobuf_limited(&inflated, limits),
+        BodyFormat::Protobuf => decode_push_protobuf_cached(&inflated, limits, labels_cache),
         BodyFormat::Json => decode_push_json(&inflated),
     }
 }
@@ -230,7 +233,13 @@ async fn push<S: LogIngest>(State(state): State<Arc<PushState<S>>>, headers: Hea
     // milliseconds: keep it off the async runtime's threads.
     let work_state = Arc::clone(&state);
     let decoded = tokio::task::spawn_blocking(move || {
-        let push = decode(&body, format, encoding, work_state.config.max_decompressed_bytes)?;
+        let push = decode(
+            &body,
+            format,
+            encoding,
+            work_state.config.max_decompressed_bytes,
+            &work_state.labels_cache,
+        )?;
         let sent_streams = push.streams.len();
         let validated = validate_push(push, &work_state.config.limits, work_state.clock.as_ref());
         Ok::<_, tidewatch_model::Error>((sent_streams, validated))

@@ -79,6 +79,26 @@ pub struct RefLogEntry {
     pub structured_metadata: Labels,
 }
 
+/// A log entry to be logged, borrowed from wherever it lives.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEntryView<'a> {
+    pub stream_ref: u64,
+    pub timestamp: i64,
+    pub line: &'a str,
+    pub structured_metadata: &'a Labels,
+}
+
+impl RefLogEntry {
+    pub fn view(&self) -> LogEntryView<'_> {
+        LogEntryView {
+            stream_ref: self.stream_ref,
+            timestamp: self.timestamp,
+            line: &self.line,
+            structured_metadata: &self.structured_metadata,
+        }
+    }
+}
+
 /// A decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -152,6 +172,13 @@ impl RecordBuffer {
     /// Log entries are encoded as (ref, timestamp delta to the first, line,
     /// structured metadata pairs).
     pub fn log_entries(&mut self, entries: &[RefLogEntry]) {
+        let views: Vec<LogEntryView<'_>> = entries.iter().map(RefLogEntry::view).collect();
+        self.log_entry_views(&views);
+    }
+
+    /// [`RecordBuffer::log_entries`] from borrowed entries, so a push is
+    /// logged without copying its lines.
+    pub fn log_entry_views(&mut self, entries: &[LogEntryView<'_>]) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -163,8 +190,8 @@ impl RecordBuffer {
             for entry in entries {
                 put_uvarint(out, entry.stream_ref);
                 put_varint(out, entry.timestamp.wrapping_sub(base));
-                put_str(out, &entry.line);
-                put_labels(out, &entry.structured_metadata);
+                put_str(out, entry.line);
+                put_labels(out, entry.structured_metadata);
             }
         });
     }

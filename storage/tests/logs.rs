@@ -775,7 +775,11 @@ async fn search_finds_terms_phrases_and_labels_newest_first_with_a_cursor() {
     let lines: Vec<&str> = page.hits.iter().map(|h| h.line.as_str()).collect();
     assert_eq!(lines, ["slow query 500 ms", "tie c 500"], "newest first");
     // Label predicates are answered from the streams (blocks and head alike).
-    for query in ["500 AND labels.app:d*", "500 AND labels.app:/d./", "500 -labels.app:api"] {
+    for query in [
+        "500 AND labels.app:d*",
+        "500 AND labels.app:/d./",
+        "500 -labels.app:api",
+    ] {
         let page = storage.search_logs(&tenant, &search(query, 10, None)).await.unwrap();
         let found: Vec<&str> = page.hits.iter().map(|h| h.line.as_str()).collect();
         assert_eq!(found, lines, "{query}");

@@ -16,6 +16,52 @@ use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 /// One stream's entries, keyed by (timestamp, line), valued by structured metadata.
 pub(crate) type StreamEntries = BTreeMap<(TimestampNs, String), Labels>;
 
+/// A (timestamp, line) key the entries map can be searched by without
+/// owning the line: every pushed entry is checked against the head, and
+/// copying each line for the lookup cost a malloc and a memcpy per entry.
+trait EntryKey {
+    fn parts(&self) -> (TimestampNs, &str);
+}
+
+impl EntryKey for (TimestampNs, String) {
+    fn parts(&self) -> (TimestampNs, &str) {
+        (self.0, &self.1)
+    }
+}
+
+impl EntryKey for (TimestampNs, &str) {
+    fn parts(&self) -> (TimestampNs, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn EntryKey + 'a> for (TimestampNs, String) {
+    fn borrow(&self) -> &(dyn EntryKey + 'a) {
+        self
+    }
+}
+
+// The order of (timestamp, line) as the owned tuple has it.
+impl PartialEq for dyn EntryKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn EntryKey + '_ {}
+
+impl PartialOrd for dyn EntryKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn EntryKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// A stream in the head.
 #[derive(Debug)]
 pub(crate) struct HeadStream {
@@ -98,13 +144,10 @@ impl LogHead {
 
     /// Whether the stream holds an entry with this timestamp and line.
     pub(crate) fn contains(&self, stream_ref: u64, timestamp: TimestampNs, line: &str) -> bool {
-        self.streams.get(&stream_ref).is_some_and(|stream| {
-            stream
-                .entries
-                .range((timestamp, line.to_string())..)
-                .next()
-                .is_some_and(|((t, l), _)| *t == timestamp && l == line)
-        })
+        let key: &dyn EntryKey = &(timestamp, line);
+        self.streams
+            .get(&stream_ref)
+            .is_some_and(|stream| stream.entries.contains_key(key))
     }
 
     /// Adds an entry; false when the stream is unknown or already holds it.

@@ -44,7 +44,7 @@ use tidewatch_model::{Labels, Matcher, TenantId};
 
 use crate::db::{Storage, StorageConfig};
 use crate::error::{Error, Result};
-use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefLogEntry, Wal};
+use crate::wal::{self, FsyncPolicy, LogEntryView, Record, RecordBuffer, RefLogEntry, Wal};
 use block::{LogBlock, TMP_SUFFIX};
 use head::{LogHead, entries_in, has_entry_in};
 
@@ -957,7 +957,7 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     }
     // Entries not already held, each (stream, timestamp, line) once.
     let mut seen: HashSet<(u64, i64, &str)> = HashSet::new();
-    let mut wal_entries: Vec<RefLogEntry> = Vec::new();
+    let mut wal_entries: Vec<LogEntryView<'_>> = Vec::new();
     let mut summary = LogPushSummary::default();
     for (stream, target) in push.streams.iter().zip(&targets) {
         let stream_ref = ref_of(target);
@@ -968,19 +968,20 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
             }
             summary.entries += 1;
             summary.bytes += entry.line.len() as u64;
-            wal_entries.push(RefLogEntry {
+            wal_entries.push(LogEntryView {
                 stream_ref,
                 timestamp: entry.timestamp,
-                line: entry.line.clone(),
-                structured_metadata: entry.structured_metadata.clone(),
+                line: &entry.line,
+                structured_metadata: &entry.structured_metadata,
             });
             if wal_entries.len() == WAL_ENTRIES_PER_RECORD {
-                buffer.log_entries(&wal_entries);
+                buffer.log_entry_views(&wal_entries);
                 wal_entries.clear();
             }
         }
     }
-    buffer.log_entries(&wal_entries);
+    buffer.log_entry_views(&wal_entries);
+    drop(wal_entries);
     lock(db.wal.lock()).append(&buffer)?;
     for labels in &new_streams {
         let created = head.create((*labels).clone());
