@@ -31,9 +31,11 @@ pub use search::MAX_SEARCH_LIMIT;
 pub use tidewatch_model::logs::LogSearchHit;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use tidewatch_model::logs::{
     LogEntry, LogIngest, LogPush, LogPushSummary, LogRead, LogSearch, LogSearchPage, LogSearchRequest, LogSelect,
@@ -956,7 +958,8 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
         buffer.log_stream(first_ref + index as u64, labels);
     }
     // Entries not already held, each (stream, timestamp, line) once.
-    let mut seen: HashSet<(u64, i64, &str)> = HashSet::new();
+    // xxh3, not SipHash: this hashes every pushed line.
+    let mut seen: HashSet<(u64, i64, &str), Xxh3DefaultBuilder> = HashSet::default();
     let mut wal_entries: Vec<LogEntryView<'_>> = Vec::new();
     let mut summary = LogPushSummary::default();
     for (stream, target) in push.streams.iter().zip(&targets) {
