@@ -61,7 +61,7 @@ async fn storage_and_the_oracle_give_the_same_answers() {
     let end = NOW_NS;
     let metric = LogQueryParams::range(start, end, 300 * S, Direction::Backward, 100);
     let logs = LogQueryParams::range(start, end, S, Direction::Forward, 25);
-    let cases: [(&str, &LogQueryParams); 8] = [
+    let cases: [(&str, &LogQueryParams); 10] = [
         (r#"count_over_time({namespace=~".+"} |= "/api/1" [10m])"#, &metric),
         (
             r#"sum by (namespace) (rate({namespace="shop"} |= "500" != "warn" [5m]))"#,
@@ -79,6 +79,9 @@ async fn storage_and_the_oracle_give_the_same_answers() {
             r#"topk(2, sum by (pod) (bytes_over_time({namespace=~".+"} |~ "ERROR|error" [30m])))"#,
             &metric,
         ),
+        // Regexes hand their literals (`/api/`, `GET /api/`) to the index.
+        (r#"count_over_time({namespace=~".+"} |~ "/api/[0-9]+" [10m])"#, &metric),
+        (r#"{namespace=~".+"} |~ "(GET) /api/(1|2)""#, &logs),
         (
             r#"{namespace="infra"} |= "GET" | pattern "<level> <_> <path> <status>""#,
             &logs,

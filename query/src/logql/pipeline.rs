@@ -297,6 +297,36 @@ fn sanitize_key(key: &str) -> String {
 }
 
 /// A compiled pipeline, ready to run over entries.
+/// Substrings every line a regex (unanchored, Rust/RE2 syntax as the
+/// filter compiles it) matches must contain: the literal parts of its
+/// top-level sequence, looking through groups and repeats of at least one.
+/// `status=5[0-9]{2}` gives `status=5`; an alternation or a
+/// case-insensitive part gives nothing for that part, which only means less
+/// narrowing.
+fn required_substrings(pattern: &str) -> Vec<String> {
+    fn collect(hir: &regex_syntax::hir::Hir, out: &mut Vec<String>) {
+        use regex_syntax::hir::HirKind;
+        match hir.kind() {
+            HirKind::Literal(literal) => {
+                if let Ok(text) = std::str::from_utf8(&literal.0) {
+                    out.push(text.to_string());
+                }
+            }
+            HirKind::Concat(parts) => parts.iter().for_each(|part| collect(part, out)),
+            HirKind::Capture(capture) => collect(&capture.sub, out),
+            HirKind::Repetition(repetition) if repetition.min >= 1 => collect(&repetition.sub, out),
+            _ => {}
+        }
+    }
+    let Ok(hir) = regex_syntax::Parser::new().parse(pattern) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    collect(&hir, &mut out);
+    out.retain(|text| !text.is_empty());
+    out
+}
+
 #[derive(Debug)]
 pub(crate) struct Pipeline {
     stages: Vec<CompiledStage>,
@@ -327,6 +357,18 @@ impl Pipeline {
                 pushed_down.push(text.clone());
                 continue;
             }
+            // A regex stays in the pipeline, but the literals every match
+            // holds go to storage too, so the index narrows the rows read
+            // and lines without them are dropped before they are copied.
+            if pushable
+                && let Stage::LineFilter(LineFilter {
+                    op: LineFilterOp::Regex,
+                    values,
+                }) = stage
+                && let [LineFilterValue::Text(pattern)] = values.as_slice()
+            {
+                pushed_down.extend(required_substrings(pattern));
+            }
             if !matches!(stage, Stage::LineFilter(_) | Stage::LabelFilter(_)) {
                 pushable = false;
             }
@@ -339,7 +381,9 @@ impl Pipeline {
         })
     }
 
-    /// The substrings storage must find in every line it hands over.
+    /// The substrings storage must find in every line it hands over: the
+    /// `|= "text"` filters taken out of the pipeline, and the literals of
+    /// `|~` regexes that stay in it.
     pub(crate) fn line_contains(&self) -> &[String] {
         &self.pushed_down
     }
@@ -1495,9 +1539,52 @@ mod tests {
     fn leading_contains_filters_are_pushed_down_and_others_are_not() {
         let log = log_expr(r#"{a="b"} |= "x" |~ "y" |= "z" | json |= "after""#);
         let pipeline = Pipeline::compile(&log, 0).unwrap();
-        assert_eq!(pipeline.line_contains(), ["x".to_string(), "z".to_string()]);
+        // `|~ "y"` stays in the pipeline; its literal `y` goes down too.
+        assert_eq!(
+            pipeline.line_contains(),
+            ["x".to_string(), "y".to_string(), "z".to_string()]
+        );
+        assert_eq!(pipeline.stages.len(), 3, "the regex, json and the last filter");
         let log = log_expr(r#"{a="b"} |= "x" or "y""#);
         assert!(Pipeline::compile(&log, 0).unwrap().line_contains().is_empty());
+    }
+
+    #[test]
+    fn regex_filters_hand_their_required_literals_to_storage_and_stay_in_the_pipeline() {
+        assert_eq!(required_substrings("status=5[0-9]{2}"), ["status=5"]);
+        assert_eq!(
+            required_substrings("(GET|PUT) /api/(v1)+/users"),
+            [" /api/", "v1", "/users"]
+        );
+        assert_eq!(required_substrings("error.*timeout"), ["error", "timeout"]);
+        for nothing in ["a|b", "(?i)error", "x?", "[0-9]+", "(", ""] {
+            assert!(required_substrings(nothing).is_empty(), "{nothing:?}");
+        }
+        // Required literals are a superset condition: every match holds them.
+        for (pattern, line) in [
+            ("status=5[0-9]{2}", "x status=503 y"),
+            ("(GET|PUT) /api/(v1)+/users", "PUT /api/v1v1/users"),
+        ] {
+            let regex = Regex::new(pattern).unwrap();
+            assert!(regex.is_match(line));
+            assert!(
+                required_substrings(pattern)
+                    .iter()
+                    .all(|needle| line.contains(needle.as_str()))
+            );
+        }
+        let query = r#"{app="a"} |~ "status=5[0-9]{2}" | logfmt |~ "late""#;
+        let pipeline = Pipeline::compile(&log_expr(query), 0).unwrap();
+        assert_eq!(
+            pipeline.line_contains(),
+            ["status=5".to_string()],
+            "nothing after a parser"
+        );
+        assert!(
+            run(query, &[("app", "a")], &[], "status=5xx late").is_none(),
+            "the regex itself still runs"
+        );
+        assert!(run(query, &[("app", "a")], &[], "status=503 late").is_some());
     }
 
     #[test]

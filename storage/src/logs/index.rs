@@ -55,6 +55,10 @@ pub const FIELD_TIMESTAMP: &str = "timestamp";
 pub const FIELD_STREAM: &str = "stream";
 pub const FIELD_ROW: &str = "row";
 
+/// A needle condition whose terms name more than 1/this of the rows to
+/// scan is not read from the index: the lines are scanned instead.
+const SCAN_INSTEAD_FRACTION: u64 = 8;
+
 /// Memory the index writer may use before it writes a segment.
 const WRITER_MEMORY_BYTES: usize = 64 << 20;
 
@@ -403,10 +407,16 @@ impl BlockIndex {
         if chosen.is_empty() {
             return Ok(None);
         }
+        // Postings are read only for conditions that narrow: a condition
+        // whose terms name more than this many rows (a prefix like `5` of
+        // every number) costs more to union and to read row by row than a
+        // plain scan of the lines.
+        let narrowing = rows / SCAN_INSTEAD_FRACTION;
         let searcher = self.reader.searcher();
         let mut result: Option<RoaringBitmap> = None;
         for condition in chosen {
             let mut rows_here = RoaringBitmap::new();
+            let mut named = 0u64;
             for segment in searcher.segment_readers() {
                 let inverted = segment
                     .inverted_index(self.fields.line)
@@ -418,32 +428,14 @@ impl BlockIndex {
                 if full_walk && terms.num_terms() as u64 > rows {
                     return Ok(None);
                 }
-                let row_column = segment
-                    .fast_fields()
-                    .u64(FIELD_ROW)
-                    .map_err(|e| index_error("reading row numbers", e))?;
-                let mut docs = RoaringBitmap::new();
-                let mut add_postings = |term_info: &tantivy::postings::TermInfo| -> Result<()> {
-                    let mut postings = inverted
-                        .read_postings_from_terminfo(term_info, IndexRecordOption::Basic)
-                        .map_err(|e| index_error("reading postings", e))?;
-                    let mut doc: DocId = postings.doc();
-                    while doc != TERMINATED {
-                        docs.insert(doc);
-                        doc = postings.advance();
-                    }
-                    Ok(())
-                };
-                for overlong in [true, false] {
-                    let wanted = if overlong {
-                        TermCondition::Exact(OVERLONG_TERM.to_string())
-                    } else {
-                        (*condition).clone()
-                    };
-                    match &wanted {
+                let mut infos: Vec<tantivy::postings::TermInfo> = Vec::new();
+                let mut wanted = vec![(*condition).clone()];
+                wanted.push(TermCondition::Exact(OVERLONG_TERM.to_string()));
+                for wanted in &wanted {
+                    match wanted {
                         TermCondition::Exact(term) => {
                             if let Some(info) = terms.get(term.as_bytes()).map_err(|e| index_error("term lookup", e))? {
-                                add_postings(&info)?;
+                                infos.push(info);
                             }
                         }
                         TermCondition::Prefix(prefix) => {
@@ -456,14 +448,14 @@ impl BlockIndex {
                                 if !stream.key().starts_with(prefix.as_bytes()) {
                                     break;
                                 }
-                                add_postings(stream.value())?;
+                                infos.push(stream.value().clone());
                             }
                         }
                         TermCondition::Suffix(suffix) => {
                             let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
                             while stream.advance() {
                                 if stream.key().ends_with(suffix.as_bytes()) {
-                                    add_postings(stream.value())?;
+                                    infos.push(stream.value().clone());
                                 }
                             }
                         }
@@ -472,10 +464,29 @@ impl BlockIndex {
                             let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
                             while stream.advance() {
                                 if finder.find(stream.key()).is_some() {
-                                    add_postings(stream.value())?;
+                                    infos.push(stream.value().clone());
                                 }
                             }
                         }
+                    }
+                }
+                named += infos.iter().map(|info| u64::from(info.doc_freq)).sum::<u64>();
+                if named > narrowing {
+                    break;
+                }
+                let row_column = segment
+                    .fast_fields()
+                    .u64(FIELD_ROW)
+                    .map_err(|e| index_error("reading row numbers", e))?;
+                let mut docs = RoaringBitmap::new();
+                for info in &infos {
+                    let mut postings = inverted
+                        .read_postings_from_terminfo(info, IndexRecordOption::Basic)
+                        .map_err(|e| index_error("reading postings", e))?;
+                    let mut doc: DocId = postings.doc();
+                    while doc != TERMINATED {
+                        docs.insert(doc);
+                        doc = postings.advance();
                     }
                 }
                 for doc in docs {
@@ -483,6 +494,10 @@ impl BlockIndex {
                         rows_here.insert(u32::try_from(row).map_err(|_| index_error("row number", "over 2^32"))?);
                     }
                 }
+            }
+            if named > narrowing {
+                // Does not narrow; another condition may.
+                continue;
             }
             result = Some(match result {
                 None => rows_here,
@@ -661,6 +676,15 @@ mod tests {
             }
         }
         assert!(index.candidate_rows("missing", u64::MAX).unwrap().unwrap().is_empty());
+        // Against a scan of 5 rows any posting is too many to pay: scan.
+        assert_eq!(index.candidate_rows("GET", lines.len() as u64).unwrap(), None);
+        assert!(
+            index
+                .candidate_rows("/missing/", lines.len() as u64)
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
