@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use tidewatch_model::log_validate::LogLimits;
+use tidewatch_query::loki_api::LokiQueryConfig;
 use tidewatch_query::{ApiConfig, LokiPushConfig};
 use tidewatch_storage::{FsyncPolicy, StorageConfig, StreamRetention};
 
@@ -150,6 +151,7 @@ pub(crate) struct Settings {
     pub(crate) storage: StorageConfig,
     pub(crate) api: ApiConfig,
     pub(crate) log_push: LokiPushConfig,
+    pub(crate) log_query: LokiQueryConfig,
 }
 
 impl ConfigFile {
@@ -198,8 +200,16 @@ impl ConfigFile {
                 priority: rule.priority,
             });
         }
+        let log_query = LokiQueryConfig {
+            max_pattern_lines: self.logs.limits.max_pattern_lines_per_query,
+        };
         let log_push = LokiPushConfig::new(self.logs.limits);
-        Ok(Settings { storage, api, log_push })
+        Ok(Settings {
+            storage,
+            api,
+            log_push,
+            log_query,
+        })
     }
 }
 
@@ -223,7 +233,7 @@ mod tests {
     #[test]
     fn log_section_takes_loki_limit_names() {
         let file: ConfigFile = load_yaml(
-            "logs:\n  block_duration: 30m\n  retention_stream:\n    - selector: '{namespace=\"dev\"}'\n      period: 24h\n      priority: 2\n  limits:\n    max_line_size: 128KB\n    max_global_streams_per_user: 10\n",
+            "logs:\n  block_duration: 30m\n  retention_stream:\n    - selector: '{namespace=\"dev\"}'\n      period: 24h\n      priority: 2\n  limits:\n    max_line_size: 128KB\n    max_global_streams_per_user: 10\n    max_pattern_lines_per_query: 5000\n",
             "t.yml",
         )
         .unwrap();
@@ -233,6 +243,9 @@ mod tests {
         assert_eq!(settings.storage.log_retention_streams.len(), 1);
         assert_eq!(settings.storage.log_retention_streams[0].period_ms, 24 * 3_600_000);
         assert_eq!(settings.log_push.limits.max_line_size, 128 * 1024);
+        assert_eq!(settings.log_query.max_pattern_lines, 5000);
+        let defaults = ConfigFile::default().into_settings(Path::new("/tmp/x")).unwrap();
+        assert_eq!(defaults.log_query.max_pattern_lines, 1_000_000);
         let bad: ConfigFile = load_yaml(
             "logs:\n  retention_stream:\n    - selector: 'nope'\n      period: 1d\n",
             "t.yml",

@@ -63,6 +63,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
         "/loki/api/v1/labels, /loki/api/v1/label/<name>/values, /loki/api/v1/series",
     ),
     ("GET ", "/loki/api/v1/index/stats, /loki/api/v1/index/volume[_range]"),
+    (
+        "GET ",
+        "/loki/api/v1/detected_fields, /loki/api/v1/patterns  Logs Drilldown",
+    ),
     ("GET ", "/api/v1/logs/search            full-text search over logs"),
     ("POST", "/api/v1/admin/flush           write the heads into blocks now"),
     ("GET ", "/metrics                      Tidewatch's own metrics"),
@@ -108,7 +112,7 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
             clock.clone(),
             http.clone(),
         ))
-        .merge(logs_routes(storage.clone(), tail_hub, http.clone()))
+        .merge(logs_routes(storage.clone(), settings.log_query, tail_hub, http.clone()))
         .merge(own_routes);
 
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -155,8 +159,13 @@ pub(crate) async fn run(options: ServerOptions) -> anyhow::Result<()> {
 }
 
 /// Loki's browsing endpoints and full-text search, counted like the rest.
-fn logs_routes(storage: Arc<Storage>, tail_hub: Arc<TailHub>, http: Arc<HttpStats>) -> Router {
-    tidewatch_query::loki_api::loki_browse_router(storage.clone())
+fn logs_routes(
+    storage: Arc<Storage>,
+    config: tidewatch_query::loki_api::LokiQueryConfig,
+    tail_hub: Arc<TailHub>,
+    http: Arc<HttpStats>,
+) -> Router {
+    tidewatch_query::loki_api::loki_browse_router(storage.clone(), config)
         .merge(tidewatch_query::loki_tail::loki_tail_router(storage.clone(), tail_hub))
         .merge(tidewatch_query::log_search::log_search_router(storage))
         .layer(axum::middleware::from_fn_with_state(

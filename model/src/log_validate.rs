@@ -32,7 +32,8 @@ pub const MAX_LISTED_ERRORS: usize = 100;
 
 const MIB: f64 = 1_048_576.0;
 
-/// Ingestion limits, named and defaulted as in Loki's `limits_config`.
+/// Ingestion limits, named and defaulted as in Loki's `limits_config`, and
+/// the one query limit of the logs section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogLimits {
@@ -67,6 +68,10 @@ pub struct LogLimits {
     pub max_structured_metadata_size: u64,
     /// Most structured metadata pairs on one entry; 0 = unlimited.
     pub max_structured_metadata_entries_count: usize,
+    /// Most log lines one `/loki/api/v1/patterns` request examines (patterns
+    /// are computed from the lines at query time); 0 = unlimited. Not a Loki
+    /// key: Loki learns patterns at ingestion.
+    pub max_pattern_lines_per_query: usize,
 }
 
 impl Default for LogLimits {
@@ -88,6 +93,7 @@ impl Default for LogLimits {
             allow_structured_metadata: true,
             max_structured_metadata_size: 64 * 1024,
             max_structured_metadata_entries_count: 128,
+            max_pattern_lines_per_query: 1_000_000,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod loki_params;
 pub mod loki_push;
 pub mod loki_tail;
 pub mod params;
+pub mod patterns;
 pub mod promqltest;
 pub mod stats;
 

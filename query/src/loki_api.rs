@@ -1,7 +1,8 @@
 //! Loki's HTTP API for browsing logs: label names and values, series,
-//! index statistics and volumes, with Loki's JSON shapes. Grafana's Loki
-//! data source calls these when it connects, fills its label pickers and
-//! draws the log volume histogram.
+//! index statistics and volumes, detected fields and patterns, with Loki's
+//! JSON shapes. Grafana's Loki data source calls these when it connects,
+//! fills its label pickers and draws the log volume histogram; its Logs
+//! Drilldown app asks for fields and patterns.
 //!
 //! Errors are answered as Loki answers them: a plain-text message with a
 //! 4xx/5xx status (Grafana shows the text as it is).
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::logql::{self, Expr, LogQueryParams, LogQueryResult};
 use crate::loki_params::{default_step, parse_bounds, parse_direction, parse_limit, parse_step, parse_time};
 use crate::params::Params;
+use crate::patterns::{PatternDetector, PatternRange, PatternSeries};
 
 /// A failed Loki API request: Loki's plain-text error body.
 #[derive(Debug)]
@@ -66,8 +68,28 @@ fn now_ns() -> TimestampNs {
 /// Longest a LogQL query may run before it is answered with 503.
 const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Limits of the Loki query endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LokiQueryConfig {
+    /// Most log lines one `/loki/api/v1/patterns` request may examine
+    /// (`logs.limits.max_pattern_lines_per_query`); 0 for no limit.
+    pub max_pattern_lines: usize,
+}
+
+impl Default for LokiQueryConfig {
+    fn default() -> Self {
+        LokiQueryConfig {
+            max_pattern_lines: tidewatch_model::log_validate::LogLimits::default().max_pattern_lines_per_query,
+        }
+    }
+}
+
 /// The Loki query and browsing endpoints over `store`.
-pub fn loki_browse_router<S: LogRead>(store: Arc<S>) -> Router {
+pub fn loki_browse_router<S: LogRead>(store: Arc<S>, config: LokiQueryConfig) -> Router {
+    let patterns_state = PatternsState {
+        store: store.clone(),
+        max_lines: config.max_pattern_lines,
+    };
     Router::new()
         .route("/loki/api/v1/query", get(query::<S>).post(query::<S>))
         .route("/loki/api/v1/query_range", get(query_range::<S>).post(query_range::<S>))
@@ -92,6 +114,11 @@ pub fn loki_browse_router<S: LogRead>(store: Arc<S>) -> Router {
             get(detected_field_values::<S>).post(detected_field_values::<S>),
         )
         .with_state(store)
+        .merge(
+            Router::new()
+                .route("/loki/api/v1/patterns", get(patterns::<S>).post(patterns::<S>))
+                .with_state(patterns_state),
+        )
 }
 
 fn success(data: Json) -> Response {
@@ -685,4 +712,154 @@ async fn detected_field_values<S: LogRead>(
         (!values.is_empty()).then(|| json!(values)),
         limit,
     ))
+}
+
+/// What `/loki/api/v1/patterns` works with.
+struct PatternsState<S> {
+    store: Arc<S>,
+    max_lines: usize,
+}
+
+impl<S> Clone for PatternsState<S> {
+    fn clone(&self) -> Self {
+        PatternsState {
+            store: self.store.clone(),
+            max_lines: self.max_lines,
+        }
+    }
+}
+
+/// Loki's answer to a patterns query that is more than a stream selector.
+const ERR_ONLY_MATCHERS: &str = "only label matchers are supported";
+/// Loki's step errors for patterns (`pkg/loghttp/query.go`).
+const ERR_ZERO_OR_NEGATIVE_STEP: &str =
+    "zero or negative query resolution step widths are not accepted. Try a positive integer";
+const ERR_STEP_TOO_SMALL: &str =
+    "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step parameter";
+/// Most steps a patterns range may hold.
+const MAX_PATTERN_STEPS: i64 = 11_000;
+
+/// `/loki/api/v1/patterns`: the patterns of the lines of the streams `query`
+/// selects in `start`…`end`, with their level and line counts per `step`
+/// (see [`crate::patterns`]). At most `max_lines` lines are examined.
+async fn patterns<S: LogRead>(
+    State(state): State<PatternsState<S>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> LokiResult {
+    let params = request_params(raw, &headers, &body);
+    let tenant = tenant_from_headers(&headers)?;
+    let query = required_query(&params)?;
+    let matchers = match logql::parse(query)? {
+        Expr::Log(log) if log.pipeline.is_empty() => log.matchers,
+        _ => return Err(Error::bad_data(ERR_ONLY_MATCHERS).into()),
+    };
+    let range = range_of(&params)?;
+    let step = step_of(&params, range)?;
+    if step <= 0 {
+        return Err(Error::bad_data(ERR_ZERO_OR_NEGATIVE_STEP).into());
+    }
+    if range.end.saturating_sub(range.start) / step > MAX_PATTERN_STEPS {
+        return Err(Error::bad_data(ERR_STEP_TOO_SMALL).into());
+    }
+    let pattern_range = PatternRange::new(range.start, range.end, step);
+    let select = LogSelect::new(matchers, pattern_range.entries());
+    let deadline = std::time::Instant::now() + QUERY_TIMEOUT;
+    let store = state.store.clone();
+    let max_lines = state.max_lines;
+    let read = async move {
+        let mut streams = Vec::new();
+        let mut lines = 0usize;
+        store
+            .visit_logs(&tenant, &select, |stream| {
+                lines += stream.entries.len();
+                if max_lines > 0 && lines > max_lines {
+                    return Err(tidewatch_model::Error::Invalid(too_many_pattern_lines(max_lines)));
+                }
+                streams.push(stream);
+                Ok(())
+            })
+            .await?;
+        Ok::<_, LokiError>(streams)
+    };
+    let streams = tokio::time::timeout(QUERY_TIMEOUT, read)
+        .await
+        .map_err(|_| pattern_timeout())??;
+    // Drain is CPU work: off the runtime, giving up at the deadline.
+    let found = tokio::task::spawn_blocking(move || {
+        let mut detector = PatternDetector::new(pattern_range);
+        for stream in &streams {
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            detector.add_stream(stream);
+        }
+        Some(detector.finish())
+    })
+    .await
+    .map_err(|e| Error {
+        error_type: crate::error::ErrorType::Internal,
+        message: format!("pattern detection failed: {e}"),
+    })?
+    .ok_or_else(pattern_timeout)?;
+    Ok(patterns_response(&found))
+}
+
+fn too_many_pattern_lines(max_lines: usize) -> String {
+    format!(
+        "the query would examine too many log lines for patterns (more than {max_lines}, \
+         logs.limits.max_pattern_lines_per_query); consider adding more specific stream selectors \
+         or reduce the time range of the query"
+    )
+}
+
+fn pattern_timeout() -> LokiError {
+    Error::timeout(format!("query timed out after {}s", QUERY_TIMEOUT.as_secs())).into()
+}
+
+/// Loki's `QueryPatternsResponse` as its marshaller writes it: fields in the
+/// order pattern, level, samples; samples as `[<unix seconds>, <lines>]`;
+/// `<`, `>` and `&` in patterns escaped as `\u003c`, `\u003e`, `\u0026`.
+fn patterns_response(found: &[PatternSeries]) -> Response {
+    #[derive(serde::Serialize)]
+    struct Series<'a> {
+        pattern: &'a str,
+        level: &'a str,
+        samples: Vec<[i64; 2]>,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        status: &'static str,
+        data: Vec<Series<'a>>,
+    }
+    let data = found
+        .iter()
+        .map(|series| Series {
+            pattern: &series.pattern,
+            level: series.level,
+            samples: series
+                .samples
+                .iter()
+                .map(|&(timestamp_ms, count)| [timestamp_ms / 1000, count])
+                .collect(),
+        })
+        .collect();
+    let json = serde_json::to_string(&Body {
+        status: "success",
+        data,
+    })
+    .unwrap_or_default();
+    // These characters only occur inside strings in JSON text.
+    let mut text = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => text.push_str("\\u003c"),
+            '>' => text.push_str("\\u003e"),
+            '&' => text.push_str("\\u0026"),
+            c => text.push(c),
+        }
+    }
+    text.push('\n');
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::json;
 use tidewatch_model::logs::{LogEntry, LogIngest, LogPush, LogStream, MemLogStore};
 use tidewatch_model::{Labels, TenantId};
-use tidewatch_query::loki_api::loki_browse_router;
+use tidewatch_query::loki_api::{LokiQueryConfig, loki_browse_router};
 use tower::ServiceExt;
 
 const S: i64 = 1_000_000_000;
@@ -41,7 +41,7 @@ async fn router() -> axum::Router {
         streams: vec![stream(&[("app", "secret")], &[(100, "hidden")])],
     };
     store.push(&TenantId::parse("other").unwrap(), other).await.unwrap();
-    loki_browse_router(store)
+    loki_browse_router(store, LokiQueryConfig::default())
 }
 
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -269,7 +269,7 @@ async fn detected_fields_and_their_values_in_lokis_shape() {
         ],
     };
     store.push(&TenantId::default_tenant(), push).await.unwrap();
-    let router = loki_browse_router(store);
+    let router = loki_browse_router(store, LokiQueryConfig::default());
 
     let uri = format!(
         "/loki/api/v1/detected_fields?start=0&end=1000&query={}",

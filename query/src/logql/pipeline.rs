@@ -755,15 +755,17 @@ fn template_data<'a>(timestamp: i64, now: i64, line: &'a str, state: &LabelState
 // ---------------------------------------------------------------------------
 // Parsers.
 
-/// One key/value pair of a logfmt line, Loki's decoder rules.
-struct LogfmtDecoder<'a> {
+/// One key/value pair of a logfmt line, Loki's decoder rules (also what
+/// the pattern tokenizer reads logfmt lines with).
+pub(crate) struct LogfmtDecoder<'a> {
     line: &'a str,
     at: usize,
-    error: Option<String>,
+    /// The syntax error that ended decoding, in Loki's words.
+    pub(crate) error: Option<String>,
 }
 
 impl<'a> LogfmtDecoder<'a> {
-    fn new(line: &'a str) -> Self {
+    pub(crate) fn new(line: &'a str) -> Self {
         LogfmtDecoder {
             line,
             at: 0,
@@ -771,7 +773,7 @@ impl<'a> LogfmtDecoder<'a> {
         }
     }
 
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         self.at >= self.line.len()
     }
 
@@ -789,7 +791,7 @@ impl<'a> LogfmtDecoder<'a> {
 
     /// The next pair: `Some((key, value))`, or `None` when the pair was malformed
     /// (or only spaces were left).
-    fn next_pair(&mut self) -> Option<(&'a str, Cow<'a, str>)> {
+    pub(crate) fn next_pair(&mut self) -> Option<(&'a str, Cow<'a, str>)> {
         let bytes = self.line.as_bytes();
         while self.at < bytes.len() && bytes[self.at] <= b' ' {
             self.at += 1;
