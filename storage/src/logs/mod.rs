@@ -32,6 +32,7 @@ pub use tidewatch_model::logs::LogSearchHit;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use futures::{StreamExt, TryStreamExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -66,6 +67,11 @@ const WAL_ENTRIES_PER_RECORD: usize = 4096;
 /// Streams read from the sources per step of a read, so that a reducing
 /// caller never holds every selected entry at once.
 const READ_BATCH_STREAMS: usize = 256;
+
+/// Blocks one read decodes at once: the machine's cores.
+fn read_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
 
 /// Every tenant's logs.
 #[derive(Debug)]
@@ -338,6 +344,7 @@ impl LogStore {
             };
             // Parts of each stream of the batch, oldest source first.
             let mut parts: Vec<Vec<Vec<LogEntry>>> = vec![Vec::new(); batch.len()];
+            let mut reads = Vec::with_capacity(blocks.len());
             for (block, ids) in &blocks {
                 // Block ids follow label order, as the batch does.
                 let labels_of = |id: &u32| &block.streams()[*id as usize].labels;
@@ -348,12 +355,19 @@ impl LogStore {
                 }
                 let selected = ids[from..to].to_vec();
                 let (block, needles) = (block.clone(), needles.clone());
-                let read = blocking(move || {
+                reads.push(blocking(move || {
                     let entries = read_block(&block, &selected, range, &needles)?;
                     Ok((block, selected, entries))
-                })
+                }));
+            }
+            // Blocks decompress on several cores at once; `buffered` hands the
+            // results back in block order (oldest first, which decides whose
+            // structured metadata a duplicate keeps).
+            let read: Vec<_> = futures::stream::iter(reads)
+                .buffered(read_parallelism())
+                .try_collect()
                 .await?;
-                let (block, selected, entries) = read;
+            for (block, selected, entries) in read {
                 for (id, entries) in selected.iter().zip(entries) {
                     if entries.is_empty() {
                         continue;
