@@ -65,8 +65,12 @@ enum Predicate {
         lower: Bound<String>,
         upper: Bound<String>,
     },
-    /// Matched against a whole word (line) or a whole value (label).
-    Regex(String),
+    /// Matched against a whole word (line, by Tantivy from `pattern`) or a
+    /// whole value (label, by `whole`, compiled once per query).
+    Regex {
+        pattern: String,
+        whole: regex::Regex,
+    },
     Exists,
 }
 
@@ -203,10 +207,10 @@ fn convert_leaf(query: &str, leaf: UserInputLeaf) -> Result<Option<Node>> {
             },
         ),
         UserInputLeaf::Regex { field, pattern } => {
-            // Checked here so a bad pattern is the client's 400, not a failed search.
-            regex::Regex::new(&format!("^(?:{pattern})$"))
+            // Compiled here, so a bad pattern is the client's 400, not a failed search.
+            let whole = regex::Regex::new(&format!("^(?:{pattern})$"))
                 .map_err(|e| rejected(query, format!("invalid regular expression /{pattern}/: {e}")))?;
-            Node::Leaf(target(query, field.as_deref())?, Predicate::Regex(pattern))
+            Node::Leaf(target(query, field.as_deref())?, Predicate::Regex { pattern, whole })
         }
         UserInputLeaf::Exists { field } => Node::Leaf(target(query, Some(&field))?, Predicate::Exists),
     }))
@@ -234,7 +238,7 @@ fn to_index_query(node: &Node, line: Field, stream: Field, streams: &[&Labels]) 
         }
         Node::Leaf(Target::Line, predicate) => line_query(predicate, line)?,
         Node::Leaf(Target::Label(name), predicate) => {
-            let matcher = LabelMatcher::new(predicate)?;
+            let matcher = LabelMatcher::new(predicate);
             let ids = streams
                 .iter()
                 .enumerate()
@@ -296,7 +300,7 @@ fn line_query(predicate: &Predicate, line: Field) -> Result<Box<dyn Query>> {
             };
             Box::new(RangeQuery::new(term(lower), term(upper)))
         }
-        Predicate::Regex(pattern) => Box::new(RegexQuery::from_pattern(pattern, line).map_err(index_error)?),
+        Predicate::Regex { pattern, .. } => Box::new(RegexQuery::from_pattern(pattern, line).map_err(index_error)?),
         Predicate::Exists => Box::new(RegexQuery::from_pattern(".*", line).map_err(index_error)?),
     })
 }
@@ -307,24 +311,22 @@ enum LabelMatcher<'a> {
     Prefix(&'a str),
     Set(&'a [String]),
     Range(&'a Bound<String>, &'a Bound<String>),
-    Regex(regex::Regex),
+    Regex(&'a regex::Regex),
     Exists,
 }
 
 impl<'a> LabelMatcher<'a> {
-    fn new(predicate: &'a Predicate) -> Result<LabelMatcher<'a>> {
-        Ok(match predicate {
+    fn new(predicate: &'a Predicate) -> LabelMatcher<'a> {
+        match predicate {
             Predicate::Literal {
                 text, prefix: false, ..
             } => LabelMatcher::Equal(text),
             Predicate::Literal { text, prefix: true, .. } => LabelMatcher::Prefix(text),
             Predicate::Set(values) => LabelMatcher::Set(values),
             Predicate::Range { lower, upper } => LabelMatcher::Range(lower, upper),
-            Predicate::Regex(pattern) => LabelMatcher::Regex(
-                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Error::Rejected(e.to_string()))?,
-            ),
+            Predicate::Regex { whole, .. } => LabelMatcher::Regex(whole),
             Predicate::Exists => LabelMatcher::Exists,
-        })
+        }
     }
 
     /// Whether a stream whose label has `value` (`None`: no such label) matches.
@@ -384,7 +386,7 @@ mod tests {
             let Node::Leaf(Target::Label(_), predicate) = &parsed.root else {
                 panic!("{query} is not one label leaf: {:?}", parsed.root)
             };
-            LabelMatcher::new(predicate).unwrap().matches(value)
+            LabelMatcher::new(predicate).matches(value)
         };
         assert!(check("labels.app:api", Some("api")));
         assert!(!check("labels.app:api", Some("api-2")));
