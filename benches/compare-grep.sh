@@ -67,17 +67,23 @@ search() { curl -sS -G --data-urlencode "q=$1" --data-urlencode start=0 --data-u
 request_ms() { curl -sS -o /dev/null -w '%{time_total}' "$@" | awk '{print $1 * 1000}'; }
 search_ms() { request_ms -G --data-urlencode "q=$1" --data-urlencode start=0 --data-urlencode "end=$END_NS" --data-urlencode limit=100 "http://127.0.0.1:$PORT/api/v1/logs/search"; }
 printf '%-28s %10s %12s %10s %12s %10s %8s %8s\n' query hits search_ms grep_hits grep_ms rg_ms vs_grep vs_rg
+# One row: NAME HITS MS GREP_MODE PATTERN — Tidewatch's count and median
+# time next to grep/rg over the raw file (GREP_MODE: -F fixed, -E regex).
+row() {
+  local name=$1 hits=$2 ts=$3 mode=$4 pattern=$5 gh tg tr rg_mode
+  if [ "$mode" = -F ]; then rg_mode=-F; else rg_mode=-e; fi
+  gh=$(grep -c "$mode" -- "$pattern" "$WORK/raw.log" || true)
+  tg=$(for i in $(seq "$RUNS"); do timeit grep -c "$mode" -- "$pattern" "$WORK/raw.log"; done | median)
+  if command -v rg > /dev/null; then
+    tr=$(for i in $(seq "$RUNS"); do timeit rg -c "$rg_mode" "$pattern" "$WORK/raw.log"; done | median)
+  else tr=nan; fi
+  [ "$hits" = "$gh" ] || echo "MISMATCH: $name: tidewatch $hits vs grep $gh"
+  awk -v n="$name" -v h="$hits" -v s="$ts" -v gh="$gh" -v g="$tg" -v r="$tr" 'BEGIN { printf "%-28s %10d %12.1f %10d %12.1f %10.1f %7.1fx %7.1fx\n", n, h, s, gh, g, r, g / s, r / s }'
+}
 for pair in "rare term|$RARE|$RARE" "common term|GET|GET" "phrase|\"request served\"|request served"; do
   IFS='|' read -r name q fixed <<< "$pair"
   hits=$(search "$q" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["total"])')
-  ts=$(for i in $(seq "$RUNS"); do search_ms "$q"; done | median)
-  gh=$(grep -cF -- "$fixed" "$WORK/raw.log" || true)
-  tg=$(for i in $(seq "$RUNS"); do timeit grep -cF -- "$fixed" "$WORK/raw.log"; done | median)
-  if command -v rg > /dev/null; then
-    tr=$(for i in $(seq "$RUNS"); do timeit rg -cF -- "$fixed" "$WORK/raw.log"; done | median)
-  else tr=nan; fi
-  [ "$hits" = "$gh" ] || echo "MISMATCH: $name: search $hits vs grep $gh"
-  awk -v n="$name" -v h="$hits" -v s="$ts" -v gh="$gh" -v g="$tg" -v r="$tr" 'BEGIN { printf "%-28s %10d %12.1f %10d %12.1f %10.1f %7.1fx %7.1fx\n", n, h, s, gh, g, r, g / s, r / s }'
+  row "$name" "$hits" "$(for i in $(seq "$RUNS"); do search_ms "$q"; done | median)" -F "$fixed"
 done
 # A regex has no index to lean on: LogQL counts it over every line.
 REGEX='status=5[0-9][0-9]'
@@ -86,11 +92,4 @@ LOGQL="sum(count_over_time({namespace=~\".+\"} |~ \"$REGEX\" [${HOURS}h]))"
 logql() { curl -sS -G --data-urlencode "query=$LOGQL" --data-urlencode "time=$END_NS" "http://127.0.0.1:$PORT/loki/api/v1/query"; }
 logql_ms() { request_ms -G --data-urlencode "query=$LOGQL" --data-urlencode "time=$END_NS" "http://127.0.0.1:$PORT/loki/api/v1/query"; }
 hits=$(logql | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)')
-ts=$(for i in $(seq "$RUNS"); do logql_ms; done | median)
-gh=$(grep -cE -- "$REGEX" "$WORK/raw.log" || true)
-tg=$(for i in $(seq "$RUNS"); do timeit grep -cE -- "$REGEX" "$WORK/raw.log"; done | median)
-if command -v rg > /dev/null; then
-  tr=$(for i in $(seq "$RUNS"); do timeit rg -c -- "$REGEX" "$WORK/raw.log"; done | median)
-else tr=nan; fi
-[ "$hits" = "$gh" ] || echo "MISMATCH: regex: logql $hits vs grep $gh"
-awk -v n="regex (LogQL count)" -v h="$hits" -v s="$ts" -v gh="$gh" -v g="$tg" -v r="$tr" 'BEGIN { printf "%-28s %10d %12.1f %10d %12.1f %10.1f %7.1fx %7.1fx\n", n, h, s, gh, g, r, g / s, r / s }'
+row "regex (LogQL count)" "$hits" "$(for i in $(seq "$RUNS"); do logql_ms; done | median)" -E "$REGEX"
