@@ -81,6 +81,21 @@ impl Labels {
     /// The empty label set, usable in statics.
     pub const EMPTY: Labels = Labels { pairs: None };
 
+    /// Whether both hold the very same pairs (not merely equal ones).
+    pub fn same_pairs(&self, other: &Labels) -> bool {
+        match (&self.pairs, &other.pairs) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether another label set shares these pairs (an interner drops the
+    /// sets only it still holds).
+    pub fn is_shared(&self) -> bool {
+        self.pairs.as_ref().is_some_and(|pairs| Arc::strong_count(pairs) > 1)
+    }
+
     fn wrap(pairs: Vec<Label>) -> Labels {
         Labels {
             pairs: (!pairs.is_empty()).then(|| Arc::from(pairs)),

@@ -58,6 +58,7 @@ use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 use crate::error::{Error, Result};
 use crate::histogram_codec;
 use crate::index::Postings;
+use crate::shared_labels::SharedLabels;
 
 /// Version of the block layout written by this code.
 pub const BLOCK_FORMAT_VERSION: u32 = 7;
@@ -763,6 +764,12 @@ impl Block {
         self.labels.len()
     }
 
+    /// Takes the tenant's shared copy of each series' labels (see
+    /// [`SharedLabels`]); done once, when the block is opened.
+    pub(crate) fn share_labels(&mut self, shared: &SharedLabels) {
+        shared.share(self.labels.iter_mut());
+    }
+
     pub fn labels(&self, id: u32) -> &Labels {
         &self.labels[id as usize]
     }
@@ -984,38 +991,53 @@ impl Block {
         let mut current = 0usize;
         let mut previous = Previous::default();
         let keyframe_rows = self.keyframe_rows;
+        let too_many_rows = || Error::Block {
+            block: self.meta.ulid.clone(),
+            message: "more sample rows than the series table accounts for".into(),
+        };
+        let mut zeros = Vec::new();
         while let Some(batch) = stream.try_next().await? {
-            let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?;
-            let deltas = column::<Int64Array>(&batch, COLUMN_VALUE_DELTA, &self.meta.ulid)?;
-            let corrections = if has_corrections {
-                column::<Int64Array>(&batch, COLUMN_VALUE_CORRECTION, &self.meta.ulid)?
-                    .values()
-                    .to_vec()
+            let timestamps = column::<Int64Array>(&batch, COLUMN_TIMESTAMP, &self.meta.ulid)?.values();
+            let deltas = column::<Int64Array>(&batch, COLUMN_VALUE_DELTA, &self.meta.ulid)?.values();
+            let corrections: &[i64] = if has_corrections {
+                column::<Int64Array>(&batch, COLUMN_VALUE_CORRECTION, &self.meta.ulid)?.values()
             } else {
-                vec![0; batch.num_rows()]
+                zeros.resize(batch.num_rows(), 0);
+                &zeros
             };
-            for ((timestamp, delta), correction) in
-                timestamps.values().iter().zip(deltas.values().iter()).zip(&corrections)
-            {
+            // The batch's rows, series by series: each run belongs to one
+            // series, whose encoding is looked up once per run.
+            let mut row = 0;
+            while row < timestamps.len() {
                 while current < ranges.len() && out[current].len() == ranges[current].len() {
                     current += 1;
                 }
                 let Some(target) = out.get_mut(current) else {
-                    return Err(Error::Block {
-                        block: self.meta.ulid.clone(),
-                        message: "more sample rows than the series table accounts for".into(),
-                    });
+                    return Err(too_many_rows());
                 };
+                let run = (ranges[current].len() - target.len()).min(timestamps.len() - row);
+                let encoding = self.encodings[ids[current] as usize];
                 // Deltas restart from zero at a series' first sample and at
                 // every keyframe; every read range starts at one of them.
-                if (first_rows[current] + target.len()) % keyframe_rows == 0 {
-                    previous = Previous::default();
+                let mut since_keyframe = (first_rows[current] + target.len()) % keyframe_rows;
+                for ((timestamp, delta), correction) in timestamps[row..row + run]
+                    .iter()
+                    .zip(&deltas[row..row + run])
+                    .zip(&corrections[row..row + run])
+                {
+                    if since_keyframe == 0 {
+                        previous = Previous::default();
+                    }
+                    target.push(Sample::new(
+                        *timestamp,
+                        encoding.decode(*delta, *correction, &mut previous),
+                    ));
+                    since_keyframe += 1;
+                    if since_keyframe == keyframe_rows {
+                        since_keyframe = 0;
+                    }
                 }
-                let encoding = self.encodings[ids[current] as usize];
-                target.push(Sample::new(
-                    *timestamp,
-                    encoding.decode(*delta, *correction, &mut previous),
-                ));
+                row += run;
             }
         }
         Ok(out)

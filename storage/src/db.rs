@@ -22,6 +22,7 @@ use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, wr
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
+use crate::shared_labels::SharedLabels;
 use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefHistogram, RefSample, Wal};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -119,6 +120,8 @@ struct TenantDb {
     /// files wait until no read holds them: a query snapshots its blocks
     /// and opens their files as it goes.
     retired: Mutex<Vec<Arc<Block>>>,
+    /// One copy of each label set across the blocks and flushed head series.
+    shared_labels: SharedLabels,
 }
 
 fn lock_poisoned<T>(result: std::sync::LockResult<T>) -> T {
@@ -236,7 +239,8 @@ impl Storage {
             return Ok(db);
         }
         let prefix = StorePath::from(tenant.as_str());
-        let blocks = self.load_blocks(&prefix).await?;
+        let shared_labels = SharedLabels::default();
+        let blocks = self.load_blocks(&prefix, &shared_labels).await?;
         let wal_dir = self.config.data_dir.join(WAL_DIR).join(tenant.as_str());
         let fsync = self.config.fsync;
         let (head, wal) = tokio::task::spawn_blocking(move || replay(&wal_dir, fsync))
@@ -250,12 +254,13 @@ impl Storage {
             flushing: RwLock::new(Vec::new()),
             maintenance: tokio::sync::Mutex::new(()),
             retired: Mutex::new(Vec::new()),
+            shared_labels,
         });
         lock_poisoned(self.tenants.write()).insert(tenant.clone(), db.clone());
         Ok(db)
     }
 
-    async fn load_blocks(&self, prefix: &StorePath) -> Result<Vec<Arc<Block>>> {
+    async fn load_blocks(&self, prefix: &StorePath, shared_labels: &SharedLabels) -> Result<Vec<Arc<Block>>> {
         let listing = self.store.list_with_delimiter(Some(prefix)).await?;
         let mut blocks = Vec::new();
         for dir in listing.common_prefixes {
@@ -265,7 +270,9 @@ impl Storage {
                 self.delete_prefix(&dir).await?;
                 continue;
             }
-            blocks.push(Arc::new(Block::open(self.store.clone(), dir).await?));
+            let mut block = Block::open(self.store.clone(), dir).await?;
+            block.share_labels(shared_labels);
+            blocks.push(Arc::new(block));
         }
         // A compacted block names its sources: finish a deletion a crash interrupted.
         let replaced: std::collections::HashSet<String> =
@@ -344,6 +351,8 @@ impl Storage {
         let (flushing, wal_cut) = {
             let mut head = lock_poisoned(db.head.write());
             let taken = head.take_before(cutoff);
+            let taken_ids: Vec<u32> = taken.iter().map(|(id, ..)| *id).collect();
+            head.share_labels(&taken_ids, &db.shared_labels);
             let mut series: Vec<SeriesSamples> = taken
                 .into_iter()
                 .filter_map(|(id, samples, histograms)| {
@@ -366,7 +375,8 @@ impl Storage {
                 .await
                 .map_err(|e| Error::Task(e.to_string()))??;
             let meta = write_block(&self.store, &db.prefix, encoded).await?;
-            let block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
+            let mut block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
+            block.share_labels(&db.shared_labels);
             tracing::info!(
                 block = %meta.ulid,
                 series = meta.num_series,
@@ -431,6 +441,7 @@ impl Storage {
             self.compact(&db, now).await?;
             self.apply_retention(&db, now).await?;
             self.delete_retired(&db).await?;
+            db.shared_labels.prune();
         }
         Ok(())
     }
@@ -527,7 +538,9 @@ impl Storage {
         drop(chunks_tx);
         let encoded = writer.await.map_err(|e| Error::Task(e.to_string()))??;
         let meta = write_block(&self.store, &db.prefix, encoded).await?;
-        let merged_block = Arc::new(Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?);
+        let mut merged_block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
+        merged_block.share_labels(&db.shared_labels);
+        let merged_block = Arc::new(merged_block);
         {
             let mut blocks = lock_poisoned(db.blocks.write());
             blocks.retain(|b| !sources.iter().any(|s| s.meta().ulid == b.meta().ulid));
@@ -666,30 +679,37 @@ impl Storage {
             .collect();
         let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
         let head_ids = lock_poisoned(db.head.read()).select_sorted_ids(matchers, range);
-        let mut all: Vec<&Labels> = Vec::new();
+        // Each source lists its series in label order: merging the lists
+        // compares far fewer label sets than sorting them all would.
+        let mut runs: Vec<Vec<&Labels>> = Vec::new();
         for (block, ids) in &blocks {
-            all.extend(ids.iter().map(|&id| block.labels(id)));
+            runs.push(ids.iter().map(|&id| block.labels(id)).collect());
         }
         for set in &flushing {
-            all.extend(
+            runs.push(
                 set.series
                     .iter()
                     .filter(|s| tidewatch_model::seam::matches_all(&s.labels, matchers))
-                    .map(|s| &s.labels),
+                    .map(|s| &s.labels)
+                    .collect(),
             );
         }
-        all.extend(head_ids.iter().map(|(labels, _)| labels));
-        // Each source lists its series in label order: one source alone needs
-        // no sorting (comparing label sets is what a query spends time on).
-        let sources = blocks.len() + flushing.len() + usize::from(!head_ids.is_empty());
-        if sources > 1 {
-            all.sort_unstable();
-            all.dedup();
-        }
-        for batch in all.chunks(batch_series.max(1)) {
+        runs.push(head_ids.iter().map(|(labels, _)| labels).collect());
+        let all = merge_label_runs(runs);
+        let batches: Vec<&[&Labels]> = all.chunks(batch_series.max(1)).collect();
+        // A batch's block reads start while the previous batch is merged and
+        // handed to `visit`, so decoding and evaluation share the cores.
+        let mut next_reads = batches
+            .first()
+            .map(|batch| spawn_block_reads(&blocks, batch, range, wanted));
+        for (index, &batch) in batches.iter().enumerate() {
             let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
                 continue;
             };
+            let reads = next_reads.take().unwrap_or_default();
+            next_reads = batches
+                .get(index + 1)
+                .map(|next| spawn_block_reads(&blocks, next, range, wanted));
             // Parts of each series of the batch, by its position in `batch`.
             // Every source hands out series in label order, so a cursor per
             // source finds positions without searching.
@@ -700,32 +720,15 @@ impl Storage {
                 }
                 (batch.get(*cursor) == Some(&labels)).then_some(*cursor)
             };
-            for (block, ids) in &blocks {
-                // Block ids are rows of its series table, sorted by labels.
-                let from = ids.partition_point(|&id| block.labels(id) < low);
-                let to = ids.partition_point(|&id| block.labels(id) <= high);
-                if from == to {
-                    continue;
-                }
-                let selected = &ids[from..to];
-                let samples = read_samples_in_parallel(block, selected, range, wanted).await?;
-                let histograms = if block.has_histograms() {
-                    block.read_histograms(selected).await?
-                } else {
-                    vec![Vec::new(); selected.len()]
-                };
+            // Blocks oldest first, so that later sources win in the merge.
+            for read in reads {
+                let (block, selected, series_parts) = read.join().await?;
                 let mut cursor = 0;
-                for ((&id, mut samples), mut histograms) in selected.iter().zip(samples).zip(histograms) {
-                    samples.retain(|s| range.contains(s.timestamp));
-                    histograms.retain(|h| range.contains(h.timestamp));
-                    if wanted == Wanted::Latest {
-                        keep_last(&mut samples);
-                        keep_last(&mut histograms);
-                    }
+                for (&id, part) in selected.iter().zip(series_parts) {
                     if let Some(at) = position(block.labels(id), &mut cursor)
-                        && (!samples.is_empty() || !histograms.is_empty())
+                        && (!part.0.is_empty() || !part.1.is_empty())
                     {
-                        parts[at].push((samples, histograms));
+                        parts[at].push(part);
                     }
                 }
             }
@@ -896,6 +899,72 @@ enum Wanted {
 }
 
 /// Keeps only the last (newest) item.
+/// One block's part of a batch, read on a task of its own: the block, the
+/// ids of its series in the batch and their samples, trimmed to the range.
+type BlockRead = (Arc<Block>, Vec<u32>, Vec<Part>);
+
+/// A spawned block read, cancelled if dropped unfinished (the query went away
+/// or failed).
+struct BlockReadTask(tokio::task::JoinHandle<Result<BlockRead>>);
+
+impl BlockReadTask {
+    async fn join(mut self) -> Result<BlockRead> {
+        (&mut self.0).await.map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+impl Drop for BlockReadTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts reading the series of `batch` (sorted) from each block that holds
+/// any, oldest block first.
+fn spawn_block_reads(
+    blocks: &[(Arc<Block>, Vec<u32>)],
+    batch: &[&Labels],
+    range: TimeRange,
+    wanted: Wanted,
+) -> Vec<BlockReadTask> {
+    let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
+        return Vec::new();
+    };
+    let mut reads = Vec::new();
+    for (block, ids) in blocks {
+        // Block ids are rows of its series table, sorted by labels.
+        let from = ids.partition_point(|&id| block.labels(id) < low);
+        let to = ids.partition_point(|&id| block.labels(id) <= high);
+        if from == to {
+            continue;
+        }
+        let (block, selected) = (block.clone(), ids[from..to].to_vec());
+        reads.push(BlockReadTask(tokio::spawn(async move {
+            let samples = read_samples_in_parallel(&block, &selected, range, wanted).await?;
+            let histograms = if block.has_histograms() {
+                block.read_histograms(&selected).await?
+            } else {
+                vec![Vec::new(); selected.len()]
+            };
+            let parts = samples
+                .into_iter()
+                .zip(histograms)
+                .map(|(mut samples, mut histograms)| {
+                    samples.retain(|s| range.contains(s.timestamp));
+                    histograms.retain(|h| range.contains(h.timestamp));
+                    if wanted == Wanted::Latest {
+                        keep_last(&mut samples);
+                        keep_last(&mut histograms);
+                    }
+                    (samples, histograms)
+                })
+                .collect();
+            Ok((block, selected, parts))
+        })));
+    }
+    reads
+}
+
 fn keep_last<T>(items: &mut Vec<T>) {
     if items.len() > 1 {
         items.drain(..items.len() - 1);
@@ -936,6 +1005,46 @@ async fn read_samples_in_parallel(
     let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
     samples.extend(rest);
     Ok(samples)
+}
+
+/// Merges lists of label sets, each sorted and free of duplicates, into one
+/// such list: pairwise, so each set is compared about log(lists) times.
+fn merge_label_runs(mut runs: Vec<Vec<&Labels>>) -> Vec<&Labels> {
+    runs.retain(|run| !run.is_empty());
+    while runs.len() > 1 {
+        let mut merged = Vec::with_capacity(runs.len().div_ceil(2));
+        let mut pairs = runs.into_iter();
+        while let Some(first) = pairs.next() {
+            merged.push(match pairs.next() {
+                Some(second) => merge_two_label_runs(first, second),
+                None => first,
+            });
+        }
+        runs = merged;
+    }
+    runs.pop().unwrap_or_default()
+}
+
+fn merge_two_label_runs<'a>(first: Vec<&'a Labels>, second: Vec<&'a Labels>) -> Vec<&'a Labels> {
+    let mut out = Vec::with_capacity(first.len().max(second.len()));
+    let (mut a, mut b) = (first.into_iter().peekable(), second.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 /// Merges per-source parts of one series; on equal timestamps the later
@@ -1431,6 +1540,26 @@ impl MetadataRead for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn merged_label_runs_equal_sorting_them_all(
+            runs in proptest::collection::vec(proptest::collection::btree_set(0u8..40, 0..30), 0..6)
+        ) {
+            let labels: Vec<Labels> = (0u8..40).map(|n| Labels::from_pairs([("__name__", format!("m{n:02}"))])).collect();
+            // Every run but the first holds its own copies, as separate blocks do.
+            let runs: Vec<Vec<Labels>> = runs
+                .iter()
+                .enumerate()
+                .map(|(i, run)| run.iter().map(|&n| if i == 0 { labels[n as usize].clone() } else { Labels::from_pairs([("__name__", format!("m{n:02}"))]) }).collect())
+                .collect();
+            let mut expected: Vec<&Labels> = runs.iter().flatten().collect();
+            expected.sort();
+            expected.dedup();
+            let merged = merge_label_runs(runs.iter().map(|run| run.iter().collect()).collect());
+            proptest::prop_assert_eq!(merged, expected);
+        }
+    }
 
     #[test]
     fn merge_prefers_later_sources() {

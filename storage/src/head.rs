@@ -19,6 +19,7 @@ use tidewatch_model::raw_write::RawSeriesRef;
 use crate::chunk::XorChunk;
 use crate::histogram_codec;
 use crate::index::Postings;
+use crate::shared_labels::SharedLabels;
 
 /// One native histogram in the head: its encoding without the custom bounds,
 /// which are shared with a neighbouring sample when equal (a series' bounds
@@ -548,6 +549,19 @@ impl Head {
                 }
             }
         }
+    }
+
+    /// Gives the series `ids` (ascending) the tenant's shared copy of their
+    /// labels, which the blocks they are flushed into will take too.
+    pub(crate) fn share_labels(&mut self, ids: &[u32], shared: &SharedLabels) {
+        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let selected = self
+            .series
+            .iter_mut()
+            .enumerate()
+            .filter(|(id, _)| ids.binary_search(&(*id as u32)).is_ok())
+            .map(|(_, series)| &mut series.labels);
+        shared.share(selected);
     }
 
     pub(crate) fn series(&self, id: u32) -> Option<&MemSeries> {

@@ -30,6 +30,7 @@ mod head;
 mod histogram_codec;
 pub mod index;
 pub mod logs;
+mod shared_labels;
 pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
