@@ -9,6 +9,7 @@ use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{FloatHistogram, Label, Labels, METRIC_NAME, Sample};
 
 use super::Evaluator;
+use super::go_strings::GoString;
 use std::sync::Arc;
 
 use tidewatch_model::histogram::CounterResetHint;
@@ -296,14 +297,23 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
 
 /// A string literal argument (label names in `label_*`, `sort_by_label`).
 fn string_arg(expr: &Expr) -> Result<String, Error> {
-    let mut expr = expr;
-    while let Expr::Paren(paren) = expr {
-        expr = &paren.expr;
-    }
-    match expr {
+    match unparenthesized(expr) {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
         other => Err(Error::bad_data(format!("expected a string literal, got {other}"))),
     }
+}
+
+/// A string literal argument as Prometheus reads it, which may not be UTF-8.
+fn go_string_arg<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -> Result<GoString, Error> {
+    let value = string_arg(expr)?;
+    Ok(ev.shared.go_string(unparenthesized(expr), &value))
+}
+
+fn unparenthesized(mut expr: &Expr) -> &Expr {
+    while let Expr::Paren(paren) = expr {
+        expr = &paren.expr;
+    }
+    expr
 }
 
 async fn map<S: SeriesRead>(ev: &Evaluator<'_, S>, arg: &Expr, f: impl Fn(f64) -> f64) -> Result<Data, Error> {
@@ -465,23 +475,39 @@ async fn label_replace<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> 
         return Err(Error::bad_data("label_replace() takes 5 arguments"));
     };
     let (dst, replacement, src, regex_text) = (
-        string_arg(dst)?,
+        go_string_arg(ev, dst)?,
         string_arg(replacement)?,
-        string_arg(src)?,
-        string_arg(regex)?,
+        go_string_arg(ev, src)?,
+        go_string_arg(ev, regex)?,
     );
     // Prometheus finds these mistakes while evaluating, so they are
-    // execution errors (422), not bad data.
-    let regex = regex::Regex::new(&format!("^(?s:{regex_text})$"))
-        .map_err(|_| Error::execution(format!("invalid regular expression in label_replace(): {regex_text}")))?;
-    if dst.is_empty() {
+    // execution errors (422), not bad data. Go's regexp refuses a pattern
+    // that is not UTF-8.
+    let regex = match &regex_text {
+        GoString::Utf8(text) => regex::Regex::new(&format!("^(?s:{text})$")).ok(),
+        GoString::NotUtf8(_) => None,
+    };
+    let Some(regex) = regex else {
         return Err(Error::execution(format!(
-            "invalid destination label name in label_replace(): {dst}"
+            "invalid regular expression in label_replace(): {}",
+            regex_text.lossy()
+        )));
+    };
+    if !dst.is_label_name() {
+        return Err(Error::execution(format!(
+            "invalid destination label name in label_replace(): {}",
+            dst.lossy()
         )));
     }
+    let dst = dst.lossy();
+    // A source name that is not UTF-8 names no label: its value is "".
+    let src = match src {
+        GoString::Utf8(name) => Some(name),
+        GoString::NotUtf8(_) => None,
+    };
     let mut series = ev.eval_vector(vector).await?;
     for entry in &mut series {
-        let value = entry.labels.get(&src).unwrap_or("");
+        let value = src.as_deref().and_then(|name| entry.labels.get(name)).unwrap_or("");
         if let Some(captures) = regex.captures(value) {
             let mut result = String::new();
             captures.expand(&replacement, &mut result);
@@ -498,16 +524,25 @@ async fn label_join<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Res
     let [vector, dst, separator, sources @ ..] = args else {
         return Err(Error::bad_data("label_join() takes at least 3 arguments"));
     };
-    let (dst, separator) = (string_arg(dst)?, string_arg(separator)?);
-    if dst.is_empty() {
-        return Err(Error::execution(format!(
-            "invalid destination label name in label_join(): {dst}"
-        )));
-    }
+    let (dst, separator) = (go_string_arg(ev, dst)?, string_arg(separator)?);
     let mut names = Vec::new();
     for source in sources {
-        names.push(string_arg(source)?);
+        let name = go_string_arg(ev, source)?;
+        if !name.is_label_name() {
+            return Err(Error::execution(format!(
+                "invalid source label name in label_join(): {}",
+                name.lossy()
+            )));
+        }
+        names.push(name.lossy());
     }
+    if !dst.is_label_name() {
+        return Err(Error::execution(format!(
+            "invalid destination label name in label_join(): {}",
+            dst.lossy()
+        )));
+    }
+    let dst = dst.lossy();
     let mut series = ev.eval_vector(vector).await?;
     for entry in &mut series {
         let joined = names
