@@ -17,6 +17,7 @@ mod data;
 mod functions;
 mod go_strings;
 pub(crate) mod histogram;
+mod info;
 pub(crate) mod kernels;
 mod query_text;
 mod selector;
