@@ -45,11 +45,11 @@ fn bench_queries(
     let mut group = c.benchmark_group(group_name);
     group.throughput(Throughput::Elements(series as u64));
     for (name, query) in queries {
-        let expr = engine::parse(query).expect("query parses");
+        let parsed = engine::parse(query).expect("query parses");
         group.bench_function(*name, |b| {
             b.iter(|| {
                 runtime
-                    .block_on(engine::evaluate(store, &tenant, &expr, range, QueryLimits::default()))
+                    .block_on(engine::evaluate(store, &tenant, &parsed, range, QueryLimits::default()))
                     .expect("query evaluates")
             })
         });

@@ -336,9 +336,9 @@ async fn run_query<S: SeriesRead>(
     params: &Params,
     range: EvalRange,
 ) -> Result<Response, Error> {
-    let expr = query_param(params)?;
+    let query = query_param(params)?;
     let timeout = query_timeout(params, &state.config)?;
-    let evaluation = engine::evaluate(state.store.as_ref(), tenant, &expr, range, state.config.query_limits);
+    let evaluation = engine::evaluate(state.store.as_ref(), tenant, &query, range, state.config.query_limits);
     let evaluated = tokio::time::timeout(timeout, evaluation)
         .await
         .map_err(|_| Error::timeout(format!("query timed out in expression evaluation after {timeout:?}")))??;
@@ -407,7 +407,7 @@ async fn query_range<S: SeriesRead>(
 }
 
 /// The `query` parameter, parsed.
-fn query_param(params: &Params) -> Result<promql_parser::parser::Expr, Error> {
+fn query_param(params: &Params) -> Result<engine::Query, Error> {
     let text = params
         .get("query")
         .ok_or_else(|| Error::bad_data("invalid parameter \"query\": query must not be empty"))?;
@@ -425,14 +425,14 @@ async fn query_exemplars(RawQuery(raw): RawQuery, headers: HeaderMap, body: Byte
 
 async fn format_query(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
     let params = request_params(raw, &headers, &body);
-    let expr = query_param(&params)?;
-    Ok(success(serde_json::Value::String(expr.prettify()), &[]))
+    let query = query_param(&params)?;
+    Ok(success(serde_json::Value::String(query.expr().prettify()), &[]))
 }
 
 async fn parse_query(RawQuery(raw): RawQuery, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
     let params = request_params(raw, &headers, &body);
-    let expr = query_param(&params)?;
-    Ok(success(crate::ast_json::translate(&expr), &[]))
+    let query = query_param(&params)?;
+    Ok(success(crate::ast_json::translate(query.expr()), &[]))
 }
 
 fn time_range(params: &Params) -> Result<TimeRange, Error> {

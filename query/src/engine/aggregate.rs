@@ -20,6 +20,7 @@ use tidewatch_model::histogram::CounterResetHint;
 
 use super::Evaluator;
 use super::data::{Data, HPoint, Point, Series, StepCursor, StepValue, ValueCursor, format_float};
+use super::go_strings::GoString;
 use super::histogram::{self as hist, HistogramMean, KahanSum};
 use super::kernels::{Mean, kahan_sum_inc, quantile};
 use crate::error::Error;
@@ -50,7 +51,10 @@ pub(crate) async fn eval<S: SeriesRead>(ev: &Evaluator<'_, S>, aggregate: &Aggre
         (T_LIMIT_RATIO, Some(Data::Scalar(ratio))) => {
             Ok(Data::Vector(limit_ratio(ev, &ratio, input, param_node(aggregate))))
         }
-        (T_COUNT_VALUES, Some(Data::String(label))) => count_values(&label, input, &grouping, steps).map(Data::Vector),
+        (T_COUNT_VALUES, Some(Data::String(label))) => {
+            let label = ev.shared.go_string(param_node(aggregate), &label);
+            count_values(&label, input, &grouping, steps).map(Data::Vector)
+        }
         (T_QUANTILE, Some(Data::Scalar(q))) => {
             let q = (q.as_slice(), param_node(aggregate));
             Ok(Data::Vector(reduce(
@@ -649,10 +653,17 @@ fn prometheus_labels_hash(labels: &Labels) -> u64 {
 }
 
 /// `count_values("label", v)`: per group, how many series have each value.
-fn count_values(label: &str, input: Vec<Series>, grouping: &Grouping<'_>, steps: usize) -> Result<Vec<Series>, Error> {
-    if !is_valid_label_name(label) {
-        return Err(Error::execution(format!("invalid label name {label:?}")));
+fn count_values(
+    label_name: &GoString,
+    input: Vec<Series>,
+    grouping: &Grouping<'_>,
+    steps: usize,
+) -> Result<Vec<Series>, Error> {
+    if !label_name.is_label_name() {
+        return Err(Error::execution(format!("invalid label name {}", label_name.quoted())));
     }
+    let owned_label = label_name.lossy();
+    let label = owned_label.as_str();
     let group_labels: Vec<Labels> = input.iter().map(|s| grouping.labels(&s.labels)).collect();
     let mut out: Vec<Series> = Vec::new();
     let mut by_labels: HashMap<Labels, usize> = HashMap::new();
@@ -678,11 +689,6 @@ fn count_values(label: &str, input: Vec<Series>, grouping: &Grouping<'_>, steps:
         }
     }
     Ok(out)
-}
-
-pub(crate) fn is_valid_label_name(name: &str) -> bool {
-    // Prometheus 3 accepts any UTF-8 label name; only the empty name is invalid.
-    !name.is_empty()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tidewatch_model::seam::SeriesRead;
 use tidewatch_model::{FloatHistogram, Label, Labels, METRIC_NAME, Sample};
 
 use super::Evaluator;
+use super::go_strings::GoString;
 use std::sync::Arc;
 
 use tidewatch_model::histogram::CounterResetHint;
@@ -216,7 +217,7 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             Ok(Data::Vector(series))
         }
         "label_replace" => label_replace(ev, &args).await,
-        "info" => info(ev, &args).await,
+        "info" => super::info::info(ev, &args).await,
         "label_join" => label_join(ev, &args).await,
         "absent" => {
             let series = ev.eval_vector(arg(0)?).await?;
@@ -296,14 +297,23 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
 
 /// A string literal argument (label names in `label_*`, `sort_by_label`).
 fn string_arg(expr: &Expr) -> Result<String, Error> {
-    let mut expr = expr;
-    while let Expr::Paren(paren) = expr {
-        expr = &paren.expr;
-    }
-    match expr {
+    match unparenthesized(expr) {
         Expr::StringLiteral(s) => Ok(s.val.clone()),
         other => Err(Error::bad_data(format!("expected a string literal, got {other}"))),
     }
+}
+
+/// A string literal argument as Prometheus reads it, which may not be UTF-8.
+fn go_string_arg<S: SeriesRead>(ev: &Evaluator<'_, S>, expr: &Expr) -> Result<GoString, Error> {
+    let value = string_arg(expr)?;
+    Ok(ev.shared.go_string(unparenthesized(expr), &value))
+}
+
+fn unparenthesized(mut expr: &Expr) -> &Expr {
+    while let Expr::Paren(paren) = expr {
+        expr = &paren.expr;
+    }
+    expr
 }
 
 async fn map<S: SeriesRead>(ev: &Evaluator<'_, S>, arg: &Expr, f: impl Fn(f64) -> f64) -> Result<Data, Error> {
@@ -465,23 +475,39 @@ async fn label_replace<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> 
         return Err(Error::bad_data("label_replace() takes 5 arguments"));
     };
     let (dst, replacement, src, regex_text) = (
-        string_arg(dst)?,
+        go_string_arg(ev, dst)?,
         string_arg(replacement)?,
-        string_arg(src)?,
-        string_arg(regex)?,
+        go_string_arg(ev, src)?,
+        go_string_arg(ev, regex)?,
     );
     // Prometheus finds these mistakes while evaluating, so they are
-    // execution errors (422), not bad data.
-    let regex = regex::Regex::new(&format!("^(?s:{regex_text})$"))
-        .map_err(|_| Error::execution(format!("invalid regular expression in label_replace(): {regex_text}")))?;
-    if dst.is_empty() {
+    // execution errors (422), not bad data. Go's regexp refuses a pattern
+    // that is not UTF-8.
+    let regex = match &regex_text {
+        GoString::Utf8(text) => regex::Regex::new(&format!("^(?s:{text})$")).ok(),
+        GoString::NotUtf8(_) => None,
+    };
+    let Some(regex) = regex else {
         return Err(Error::execution(format!(
-            "invalid destination label name in label_replace(): {dst}"
+            "invalid regular expression in label_replace(): {}",
+            regex_text.lossy()
+        )));
+    };
+    if !dst.is_label_name() {
+        return Err(Error::execution(format!(
+            "invalid destination label name in label_replace(): {}",
+            dst.lossy()
         )));
     }
+    let dst = dst.lossy();
+    // A source name that is not UTF-8 names no label: its value is "".
+    let src = match src {
+        GoString::Utf8(name) => Some(name),
+        GoString::NotUtf8(_) => None,
+    };
     let mut series = ev.eval_vector(vector).await?;
     for entry in &mut series {
-        let value = entry.labels.get(&src).unwrap_or("");
+        let value = src.as_deref().and_then(|name| entry.labels.get(name)).unwrap_or("");
         if let Some(captures) = regex.captures(value) {
             let mut result = String::new();
             captures.expand(&replacement, &mut result);
@@ -498,16 +524,25 @@ async fn label_join<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Res
     let [vector, dst, separator, sources @ ..] = args else {
         return Err(Error::bad_data("label_join() takes at least 3 arguments"));
     };
-    let (dst, separator) = (string_arg(dst)?, string_arg(separator)?);
-    if dst.is_empty() {
-        return Err(Error::execution(format!(
-            "invalid destination label name in label_join(): {dst}"
-        )));
-    }
+    let (dst, separator) = (go_string_arg(ev, dst)?, string_arg(separator)?);
     let mut names = Vec::new();
     for source in sources {
-        names.push(string_arg(source)?);
+        let name = go_string_arg(ev, source)?;
+        if !name.is_label_name() {
+            return Err(Error::execution(format!(
+                "invalid source label name in label_join(): {}",
+                name.lossy()
+            )));
+        }
+        names.push(name.lossy());
     }
+    if !dst.is_label_name() {
+        return Err(Error::execution(format!(
+            "invalid destination label name in label_join(): {}",
+            dst.lossy()
+        )));
+    }
+    let dst = dst.lossy();
     let mut series = ev.eval_vector(vector).await?;
     for entry in &mut series {
         let joined = names
@@ -521,209 +556,6 @@ async fn label_join<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Res
         }
     }
     Ok(Data::Vector(series))
-}
-
-/// The labels that tie a series to its info series.
-const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
-
-/// `info(v, {selector})`: adds the data labels of info series (by default
-/// `target_info`) that share `instance` and `job` with each series, at each
-/// step; among info series of one name the one with the latest sample wins.
-async fn info<S: SeriesRead>(ev: &Evaluator<'_, S>, args: &[&Expr]) -> Result<Data, Error> {
-    let base = ev
-        .eval_vector(
-            args.first()
-                .copied()
-                .ok_or_else(|| Error::bad_data("info() needs a vector"))?,
-        )
-        .await?;
-    let mut selector = match args.get(1).copied() {
-        Some(Expr::VectorSelector(vs)) => vs.clone(),
-        Some(other) => return Err(Error::bad_data(format!("info() takes a selector, got {other}"))),
-        None => promql_parser::parser::VectorSelector::new(None, promql_parser::label::Matchers::new(Vec::new())),
-    };
-    let name_matchers: Vec<promql_parser::label::Matcher> = selector
-        .matchers
-        .matchers
-        .iter()
-        .filter(|m| m.name == METRIC_NAME)
-        .cloned()
-        .chain(
-            selector
-                .name
-                .iter()
-                .map(|n| promql_parser::label::Matcher::new(promql_parser::label::MatchOp::Equal, METRIC_NAME, n)),
-        )
-        .collect();
-    if name_matchers.is_empty() {
-        selector.name = Some("target_info".to_string());
-    }
-    // Info series are looked up at the time the base series was read: the
-    // `@` and offsets on the way to its first selector apply to them too.
-    let (at, offset) = reference_time(args[0]);
-    selector.at = at;
-    selector.offset = offset;
-    let data_matchers: Vec<promql_parser::label::Matcher> = selector
-        .matchers
-        .matchers
-        .iter()
-        .filter(|m| m.name != METRIC_NAME)
-        .cloned()
-        .collect();
-    let accepts_missing = data_matchers.iter().all(|m| m.is_match(""));
-    let has_positive_name = name_matchers.iter().any(|m| {
-        matches!(
-            m.op,
-            promql_parser::label::MatchOp::Equal | promql_parser::label::MatchOp::Re(_)
-        )
-    });
-    let is_info_series = |labels: &Labels| {
-        let name = labels.metric_name().unwrap_or("");
-        if name_matchers.is_empty() {
-            name == "target_info"
-        } else {
-            has_positive_name && name_matchers.iter().all(|m| m.is_match(name))
-        }
-    };
-    let infos = selector::instant(ev, &selector, Sampled::FloatTimestamp).await?;
-    let identity =
-        |labels: &Labels| -> [String; 2] { IDENTIFYING_LABELS.map(|n| labels.get(n).unwrap_or("").to_string()) };
-    let mut by_identity: HashMap<[String; 2], Vec<usize>> = HashMap::new();
-    for (index, entry) in infos.iter().enumerate() {
-        by_identity.entry(identity(&entry.labels)).or_default().push(index);
-    }
-    let mut out: Vec<Series> = Vec::new();
-    let mut out_by_labels: HashMap<(Labels, bool), usize> = HashMap::new();
-    let mut info_cursor = StepCursor::new(infos.len());
-    for entry in &base {
-        let candidates = by_identity
-            .get(&identity(&entry.labels))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let ignored = is_info_series(&entry.labels);
-        for point in &entry.points {
-            let labels = if ignored {
-                entry.labels.clone()
-            } else {
-                // Per info metric name, the series with the latest sample.
-                let mut chosen: Vec<(&str, usize, f64)> = Vec::new();
-                for &index in candidates {
-                    let Some(sampled_at) = info_cursor.value(&infos, index, point.step) else {
-                        continue;
-                    };
-                    let name = infos[index].labels.metric_name().unwrap_or("");
-                    match chosen.iter_mut().find(|(n, _, _)| *n == name) {
-                        Some(slot) if slot.2 < sampled_at => *slot = (name, index, sampled_at),
-                        Some(_) => {}
-                        None => chosen.push((name, index, sampled_at)),
-                    }
-                }
-                if chosen.is_empty() {
-                    if !accepts_missing {
-                        continue;
-                    }
-                    entry.labels.clone()
-                } else {
-                    let mut pairs: Vec<Label> = entry.labels.iter().cloned().collect();
-                    for &(_, index, _) in &chosen {
-                        for label in &infos[index].labels {
-                            let wanted = label.name != METRIC_NAME
-                                && !IDENTIFYING_LABELS.contains(&label.name.as_str())
-                                && (data_matchers.is_empty() || data_matchers.iter().any(|m| m.name == label.name));
-                            if wanted && !pairs.iter().any(|p| p.name == label.name) {
-                                pairs.push(label.clone());
-                            }
-                        }
-                    }
-                    pairs.sort();
-                    Labels::from_sorted(pairs)
-                }
-            };
-            let key = (labels, entry.drop_name);
-            let slot = match out_by_labels.get(&key) {
-                Some(&slot) => slot,
-                None => {
-                    out.push(Series::new(key.0.clone(), key.1, Vec::new()));
-                    out_by_labels.insert(key, out.len() - 1);
-                    out.len() - 1
-                }
-            };
-            out[slot].points.push(*point);
-        }
-        // Each base series walks the info series from the first step again.
-        info_cursor = StepCursor::new(infos.len());
-    }
-    Ok(Data::Vector(out))
-}
-
-/// The `@` and total offset that map a step time to the time the first
-/// selector of `expr` reads at: walking down, an `@` pins the time and every
-/// offset below it shifts it.
-fn reference_time(
-    expr: &Expr,
-) -> (
-    Option<promql_parser::parser::AtModifier>,
-    Option<promql_parser::parser::Offset>,
-) {
-    use promql_parser::parser::Offset;
-    fn offset_ms(offset: &Option<Offset>) -> i64 {
-        match offset {
-            Some(Offset::Pos(d)) => d.as_millis() as i64,
-            Some(Offset::Neg(d)) => -(d.as_millis() as i64),
-            None => 0,
-        }
-    }
-    fn walk(expr: &Expr, at: &mut Option<promql_parser::parser::AtModifier>, offset: &mut i64) -> bool {
-        let mut apply = |modifier_at: &Option<promql_parser::parser::AtModifier>, modifier_offset: &Option<Offset>| {
-            if modifier_at.is_some() {
-                *at = modifier_at.clone();
-                *offset = 0;
-            }
-            *offset += offset_ms(modifier_offset);
-        };
-        match expr {
-            Expr::VectorSelector(vs) => {
-                apply(&vs.at, &vs.offset);
-                true
-            }
-            Expr::MatrixSelector(ms) => {
-                apply(&ms.vs.at, &ms.vs.offset);
-                true
-            }
-            Expr::Subquery(sq) => {
-                apply(&sq.at, &sq.offset);
-                walk(&sq.expr, at, offset)
-            }
-            Expr::Paren(p) => walk(&p.expr, at, offset),
-            Expr::Unary(u) => walk(&u.expr, at, offset),
-            Expr::Call(call) => call.args.args.iter().any(|a| {
-                let (mut a_at, mut a_offset) = (at.clone(), *offset);
-                let found = walk(a, &mut a_at, &mut a_offset);
-                if found {
-                    (*at, *offset) = (a_at, a_offset);
-                }
-                found
-            }),
-            Expr::Aggregate(a) => walk(&a.expr, at, offset),
-            Expr::Binary(b) => {
-                let (mut l_at, mut l_offset) = (at.clone(), *offset);
-                if walk(&b.lhs, &mut l_at, &mut l_offset) {
-                    (*at, *offset) = (l_at, l_offset);
-                    return true;
-                }
-                walk(&b.rhs, at, offset)
-            }
-            _ => false,
-        }
-    }
-    let (mut at, mut offset) = (None, 0i64);
-    walk(expr, &mut at, &mut offset);
-    let offset = match offset {
-        0 => None,
-        ms if ms > 0 => Some(Offset::Pos(std::time::Duration::from_millis(ms as u64))),
-        ms => Some(Offset::Neg(std::time::Duration::from_millis(ms.unsigned_abs()))),
-    };
-    (at, offset)
 }
 
 /// `labels` with `name` set to `value`, or removed when `value` is empty.

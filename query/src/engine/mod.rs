@@ -15,8 +15,11 @@ mod aggregate;
 mod binary;
 mod data;
 mod functions;
+mod go_strings;
 pub(crate) mod histogram;
+mod info;
 pub(crate) mod kernels;
+mod query_text;
 mod selector;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -29,7 +32,9 @@ use tidewatch_model::{FloatHistogram, HistogramSample, Labels, Sample, TenantId,
 
 use crate::error::Error;
 use data::{Data, RangeSeries, Series};
+use go_strings::GoString;
 pub(crate) use kernels::almost_equal;
+use query_text::TextPosition;
 
 /// Prometheus' default lookback delta.
 pub const DEFAULT_LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -119,19 +124,57 @@ pub struct Evaluated {
     pub annotations: Annotations,
 }
 
-/// Parses a query with Prometheus' parser; errors carry its position and message.
-pub fn parse(query: &str) -> Result<Expr, Error> {
-    promql_parser::parser::parse(query).map_err(|e| Error::bad_data(format!("invalid parameter \"query\": {e}")))
+/// A parsed query: its syntax tree and the text it was read from, which
+/// annotations point into and whose string literals Prometheus reads with
+/// Go's escapes (see [`go_strings`]).
+#[derive(Debug, Clone)]
+pub struct Query {
+    text: String,
+    expr: Expr,
 }
 
-/// Evaluates `expr` over `range` against `source`.
+impl Query {
+    /// This query's text with `expr`, its tree changed in modifiers only
+    /// (the `@` variants of the promqltest runner): annotations still point
+    /// into the text, and its strings keep Go's reading of it.
+    pub fn with_modifiers_changed(&self, expr: Expr) -> Query {
+        Query {
+            text: self.text.clone(),
+            expr,
+        }
+    }
+
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+}
+
+/// Parses a query with Prometheus' parser, its strings read as Prometheus
+/// reads them; errors carry its position and message.
+pub fn parse(query: &str) -> Result<Query, Error> {
+    let mut expr = promql_parser::parser::parse(query)
+        .map_err(|e| Error::bad_data(format!("invalid parameter \"query\": {e}")))?;
+    let tokens = query_text::tokens(query);
+    // Not found in its own text would be a gap in `query_text`; the tree
+    // then keeps promql-parser's strings.
+    if let Some(located) = query_text::locate(query, &tokens, &expr) {
+        go_strings::apply(query, &tokens, &located, &mut expr)?;
+    }
+    Ok(Query {
+        text: query.to_string(),
+        expr,
+    })
+}
+
+/// Evaluates `query` over `range` against `source`.
 pub async fn evaluate<S: SeriesRead>(
     source: &S,
     tenant: &TenantId,
-    expr: &Expr,
+    query: &Query,
     range: EvalRange,
     limits: QueryLimits,
 ) -> Result<Evaluated, Error> {
+    let expr = &query.expr;
     let is_range_query = range.step > 0;
     if is_range_query {
         match expr.value_type() {
@@ -146,8 +189,21 @@ pub async fn evaluate<S: SeriesRead>(
     }
     let mut stats_only = HashSet::new();
     histogram_stats_selectors(expr, false, &mut stats_only);
+    let tokens = query_text::tokens(&query.text);
+    let (positions, not_utf8) = match query_text::locate(&query.text, &tokens, expr) {
+        Some(located) => {
+            let positions = located
+                .starts
+                .iter()
+                .map(|(&node, &offset)| (node, TextPosition::of(&query.text, offset)))
+                .collect();
+            (positions, go_strings::not_utf8_literals(&query.text, &tokens, &located))
+        }
+        None => (printed_positions(expr), HashMap::new()),
+    };
     let shared = Shared {
-        positions: positions(expr),
+        positions,
+        not_utf8,
         stats_only,
         ..Shared::default()
     };
@@ -212,10 +268,10 @@ fn histogram_stats_selectors(expr: &Expr, stats: bool, out: &mut HashSet<usize>)
     }
 }
 
-/// Where every sub-expression starts in the query as printed on one line.
-/// Prometheus reports positions in the text it parsed; printing is what it
-/// does too for rewritten queries, and for the usual spelling the two agree.
-fn positions(expr: &Expr) -> HashMap<usize, usize> {
+/// Where every sub-expression starts in the query as printed on one line:
+/// the positions of a tree not found in the query's text, which should not
+/// happen (the text is the tree's source, modifiers aside).
+fn printed_positions(expr: &Expr) -> HashMap<usize, TextPosition> {
     fn children(expr: &Expr) -> Vec<&Expr> {
         match expr {
             Expr::Aggregate(a) => a.param.iter().map(|p| p.as_ref()).chain([a.expr.as_ref()]).collect(),
@@ -227,8 +283,12 @@ fn positions(expr: &Expr) -> HashMap<usize, usize> {
             _ => Vec::new(),
         }
     }
-    fn walk(expr: &Expr, offset: usize, text: &str, out: &mut HashMap<usize, usize>) {
-        out.insert(expr as *const Expr as usize, offset);
+    fn walk(expr: &Expr, offset: usize, text: &str, out: &mut HashMap<usize, TextPosition>) {
+        let position = TextPosition {
+            line: 1,
+            column: offset + 1,
+        };
+        out.insert(expr as *const Expr as usize, position);
         let mut cursor = 0;
         for child in children(expr) {
             let child_text = child.to_string();
@@ -259,8 +319,10 @@ fn type_name(value_type: ValueType) -> &'static str {
 #[derive(Debug, Default)]
 struct Shared {
     inner: Mutex<SharedInner>,
-    /// Byte offset of each sub-expression, by its address in the syntax tree.
-    positions: HashMap<usize, usize>,
+    /// Where each sub-expression starts, by its address in the syntax tree.
+    positions: HashMap<usize, TextPosition>,
+    /// The string literals whose Go value is not UTF-8, by address.
+    not_utf8: HashMap<usize, GoString>,
     /// Selectors (by address) whose histograms are only read for their
     /// count and sum (see [`histogram_stats_selectors`]).
     stats_only: HashSet<usize>,
@@ -311,11 +373,22 @@ impl Shared {
 
     /// `message` with the position of `node`, as Prometheus ends annotations.
     fn at(&self, message: String, node: &Expr) -> String {
-        let column = self
+        let start_of_text = TextPosition { line: 1, column: 1 };
+        let position = self
             .positions
             .get(&(node as *const Expr as usize))
-            .map_or(1, |offset| offset + 1);
-        format!("{message} (1:{column})")
+            .copied()
+            .unwrap_or(start_of_text);
+        format!("{message} ({position})")
+    }
+
+    /// The value of string literal `literal` (whose promql-parser value is
+    /// `value`) as Prometheus reads it.
+    fn go_string(&self, literal: &Expr, value: &str) -> GoString {
+        match self.not_utf8.get(&(literal as *const Expr as usize)) {
+            Some(not_utf8) => not_utf8.clone(),
+            None => GoString::Utf8(value.to_string()),
+        }
     }
 
     fn warn(&self, message: String, node: &Expr) {
@@ -660,14 +733,7 @@ mod tests {
         range: EvalRange,
         limits: QueryLimits,
     ) -> Result<Evaluated, Error> {
-        evaluate(
-            store,
-            &TenantId::default_tenant(),
-            &parse(query).unwrap(),
-            range,
-            limits,
-        )
-        .await
+        evaluate(store, &TenantId::default_tenant(), &parse(query)?, range, limits).await
     }
 
     async fn instant(store: &MemSeriesStore, query: &str, t: i64) -> Value {
@@ -680,6 +746,64 @@ mod tests {
             Value::Vector { samples, .. } => samples.into_iter().map(|(_, v)| v).collect(),
             other => panic!("expected a vector, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn annotations_point_into_the_query_as_written() {
+        let store = store_with(&[(0, 1.0)]).await;
+        let at_0 = EvalRange::instant(0, DEFAULT_LOOKBACK_MS);
+        // promql-parser prints `+Inf` as `Inf`: counted in its print, the
+        // second position would be one column short.
+        let query = "quantile(+Inf, m) + quantile(2, m)";
+        let evaluated = run(&store, query, at_0, QueryLimits::default()).await.unwrap();
+        assert_eq!(
+            evaluated.annotations.warnings,
+            [
+                "PromQL warning: quantile value should be between 0 and 1, got +Inf (1:10)",
+                "PromQL warning: quantile value should be between 0 and 1, got 2 (1:30)",
+            ]
+        );
+        let query = "sum(m) # every m\n  + quantile(2, m)";
+        let evaluated = run(&store, query, at_0, QueryLimits::default()).await.unwrap();
+        assert_eq!(
+            evaluated.annotations.warnings,
+            ["PromQL warning: quantile value should be between 0 and 1, got 2 (2:14)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn strings_are_read_with_go_escapes() {
+        let store = store_with(&[(0, 1.0)]).await;
+        let at_0 = EvalRange::instant(0, DEFAULT_LOOKBACK_MS);
+        // `\xff` and `\377` are the byte 0xff, not UTF-8: no label name or regex.
+        let refused = [
+            r#"label_replace(m, "\xff", "", "job", "(.*)")"#,
+            r#"label_replace(m, "dst", "", "job", "\xff")"#,
+            r#"label_join(m, "dst", "-", '\377')"#,
+            r#"label_join(m, "\377", "-", "job")"#,
+            r#"count_values("\xff", m)"#,
+            r#"sum by ("\xff") (m)"#,
+            r#"m{job=~"\xff.*"}"#,
+        ];
+        for query in refused {
+            let result = run(&store, query, at_0, QueryLimits::default()).await;
+            assert!(result.is_err(), "{query} should fail");
+        }
+        let err = run(&store, r#"count_values("\xff", m)"#, at_0, QueryLimits::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, r#"invalid label name "\xff""#);
+        // `\xc3\xbf` is `ÿ` in UTF-8 (promql-parser reads `Ã¿`).
+        let Value::Vector { samples, .. } =
+            instant(&store, r#"label_replace(m, "\xc3\xbf", "$1", "job", "(.*)")"#, 0).await
+        else {
+            panic!("expected a vector");
+        };
+        assert_eq!(samples[0].0.get("ÿ"), Some("a"));
+        // A matcher value that is not UTF-8 equals no stored value.
+        assert!(vector_values(instant(&store, r#"m{job="\xff"}"#, 0).await).is_empty());
+        assert_eq!(vector_values(instant(&store, r#"m{job!="\xff"}"#, 0).await), [1.0]);
+        assert_eq!(vector_values(instant(&store, r#"m{job=~"\xff|a"}"#, 0).await), [1.0]);
     }
 
     #[tokio::test]
