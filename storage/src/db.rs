@@ -713,7 +713,8 @@ impl Storage {
             // Parts of each series of the batch, by its position in `batch`.
             // Every source hands out series in label order, so a cursor per
             // source finds positions without searching.
-            let mut parts: Vec<Vec<Part>> = vec![Vec::new(); batch.len()];
+            // Most series have one or two sources: their parts stay inline.
+            let mut parts: Vec<Parts> = vec![Parts::new(); batch.len()];
             let position = |labels: &Labels, cursor: &mut usize| -> Option<usize> {
                 while *cursor < batch.len() && batch[*cursor] < labels {
                     *cursor += 1;
@@ -973,6 +974,8 @@ fn keep_last<T>(items: &mut Vec<T>) {
 
 /// One source's float samples and histograms of a series, each sorted.
 type Part = (Vec<Sample>, Vec<HistogramSample>);
+/// The parts of one series, oldest source first.
+type Parts = smallvec::SmallVec<[Part; 2]>;
 
 /// Series below which a block read stays on one task: splitting costs a
 /// task and a second pass over the Parquet footer.
@@ -1049,7 +1052,7 @@ fn merge_two_label_runs<'a>(first: Vec<&'a Labels>, second: Vec<&'a Labels>) -> 
 
 /// Merges per-source parts of one series; on equal timestamps the later
 /// source wins, whatever the kinds of the two values.
-fn merge_parts(parts: Vec<Part>) -> (Vec<Sample>, Vec<HistogramSample>) {
+fn merge_parts(parts: Parts) -> (Vec<Sample>, Vec<HistogramSample>) {
     let has_floats = parts.iter().any(|(floats, _)| !floats.is_empty());
     let has_histograms = parts.iter().any(|(_, histograms)| !histograms.is_empty());
     if !has_histograms {
