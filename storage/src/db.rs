@@ -351,6 +351,7 @@ impl Storage {
                         labels: s.labels.clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     })
                 })
                 .collect();
@@ -516,6 +517,7 @@ impl Storage {
                         labels: labels.clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     }
                 })
                 .collect();
@@ -787,6 +789,7 @@ impl Storage {
                         labels: (*labels).clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     };
                     if wanted == Wanted::Latest {
                         series.keep_latest();
@@ -1036,6 +1039,7 @@ fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSa
                 labels: entry.labels.clone(),
                 samples: entry.samples[samples].to_vec(),
                 histograms: entry.histograms[histograms].to_vec(),
+                start_timestamps: Default::default(),
             });
         }
     }
@@ -1455,6 +1459,7 @@ mod tests {
                 Sample::new(25, 0.0),
             ],
             histograms: Vec::new(),
+            start_timestamps: Default::default(),
         }];
         let windows = split_by_window(&series, 10);
         let sizes: Vec<usize> = windows.iter().map(|w| w[0].samples.len()).collect();
