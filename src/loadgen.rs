@@ -247,6 +247,7 @@ fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs
                         labels: set.labels[i].clone(),
                         samples: std::mem::take(&mut history[i]),
                         histograms: Vec::new(),
+                        start_timestamps: Default::default(),
                     })
                     .collect(),
                 metadata: Vec::new(),
@@ -266,6 +267,7 @@ fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs
                             labels: set.labels[i].clone(),
                             samples: vec![Sample::new(t, values[i])],
                             histograms: Vec::new(),
+                            start_timestamps: Default::default(),
                         })
                         .collect(),
                     metadata: Vec::new(),

@@ -205,6 +205,7 @@ pub(crate) fn to_batch(families: &[Family], instance: &str, now: TimestampMs) ->
                 labels: Labels::from_pairs(pairs),
                 samples: vec![Sample::new(now, *value)],
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             });
         }
     }

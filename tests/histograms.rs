@@ -128,11 +128,13 @@ async fn native_histograms_survive_restart_and_flush_exactly() {
             labels: labels("rpc_latency_seconds"),
             samples: Vec::new(),
             histograms: vec![exponential(t, 1.0), exponential(t + 15_000, 2.0)],
+            start_timestamps: Default::default(),
         },
         SeriesSamples {
             labels: labels("mixed_kinds"),
             samples: vec![Sample::new(t, 1.5), Sample::new(t + 30_000, 2.5)],
             histograms: vec![exponential(t + 15_000, 3.0)],
+            start_timestamps: Default::default(),
         },
     ]);
     // 2.0: float histograms with custom buckets, ended by a staleness marker.
@@ -147,6 +149,7 @@ async fn native_histograms_survive_restart_and_flush_exactly() {
                 histogram: FloatHistogram::stale_marker(),
             },
         ],
+        start_timestamps: Default::default(),
     }]);
 
     let mut server = Server::start(dir.path());
@@ -254,6 +257,7 @@ async fn a_float_and_a_histogram_at_one_time_in_one_request_are_refused() {
             labels: labels("clash"),
             samples: vec![Sample::new(t, 1.0)],
             histograms: vec![exponential(t, 1.0)],
+            start_timestamps: Default::default(),
         }],
         metadata: Vec::new(),
     };

@@ -132,6 +132,7 @@ fn native_histograms(c: &mut Criterion) {
                 labels,
                 samples: Vec::new(),
                 histograms,
+                start_timestamps: Default::default(),
             }
         })
         .collect();

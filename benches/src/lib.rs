@@ -363,6 +363,7 @@ impl Cluster {
                     labels: s.labels.clone(),
                     samples: vec![Sample::new(timestamp, s.step(rng))],
                     histograms: Vec::new(),
+                    start_timestamps: Default::default(),
                 })
                 .collect(),
             metadata: Vec::new(),
@@ -387,6 +388,7 @@ impl Cluster {
                     labels: s.labels.clone(),
                     samples,
                     histograms: Vec::new(),
+                    start_timestamps: Default::default(),
                 }
             })
             .collect()

@@ -788,6 +788,7 @@ async fn scrape_once(shared: &Shared, target: &Target, source: &Source, state: &
                     labels,
                     samples: series.samples,
                     histograms: series.histograms,
+                    start_timestamps: Default::default(),
                 });
             }
             batch.metadata = scrape.metadata;

@@ -183,6 +183,7 @@ impl RawWriteBatch {
                 labels: raw.to_labels()?,
                 samples: raw.samples.to_vec(),
                 histograms: raw.histograms.to_vec(),
+                start_timestamps: Default::default(),
             });
         }
         Ok(WriteBatch {
@@ -838,6 +839,7 @@ mod tests {
                     .map(|(t, v)| Sample::new(t, f64::from_bits(v)))
                     .collect(),
                 histograms,
+                start_timestamps: Default::default(),
             });
         (
             proptest::collection::vec(series, 0..5),

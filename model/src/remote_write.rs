@@ -470,6 +470,7 @@ pub fn decode_v1(raw: &[u8]) -> Result<WriteBatch, Error> {
             labels,
             samples,
             histograms,
+            start_timestamps: Default::default(),
         });
     }
     for metadata in request.metadata {
@@ -538,6 +539,7 @@ pub fn decode_v2(raw: &[u8]) -> Result<WriteBatch, Error> {
             labels,
             samples,
             histograms,
+            start_timestamps: Default::default(),
         });
     }
     Ok(batch)
@@ -753,6 +755,7 @@ pub(crate) mod tests {
                 labels: Labels::from_pairs(pairs.into_iter().chain([("__name__".to_string(), name)])),
                 samples: samples.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
                 histograms,
+                start_timestamps: Default::default(),
             });
         proptest::collection::vec(series, 0..6).prop_map(|series| WriteBatch {
             series,
@@ -838,6 +841,7 @@ pub(crate) mod tests {
                 labels: Labels::from_pairs([("__name__", "http_requests_total")]),
                 samples: vec![Sample::new(1000, 1.0)],
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             }],
             metadata: vec![MetricMetadata {
                 metric_family_name: "http_requests_total".into(),

@@ -25,6 +25,9 @@ pub struct SeriesSamples {
     /// Native histogram samples, ascending by time; a series may hold both
     /// kinds, but never both at one timestamp.
     pub histograms: Vec<HistogramSample>,
+    /// When the counts of `samples` and `histograms` started; empty (and
+    /// free) for the many series that do not say.
+    pub start_timestamps: StartTimestamps,
 }
 
 impl SeriesSamples {
@@ -34,17 +37,60 @@ impl SeriesSamples {
             labels,
             samples,
             histograms: Vec::new(),
+            start_timestamps: StartTimestamps::default(),
         }
     }
 
-    /// Drops all but the newest float sample and the newest histogram.
+    /// Drops all but the newest float sample and the newest histogram (and
+    /// their start timestamps).
     pub fn keep_latest(&mut self) {
-        if self.samples.len() > 1 {
-            self.samples.drain(..self.samples.len() - 1);
-        }
-        if self.histograms.len() > 1 {
-            self.histograms.drain(..self.histograms.len() - 1);
-        }
+        keep_last(&mut self.samples);
+        keep_last(&mut self.histograms);
+        keep_last(&mut self.start_timestamps.floats);
+        keep_last(&mut self.start_timestamps.histograms);
+    }
+
+    /// Whether each list of start timestamps is empty or matches its samples
+    /// one to one, as [`StartTimestamps`] requires.
+    pub fn start_timestamps_fit(&self) -> bool {
+        let fits = |starts: usize, samples: usize| starts == 0 || starts == samples;
+        fits(self.start_timestamps.floats.len(), self.samples.len())
+            && fits(self.start_timestamps.histograms.len(), self.histograms.len())
+    }
+}
+
+fn keep_last<T>(items: &mut Vec<T>) {
+    if items.len() > 1 {
+        items.drain(..items.len() - 1);
+    }
+}
+
+/// What a sample's start timestamp is when it has none: Prometheus' `0`
+/// (a count that started exactly at the epoch cannot be told apart).
+pub const NO_START_TIMESTAMP: TimestampMs = 0;
+
+/// Sample start timestamps (Prometheus 3's "ST", OpenTelemetry's start time):
+/// when the count a sample reports began. A cumulative counter's samples
+/// share the start of the process counting (a later start means it
+/// restarted); a delta sample starts where the previous one ended.
+///
+/// Each list is either empty, when no sample of its kind has a start
+/// timestamp, or holds one entry per sample of [`SeriesSamples::samples`]
+/// (`floats`) or [`SeriesSamples::histograms`] (`histograms`), in the same
+/// order, with [`NO_START_TIMESTAMP`] for a sample without one. Parallel
+/// lists rather than a field of every sample: series without start
+/// timestamps, the usual case, pay no memory and no per-sample work, and
+/// readers slice them with the same indexes as the samples.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StartTimestamps {
+    pub floats: Vec<TimestampMs>,
+    pub histograms: Vec<TimestampMs>,
+}
+
+impl StartTimestamps {
+    /// Whether no sample has a start timestamp listed.
+    pub fn is_empty(&self) -> bool {
+        self.floats.is_empty() && self.histograms.is_empty()
     }
 }
 
@@ -339,8 +385,16 @@ enum MemValue {
     Histogram(FloatHistogram),
 }
 
-/// One tenant's series in [`MemSeriesStore`]: values by time, per label set.
-type TenantSeries = BTreeMap<Labels, BTreeMap<TimestampMs, MemValue>>;
+/// One series in [`MemSeriesStore`]: values by time, and the start
+/// timestamps of those that have one (empty for most series).
+#[derive(Debug, Default)]
+struct MemSeries {
+    values: BTreeMap<TimestampMs, MemValue>,
+    starts: BTreeMap<TimestampMs, TimestampMs>,
+}
+
+/// One tenant's series in [`MemSeriesStore`], per label set.
+type TenantSeries = BTreeMap<Labels, MemSeries>;
 
 /// An in-memory [`SeriesRead`] + [`Ingest`] for tests of consumers: a plain map,
 /// no WAL, no index — obviously correct, so it doubles as an oracle.
@@ -355,18 +409,26 @@ impl MemSeriesStore {
         Self::default()
     }
 
-    /// Stores `series` as they are, histograms included, replacing values at
-    /// the same timestamps: how tests load data the wire formats cannot carry.
+    /// Stores `series` as they are, histograms and start timestamps
+    /// included, replacing values (with their start timestamps) at the same
+    /// timestamps: how tests load data the wire formats cannot carry.
     pub fn insert(&self, tenant: &TenantId, series: Vec<SeriesSamples>) {
         let mut tenants = self.lock_tenants();
         let series_map = tenants.entry(tenant.clone()).or_default();
         for series in series {
-            let values = series_map.entry(series.labels).or_default();
-            for sample in series.samples {
-                values.insert(sample.timestamp, MemValue::Float(sample.value));
+            debug_assert!(series.start_timestamps_fit(), "start timestamps of {}", series.labels);
+            let stored = series_map.entry(series.labels).or_default();
+            let float_starts = &series.start_timestamps.floats;
+            for (i, sample) in series.samples.into_iter().enumerate() {
+                stored.values.insert(sample.timestamp, MemValue::Float(sample.value));
+                stored.set_start(sample.timestamp, float_starts.get(i).copied());
             }
-            for sample in series.histograms {
-                values.insert(sample.timestamp, MemValue::Histogram(sample.histogram));
+            let histogram_starts = &series.start_timestamps.histograms;
+            for (i, sample) in series.histograms.into_iter().enumerate() {
+                stored
+                    .values
+                    .insert(sample.timestamp, MemValue::Histogram(sample.histogram));
+                stored.set_start(sample.timestamp, histogram_starts.get(i).copied());
             }
         }
     }
@@ -384,18 +446,41 @@ impl MemSeriesStore {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (labels, samples) in series {
+        for (labels, stored) in series {
             if !matches_all(labels, matchers) {
                 continue;
             }
             let mut selected = SeriesSamples::floats(labels.clone(), Vec::new());
-            for (&timestamp, value) in samples.range(range.start..=range.end) {
+            // Decided once per series: without start timestamps in range the
+            // lists stay empty.
+            let with_starts = stored.starts.range(range.start..=range.end).next().is_some();
+            for (&timestamp, value) in stored.values.range(range.start..=range.end) {
+                let start = || stored.starts.get(&timestamp).copied().unwrap_or(NO_START_TIMESTAMP);
                 match value {
-                    MemValue::Float(v) => selected.samples.push(Sample::new(timestamp, *v)),
-                    MemValue::Histogram(h) => selected.histograms.push(HistogramSample {
-                        timestamp,
-                        histogram: h.clone(),
-                    }),
+                    MemValue::Float(v) => {
+                        selected.samples.push(Sample::new(timestamp, *v));
+                        if with_starts {
+                            selected.start_timestamps.floats.push(start());
+                        }
+                    }
+                    MemValue::Histogram(h) => {
+                        selected.histograms.push(HistogramSample {
+                            timestamp,
+                            histogram: h.clone(),
+                        });
+                        if with_starts {
+                            selected.start_timestamps.histograms.push(start());
+                        }
+                    }
+                }
+            }
+            // A kind whose samples all lack a start timestamp lists none.
+            for starts in [
+                &mut selected.start_timestamps.floats,
+                &mut selected.start_timestamps.histograms,
+            ] {
+                if starts.iter().all(|&start| start == NO_START_TIMESTAMP) {
+                    starts.clear();
                 }
             }
             if !selected.samples.is_empty() || !selected.histograms.is_empty() {
@@ -403,6 +488,23 @@ impl MemSeriesStore {
             }
         }
         out
+    }
+}
+
+impl MemSeries {
+    /// Records the start timestamp of the value at `timestamp` (forgetting
+    /// the one of a value it replaced).
+    fn set_start(&mut self, timestamp: TimestampMs, start: Option<TimestampMs>) {
+        match start {
+            Some(start) if start != NO_START_TIMESTAMP => {
+                self.starts.insert(timestamp, start);
+            }
+            _ => {
+                if !self.starts.is_empty() {
+                    self.starts.remove(&timestamp);
+                }
+            }
+        }
     }
 }
 
@@ -471,5 +573,62 @@ impl MetadataRead for MemSeriesStore {
         by_name.truncate(limit);
         stats.series_count_by_metric_name = by_name;
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(name: &str) -> Labels {
+        Labels::from_pairs([(crate::labels::METRIC_NAME, name)])
+    }
+
+    fn select(store: &MemSeriesStore, range: TimeRange) -> Vec<SeriesSamples> {
+        store.select_now(&TenantId::default_tenant(), &[select_all()], range)
+    }
+
+    #[test]
+    fn start_timestamps_are_kept_per_sample_and_only_where_given() {
+        let store = MemSeriesStore::new();
+        let mut with_starts = SeriesSamples::floats(
+            labels("with"),
+            vec![Sample::new(10, 1.0), Sample::new(20, 2.0), Sample::new(30, 3.0)],
+        );
+        with_starts.start_timestamps.floats = vec![5, NO_START_TIMESTAMP, 25];
+        let without = SeriesSamples::floats(labels("without"), vec![Sample::new(10, 1.0)]);
+        store.insert(&TenantId::default_tenant(), vec![with_starts, without]);
+
+        let all = select(&store, TimeRange::ALL);
+        assert_eq!(all[0].start_timestamps.floats, [5, NO_START_TIMESTAMP, 25]);
+        assert!(all[1].start_timestamps.is_empty());
+        // A range whose samples have none lists none.
+        let middle = select(&store, TimeRange::new(15, 20));
+        assert!(middle[0].start_timestamps.is_empty());
+        let tail = select(&store, TimeRange::new(20, 30));
+        assert_eq!(tail[0].start_timestamps.floats, [NO_START_TIMESTAMP, 25]);
+    }
+
+    #[test]
+    fn replacing_a_value_replaces_its_start_timestamp() {
+        let store = MemSeriesStore::new();
+        let mut first = SeriesSamples::floats(labels("x"), vec![Sample::new(10, 1.0)]);
+        first.start_timestamps.floats = vec![5];
+        store.insert(&TenantId::default_tenant(), vec![first]);
+        store.insert(
+            &TenantId::default_tenant(),
+            vec![SeriesSamples::floats(labels("x"), vec![Sample::new(10, 2.0)])],
+        );
+        assert!(select(&store, TimeRange::ALL)[0].start_timestamps.is_empty());
+    }
+
+    #[test]
+    fn keep_latest_keeps_start_timestamps_aligned() {
+        let mut series = SeriesSamples::floats(labels("x"), vec![Sample::new(10, 1.0), Sample::new(20, 2.0)]);
+        series.start_timestamps.floats = vec![5, 15];
+        series.keep_latest();
+        assert_eq!(series.samples, [Sample::new(20, 2.0)]);
+        assert_eq!(series.start_timestamps.floats, [15]);
+        assert!(series.start_timestamps_fit());
     }
 }

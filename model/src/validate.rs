@@ -272,6 +272,7 @@ mod tests {
                 labels,
                 samples: vec![Sample::new(timestamp, 1.0)],
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             }],
             metadata: Vec::new(),
         }
@@ -320,6 +321,7 @@ mod tests {
                     .into_iter()
                     .map(|(timestamp, histogram)| HistogramSample { timestamp, histogram })
                     .collect(),
+                start_timestamps: Default::default(),
             }],
             metadata: Vec::new(),
         };

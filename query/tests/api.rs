@@ -20,11 +20,13 @@ async fn router_with_data() -> (axum::Router, Arc<HttpStats>) {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "api"), ("instance", "a:1")]),
                 samples: vec![Sample::new(1_000, 1.0), Sample::new(16_000, f64::INFINITY)],
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             },
             SeriesSamples {
                 labels: Labels::from_pairs([("__name__", "up"), ("job", "db"), ("instance", "b:1")]),
                 samples: vec![Sample::new(1_000, 0.0)],
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             },
         ],
         metadata: vec![MetricMetadata {
@@ -227,6 +229,7 @@ async fn remote_write_statuses_and_stats() {
             labels: Labels::from_pairs([("__name__", "written"), ("job", "x")]),
             samples: vec![Sample::new(5_000, 7.0)],
             histograms: Vec::new(),
+            start_timestamps: Default::default(),
         }],
         metadata: Vec::new(),
     };
@@ -355,6 +358,7 @@ async fn native_histograms_in_prometheus_json() {
                     histogram,
                 },
             ],
+            start_timestamps: Default::default(),
         }],
     );
     let router = prometheus_router(store, ApiConfig::default(), Arc::new(HttpStats::default()));

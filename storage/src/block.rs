@@ -804,6 +804,7 @@ impl Block {
                     labels: self.labels[id as usize].clone(),
                     samples: series_samples,
                     histograms: series_histograms,
+                    start_timestamps: Default::default(),
                 });
             }
         }
@@ -1259,6 +1260,7 @@ mod tests {
                             .map(|(timestamp, histogram)| HistogramSample { timestamp, histogram })
                             .collect()
                     },
+                    start_timestamps: Default::default(),
                 })
                 .filter(|s: &SeriesSamples| !s.samples.is_empty() || !s.histograms.is_empty())
                 .collect()
@@ -1336,6 +1338,7 @@ mod tests {
                     labels: Labels::from_pairs([("__name__", "long")]),
                     samples: samples.clone(),
                     histograms,
+                    start_timestamps: Default::default(),
                 }];
                 let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
                 let prefix = StorePath::from("tenant");
@@ -1376,6 +1379,7 @@ mod tests {
                         labels: s.labels.clone(),
                         samples: s.samples.iter().copied().filter(|x| range.contains(x.timestamp)).collect(),
                         histograms: s.histograms.iter().filter(|h| range.contains(h.timestamp)).cloned().collect(),
+                        start_timestamps: Default::default(),
                     })
                     .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
                     .collect();

@@ -360,6 +360,7 @@ impl Storage {
                         labels: s.labels.clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     })
                 })
                 .collect();
@@ -527,6 +528,7 @@ impl Storage {
                         labels: labels.clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     }
                 })
                 .collect();
@@ -791,6 +793,7 @@ impl Storage {
                         labels: (*labels).clone(),
                         samples,
                         histograms,
+                        start_timestamps: Default::default(),
                     };
                     if wanted == Wanted::Latest {
                         series.keep_latest();
@@ -1148,6 +1151,7 @@ fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSa
                 labels: entry.labels.clone(),
                 samples: entry.samples[samples].to_vec(),
                 histograms: entry.histograms[histograms].to_vec(),
+                start_timestamps: Default::default(),
             });
         }
     }
@@ -1587,6 +1591,7 @@ mod tests {
                 Sample::new(25, 0.0),
             ],
             histograms: Vec::new(),
+            start_timestamps: Default::default(),
         }];
         let windows = split_by_window(&series, 10);
         let sizes: Vec<usize> = windows.iter().map(|w| w[0].samples.len()).collect();

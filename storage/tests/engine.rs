@@ -30,6 +30,7 @@ fn batch(series: &[(Labels, Vec<(i64, f64)>)]) -> WriteBatch {
                 labels: labels.clone(),
                 samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
                 histograms: Vec::new(),
+                start_timestamps: Default::default(),
             })
             .collect(),
         metadata: Vec::new(),

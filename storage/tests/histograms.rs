@@ -107,6 +107,7 @@ async fn compaction_keeps_histograms_and_histogram_only_series_are_listed() {
                     labels: labels("only_histograms"),
                     samples: Vec::new(),
                     histograms: histograms.clone(),
+                    start_timestamps: Default::default(),
                 },
                 SeriesSamples::floats(labels("only_floats"), floats.clone()),
             ]),
@@ -159,6 +160,7 @@ async fn the_newest_source_wins_between_floats_and_histograms() {
             labels: labels("switching"),
             samples,
             histograms,
+            start_timestamps: Default::default(),
         }])
     };
     // Block: floats at t and t+1, a histogram at t+2.
@@ -299,6 +301,7 @@ proptest! {
                             histogram: histogram.clone(),
                         })
                         .collect(),
+                    start_timestamps: Default::default(),
                 })
                 .collect();
             let verify = |got: Vec<SeriesSamples>| -> Result<(), TestCaseError> {
@@ -318,7 +321,7 @@ proptest! {
                 }
                 for series in reversed {
                     for sample in series.histograms {
-                        let one = SeriesSamples { labels: series.labels.clone(), samples: Vec::new(), histograms: vec![sample] };
+                        let one = SeriesSamples { labels: series.labels.clone(), samples: Vec::new(), histograms: vec![sample], start_timestamps: Default::default() };
                         storage.append(&tenant, write(vec![one])).await.unwrap();
                     }
                 }

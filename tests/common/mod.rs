@@ -483,6 +483,7 @@ pub fn series(name: &str, pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> Ser
         labels: Labels::from_pairs(std::iter::once(("__name__", name)).chain(pairs.iter().copied())),
         samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
         histograms: Vec::new(),
+        start_timestamps: Default::default(),
     }
 }
 

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use tidewatch_model::{FloatHistogram, Labels, METRIC_NAME, Sample, TimestampMs};
+use tidewatch_model::seam::StartTimestamps;
+use tidewatch_model::{FloatHistogram, HistogramSample, Labels, METRIC_NAME, Sample, TimestampMs};
 
 /// Floats as Go's `strconv.FormatFloat(f, 'f', -1, 64)` writes them (for
 /// `count_values` labels and messages), the same as the API's sample values.
@@ -35,6 +36,15 @@ pub(crate) struct HPoint {
 pub(crate) struct HSample {
     pub timestamp: TimestampMs,
     pub h: Arc<FloatHistogram>,
+}
+
+impl From<HistogramSample> for HSample {
+    fn from(sample: HistogramSample) -> Self {
+        HSample {
+            timestamp: sample.timestamp,
+            h: Arc::new(sample.histogram),
+        }
+    }
 }
 
 /// A series of an instant vector, over the steps where it has a value.
@@ -77,6 +87,10 @@ pub(crate) struct RangeSeries {
     pub samples: Vec<Sample>,
     /// Ascending by time, never at a float sample's timestamp.
     pub histograms: Vec<HSample>,
+    /// The samples' start timestamps, parallel to `samples` and `histograms`
+    /// (see [`StartTimestamps`]). Only a range selector reading samples that
+    /// have them fills them: a subquery's points have none, as in Prometheus.
+    pub start_timestamps: StartTimestamps,
 }
 
 impl RangeSeries {
@@ -86,6 +100,7 @@ impl RangeSeries {
             drop_name,
             samples,
             histograms,
+            start_timestamps: StartTimestamps::default(),
         }
     }
 }

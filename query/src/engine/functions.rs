@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, TimeZone, Timelike};
 use promql_parser::parser::{Call, Expr};
-use tidewatch_model::seam::SeriesRead;
-use tidewatch_model::{FloatHistogram, Label, Labels, METRIC_NAME, Sample};
+use tidewatch_model::seam::{NO_START_TIMESTAMP, SeriesRead};
+use tidewatch_model::{FloatHistogram, Label, Labels, METRIC_NAME, Sample, TimestampMs};
 
 use super::Evaluator;
 use super::go_strings::GoString;
@@ -93,6 +93,24 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
                         }
                     }
                     series
+                }
+            };
+            series.iter_mut().for_each(|s| s.drop_name = true);
+            Ok(Data::Vector(series))
+        }
+        "start_timestamp" => {
+            let mut inner = arg(0)?;
+            while let Expr::Paren(paren) = inner {
+                inner = &paren.expr;
+            }
+            // Only a selector's samples have start timestamps; any other
+            // expression's values have none, and give no result (as in
+            // Prometheus).
+            let mut series = match inner {
+                Expr::VectorSelector(vs) => selector::instant(ev, vs, Sampled::StartTimestamp).await?,
+                other => {
+                    ev.eval_vector(other).await?;
+                    Vec::new()
                 }
             };
             series.iter_mut().for_each(|s| s.drop_name = true);
@@ -239,7 +257,7 @@ pub(crate) async fn call<S: SeriesRead>(ev: &Evaluator<'_, S>, node: &Expr, call
             let present: Vec<bool> = (0..ev.step_count())
                 .map(|step| {
                     (0..windows.series.len())
-                        .any(|i| !windows.slice(i, step).is_empty() || !windows.histogram_slice(i, step).is_empty())
+                        .any(|i| !windows.slice(i, step).is_empty() || !windows.histogram_range(i, step).is_empty())
                 })
                 .collect();
             Ok(Data::Vector(absent_series(absent_labels(arg(0)?), &present)))
@@ -924,17 +942,36 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
             let entry = &windows.series[index];
             let mut series = Series::new(entry.labels.clone(), entry.drop_name || !keeps_name, Vec::new());
             let has_histograms = !entry.histograms.is_empty();
-            for (step, samples) in windows.slices(index).enumerate() {
-                let histograms = if has_histograms {
-                    windows.histogram_slice(index, step)
+            // Start timestamps, for the functions that read them: decided
+            // once per series, so series without them run as before.
+            let starts = &entry.start_timestamps;
+            let float_starts = reads_start_timestamps(name) && !starts.floats.is_empty();
+            let histogram_starts = reads_start_timestamps(name) && !starts.histograms.is_empty();
+            for (step, range) in windows.slice_ranges(index).enumerate() {
+                let samples = &entry.samples[range.clone()];
+                let (histograms, histogram_starts) = if has_histograms {
+                    let range = windows.histogram_range(index, step);
+                    let starts = if histogram_starts {
+                        &starts.histograms[range.clone()]
+                    } else {
+                        &[]
+                    };
+                    (&entry.histograms[range], starts)
                 } else {
-                    &[]
+                    (&[][..], &[][..])
                 };
                 if !histograms.is_empty() {
                     let metric = entry.labels.metric_name().unwrap_or_default();
                     let window = windows.bounds[step];
                     let node = range_arg;
-                    match histogram_range(ev, name, samples, histograms, window, metric, node) {
+                    let float_starts = if float_starts { &starts.floats[range.clone()] } else { &[] };
+                    let window_samples = WindowSamples {
+                        floats: samples,
+                        float_starts,
+                        histograms,
+                        histogram_starts,
+                    };
+                    match histogram_range(ev, name, &window_samples, window, metric, node) {
                         Some(StepValue::Float(value)) => series.points.push(Point {
                             step: step as u32,
                             value,
@@ -957,7 +994,19 @@ async fn range_function<S: SeriesRead>(ev: &Evaluator<'_, S>, name: &str, args: 
                     continue;
                 }
                 let scalar = |i: usize| scalars[i][step];
-                if let Some(value) = apply_range(ev, name, samples, &windows, step, &scalar) {
+                let value = if float_starts {
+                    let starts = &starts.floats[range];
+                    if matches!(name, "rate" | "increase")
+                        && kernels::any_start_time_overlap(samples.iter().map(|s| s.timestamp), starts)
+                    {
+                        let metric = entry.labels.metric_name().unwrap_or_default();
+                        ev.shared.warn_counted(start_time_overlap_message(metric), range_arg);
+                    }
+                    apply_range_with_starts(name, samples, starts, windows.bounds[step])
+                } else {
+                    apply_range(ev, name, samples, &windows, step, &scalar)
+                };
+                if let Some(value) = value {
                     series.points.push(Point {
                         step: step as u32,
                         value,
@@ -1037,6 +1086,36 @@ fn check_smoothing_factors(scalars: &[Vec<f64>]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The range functions that read sample start timestamps, as in Prometheus
+/// 3: the counter functions. `delta`, `idelta` and the `*_over_time` family
+/// take samples as they are.
+fn reads_start_timestamps(name: &str) -> bool {
+    matches!(name, "rate" | "increase" | "irate" | "resets")
+}
+
+/// Prometheus' warning for a start timestamp that overlaps the previous
+/// sample ([`kernels::start_time_overlap`]).
+fn start_time_overlap_message(metric: &str) -> String {
+    format!("sample has start time that overlaps with previous sample timestamp for metric {metric:?}")
+}
+
+/// [`apply_range`] for a function that [reads start
+/// timestamps](reads_start_timestamps), over float samples that have them.
+fn apply_range_with_starts(
+    name: &str,
+    samples: &[Sample],
+    starts: &[TimestampMs],
+    (start, end): (i64, i64),
+) -> Option<f64> {
+    match name {
+        "rate" => kernels::counter_rate_with_starts(samples, starts, start, end, true),
+        "increase" => kernels::counter_rate_with_starts(samples, starts, start, end, false),
+        "irate" => kernels::counter_instant_rate_with_starts(samples, starts),
+        "resets" => Some(kernels::resets_with_starts(samples, starts)),
+        _ => None,
+    }
+}
+
 fn apply_range<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     name: &str,
@@ -1106,18 +1185,46 @@ fn mixes_floats(name: &str) -> bool {
     )
 }
 
+/// The samples of one series in one window, and their start timestamps:
+/// each list of those is empty when the samples have none or the function
+/// does not read them.
+#[derive(Debug, Clone, Copy)]
+struct WindowSamples<'a> {
+    floats: &'a [Sample],
+    float_starts: &'a [TimestampMs],
+    histograms: &'a [HSample],
+    histogram_starts: &'a [TimestampMs],
+}
+
+/// One sample of a window in which floats and histograms are merged by time.
+#[derive(Debug, Clone, Copy)]
+struct MergedSample<'a> {
+    timestamp: TimestampMs,
+    start: TimestampMs,
+    /// The histogram, or `None` for a float.
+    h: Option<&'a Arc<FloatHistogram>>,
+    /// The float's value (0 for a histogram).
+    value: f64,
+}
+
 /// A range function over a window holding native histograms (and maybe
 /// floats); `None` when it yields nothing (including functions that only
 /// read floats).
 fn histogram_range<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     name: &str,
-    floats: &[Sample],
-    histograms: &[HSample],
+    window_samples: &WindowSamples<'_>,
     window: (i64, i64),
     metric: &str,
     node: &Expr,
 ) -> Option<StepValue> {
+    let WindowSamples {
+        floats,
+        float_starts,
+        histograms,
+        histogram_starts,
+    } = *window_samples;
+    let start_at = |starts: &[TimestampMs], i: usize| starts.get(i).copied().unwrap_or(NO_START_TIMESTAMP);
     let mixed = || {
         ev.shared.warn(
             format!("encountered a mix of histograms and floats for metric name {metric:?}"),
@@ -1127,12 +1234,20 @@ fn histogram_range<S: SeriesRead>(
     };
     // Floats and histograms in time order, for the functions that walk both.
     let merged = || {
-        let mut all: Vec<(i64, Option<&Arc<FloatHistogram>>, f64)> = floats
-            .iter()
-            .map(|s| (s.timestamp, None, s.value))
-            .chain(histograms.iter().map(|h| (h.timestamp, Some(&h.h), 0.0)))
-            .collect();
-        all.sort_by_key(|e| e.0);
+        let floats = floats.iter().enumerate().map(|(i, s)| MergedSample {
+            timestamp: s.timestamp,
+            start: start_at(float_starts, i),
+            h: None,
+            value: s.value,
+        });
+        let histograms = histograms.iter().enumerate().map(|(i, h)| MergedSample {
+            timestamp: h.timestamp,
+            start: start_at(histogram_starts, i),
+            h: Some(&h.h),
+            value: 0.0,
+        });
+        let mut all: Vec<MergedSample> = floats.chain(histograms).collect();
+        all.sort_by_key(|e| e.timestamp);
         all
     };
     match name {
@@ -1140,19 +1255,25 @@ fn histogram_range<S: SeriesRead>(
             if !floats.is_empty() {
                 return mixed();
             }
-            histogram_rate(ev, histograms, window, name != "delta", name == "rate", metric, node)
-                .map(StepValue::Histogram)
+            let rate = HistogramRate {
+                is_counter: name != "delta",
+                is_rate: name == "rate",
+                window,
+                metric,
+                node,
+            };
+            histogram_rate(ev, histograms, histogram_starts, &rate).map(StepValue::Histogram)
         }
         "irate" | "idelta" => {
             let all = merged();
             let [.., previous, last] = all.as_slice() else {
                 return None;
             };
-            let interval = last.0 - previous.0;
+            let interval = last.timestamp - previous.timestamp;
             if interval == 0 {
                 return None;
             }
-            let (Some(before), Some(now)) = (previous.1, last.1) else {
+            let (Some(before), Some(now)) = (previous.h, last.h) else {
                 return mixed();
             };
             let is_rate = name == "irate";
@@ -1164,7 +1285,9 @@ fn histogram_range<S: SeriesRead>(
                 ev.shared.warn(hist::message::not_gauge(metric), node);
             }
             let mut result = (**now).clone();
-            if !is_rate || !hist::detect_reset(now, before) {
+            let start_reset =
+                || kernels::start_timestamp_reset(previous.start, previous.timestamp, last.start, last.timestamp);
+            if !is_rate || !(start_reset() || hist::detect_reset(now, before)) {
                 match hist::add(&mut result, before, true) {
                     Ok(combined) if combined.bounds_reconciled => {
                         ev.shared.info(hist::message::bounds_reconciled("subtraction"), node)
@@ -1229,13 +1352,13 @@ fn histogram_range<S: SeriesRead>(
         "last_over_time" | "first_over_time" | "ts_of_last_over_time" | "ts_of_first_over_time" => {
             let all = merged();
             let pick = if name.contains("last") { all.last() } else { all.first() };
-            let &(timestamp, h, value) = pick?;
+            let pick = pick?;
             if name.starts_with("ts_of") {
-                return Some(StepValue::Float(timestamp as f64 / 1000.0));
+                return Some(StepValue::Float(pick.timestamp as f64 / 1000.0));
             }
-            Some(match h {
+            Some(match pick.h {
                 Some(h) => StepValue::Histogram(h.clone()),
-                None => StepValue::Float(value),
+                None => StepValue::Float(pick.value),
             })
         }
         "resets" | "changes" => {
@@ -1243,17 +1366,21 @@ fn histogram_range<S: SeriesRead>(
             let mut count = 0.0;
             for pair in all.windows(2) {
                 let (previous, current) = (&pair[0], &pair[1]);
-                let differs = match (previous.1, current.1) {
+                // Only `resets` reads start timestamps (`changes` has none).
+                let start_reset = || {
+                    kernels::start_timestamp_reset(previous.start, previous.timestamp, current.start, current.timestamp)
+                };
+                let differs = match (previous.h, current.h) {
                     (None, None) => {
                         if name == "resets" {
-                            current.2 < previous.2
+                            current.value < previous.value || start_reset()
                         } else {
-                            !(current.2 == previous.2 || (current.2.is_nan() && previous.2.is_nan()))
+                            !(current.value == previous.value || (current.value.is_nan() && previous.value.is_nan()))
                         }
                     }
                     (Some(before), Some(now)) => {
                         if name == "resets" {
-                            hist::detect_reset(now, before)
+                            start_reset() || hist::detect_reset(now, before)
                         } else {
                             !hist::equals(now, before)
                         }
@@ -1271,20 +1398,58 @@ fn histogram_range<S: SeriesRead>(
     }
 }
 
+/// What a histogram `rate`, `increase` or `delta` computes, and where.
+#[derive(Debug, Clone, Copy)]
+struct HistogramRate<'a> {
+    /// `rate` and `increase`, not `delta`.
+    is_counter: bool,
+    is_rate: bool,
+    /// The window `(start, end]`.
+    window: (i64, i64),
+    metric: &'a str,
+    node: &'a Expr,
+}
+
 /// `rate`, `increase` (counters) and `delta` of native histograms, with
-/// Prometheus' extrapolation to the window edges.
+/// Prometheus' extrapolation to the window edges. `starts` are the samples'
+/// start timestamps (empty when they have none): as for floats, they reveal
+/// resets, and a counter that started inside the window is counted from
+/// zero there instead of being extrapolated to the left.
 fn histogram_rate<S: SeriesRead>(
     ev: &Evaluator<'_, S>,
     histograms: &[HSample],
-    (range_start, range_end): (i64, i64),
-    is_counter: bool,
-    is_rate: bool,
-    metric: &str,
-    node: &Expr,
+    starts: &[TimestampMs],
+    rate: &HistogramRate<'_>,
 ) -> Option<Arc<FloatHistogram>> {
-    let [first_sample, .., last_sample] = histograms else {
-        return None;
+    let HistogramRate {
+        is_counter,
+        is_rate,
+        window: (range_start, range_end),
+        metric,
+        node,
+    } = *rate;
+    let (first_sample, last_sample) = (histograms.first()?, histograms.last()?);
+    let start_at = |i: usize| starts.get(i).copied().unwrap_or(NO_START_TIMESTAMP);
+    let counter_start = if is_counter {
+        kernels::start_inside_window(start_at(0), range_start, first_sample.timestamp)
+    } else {
+        None
     };
+    let window = kernels::Window {
+        first: first_sample.timestamp,
+        last: last_sample.timestamp,
+        intervals: histograms.len() - 1,
+        range_start,
+        range_end,
+    };
+    if histograms.len() == 1 {
+        // A single sample has an increase only from a start inside the
+        // window. Prometheus hands the sample on as it is, hint included.
+        let start = counter_start?;
+        let mut result = (*first_sample.h).clone();
+        hist::mul(&mut result, kernels::start_anchored_factor(window, start, is_rate));
+        return Some(Arc::new(result));
+    }
     let not_counter = || ev.shared.warn(hist::message::not_counter(metric), node);
     let mixed_layouts = || {
         ev.shared.warn(hist::message::mixed_layouts(metric), node);
@@ -1295,10 +1460,21 @@ fn histogram_rate<S: SeriesRead>(
     if is_counter && (gauge(first) || gauge(last)) {
         not_counter();
     }
+    // Whether the counter reset between samples `i - 1` and `i`, by their
+    // start timestamps (only when they have them).
+    let start_reset = |i: usize| {
+        !starts.is_empty()
+            && kernels::start_timestamp_reset(
+                start_at(i - 1),
+                histograms[i - 1].timestamp,
+                start_at(i),
+                histograms[i].timestamp,
+            )
+    };
     // A reset between the first two samples: the first one does not count
     // (nor does its layout).
     let mut previous: FloatHistogram = (**first).clone();
-    if is_counter && hist::detect_reset(&histograms[1].h, first) {
+    if is_counter && (start_reset(1) || hist::detect_reset(&histograms[1].h, first)) {
         let second = &histograms[1].h;
         previous = FloatHistogram {
             schema: second.schema,
@@ -1337,9 +1513,12 @@ fn histogram_rate<S: SeriesRead>(
         Err(_) => return mixed_layouts(),
     }
     if is_counter {
+        if kernels::any_start_time_overlap(histograms.iter().map(|h| h.timestamp), starts) {
+            ev.shared.warn_counted(start_time_overlap_message(metric), node);
+        }
         let mut prev = &previous;
-        for sample in &histograms[1..] {
-            if hist::detect_reset(&sample.h, prev) {
+        for (i, sample) in histograms.iter().enumerate().skip(1) {
+            if start_reset(i) || hist::detect_reset(&sample.h, prev) {
                 match hist::add(&mut result, prev, false) {
                     Ok(combined) if combined.bounds_reconciled => {
                         ev.shared.info(hist::message::bounds_reconciled("addition"), node)
@@ -1356,17 +1535,27 @@ fn histogram_rate<S: SeriesRead>(
     result.counter_reset_hint = CounterResetHint::Gauge;
     hist::compact(&mut result);
 
-    // Extrapolation as for floats, the observation count standing in for the
-    // value when looking for the counter's zero point.
-    let zero_point = (is_counter && result.count > 0.0 && first.count >= 0.0).then(|| first.count / result.count);
-    let window = kernels::Window {
-        first: first_sample.timestamp,
-        last: last_sample.timestamp,
-        intervals: histograms.len() - 1,
-        range_start,
-        range_end,
+    let factor = match counter_start {
+        Some(start) => {
+            // The first sample's observations were counted from zero at
+            // `start`, inside the window.
+            match hist::add(&mut result, first, false) {
+                Ok(combined) if combined.bounds_reconciled => {
+                    ev.shared.info(hist::message::bounds_reconciled("addition"), node)
+                }
+                Ok(_) => {}
+                Err(_) => return mixed_layouts(),
+            }
+            kernels::start_anchored_factor(window, start, is_rate)
+        }
+        None => {
+            // Extrapolation as for floats, the observation count standing in
+            // for the value when looking for the counter's zero point.
+            let zero_point =
+                (is_counter && result.count > 0.0 && first.count >= 0.0).then(|| first.count / result.count);
+            kernels::extrapolation_factor(window, zero_point, is_rate)
+        }
     };
-    let factor = kernels::extrapolation_factor(window, zero_point, is_rate);
     hist::mul(&mut result, factor);
     Some(Arc::new(result))
 }

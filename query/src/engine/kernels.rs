@@ -12,7 +12,8 @@
 //! debug-build overflow panic on absurd timestamps would be worse than the
 //! (equally absurd) number Prometheus returns.
 
-use tidewatch_model::{Sample, is_stale_nan};
+use tidewatch_model::seam::NO_START_TIMESTAMP;
+use tidewatch_model::{Sample, TimestampMs, is_stale_nan};
 
 /// One step of Kahan–Babuška (Neumaier) summation: adds `inc` to `sum`, and
 /// the rounding error to the compensation `c`. The final value is `sum + c`.
@@ -187,6 +188,175 @@ pub(crate) fn extrapolation_factor(window: Window, zero_point: Option<f64>, is_r
         factor /= range_seconds(window.range_end.wrapping_sub(window.range_start));
     }
     factor
+}
+
+// ---- sample start timestamps ------------------------------------------
+//
+// A sample's start timestamp (ST) says when the count it reports began; 0
+// ([`NO_START_TIMESTAMP`]) when it does not say. The counter functions that
+// read them (`rate`, `increase`, `irate`, `resets`, as in Prometheus 3) learn
+// two things from them: a counter restarted between two samples even if the
+// value did not drop, and a counter that started inside a `rate` window was
+// zero at its start, so there is no need to guess (extrapolate) how far left
+// the series goes. Series without start timestamps take the kernels above,
+// unchanged: callers choose once per window, never per sample.
+
+/// Whether `start`, the start timestamp of a sample at `time`, says its
+/// counter restarted since the previous sample (at `previous_time`, with
+/// start timestamp `previous_start`).
+///
+/// - No start, a start after the sample itself (invalid) or at it
+///   (OpenTelemetry's "start unknown") say nothing.
+/// - A start before the previous sample: the count ran through it, no reset.
+/// - A start after the previous sample: the counter began again after it.
+/// - A start exactly at the previous sample is a delta sample (counting
+///   from where the previous one ended: a reset) when the previous sample
+///   had a real start of its own; after a sample with no start, or one at or
+///   after its own time, it is a cumulative series whose first start was
+///   unknown, and no reset.
+pub(crate) fn start_timestamp_reset(
+    previous_start: TimestampMs,
+    previous_time: TimestampMs,
+    start: TimestampMs,
+    time: TimestampMs,
+) -> bool {
+    if start == NO_START_TIMESTAMP || start >= time || start < previous_time {
+        return false;
+    }
+    if start > previous_time {
+        return true;
+    }
+    previous_start != NO_START_TIMESTAMP && previous_start < previous_time
+}
+
+/// Whether a sample's start timestamp reaches back before the previous
+/// sample without being that sample's start too: two counts claiming the
+/// same time (Prometheus warns). A delta sample starts at the previous
+/// sample, a cumulative one shares its start: neither overlaps.
+pub(crate) fn start_time_overlap(previous_start: TimestampMs, previous_time: TimestampMs, start: TimestampMs) -> bool {
+    start != NO_START_TIMESTAMP && start < previous_time && start != previous_start
+}
+
+/// Whether any sample of a window overlaps its predecessor
+/// ([`start_time_overlap`]); `times` are the samples' timestamps, `starts`
+/// their start timestamps.
+pub(crate) fn any_start_time_overlap(times: impl IntoIterator<Item = TimestampMs>, starts: &[TimestampMs]) -> bool {
+    let mut previous: Option<(TimestampMs, TimestampMs)> = None;
+    for (time, &start) in times.into_iter().zip(starts) {
+        if let Some((previous_time, previous_start)) = previous
+            && start_time_overlap(previous_start, previous_time, start)
+        {
+            return true;
+        }
+        previous = Some((time, start));
+    }
+    false
+}
+
+/// The first sample's start timestamp if the counter started inside the
+/// window `(range_start, …]` before that sample: then it was zero there.
+pub(crate) fn start_inside_window(first_start: TimestampMs, range_start: i64, first_time: i64) -> Option<TimestampMs> {
+    (first_start != NO_START_TIMESTAMP && first_start > range_start && first_start < first_time).then_some(first_start)
+}
+
+/// The factor for a counter that was zero at `start`, inside the window
+/// before its first sample (see [`start_inside_window`]): the increase is
+/// measured from there, so nothing is extrapolated on the left; the right
+/// side is extrapolated as usual (not at all for a single sample, which has
+/// no average interval).
+pub(crate) fn start_anchored_factor(window: Window, start: TimestampMs, is_rate: bool) -> f64 {
+    let average_interval = if window.intervals > 0 {
+        seconds_between(window.first, window.last) / window.intervals as f64
+    } else {
+        0.0
+    };
+    let mut to_end = seconds_between(window.last, window.range_end);
+    if to_end >= average_interval * 1.1 {
+        to_end = average_interval / 2.0;
+    }
+    // Positive: `start` is before the first sample, so before the last.
+    let sampled = seconds_between(start, window.last);
+    let mut factor = (sampled + to_end) / sampled;
+    if is_rate {
+        factor /= range_seconds(window.range_end.wrapping_sub(window.range_start));
+    }
+    factor
+}
+
+/// [`extrapolated_rate`] of a counter (`rate` with `is_rate`, `increase`)
+/// whose samples have start timestamps (`starts`, parallel to `samples`; an
+/// entry may be [`NO_START_TIMESTAMP`]). A start-timestamp reset counts like
+/// a drop in value ([`start_timestamp_reset`]). When the first sample's
+/// counter started inside the window, the increase runs from zero at that
+/// start instead of being extrapolated to the left, which also gives a
+/// single sample a value. Otherwise, as without start timestamps.
+pub(crate) fn counter_rate_with_starts(
+    samples: &[Sample],
+    starts: &[TimestampMs],
+    range_start: i64,
+    range_end: i64,
+    is_rate: bool,
+) -> Option<f64> {
+    debug_assert_eq!(samples.len(), starts.len());
+    let (first, last) = (samples.first()?, samples.last()?);
+    let mut result = last.value - first.value;
+    for (pair, pair_starts) in samples.windows(2).zip(starts.windows(2)) {
+        let (previous, current) = (pair[0], pair[1]);
+        let start_reset = start_timestamp_reset(pair_starts[0], previous.timestamp, pair_starts[1], current.timestamp);
+        if current.value < previous.value || start_reset {
+            result += previous.value;
+        }
+    }
+    let window = Window {
+        first: first.timestamp,
+        last: last.timestamp,
+        intervals: samples.len() - 1,
+        range_start,
+        range_end,
+    };
+    let first_start = starts.first().copied().unwrap_or(NO_START_TIMESTAMP);
+    if let Some(start) = start_inside_window(first_start, range_start, first.timestamp) {
+        // The first sample's value was counted from zero at `start`.
+        result += first.value;
+        return Some(result * start_anchored_factor(window, start, is_rate));
+    }
+    if samples.len() < 2 {
+        return None;
+    }
+    let zero_point = (result > 0.0 && first.value >= 0.0).then(|| first.value / result);
+    Some(result * extrapolation_factor(window, zero_point, is_rate))
+}
+
+/// `irate` over samples with start timestamps: as [`instant_rate`], a
+/// start-timestamp reset between the last two samples counting like a drop.
+pub(crate) fn counter_instant_rate_with_starts(samples: &[Sample], starts: &[TimestampMs]) -> Option<f64> {
+    let ([.., previous, last], [.., previous_start, last_start]) = (samples, starts) else {
+        return instant_rate(samples, true);
+    };
+    let interval_ms = last.timestamp.wrapping_sub(previous.timestamp);
+    if interval_ms == 0 {
+        return None;
+    }
+    let start_reset = start_timestamp_reset(*previous_start, previous.timestamp, *last_start, last.timestamp);
+    let increase = if last.value < previous.value || start_reset {
+        last.value
+    } else {
+        last.value - previous.value
+    };
+    Some(increase / (interval_ms as f64 / 1000.0))
+}
+
+/// `resets` over samples with start timestamps: drops in value and
+/// start-timestamp resets ([`start_timestamp_reset`]).
+pub(crate) fn resets_with_starts(samples: &[Sample], starts: &[TimestampMs]) -> f64 {
+    samples
+        .windows(2)
+        .zip(starts.windows(2))
+        .filter(|(pair, pair_starts)| {
+            pair[1].value < pair[0].value
+                || start_timestamp_reset(pair_starts[0], pair[0].timestamp, pair_starts[1], pair[1].timestamp)
+        })
+        .count() as f64
 }
 
 /// `irate` (`is_rate`) and `idelta`: the difference of the last two samples,
@@ -1760,6 +1930,174 @@ mod tests {
             let mut b = buckets(&bounds);
             let _ = bucket_quantile(q, &mut b.clone());
             let _ = bucket_fraction(q, range_end as f64, &mut b);
+        }
+    }
+
+    // ---- start timestamps ----------------------------------------------
+
+    /// Samples at `(time, value)` with start timestamps, for the ST kernels.
+    fn with_starts(points: &[(i64, f64, i64)]) -> (Vec<Sample>, Vec<TimestampMs>) {
+        points.iter().map(|&(t, v, st)| (Sample::new(t, v), st)).unzip()
+    }
+
+    #[test]
+    fn start_timestamp_reset_rules() {
+        const NONE: i64 = NO_START_TIMESTAMP;
+        // (previous start, previous time, start, time, reset?)
+        let cases = [
+            (5 * S, 10 * S, NONE, 20 * S, false),    // no start: nothing to learn
+            (5 * S, 10 * S, 21 * S, 20 * S, false),  // start after the sample: invalid
+            (5 * S, 10 * S, 20 * S, 20 * S, false),  // start at the sample: unknown start
+            (5 * S, 10 * S, 5 * S, 20 * S, false),   // cumulative, same start
+            (5 * S, 10 * S, 7 * S, 20 * S, false),   // start before the previous sample
+            (5 * S, 10 * S, 15 * S, 20 * S, true),   // restarted after the previous sample
+            (5 * S, 10 * S, 10 * S, 20 * S, true),   // delta: starts where the last ended
+            (NONE, 10 * S, 10 * S, 20 * S, false),   // cumulative whose first start was unknown
+            (10 * S, 10 * S, 10 * S, 20 * S, false), // ... or given as the sample's own time
+            (11 * S, 10 * S, 10 * S, 20 * S, false), // an invalid previous start is no start
+        ];
+        for (previous_start, previous_time, start, time, want) in cases {
+            assert_eq!(
+                start_timestamp_reset(previous_start, previous_time, start, time),
+                want,
+                "{previous_start} {previous_time} {start} {time}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_time_overlap_rules() {
+        // Delta and cumulative series do not overlap; a start reaching back
+        // before the previous sample with another start than it does.
+        assert!(!start_time_overlap(5 * S, 10 * S, 10 * S));
+        assert!(!start_time_overlap(5 * S, 10 * S, 5 * S));
+        assert!(!start_time_overlap(5 * S, 10 * S, NO_START_TIMESTAMP));
+        assert!(!start_time_overlap(5 * S, 10 * S, 12 * S));
+        assert!(start_time_overlap(5 * S, 10 * S, 9 * S));
+        assert!(start_time_overlap(NO_START_TIMESTAMP, 10 * S, 9 * S));
+        let times = [10 * S, 20 * S, 30 * S];
+        assert!(!any_start_time_overlap(times, &[5 * S, 10 * S, 20 * S]));
+        assert!(any_start_time_overlap(times, &[5 * S, 10 * S, 15 * S]));
+        // A single sample has nothing to overlap.
+        assert!(!any_start_time_overlap([10 * S], &[S]));
+    }
+
+    #[test]
+    fn a_start_timestamp_reset_counts_though_the_value_rose() {
+        // Restarted at 25 s and already above the value before it.
+        let (samples, starts) = with_starts(&[(10 * S, 5.0, S), (20 * S, 10.0, S), (30 * S, 20.0, 25 * S)]);
+        // 5 counted from the start at 1 s, 5 more by 20 s, 20 since 25 s.
+        let got = counter_rate_with_starts(&samples, &starts, 0, 30 * S, false).unwrap();
+        assert_close(got, 30.0, EXACT);
+        assert_eq!(resets_with_starts(&samples, &starts), 1.0);
+        assert_eq!(resets(&samples), 0.0);
+        // irate sees the restart between the last two samples: 20 in 10 s.
+        assert_close(counter_instant_rate_with_starts(&samples, &starts).unwrap(), 2.0, EXACT);
+        assert_close(instant_rate(&samples, true).unwrap(), 1.0, EXACT);
+    }
+
+    #[test]
+    fn a_start_inside_the_window_replaces_left_extrapolation() {
+        let (samples, starts) = with_starts(&[(20 * S, 2.0, 15 * S), (30 * S, 3.0, 15 * S), (40 * S, 4.0, 15 * S)]);
+        // Zero at 15 s, 4 at 40 s (the window's end): an increase of 4.
+        assert_close(
+            counter_rate_with_starts(&samples, &starts, 0, 40 * S, false).unwrap(),
+            4.0,
+            EXACT,
+        );
+        assert_close(
+            counter_rate_with_starts(&samples, &starts, 0, 40 * S, true).unwrap(),
+            0.1,
+            EXACT,
+        );
+        // Without the start, the left side is guessed: half an interval.
+        assert_close(extrapolated_rate(&samples, 0, 40 * S, true, false).unwrap(), 2.5, EXACT);
+        // The right side is still extrapolated: 5 s after the last sample,
+        // within 1.1 intervals, so all the way (25 s sampled + 5 s).
+        assert_close(
+            counter_rate_with_starts(&samples, &starts, 5 * S, 45 * S, false).unwrap(),
+            4.8,
+            EXACT,
+        );
+    }
+
+    #[test]
+    fn a_start_outside_the_window_or_at_its_edge_is_not_used() {
+        let (samples, _) = with_starts(&[(20 * S, 2.0, 0), (30 * S, 3.0, 0), (40 * S, 4.0, 0)]);
+        let plain = extrapolated_rate(&samples, 10 * S, 40 * S, true, false).unwrap();
+        // The window is left-open: a start at its left edge is outside.
+        for start in [5 * S, 10 * S] {
+            let starts = [start; 3];
+            let got = counter_rate_with_starts(&samples, &starts, 10 * S, 40 * S, false).unwrap();
+            assert_eq!(got, plain, "start {start}");
+        }
+        // A start at or after the first sample says nothing about the left.
+        for start in [20 * S, 21 * S] {
+            let starts = [start, 30 * S, 40 * S];
+            let got = counter_rate_with_starts(&samples, &starts, 10 * S, 40 * S, false).unwrap();
+            assert_eq!(got, plain, "start {start}");
+        }
+    }
+
+    #[test]
+    fn a_single_sample_has_a_rate_only_with_a_start_inside_the_window() {
+        let (samples, starts) = with_starts(&[(50 * S, 3.0, 30 * S)]);
+        // No average interval: nothing is extrapolated to the right either.
+        assert_close(
+            counter_rate_with_starts(&samples, &starts, 0, 60 * S, false).unwrap(),
+            3.0,
+            EXACT,
+        );
+        assert_close(
+            counter_rate_with_starts(&samples, &starts, 0, 60 * S, true).unwrap(),
+            0.05,
+            EXACT,
+        );
+        assert_eq!(counter_rate_with_starts(&samples, &starts, 30 * S, 90 * S, false), None);
+        assert_eq!(
+            counter_rate_with_starts(&samples, &[NO_START_TIMESTAMP], 0, 60 * S, false),
+            None
+        );
+    }
+
+    #[test]
+    fn delta_samples_add_up_through_start_timestamps() {
+        // Each sample counts 60 since the previous one (OpenTelemetry deltas).
+        let points: Vec<(i64, f64, i64)> = (2..=6).map(|k| (k * M, 60.0, (k - 1) * M)).collect();
+        let (samples, starts) = with_starts(&points);
+        // Window (2m, 6m]: samples at 3m..6m, each a reset; the first one's
+        // count started at 2m, the window's open edge, so it is extrapolated.
+        let got = counter_rate_with_starts(&samples[1..], &starts[1..], 2 * M, 6 * M, false).unwrap();
+        assert_close(got, 240.0, EXACT);
+        assert_eq!(resets_with_starts(&samples, &starts), 4.0);
+        assert_close(counter_instant_rate_with_starts(&samples, &starts).unwrap(), 1.0, EXACT);
+        // Without start timestamps the constant deltas look like no increase.
+        assert_eq!(extrapolated_rate(&samples[1..], 2 * M, 6 * M, true, false), Some(0.0));
+    }
+
+    proptest! {
+        // Start timestamps that say nothing change nothing.
+        #[test]
+        fn absent_start_timestamps_give_the_plain_kernels(
+            vs in prop::collection::vec(any_f64(), 0..20),
+            gaps in prop::collection::vec(1i64..100_000, 0..20),
+            range_start in -10_000i64..10_000,
+            width in 1i64..2_000_000,
+        ) {
+            let mut t = 0;
+            let samples: Vec<Sample> = gaps.iter().zip(&vs).map(|(&gap, &v)| { t += gap; Sample::new(t, v) }).collect();
+            let starts = vec![NO_START_TIMESTAMP; samples.len()];
+            let range_end = range_start + width;
+            let same = |a: Option<f64>, b: Option<f64>| a.map(f64::to_bits) == b.map(f64::to_bits);
+            for is_rate in [true, false] {
+                prop_assert!(same(
+                    counter_rate_with_starts(&samples, &starts, range_start, range_end, is_rate),
+                    extrapolated_rate(&samples, range_start, range_end, true, is_rate),
+                ));
+            }
+            prop_assert!(same(counter_instant_rate_with_starts(&samples, &starts), instant_rate(&samples, true)));
+            prop_assert_eq!(resets_with_starts(&samples, &starts), resets(&samples));
+            prop_assert!(!any_start_time_overlap(samples.iter().map(|s| s.timestamp), &starts));
         }
     }
 }

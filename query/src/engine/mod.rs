@@ -336,6 +336,8 @@ struct SharedInner {
     warnings: BTreeSet<String>,
     infos: BTreeSet<String>,
     order: Vec<(bool, String)>,
+    /// How often each warning given with [`Shared::warn_counted`] occurred.
+    occurrences: HashMap<String, usize>,
 }
 
 impl Shared {
@@ -399,6 +401,19 @@ impl Shared {
         }
     }
 
+    /// Like [`Shared::warn`], for a warning Prometheus counts: once per
+    /// series and step it occurs at, shown as `(N occurrences)` when more
+    /// than once.
+    fn warn_counted(&self, message: String, node: &Expr) {
+        let message = self.at(message, node);
+        let mut inner = self.lock();
+        let count = inner.occurrences.entry(message.clone()).or_default();
+        *count += 1;
+        if *count == 1 && inner.warnings.insert(message.clone()) {
+            inner.order.push((true, message));
+        }
+    }
+
     fn info(&self, message: String, node: &Expr) {
         let message = self.at(message, node);
         let mut inner = self.lock();
@@ -412,12 +427,24 @@ impl Shared {
         let mut annotations = Annotations::default();
         for (is_warning, message) in inner.order {
             if is_warning {
+                let message = match inner.occurrences.get(&message) {
+                    Some(&count) if count > 1 => with_occurrences(&message, count),
+                    _ => message,
+                };
                 annotations.warnings.push(format!("PromQL warning: {message}"));
             } else {
                 annotations.infos.push(format!("PromQL info: {message}"));
             }
         }
         annotations
+    }
+}
+
+/// `message (1:col)` as `message (N occurrences) (1:col)`.
+fn with_occurrences(message: &str, count: usize) -> String {
+    match message.rfind(" (") {
+        Some(position) => format!("{} ({count} occurrences){}", &message[..position], &message[position..]),
+        None => format!("{message} ({count} occurrences)"),
     }
 }
 
@@ -543,6 +570,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                     labels: Labels::default(),
                     samples,
                     histograms: Vec::new(),
+                    start_timestamps: Default::default(),
                 }]))
             }
             Data::Scalar(values) => Ok(Value::Scalar {
@@ -578,6 +606,7 @@ impl<'a, S: SeriesRead> Evaluator<'a, S> {
                                     histogram: (*p.h).clone(),
                                 })
                                 .collect(),
+                            start_timestamps: Default::default(),
                         })
                         .collect();
                     matrix.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -671,6 +700,8 @@ fn finish_range_series(series: Vec<RangeSeries>) -> Result<Vec<SeriesSamples>, E
                     histogram: (*h.h).clone(),
                 })
                 .collect(),
+            // Results carry no start timestamps: the API has no place for them.
+            start_timestamps: Default::default(),
         });
     }
     Ok(out)
@@ -723,6 +754,7 @@ mod tests {
             labels: Labels::from_pairs([("__name__", "m"), ("job", "a")]),
             samples: samples.iter().map(|&(t, v)| Sample::new(t, v)).collect(),
             histograms: Vec::new(),
+            start_timestamps: Default::default(),
         }])
         .await
     }
@@ -804,6 +836,48 @@ mod tests {
         assert!(vector_values(instant(&store, r#"m{job="\xff"}"#, 0).await).is_empty());
         assert_eq!(vector_values(instant(&store, r#"m{job!="\xff"}"#, 0).await), [1.0]);
         assert_eq!(vector_values(instant(&store, r#"m{job=~"\xff|a"}"#, 0).await), [1.0]);
+    }
+
+    #[tokio::test]
+    async fn start_time_overlaps_are_warned_with_their_count() {
+        // Every sample claims to have started two minutes before it: each
+        // start reaches back over the previous sample.
+        let mut series = SeriesSamples::floats(
+            Labels::from_pairs([("__name__", "counter_total")]),
+            (1..=4).map(|k| Sample::new(k * 60_000, k as f64 * 60.0)).collect(),
+        );
+        series.start_timestamps.floats = (1..=4).map(|k| (k - 2) * 60_000 + 1).collect();
+        let store = MemSeriesStore::new();
+        store.insert(&TenantId::default_tenant(), vec![series]);
+        let message = "PromQL warning: sample has start time that overlaps with previous sample timestamp \
+                       for metric \"counter_total\"";
+        let query = "rate(counter_total[3m])";
+
+        let once = run(
+            &store,
+            query,
+            EvalRange::instant(240_000, DEFAULT_LOOKBACK_MS),
+            QueryLimits::default(),
+        );
+        assert_eq!(once.await.unwrap().annotations.warnings, [format!("{message} (1:6)")]);
+        // Windows ending at 4m and 5m hold overlapping samples; the one at
+        // 6m holds a single sample.
+        let range = EvalRange {
+            start: 240_000,
+            end: 360_000,
+            step: 60_000,
+            lookback: DEFAULT_LOOKBACK_MS,
+        };
+        let counted = run(&store, query, range, QueryLimits::default()).await.unwrap();
+        assert_eq!(
+            counted.annotations.warnings,
+            [format!("{message} (2 occurrences) (1:6)")]
+        );
+        // Functions that do not read start timestamps do not warn.
+        let delta = run(&store, "delta(counter_total[3m])", range, QueryLimits::default())
+            .await
+            .unwrap();
+        assert!(delta.annotations.warnings.is_empty());
     }
 
     #[tokio::test]
@@ -894,6 +968,7 @@ mod tests {
                     labels: Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())]),
                     samples: vec![Sample::new(0, 1.0), Sample::new(1, 2.0)],
                     histograms: Vec::new(),
+                    start_timestamps: Default::default(),
                 })
                 .collect(),
         )

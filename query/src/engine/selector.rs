@@ -1,10 +1,11 @@
 //! Reading series: instant selectors, range selectors and subqueries.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use promql_parser::parser::{Expr, SubqueryExpr, VectorSelector};
-use tidewatch_model::seam::{SeriesRead, SeriesSamples, TimeRange};
+use tidewatch_model::seam::{NO_START_TIMESTAMP, SeriesRead, SeriesSamples, TimeRange};
 use tidewatch_model::{FloatHistogram, Labels, Sample, TimestampMs, is_stale_nan};
 
 use super::data::{Data, HPoint, HSample, Point, RangeSeries, Series};
@@ -21,6 +22,9 @@ pub(crate) enum Sampled {
     Timestamp,
     /// Like `Timestamp`, but only float samples may be read (info series).
     FloatTimestamp,
+    /// The sample's start timestamp in seconds, 0 when it has none (for
+    /// `start_timestamp()`).
+    StartTimestamp,
 }
 
 /// How much of each series a selector reads.
@@ -158,10 +162,22 @@ fn newest_at<T>(items: &[T], time_of: impl Fn(&T) -> TimestampMs, t: TimestampMs
     cursor.checked_sub(1)
 }
 
-/// What an instant selector sees of a series at one time.
+/// What an instant selector sees of a series at one time, with the
+/// sample's index among the series' floats or histograms.
 enum Seen<'a> {
-    Float(Sample),
-    Histogram(&'a tidewatch_model::HistogramSample),
+    Float(usize, Sample),
+    Histogram(usize, &'a tidewatch_model::HistogramSample),
+}
+
+impl Seen<'_> {
+    /// The sample's start timestamp, [`NO_START_TIMESTAMP`] when it has none.
+    fn start_timestamp(&self, entry: &SeriesSamples) -> TimestampMs {
+        let (starts, index) = match self {
+            Seen::Float(index, _) => (&entry.start_timestamps.floats, *index),
+            Seen::Histogram(index, _) => (&entry.start_timestamps.histograms, *index),
+        };
+        starts.get(index).copied().unwrap_or(NO_START_TIMESTAMP)
+    }
 }
 
 /// The newest sample (float or histogram) at or before `t` within the
@@ -172,17 +188,17 @@ fn sample_at<'a>(
     lookback: i64,
     cursors: &mut (usize, usize),
 ) -> Option<Seen<'a>> {
-    let float = newest_at(&entry.samples, |s| s.timestamp, t, &mut cursors.0).map(|i| entry.samples[i]);
-    let histogram = newest_at(&entry.histograms, |h| h.timestamp, t, &mut cursors.1).map(|i| &entry.histograms[i]);
+    let float = newest_at(&entry.samples, |s| s.timestamp, t, &mut cursors.0).map(|i| (i, entry.samples[i]));
+    let histogram = newest_at(&entry.histograms, |h| h.timestamp, t, &mut cursors.1).map(|i| (i, &entry.histograms[i]));
     let seen = match (float, histogram) {
-        (Some(f), Some(h)) if h.timestamp > f.timestamp => Seen::Histogram(h),
-        (Some(f), _) => Seen::Float(f),
-        (None, Some(h)) => Seen::Histogram(h),
+        (Some((_, f)), Some((i, h))) if h.timestamp > f.timestamp => Seen::Histogram(i, h),
+        (Some((i, f)), _) => Seen::Float(i, f),
+        (None, Some((i, h))) => Seen::Histogram(i, h),
         (None, None) => return None,
     };
     let (timestamp, stale) = match &seen {
-        Seen::Float(f) => (f.timestamp, is_stale_nan(f.value)),
-        Seen::Histogram(h) => (h.timestamp, h.histogram.is_stale()),
+        Seen::Float(_, f) => (f.timestamp, is_stale_nan(f.value)),
+        Seen::Histogram(_, h) => (h.timestamp, h.histogram.is_stale()),
     };
     if timestamp <= t - lookback || stale {
         return None;
@@ -236,24 +252,28 @@ fn convert_to_points(
             let step = step as u32;
             match (sample_at(&entry, t, lookback, &mut cursors), sampled) {
                 (None, _) => {}
-                (Some(Seen::Float(sample)), Sampled::Value) => series.points.push(Point {
+                (Some(seen), Sampled::StartTimestamp) => series.points.push(Point {
+                    step,
+                    value: seen.start_timestamp(&entry) as f64 / 1000.0,
+                }),
+                (Some(Seen::Float(_, sample)), Sampled::Value) => series.points.push(Point {
                     step,
                     value: sample.value,
                 }),
-                (Some(Seen::Float(sample)), Sampled::Timestamp | Sampled::FloatTimestamp) => {
+                (Some(Seen::Float(_, sample)), Sampled::Timestamp | Sampled::FloatTimestamp) => {
                     series.points.push(Point {
                         step,
                         value: sample.timestamp as f64 / 1000.0,
                     })
                 }
-                (Some(Seen::Histogram(_)), Sampled::FloatTimestamp) => {
+                (Some(Seen::Histogram(..)), Sampled::FloatTimestamp) => {
                     return Err(Error::execution("info sample should be float"));
                 }
-                (Some(Seen::Histogram(sample)), Sampled::Timestamp) => series.points.push(Point {
+                (Some(Seen::Histogram(_, sample)), Sampled::Timestamp) => series.points.push(Point {
                     step,
                     value: sample.timestamp as f64 / 1000.0,
                 }),
-                (Some(Seen::Histogram(sample)), Sampled::Value) => {
+                (Some(Seen::Histogram(_, sample)), Sampled::Value) => {
                     let h = match &shared {
                         Some((timestamp, h)) if *timestamp == sample.timestamp => h.clone(),
                         _ => {
@@ -293,13 +313,14 @@ impl Windows {
         &samples[from..to.max(from)]
     }
 
-    /// The histogram samples of series `index` in the window of `step`.
-    pub(crate) fn histogram_slice(&self, index: usize, step: usize) -> &[HSample] {
+    /// Where the histogram samples of series `index` in the window of `step`
+    /// are among its histograms (and their start timestamps).
+    pub(crate) fn histogram_range(&self, index: usize, step: usize) -> Range<usize> {
         let samples = &self.series[index].histograms;
         let (start, end) = self.bounds[step];
         let from = samples.partition_point(|s| s.timestamp <= start);
         let to = samples.partition_point(|s| s.timestamp <= end);
-        &samples[from..to.max(from)]
+        from..to.max(from)
     }
 
     /// How many samples (floats and histograms) the series hold in all.
@@ -308,9 +329,17 @@ impl Windows {
     }
 
     /// The samples of series `index` in each step's window, in step order.
-    /// Windows move forward with the steps, so two cursors slide along the
-    /// samples instead of searching them at every step.
+    #[cfg(test)]
     pub(crate) fn slices(&self, index: usize) -> impl Iterator<Item = &[Sample]> + '_ {
+        let samples = &self.series[index].samples;
+        self.slice_ranges(index).map(move |range| &samples[range])
+    }
+
+    /// Where the samples of series `index` in each step's window are among
+    /// its samples (and their start timestamps), in step order. Windows move
+    /// forward with the steps, so two cursors slide along the samples
+    /// instead of searching them at every step.
+    pub(crate) fn slice_ranges(&self, index: usize) -> impl Iterator<Item = Range<usize>> + '_ {
         let samples = &self.series[index].samples;
         let (mut from, mut to) = (0usize, 0usize);
         self.bounds.iter().map(move |&(start, end)| {
@@ -331,7 +360,7 @@ impl Windows {
             while to < samples.len() && samples[to].timestamp <= end {
                 to += 1;
             }
-            &samples[from..to]
+            from..to
         })
     }
 
@@ -343,8 +372,10 @@ impl Windows {
         self.series
             .into_iter()
             .filter_map(|mut entry| {
-                entry.samples.retain(|s| s.timestamp > start && s.timestamp <= end);
-                entry.histograms.retain(|s| s.timestamp > start && s.timestamp <= end);
+                let starts = &mut entry.start_timestamps;
+                let inside = |t: TimestampMs| t > start && t <= end;
+                retain_with_starts(&mut entry.samples, &mut starts.floats, |s| inside(s.timestamp));
+                retain_with_starts(&mut entry.histograms, &mut starts.histograms, |s| inside(s.timestamp));
                 (!entry.samples.is_empty() || !entry.histograms.is_empty()).then_some(entry)
             })
             .collect()
@@ -406,18 +437,27 @@ pub(crate) async fn windows_batches<S: SeriesRead>(
                 let series = batch
                     .into_iter()
                     .filter_map(|mut entry| {
-                        entry.samples.retain(|s| !is_stale_nan(s.value));
-                        let histograms: Vec<HSample> = entry
-                            .histograms
-                            .into_iter()
-                            .filter(|h| !h.histogram.is_stale())
-                            .map(|h| HSample {
-                                timestamp: h.timestamp,
-                                h: Arc::new(h.histogram),
-                            })
-                            .collect();
-                        (!entry.samples.is_empty() || !histograms.is_empty())
-                            .then(|| RangeSeries::new(entry.labels, false, entry.samples, histograms))
+                        let starts = &mut entry.start_timestamps;
+                        retain_with_starts(&mut entry.samples, &mut starts.floats, |s| !is_stale_nan(s.value));
+                        let histograms: Vec<HSample> = if starts.histograms.is_empty() {
+                            entry
+                                .histograms
+                                .into_iter()
+                                .filter(|h| !h.histogram.is_stale())
+                                .map(HSample::from)
+                                .collect()
+                        } else {
+                            retain_with_starts(&mut entry.histograms, &mut starts.histograms, |h| {
+                                !h.histogram.is_stale()
+                            });
+                            entry.histograms.into_iter().map(HSample::from).collect()
+                        };
+                        if entry.samples.is_empty() && histograms.is_empty() {
+                            return None;
+                        }
+                        let mut series = RangeSeries::new(entry.labels, false, entry.samples, histograms);
+                        series.start_timestamps = entry.start_timestamps;
+                        Some(series)
                     })
                     .collect();
                 each(Windows {
@@ -516,6 +556,28 @@ async fn subquery_windows<S: SeriesRead>(ev: &Evaluator<'_, S>, subquery: &Subqu
         _ => return Err(Error::bad_data("subquery is only allowed on instant vector")),
     };
     Ok(Windows { series, bounds })
+}
+
+/// Keeps the items `keep` accepts, and their start timestamps with them.
+/// `starts` is empty or parallel to `items`; a list that does not fit is
+/// dropped rather than trusted.
+fn retain_with_starts<T>(items: &mut Vec<T>, starts: &mut Vec<TimestampMs>, keep: impl Fn(&T) -> bool) {
+    if starts.len() != items.len() {
+        debug_assert!(starts.is_empty(), "start timestamps do not fit their samples");
+        starts.clear();
+        items.retain(keep);
+        return;
+    }
+    let mut kept = 0;
+    for i in 0..items.len() {
+        if keep(&items[i]) {
+            items.swap(kept, i);
+            starts[kept] = starts[i];
+            kept += 1;
+        }
+    }
+    items.truncate(kept);
+    starts.truncate(kept);
 }
 
 /// `h` with a "reset" or "not reset" hint turned into "unknown".

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use promql_parser::parser::{AtModifier, Expr};
 use tidewatch_model::histogram::{CounterResetHint, FloatHistogram, HistogramSample};
-use tidewatch_model::seam::{MemSeriesStore, SeriesSamples};
-use tidewatch_model::{Labels, Sample, TenantId, is_stale_nan};
+use tidewatch_model::seam::{MemSeriesStore, NO_START_TIMESTAMP, SeriesSamples};
+use tidewatch_model::{Labels, Sample, TenantId, TimestampMs, is_stale_nan};
 
 use crate::engine::histogram as hist;
 use crate::engine::{self, DEFAULT_LOOKBACK_MS, EvalRange, Evaluated, QueryLimits, Value};
-use script::{Command, Eval, Expectations, HistogramValue, Query, TextMatch, Val, Values};
+use script::{Command, Eval, Expectations, HistogramValue, Load, Query, TextMatch, Val, Values};
 
 /// How one eval statement ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,13 +82,12 @@ pub async fn run_script(name: &str, text: &str) -> Report {
 
 struct Runner {
     file: String,
-    /// Everything loaded since the last `clear`: samples by time per series.
-    data: BTreeMap<Labels, BTreeMap<i64, Val>>,
+    /// Everything loaded since the last `clear`: samples (with their start
+    /// timestamps) by time per series.
+    data: BTreeMap<Labels, BTreeMap<i64, (Val, TimestampMs)>>,
     store: MemSeriesStore,
     /// Why evals cannot run until the next `clear` (a load failed).
     blocked: Option<Outcome>,
-    /// Series the runner could not load, with why: evals reading them are skipped.
-    unsupported: Vec<(Labels, String)>,
     statements: Vec<Statement>,
 }
 
@@ -99,7 +98,6 @@ impl Runner {
             data: BTreeMap::new(),
             store: MemSeriesStore::new(),
             blocked: None,
-            unsupported: Vec::new(),
             statements: Vec::new(),
         }
     }
@@ -110,7 +108,6 @@ impl Runner {
                 self.data.clear();
                 self.store = MemSeriesStore::new();
                 self.blocked = None;
-                self.unsupported.clear();
             }
             Command::Invalid { line, message } => self.statements.push(Statement {
                 file: self.file.clone(),
@@ -119,8 +116,7 @@ impl Runner {
                 outcome: Outcome::Failed(format!("script error: {message}")),
             }),
             Command::Load(load) => {
-                self.unsupported.extend(load.unsupported);
-                if let Err(message) = self.load(&load.series, load.interval_ms).await {
+                if let Err(message) = self.load(&load).await {
                     self.blocked = Some(Outcome::Failed(format!("load at line {} failed: {message}", load.line)));
                 }
             }
@@ -139,17 +135,21 @@ impl Runner {
         }
     }
 
-    async fn load(&mut self, series: &[(Labels, Values)], interval_ms: i64) -> Result<(), String> {
-        for (labels, values) in series {
+    async fn load(&mut self, load: &Load) -> Result<(), String> {
+        for (labels, values) in &load.series {
             let stored = self.data.entry(labels.clone()).or_default();
+            let offsets = load.start_offsets.get(labels);
             for (i, value) in values.iter().enumerate() {
                 let Some(value) = value else { continue };
-                let t = i as i64 * interval_ms;
+                let t = i as i64 * load.interval_ms;
+                // A start timestamp is given as an offset from the sample's time.
+                let offset = offsets.and_then(|offsets| offsets.get(i).copied().flatten());
+                let start = offset.map_or(NO_START_TIMESTAMP, |offset| t.saturating_add(offset));
                 match stored.get(&t) {
-                    Some(existing) if same_value(existing, value) => {}
+                    Some((existing, _)) if same_value(existing, value) => {}
                     Some(_) => return Err(format!("duplicate sample for timestamp {t} of {labels}")),
                     None => {
-                        stored.insert(t, value.clone());
+                        stored.insert(t, (value.clone(), start));
                     }
                 }
             }
@@ -159,13 +159,26 @@ impl Runner {
             .iter()
             .map(|(labels, values)| {
                 let mut entry = SeriesSamples::floats(labels.clone(), Vec::new());
-                for (&t, value) in values {
+                let starts = &mut entry.start_timestamps;
+                for (&t, (value, start)) in values {
                     match value {
-                        Val::Float(v) => entry.samples.push(Sample::new(t, *v)),
-                        Val::Histogram(h) => entry.histograms.push(HistogramSample {
-                            timestamp: t,
-                            histogram: h.h.clone(),
-                        }),
+                        Val::Float(v) => {
+                            entry.samples.push(Sample::new(t, *v));
+                            starts.floats.push(*start);
+                        }
+                        Val::Histogram(h) => {
+                            entry.histograms.push(HistogramSample {
+                                timestamp: t,
+                                histogram: h.h.clone(),
+                            });
+                            starts.histograms.push(*start);
+                        }
+                    }
+                }
+                // Most series have none: they list none.
+                for starts in [&mut starts.floats, &mut starts.histograms] {
+                    if starts.iter().all(|&start| start == NO_START_TIMESTAMP) {
+                        starts.clear();
                     }
                 }
                 stored_hints(&mut entry);
@@ -193,9 +206,6 @@ impl Runner {
             }
             Err(e) => return Outcome::Skipped(format!("the PromQL parser cannot read it: {}", e.message)),
         };
-        if let Some(reason) = self.reads_unsupported(query.expr()) {
-            return Outcome::Skipped(format!("reads series that were not loaded: {reason}"));
-        }
         let result = match eval.query {
             Query::Range {
                 start_ms,
@@ -208,27 +218,6 @@ impl Runner {
             Ok(()) => Outcome::Passed,
             Err(message) => Outcome::Failed(message),
         }
-    }
-
-    /// Why `expr` cannot be checked: a selector of it matches a series the
-    /// runner could not load.
-    fn reads_unsupported(&self, expr: &Expr) -> Option<String> {
-        if self.unsupported.is_empty() {
-            return None;
-        }
-        let mut selectors = Vec::new();
-        collect_selectors(expr, &mut selectors);
-        for selector in selectors {
-            let Ok(sets) = crate::params::selector_matchers(selector) else {
-                continue;
-            };
-            for (labels, reason) in &self.unsupported {
-                if sets.iter().any(|set| tidewatch_model::seam::matches_all(labels, set)) {
-                    return Some(reason.clone());
-                }
-            }
-        }
-        None
     }
 
     async fn run(&self, query: &engine::Query, range: EvalRange) -> Result<Evaluated, crate::Error> {
@@ -764,28 +753,6 @@ fn uses_time_functions(expr: &Expr) -> bool {
         Expr::Unary(u) => uses_time_functions(&u.expr),
         Expr::Subquery(s) => uses_time_functions(&s.expr),
         _ => false,
-    }
-}
-
-fn collect_selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e promql_parser::parser::VectorSelector>) {
-    match expr {
-        Expr::VectorSelector(vs) => out.push(vs),
-        Expr::MatrixSelector(ms) => out.push(&ms.vs),
-        Expr::Subquery(sq) => collect_selectors(&sq.expr, out),
-        Expr::Call(call) => call.args.args.iter().for_each(|a| collect_selectors(a, out)),
-        Expr::Aggregate(a) => {
-            collect_selectors(&a.expr, out);
-            if let Some(param) = &a.param {
-                collect_selectors(param, out);
-            }
-        }
-        Expr::Binary(b) => {
-            collect_selectors(&b.lhs, out);
-            collect_selectors(&b.rhs, out);
-        }
-        Expr::Paren(p) => collect_selectors(&p.expr, out),
-        Expr::Unary(u) => collect_selectors(&u.expr, out),
-        _ => {}
     }
 }
 

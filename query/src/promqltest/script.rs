@@ -25,10 +25,14 @@ pub(crate) struct Load {
     pub interval_ms: i64,
     /// Series in order of appearance (a later line for the same labels wins).
     pub series: Vec<(Labels, Values)>,
-    /// Series this runner cannot load (start timestamps), with the reason:
-    /// evals reading them are skipped.
-    pub unsupported: Vec<(Labels, String)>,
+    /// Start-timestamp offsets of the series that had an `@st` line.
+    pub start_offsets: BTreeMap<Labels, StartOffsets>,
 }
+
+/// The offsets of an `@st` line, one per value of its series line: a
+/// sample's start timestamp is its own timestamp plus the offset (`None`:
+/// the sample has none).
+pub(crate) type StartOffsets = Vec<Option<i64>>;
 
 /// What an eval asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,20 +142,48 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
         "load_with_nhcb" => true,
         other => return Err(format!("unknown command {other:?}")),
     };
-    let mut unsupported: Vec<(Labels, String)> = Vec::new();
     let mut series: BTreeMap<Labels, usize> = BTreeMap::new();
     let mut ordered: Vec<(Labels, Values)> = Vec::new();
+    let mut start_offsets: BTreeMap<Labels, StartOffsets> = BTreeMap::new();
+    // An `@st` line waiting for its series line: (line number, labels, offsets).
+    let mut pending: Option<(usize, Labels, StartOffsets)> = None;
     for &(line_number, line) in body {
         let first = line.split_whitespace().next().unwrap_or("");
-        if let Some(series) = first.strip_suffix("@st") {
-            let (labels, _) = parse_series_labels(series).map_err(|e| format!("line {line_number}: {e}"))?;
-            unsupported.push((
-                labels,
-                "sample start timestamps are not supported yet (@st)".to_string(),
-            ));
+        if let Some(metric) = first.strip_suffix("@st") {
+            if let Some((pending_line, ..)) = pending {
+                return Err(format!("line {pending_line}: @st line has no following sample line"));
+            }
+            let at = |e: String| format!("line {line_number}: {e}");
+            let (labels, rest) = parse_series_labels(metric).map_err(at)?;
+            if !rest.trim().is_empty() {
+                return Err(at(format!("unexpected {rest:?} before @st")));
+            }
+            let offsets = parse_start_offsets(&line[first.len()..]).map_err(at)?;
+            pending = Some((line_number, labels, offsets));
             continue;
         }
         let (labels, values) = parse_series_line(line).map_err(|e| format!("line {line_number}: {e}"))?;
+        match pending.take() {
+            Some((pending_line, st_labels, offsets)) => {
+                if st_labels != labels {
+                    return Err(format!(
+                        "line {pending_line}: @st metric does not match the following sample line metric"
+                    ));
+                }
+                if offsets.len() != values.len() {
+                    return Err(format!(
+                        "line {pending_line}: @st line has {} values but sample line has {}",
+                        offsets.len(),
+                        values.len()
+                    ));
+                }
+                start_offsets.insert(labels.clone(), offsets);
+            }
+            // A series line without `@st` replaces one with it.
+            None => {
+                start_offsets.remove(&labels);
+            }
+        }
         match series.get(&labels) {
             Some(&index) => ordered[index].1 = values,
             None => {
@@ -160,8 +192,13 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
             }
         }
     }
+    if let Some((pending_line, ..)) = pending {
+        return Err(format!("line {pending_line}: @st line has no following sample line"));
+    }
     if with_nhcb {
+        // Built histograms carry no start timestamps.
         for (labels, values) in nhcb_series(&ordered)? {
+            start_offsets.remove(&labels);
             match series.get(&labels) {
                 Some(&index) => ordered[index].1 = values,
                 None => {
@@ -175,7 +212,7 @@ fn parse_load(number: usize, header: &str, body: &[(usize, &str)]) -> Result<Loa
         line: number,
         interval_ms,
         series: ordered,
-        unsupported,
+        start_offsets,
     })
 }
 
@@ -675,6 +712,72 @@ fn unescape(body: &str) -> Option<String> {
     Some(out)
 }
 
+/// The items of an `@st` line after its metric (FORMAT.md §3): `_` (one
+/// sample without a start timestamp), `_xN` (N of them), and signed
+/// durations `d` (one), `dxN` (N+1 alike), `d+exN` / `d-exN` (N+1, the
+/// offset growing or shrinking by `e` each time).
+fn parse_start_offsets(text: &str) -> Result<StartOffsets, String> {
+    let mut offsets = Vec::new();
+    for item in text.split_whitespace() {
+        expand_start_offset(item, &mut offsets).map_err(|e| format!("invalid @st item {item:?}: {e}"))?;
+    }
+    Ok(offsets)
+}
+
+fn expand_start_offset(item: &str, offsets: &mut StartOffsets) -> Result<(), String> {
+    if item == "_" {
+        offsets.push(None);
+        return Ok(());
+    }
+    if let Some(count) = item.strip_prefix("_x") {
+        let count: usize = count.parse().map_err(|_| "bad repetition count")?;
+        if count == 0 {
+            return Err("bad repetition count".to_string());
+        }
+        offsets.extend(std::iter::repeat_n(None, count));
+        return Ok(());
+    }
+    let (base, rest) = signed_duration_prefix(item)?;
+    let (step, rest) = match rest.as_bytes().first() {
+        Some(b'+' | b'-') => {
+            let (step, after) = signed_duration_prefix(rest)?;
+            if !after.starts_with('x') {
+                return Err("expected x<count> after the step".to_string());
+            }
+            (step, after)
+        }
+        _ => (0, rest),
+    };
+    let times: usize = match rest.strip_prefix('x') {
+        Some(count) => count.parse().map_err(|_| "bad repetition count")?,
+        None if rest.is_empty() => 0,
+        None => return Err(format!("unexpected {rest:?} after the duration")),
+    };
+    let mut offset = base;
+    for _ in 0..=times {
+        offsets.push(Some(offset));
+        offset = offset.checked_add(step).ok_or("offset out of range")?;
+    }
+    Ok(())
+}
+
+/// A duration with an optional sign at the start of `text` (its units run
+/// up to an `x`, sign or the end), in milliseconds, and what follows it.
+fn signed_duration_prefix(text: &str) -> Result<(i64, &str), String> {
+    let bytes = text.as_bytes();
+    let mut end = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
+    let digits_start = end;
+    while end < bytes.len() && (bytes[end].is_ascii_digit() || (bytes[end].is_ascii_alphabetic() && bytes[end] != b'x'))
+    {
+        end += 1;
+    }
+    if end == digits_start || !bytes[digits_start].is_ascii_digit() {
+        return Err(format!("expected a duration in {text:?}"));
+    }
+    let duration = parse_duration(&text[..end]).ok_or_else(|| format!("bad duration {:?}", &text[..end]))?;
+    Ok((duration, &text[end..]))
+}
+
 /// The value items of a series line (FORMAT.md §4).
 fn parse_values(text: &str) -> Result<Values, String> {
     let mut values = Vec::new();
@@ -1067,5 +1170,45 @@ mod tests {
         let Command::Eval(failing) = &commands[3] else { panic!() };
         assert_eq!(failing.expect.fail, Some(TextMatch::Any));
         assert!(matches!(commands[4], Command::Clear));
+    }
+
+    #[test]
+    fn start_offset_items_expand_with_the_right_counts() {
+        let offsets = |text: &str| parse_start_offsets(text).unwrap();
+        assert_eq!(offsets("_ _x2"), [None, None, None]);
+        assert_eq!(
+            offsets("-1m -0ms 0 +1m 1ms"),
+            [Some(-60_000), Some(0), Some(0), Some(60_000), Some(1)]
+        );
+        assert_eq!(offsets("-59999msx2"), [Some(-59_999); 3]);
+        assert_eq!(offsets("-30s-1mx2"), [Some(-30_000), Some(-90_000), Some(-150_000)]);
+        assert_eq!(offsets("0+1sx1 1m30s"), [Some(0), Some(1000), Some(90_000)]);
+        for bad in ["_x0", "1", "1q", "1m+2m", "-", "x3", "1mx"] {
+            assert!(parse_start_offsets(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn st_lines_attach_to_the_following_series_line() {
+        let load = |body: &str| parse(&format!("load 1m\n{body}\n"));
+        let commands = load("  m{a=\"1\"}@st _ -1m\n  m{a=\"1\"} 1 2\n  n 1 2");
+        let Command::Load(loaded) = &commands[0] else {
+            panic!("{commands:?}")
+        };
+        let m = Labels::from_pairs([("__name__", "m"), ("a", "1")]);
+        assert_eq!(loaded.start_offsets.get(&m), Some(&vec![None, Some(-60_000)]));
+        assert_eq!(loaded.start_offsets.len(), 1);
+        // A later series line without @st replaces the offsets too.
+        let commands = load("  m@st -1m\n  m 1\n  m 2");
+        let Command::Load(loaded) = &commands[0] else { panic!() };
+        assert!(loaded.start_offsets.is_empty());
+        for broken in [
+            "  m@st -1m",
+            "  m@st -1m\n  n 1",
+            "  m@st -1m -1m\n  m 1",
+            "  m@st -1m\n  m@st -1m\n  m 1",
+        ] {
+            assert!(matches!(load(broken)[0], Command::Invalid { .. }), "{broken}");
+        }
     }
 }
