@@ -12,7 +12,9 @@ use tidewatch_model::remote_write::{encode_v1, encode_v2};
 use tidewatch_model::seam::{SeriesSamples, WriteBatch};
 use tidewatch_model::{Labels, Sample, TimestampMs};
 
-const SCRAPE_INTERVAL_MS: i64 = 15_000;
+use crate::loadgen_histograms::NativeHistogramSet;
+
+pub(crate) const SCRAPE_INTERVAL_MS: i64 = 15_000;
 const HISTOGRAM_BOUNDS: [&str; 11] = [
     "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf",
 ];
@@ -31,13 +33,29 @@ pub(crate) struct LoadOptions {
     pub(crate) tenant: Option<String>,
     /// Timestamp of the first scrape; defaults to now minus the run's span.
     pub(crate) start_ms: Option<TimestampMs>,
+    /// Send `http_request_duration_seconds` native histograms instead of the
+    /// float series (`series` then counts histogram series).
+    pub(crate) native_histograms: bool,
+    /// Exponential schema of the native histograms.
+    pub(crate) histogram_schema: i32,
+    /// Seed of the generated values.
+    pub(crate) seed: u64,
 }
+
+/// The seed of `tidewatch bench remote-write` when none is given; every
+/// figure in BENCHMARKS.md was measured on the data it generates.
+pub(crate) const DEFAULT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A deterministic xorshift generator, so runs are comparable.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
+    /// A generator from any seed (xorshift is stuck at 0, so 0 takes the default).
+    pub(crate) fn seeded(seed: u64) -> Rng {
+        Rng(if seed == 0 { DEFAULT_SEED } else { seed })
+    }
+
     pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -47,6 +65,46 @@ impl Rng {
 
     pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The labels every generated series of one pod shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Pod {
+    namespace: String,
+    node: String,
+    name: String,
+    instance: String,
+}
+
+impl Pod {
+    /// The `pod_index`th pod: 12 namespaces, 40 nodes, 97 apps, three pods each.
+    pub(crate) fn nth(pod_index: usize) -> Pod {
+        let app = format!("app-{}", (pod_index / 3) % 97);
+        Pod {
+            namespace: format!("team-{}", pod_index % 12),
+            node: format!("node-{}", pod_index % 40),
+            name: format!("{app}-{:x}-{}", pod_index * 2654435761 % 0xfffff, pod_index % 7),
+            instance: format!(
+                "10.{}.{}.{}:8080",
+                pod_index / 65536 % 256,
+                pod_index / 256 % 256,
+                pod_index % 256
+            ),
+        }
+    }
+
+    /// A series of this pod: metric `name` scraped by `job` from `container`.
+    pub(crate) fn labels(&self, name: &str, job: &str, container: &str) -> Vec<(String, String)> {
+        vec![
+            ("__name__".into(), name.into()),
+            ("namespace".into(), self.namespace.clone()),
+            ("pod".into(), self.name.clone()),
+            ("container".into(), container.into()),
+            ("node".into(), self.node.clone()),
+            ("job".into(), job.into()),
+            ("instance".into(), self.instance.clone()),
+        ]
     }
 }
 
@@ -71,32 +129,13 @@ pub(crate) struct SeriesSet {
 
 impl SeriesSet {
     /// About `count` series shaped like cAdvisor, kube and application metrics.
-    pub(crate) fn kubernetes(count: usize) -> SeriesSet {
+    pub(crate) fn kubernetes(count: usize, seed: u64) -> SeriesSet {
         let mut labels = Vec::with_capacity(count);
         let mut kinds = Vec::with_capacity(count);
         let mut pod_index = 0usize;
         'outer: loop {
-            let namespace = format!("team-{}", pod_index % 12);
-            let node = format!("node-{}", pod_index % 40);
-            let app = format!("app-{}", (pod_index / 3) % 97);
-            let pod = format!("{app}-{:x}-{}", pod_index * 2654435761 % 0xfffff, pod_index % 7);
-            let instance = format!(
-                "10.{}.{}.{}:8080",
-                pod_index / 65536 % 256,
-                pod_index / 256 % 256,
-                pod_index % 256
-            );
-            let base = |name: &str, job: &str, container: &str| -> Vec<(String, String)> {
-                vec![
-                    ("__name__".into(), name.into()),
-                    ("namespace".into(), namespace.clone()),
-                    ("pod".into(), pod.clone()),
-                    ("container".into(), container.into()),
-                    ("node".into(), node.clone()),
-                    ("job".into(), job.into()),
-                    ("instance".into(), instance.clone()),
-                ]
-            };
+            let pod = Pod::nth(pod_index);
+            let base = |name: &str, job: &str, container: &str| pod.labels(name, job, container);
             let mut push = |pairs: Vec<(String, String)>, kind: Kind| -> bool {
                 labels.push(Labels::from_pairs(pairs));
                 kinds.push(kind);
@@ -157,12 +196,8 @@ impl SeriesSet {
             labels,
             kinds,
             values,
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: Rng::seeded(seed),
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.labels.len()
     }
 
     /// Advances every series one scrape and returns the new values.
@@ -226,54 +261,93 @@ pub(crate) fn read_process(pid: u32) -> Option<ProcessSample> {
     })
 }
 
-/// Builds every request body up front, so the sender's own work is not measured.
-fn build_requests(options: &LoadOptions, set: &mut SeriesSet, start: TimestampMs) -> Vec<(Vec<u8>, u64)> {
-    let encode = |batch: &WriteBatch| if options.v2 { encode_v2(batch) } else { encode_v1(batch) };
-    let mut bodies = Vec::new();
-    if options.backfill {
-        // Backfill: every scrape of a slice of series in one request.
-        let mut history: Vec<Vec<Sample>> = vec![Vec::with_capacity(options.scrapes); set.len()];
-        for scrape in 0..options.scrapes {
-            let t = start + scrape as i64 * SCRAPE_INTERVAL_MS;
-            for (i, v) in set.scrape().iter().enumerate() {
-                history[i].push(Sample::new(t, *v));
-            }
+/// What a run sends: the float series or native histograms.
+#[derive(Debug)]
+enum Generator {
+    Floats(SeriesSet),
+    NativeHistograms(NativeHistogramSet),
+}
+
+impl Generator {
+    fn for_options(options: &LoadOptions) -> anyhow::Result<Generator> {
+        Ok(if options.native_histograms {
+            Generator::NativeHistograms(NativeHistogramSet::kubernetes(
+                options.series,
+                options.histogram_schema,
+                options.seed,
+            )?)
+        } else {
+            Generator::Floats(SeriesSet::kubernetes(options.series, options.seed))
+        })
+    }
+
+    fn labels(&self) -> &[Labels] {
+        match self {
+            Generator::Floats(set) => &set.labels,
+            Generator::NativeHistograms(set) => set.labels(),
         }
-        for chunk_start in (0..set.len()).step_by(options.series_per_request) {
-            let chunk_end = (chunk_start + options.series_per_request).min(set.len());
+    }
+
+    /// One empty [`SeriesSamples`] per series, for [`Self::scrape_into`].
+    fn empty_series(&self) -> Vec<SeriesSamples> {
+        self.labels()
+            .iter()
+            .map(|labels| SeriesSamples::floats(labels.clone(), Vec::new()))
+            .collect()
+    }
+
+    /// Advances every series one scrape and appends its new sample or
+    /// histogram at `t` to `out[i]`.
+    fn scrape_into(&mut self, t: TimestampMs, out: &mut [SeriesSamples]) {
+        match self {
+            Generator::Floats(set) => {
+                for (series, value) in out.iter_mut().zip(set.scrape()) {
+                    series.samples.push(Sample::new(t, *value));
+                }
+            }
+            Generator::NativeHistograms(set) => set.scrape_into(t, out),
+        }
+    }
+}
+
+/// Builds every request body up front, so the sender's own work is not
+/// measured; each body comes with the samples and histograms it carries.
+fn build_requests(options: &LoadOptions, generator: &mut Generator, start: TimestampMs) -> Vec<(Vec<u8>, u64)> {
+    let mut bodies = Vec::new();
+    let mut encode_in_batches = |series: Vec<SeriesSamples>| {
+        let mut series = series.into_iter();
+        loop {
             let batch = WriteBatch {
-                series: (chunk_start..chunk_end)
-                    .map(|i| SeriesSamples {
-                        labels: set.labels[i].clone(),
-                        samples: std::mem::take(&mut history[i]),
-                        histograms: Vec::new(),
-                        start_timestamps: Default::default(),
-                    })
-                    .collect(),
+                series: series.by_ref().take(options.series_per_request).collect(),
                 metadata: Vec::new(),
             };
-            bodies.push((encode(&batch), batch.sample_count() as u64));
+            if batch.series.is_empty() {
+                break;
+            }
+            let body = if options.v2 {
+                encode_v2(&batch)
+            } else {
+                encode_v1(&batch)
+            };
+            bodies.push((body, (batch.sample_count() + batch.histogram_count()) as u64));
         }
+    };
+    if options.backfill {
+        // Backfill: every scrape of a slice of series in one request.
+        let mut history = generator.empty_series();
+        for series in &mut history {
+            series.samples.reserve(options.scrapes);
+        }
+        for scrape in 0..options.scrapes {
+            generator.scrape_into(start + scrape as i64 * SCRAPE_INTERVAL_MS, &mut history);
+        }
+        encode_in_batches(history);
     } else {
         // Live: one sample per series per request, scrape after scrape.
         for scrape in 0..options.scrapes {
-            let t = start + scrape as i64 * SCRAPE_INTERVAL_MS;
-            let values = set.scrape().to_vec();
-            for chunk_start in (0..set.len()).step_by(options.series_per_request) {
-                let chunk_end = (chunk_start + options.series_per_request).min(set.len());
-                let batch = WriteBatch {
-                    series: (chunk_start..chunk_end)
-                        .map(|i| SeriesSamples {
-                            labels: set.labels[i].clone(),
-                            samples: vec![Sample::new(t, values[i])],
-                            histograms: Vec::new(),
-                            start_timestamps: Default::default(),
-                        })
-                        .collect(),
-                    metadata: Vec::new(),
-                };
-                bodies.push((encode(&batch), batch.sample_count() as u64));
-            }
+            let mut current = generator.empty_series();
+            generator.scrape_into(start + scrape as i64 * SCRAPE_INTERVAL_MS, &mut current);
+            encode_in_batches(current);
         }
     }
     bodies
@@ -284,23 +358,30 @@ pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
     if options.series == 0 || options.scrapes == 0 || options.series_per_request == 0 || options.concurrency == 0 {
         bail!("--series, --scrapes, --series-per-request and --concurrency must be positive");
     }
-    let mut set = SeriesSet::kubernetes(options.series);
+    let mut generator = Generator::for_options(&options)?;
     let now = chrono::Utc::now().timestamp_millis();
     let start = options
         .start_ms
         .unwrap_or(now - options.scrapes as i64 * SCRAPE_INTERVAL_MS);
-    let bodies = build_requests(&options, &mut set, start);
+    let bodies = build_requests(&options, &mut generator, start);
+    let series_count = generator.labels().len();
     let total_samples: u64 = bodies.iter().map(|(_, n)| n).sum();
     let total_bytes: usize = bodies.iter().map(|(b, _)| b.len()).sum();
+    let kind = match &generator {
+        Generator::Floats(_) => "floats".to_string(),
+        Generator::NativeHistograms(set) => format!(
+            "native-histograms schema={} container_restarts={}",
+            options.histogram_schema,
+            set.restarts()
+        ),
+    };
     println!(
-        "shape={} protocol={} series={} scrapes={} requests={} samples={} compressed_bytes={}",
+        "shape={} protocol={} kind={kind} seed={} series={series_count} scrapes={} requests={} samples={total_samples} compressed_bytes={total_bytes}",
         if options.backfill { "backfill" } else { "live" },
         if options.v2 { "2.0" } else { "1.0" },
-        set.len(),
+        options.seed,
         options.scrapes,
         bodies.len(),
-        total_samples,
-        total_bytes
     );
     let client = reqwest::Client::builder().build().context("building HTTP client")?;
     let content_type = if options.v2 {
@@ -316,7 +397,7 @@ pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
     let per_wave = if options.backfill {
         bodies.len()
     } else {
-        set.len().div_ceil(options.series_per_request)
+        series_count.div_ceil(options.series_per_request)
     };
     let version = if options.v2 { "2.0.0" } else { "0.1.0" };
     let mut headers = vec![
@@ -346,7 +427,7 @@ pub(crate) async fn run(options: LoadOptions) -> anyhow::Result<()> {
             "receiver_cpu_s={cpu:.2} samples_per_cpu_s={:.0} receiver_peak_rss_bytes={} peak_rss_bytes_per_series={:.0}",
             total_samples as f64 / cpu,
             after.peak_rss_bytes,
-            after.peak_rss_bytes as f64 / set.len() as f64
+            after.peak_rss_bytes as f64 / series_count as f64
         );
     }
     if failed > 0 {
@@ -424,15 +505,15 @@ mod tests {
 
     #[test]
     fn generates_the_requested_number_of_distinct_series() {
-        let set = SeriesSet::kubernetes(1000);
-        assert_eq!(set.len(), 1000);
+        let set = SeriesSet::kubernetes(1000, DEFAULT_SEED);
+        assert_eq!(set.labels.len(), 1000);
         let distinct: std::collections::HashSet<&Labels> = set.labels.iter().collect();
         assert_eq!(distinct.len(), 1000);
     }
 
     #[test]
     fn counters_never_decrease() {
-        let mut set = SeriesSet::kubernetes(200);
+        let mut set = SeriesSet::kubernetes(200, DEFAULT_SEED);
         let first = set.scrape().to_vec();
         let second = set.scrape().to_vec();
         for (i, kind) in set.kinds.iter().enumerate() {

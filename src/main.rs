@@ -4,6 +4,7 @@
 mod collector;
 mod config;
 mod loadgen;
+mod loadgen_histograms;
 mod loadgen_logs;
 mod memory;
 mod selfmon;
@@ -130,6 +131,18 @@ enum BenchCommand {
         /// Timestamp (ms) of the first scrape; default: now minus the run's span.
         #[arg(long)]
         start_ms: Option<i64>,
+        /// Send native histograms instead of the float series: one
+        /// `http_request_duration_seconds` per pod and route (--series counts
+        /// them), integer counts that grow every scrape and reset when a pod
+        /// restarts, as remote write histograms (bucket deltas).
+        #[arg(long)]
+        native_histograms: bool,
+        /// Exponential schema of --native-histograms (-4..=8; 3: 8 buckets per power of two).
+        #[arg(long, default_value_t = loadgen_histograms::DEFAULT_SCHEMA, allow_negative_numbers = true)]
+        histogram_schema: i32,
+        /// Seed of the generated values (the same seed sends the same data).
+        #[arg(long, default_value_t = loadgen::DEFAULT_SEED)]
+        seed: u64,
         /// Wait until this URL answers 2xx before sending.
         #[arg(long)]
         wait_for: Option<String>,
@@ -253,6 +266,9 @@ fn main() -> anyhow::Result<()> {
                     receiver_pid,
                     tenant,
                     start_ms,
+                    native_histograms,
+                    histogram_schema,
+                    seed,
                     wait_for,
                 } => {
                     if let Some(ready_url) = wait_for {
@@ -269,6 +285,9 @@ fn main() -> anyhow::Result<()> {
                         receiver_pid,
                         tenant,
                         start_ms,
+                        native_histograms,
+                        histogram_schema,
+                        seed,
                     })
                     .await
                 }
