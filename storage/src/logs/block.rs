@@ -46,7 +46,7 @@ use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 use tidewatch_model::seam::matches_all;
 use tidewatch_model::{Labels, Matcher};
 
-use super::index::{BlockIndex, IndexBuilder};
+use super::index::{BlockIndex, IndexBuilder, SharedStreams};
 use crate::error::{Error, Result};
 
 /// Version of the log block layout written by this code. Format 2 has an
@@ -432,25 +432,49 @@ fn entries_writer_properties() -> WriterProperties {
         .build()
 }
 
-/// What a block is built from: streams in label order, each with entries
+/// What a block is built from: of `streams` (shared with the indexing
+/// thread, and for a flush with the queries reading the entries until the
+/// block is registered), the entries `parts` names — a stream's position in
+/// `streams` and a range of its entries — in label order, each with entries
 /// ascending by (timestamp, line), each (timestamp, line) once.
-pub(crate) type BlockStreams = [(Labels, Vec<LogEntry>)];
+#[derive(Debug)]
+pub(crate) struct BlockInput {
+    pub(crate) streams: SharedStreams,
+    pub(crate) parts: Vec<(usize, Range<usize>)>,
+}
+
+impl BlockInput {
+    /// Every entry of every stream.
+    pub(crate) fn whole(streams: SharedStreams) -> BlockInput {
+        let parts = streams
+            .iter()
+            .enumerate()
+            .map(|(at, (_, entries))| (at, 0..entries.len()))
+            .collect();
+        BlockInput { streams, parts }
+    }
+
+    /// The labels of the streams, in the block's order.
+    fn labels(&self) -> impl Iterator<Item = &Labels> + '_ {
+        self.parts.iter().map(|(at, _)| &self.streams[*at].0)
+    }
+}
 
 /// Writes a block into `blocks_dir` and opens it. CPU- and IO-heavy: call it
 /// from a blocking thread.
 pub(crate) fn write_block(
     blocks_dir: &Path,
-    streams: &BlockStreams,
+    input: &BlockInput,
     level: u32,
     sources: Vec<String>,
     origin: Option<String>,
     with_index: bool,
 ) -> Result<LogBlock> {
-    debug_assert!(streams.windows(2).all(|w| w[0].0 < w[1].0));
+    debug_assert!(input.labels().zip(input.labels().skip(1)).all(|(a, b)| a < b));
     let ulid = ulid::Ulid::new().to_string();
     let tmp = blocks_dir.join(format!("{ulid}{TMP_SUFFIX}"));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-    let result = write_block_files(&tmp, &ulid, streams, level, sources, origin, with_index);
+    let result = write_block_files(&tmp, &ulid, input, level, sources, origin, with_index);
     let meta = match result {
         Ok(meta) => meta,
         Err(e) => {
@@ -467,7 +491,7 @@ pub(crate) fn write_block(
 fn write_block_files(
     dir: &Path,
     ulid: &str,
-    streams: &BlockStreams,
+    input: &BlockInput,
     level: u32,
     sources: Vec<String>,
     origin: Option<String>,
@@ -477,7 +501,7 @@ fn write_block_files(
     let file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     let schema = entries_schema();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(entries_writer_properties()))?;
-    let mut table = Vec::with_capacity(streams.len());
+    let mut table = Vec::with_capacity(input.parts.len());
     let mut index_builder = if with_index {
         Some(IndexBuilder::on_disk(&dir.join(INDEX_DIR))?)
     } else {
@@ -487,7 +511,9 @@ fn write_block_files(
     let (mut min_time, mut max_time) = (TimestampNs::MAX, TimestampNs::MIN);
     let mut line_bytes = 0u64;
     let mut batch = BatchBuilder::default();
-    for (labels, entries) in streams {
+    for (at, range) in &input.parts {
+        let (labels, entries) = &input.streams[*at];
+        let entries = &entries[range.clone()];
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             continue;
         };
@@ -499,7 +525,7 @@ fn write_block_files(
             }
             batch.push(id, entry);
             if let Some(index) = index_builder.as_mut() {
-                index.add(&entry.line, entry.timestamp, id, row + position as u64)?;
+                index.add(&input.streams, *at, range.start + position, id, row + position as u64)?;
             }
             line_bytes += entry.line.len() as u64;
             if batch.len() == BATCH_ROWS {

@@ -33,6 +33,7 @@ pub use tidewatch_model::logs::LogSearchHit;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -48,8 +49,9 @@ use tidewatch_model::{Labels, Matcher, TenantId};
 use crate::db::{Storage, StorageConfig};
 use crate::error::{Error, Result};
 use crate::wal::{self, FsyncPolicy, LogEntryView, Record, RecordBuffer, RefLogEntry, Wal};
-use block::{LogBlock, TMP_SUFFIX};
+use block::{BlockInput, LogBlock, TMP_SUFFIX};
 use head::{LogHead, entries_in, has_entry_in};
+use index::SharedStreams;
 
 /// The directory under the data directory that holds every tenant's logs.
 pub const LOGS_DIR: &str = "logs";
@@ -100,7 +102,7 @@ struct LogTenant {
 /// Streams being flushed, in label order.
 #[derive(Debug)]
 struct Flushing {
-    streams: Vec<(Labels, Vec<LogEntry>)>,
+    streams: SharedStreams,
 }
 
 impl LogTenant {
@@ -294,7 +296,7 @@ impl LogStore {
             all.extend(ids.iter().map(|&id| block.streams()[id as usize].labels.clone()));
         }
         for set in flushing {
-            for (labels, entries) in &set.streams {
+            for (labels, entries) in set.streams.iter() {
                 let in_range = entries.iter().any(|e| range.contains(e.timestamp));
                 if in_range && tidewatch_model::seam::matches_all(labels, matchers) {
                     all.push(labels.clone());
@@ -378,7 +380,7 @@ impl LogStore {
                 }
             }
             for set in &flushing {
-                for (labels, entries) in &set.streams {
+                for (labels, entries) in set.streams.iter() {
                     if labels < low || labels > high {
                         continue;
                     }
@@ -532,7 +534,9 @@ impl LogStore {
             if taken.streams.is_empty() {
                 return Ok(());
             }
-            let flushing = Arc::new(Flushing { streams: taken.streams });
+            let flushing = Arc::new(Flushing {
+                streams: Arc::new(taken.streams),
+            });
             lock(db.flushing.write()).push(flushing.clone());
             // Cut while still holding the head lock: pushes log under it, so
             // every record below the cut was in the head at the take, and a
@@ -566,10 +570,13 @@ impl LogStore {
 
     async fn write_windows(&self, config: &StorageConfig, db: &Arc<LogTenant>, flushing: &Arc<Flushing>) -> Result<()> {
         let window = log_window_ns(config);
-        let windows = split_by_window(&flushing.streams, window);
-        for streams in windows {
+        for parts in split_by_window(&flushing.streams, window) {
             let blocks_dir = db.blocks_dir.clone();
-            let block = blocking(move || block::write_block(&blocks_dir, &streams, 1, Vec::new(), None, true)).await?;
+            let input = BlockInput {
+                streams: flushing.streams.clone(),
+                parts,
+            };
+            let block = blocking(move || block::write_block(&blocks_dir, &input, 1, Vec::new(), None, true)).await?;
             tracing::info!(
                 block = %block.meta().ulid,
                 streams = block.meta().num_streams,
@@ -685,7 +692,8 @@ impl LogStore {
             if streams.is_empty() {
                 return Ok(None);
             }
-            block::write_block(&blocks_dir, &streams, level, names_for_block, origin, with_index).map(Some)
+            let input = BlockInput::whole(Arc::new(streams));
+            block::write_block(&blocks_dir, &input, level, names_for_block, origin, with_index).map(Some)
         })
         .await?;
         let added: Vec<Arc<LogBlock>> = merged.into_iter().map(Arc::new).collect();
@@ -747,20 +755,18 @@ fn read_block(block: &LogBlock, ids: &[u32], range: NsRange, needles: &[String])
     block.read_rows(ids, &selections, range, needles)
 }
 
-/// Splits streams (label order, entries ascending) into aligned windows, each
-/// in label order.
-fn split_by_window(streams: &[(Labels, Vec<LogEntry>)], window: i64) -> Vec<Vec<(Labels, Vec<LogEntry>)>> {
-    let mut windows: BTreeMap<i64, Vec<(Labels, Vec<LogEntry>)>> = BTreeMap::new();
-    for (labels, entries) in streams {
+/// Splits streams (label order, entries ascending) into aligned windows:
+/// for each window, oldest first, the streams with entries in it (label
+/// order) as (position in `streams`, range of its entries).
+fn split_by_window(streams: &[(Labels, Vec<LogEntry>)], window: i64) -> Vec<Vec<(usize, Range<usize>)>> {
+    let mut windows: BTreeMap<i64, Vec<(usize, Range<usize>)>> = BTreeMap::new();
+    for (at, (_, entries)) in streams.iter().enumerate() {
         let mut start = 0;
         while start < entries.len() {
-            let at = align_down(entries[start].timestamp, window);
-            let end_time = at.saturating_add(window);
+            let window_start = align_down(entries[start].timestamp, window);
+            let end_time = window_start.saturating_add(window);
             let end = start + entries[start..].partition_point(|e| e.timestamp < end_time);
-            windows
-                .entry(at)
-                .or_default()
-                .push((labels.clone(), entries[start..end].to_vec()));
+            windows.entry(window_start).or_default().push((at, start..end));
             start = end;
         }
     }
@@ -773,7 +779,7 @@ fn split_by_window(streams: &[(Labels, Vec<LogEntry>)], window: i64) -> Vec<Vec<
 fn restore(db: &LogTenant, flushing: &Flushing) -> Result<()> {
     let mut head = lock(db.head.write());
     let mut buffer = RecordBuffer::default();
-    for (labels, entries) in &flushing.streams {
+    for (labels, entries) in flushing.streams.iter() {
         let stream_ref = match head.lookup(labels) {
             Some(stream_ref) => stream_ref,
             None => {

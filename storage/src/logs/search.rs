@@ -20,7 +20,7 @@ use tidewatch_model::{Labels, TenantId};
 
 use super::block::LogBlock;
 use super::head::entries_in;
-use super::index::{BlockIndex, IndexBuilder, IndexHit};
+use super::index::{BlockIndex, IndexBuilder, IndexHit, SharedStreams};
 use super::search_query::SearchQuery;
 use super::{LogStore, LogTenant, blocking, lock, merge_entries};
 use crate::error::{Error, Result};
@@ -34,8 +34,9 @@ enum Source {
     /// labels of each stream id.
     Memory {
         index: Box<BlockIndex>,
-        rows: Vec<(Arc<Labels>, LogEntry)>,
-        streams: Vec<Arc<Labels>>,
+        /// Row number → (stream id, entry of that stream).
+        rows: Vec<(u32, u32)>,
+        streams: SharedStreams,
     },
 }
 
@@ -51,17 +52,20 @@ impl Source {
     fn stream_labels(&self) -> Vec<&Labels> {
         match self {
             Source::Block(block) => block.streams().iter().map(|s| &s.labels).collect(),
-            Source::Memory { streams, .. } => streams.iter().map(|l| l.as_ref()).collect(),
+            Source::Memory { streams, .. } => streams.iter().map(|(labels, _)| labels).collect(),
         }
     }
 
     /// The entries of `hits`, in any order.
     fn resolve(&self, hits: &[IndexHit]) -> Result<Vec<LogSearchHit>> {
         match self {
-            Source::Memory { rows, .. } => Ok(hits
+            Source::Memory { rows, streams, .. } => Ok(hits
                 .iter()
                 .filter_map(|hit| rows.get(hit.row as usize))
-                .map(|(labels, entry)| to_hit(labels, entry.clone()))
+                .map(|&(stream, entry)| {
+                    let (labels, entries) = &streams[stream as usize];
+                    to_hit(labels, entries[entry as usize].clone())
+                })
                 .collect()),
             Source::Block(block) => {
                 // Rows per stream, ascending, read with one row selection.
@@ -174,7 +178,7 @@ fn gather(db: &LogTenant, range: NsRange) -> Gathered {
     }
     let mut loose: Vec<(Labels, Vec<LogEntry>)> = Vec::new();
     for set in db.snapshot_flushing() {
-        for (labels, entries) in &set.streams {
+        for (labels, entries) in set.streams.iter() {
             let kept: Vec<LogEntry> = entries
                 .iter()
                 .filter(|e| range.contains(e.timestamp))
@@ -214,21 +218,24 @@ fn memory_source(
     for (labels, entries) in loose {
         streams.entry(labels).or_default().push(entries);
     }
+    let streams: SharedStreams = Arc::new(
+        streams
+            .into_iter()
+            .map(|(labels, parts)| (labels, merge_entries(parts)))
+            .collect(),
+    );
     let mut builder = IndexBuilder::in_ram()?;
     let mut rows = Vec::new();
-    let mut ids = Vec::with_capacity(streams.len());
-    for (id, (labels, parts)) in streams.into_iter().enumerate() {
-        let labels = Arc::new(labels);
-        for entry in merge_entries(parts) {
-            builder.add(&entry.line, entry.timestamp, id as u32, rows.len() as u64)?;
-            rows.push((labels.clone(), entry));
+    for (id, (_, entries)) in streams.iter().enumerate() {
+        for entry in 0..entries.len() {
+            builder.add(&streams, id, entry, id as u32, rows.len() as u64)?;
+            rows.push((id as u32, entry as u32));
         }
-        ids.push(labels);
     }
     Ok(Source::Memory {
         index: Box::new(builder.finish()?),
         rows,
-        streams: ids,
+        streams,
     })
 }
 
