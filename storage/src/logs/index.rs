@@ -529,14 +529,24 @@ impl BlockIndex {
                 if full_walk && terms.num_terms() as u64 > rows {
                     return Ok(None);
                 }
+                // Walks stop as soon as the terms name too many rows: a prefix
+                // such as `5` names most rows of a block, and walking all its
+                // terms in a large segment cost more than the scan it leads to.
                 let mut infos: Vec<tantivy::postings::TermInfo> = Vec::new();
+                let mut take = |info: &tantivy::postings::TermInfo| {
+                    named += u64::from(info.doc_freq);
+                    infos.push(info.clone());
+                    named <= narrowing
+                };
                 let mut wanted = vec![(*condition).clone()];
                 wanted.push(TermCondition::Exact(OVERLONG_TERM.to_string()));
-                for wanted in &wanted {
+                'walks: for wanted in &wanted {
                     match wanted {
                         TermCondition::Exact(term) => {
-                            if let Some(info) = terms.get(term.as_bytes()).map_err(|e| index_error("term lookup", e))? {
-                                infos.push(info);
+                            if let Some(info) = terms.get(term.as_bytes()).map_err(|e| index_error("term lookup", e))?
+                                && !take(&info)
+                            {
+                                break 'walks;
                             }
                         }
                         TermCondition::Prefix(prefix) => {
@@ -549,14 +559,16 @@ impl BlockIndex {
                                 if !stream.key().starts_with(prefix.as_bytes()) {
                                     break;
                                 }
-                                infos.push(stream.value().clone());
+                                if !take(stream.value()) {
+                                    break 'walks;
+                                }
                             }
                         }
                         TermCondition::Suffix(suffix) => {
                             let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
                             while stream.advance() {
-                                if stream.key().ends_with(suffix.as_bytes()) {
-                                    infos.push(stream.value().clone());
+                                if stream.key().ends_with(suffix.as_bytes()) && !take(stream.value()) {
+                                    break 'walks;
                                 }
                             }
                         }
@@ -564,14 +576,13 @@ impl BlockIndex {
                             let finder = memchr::memmem::Finder::new(part.as_bytes());
                             let mut stream = terms.stream().map_err(|e| index_error("term walk", e))?;
                             while stream.advance() {
-                                if finder.find(stream.key()).is_some() {
-                                    infos.push(stream.value().clone());
+                                if finder.find(stream.key()).is_some() && !take(stream.value()) {
+                                    break 'walks;
                                 }
                             }
                         }
                     }
                 }
-                named += infos.iter().map(|info| u64::from(info.doc_freq)).sum::<u64>();
                 if named > narrowing {
                     break;
                 }
