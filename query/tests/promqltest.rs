@@ -44,6 +44,19 @@ async fn prometheus_promqltest_scripts() {
         report.statements.extend(run_script(&name, &text).await.statements);
     }
     println!("promqltest: {}", report.summary());
+    // Positions in messages and Go string escapes come from finding the
+    // parsed tree in the query text; every parseable expression must be found.
+    let unlocated: Vec<String> = report
+        .statements
+        .iter()
+        .filter(|s| tidewatch_query::engine::located_in_text(&s.expr) == Some(false))
+        .map(|s| format!("{}:{}: {}", s.file, s.line, s.expr))
+        .collect();
+    assert!(
+        unlocated.is_empty(),
+        "expressions whose tree query_text does not find in their text:\n{}",
+        unlocated.join("\n")
+    );
     let failing: BTreeSet<String> = report
         .statements
         .iter()

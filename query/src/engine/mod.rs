@@ -166,6 +166,16 @@ pub fn parse(query: &str) -> Result<Query, Error> {
     })
 }
 
+/// Whether every node of `query`'s tree is found in its text, so that
+/// positions in messages and Go's string escapes apply to it (`None` when it
+/// does not parse). A tree not found keeps promql-parser's reading of its
+/// strings and printed positions; the conformance test holds every script
+/// expression to this.
+pub fn located_in_text(query: &str) -> Option<bool> {
+    let expr = promql_parser::parser::parse(query).ok()?;
+    Some(query_text::locate(query, &query_text::tokens(query), &expr).is_some())
+}
+
 /// Evaluates `query` over `range` against `source`.
 pub async fn evaluate<S: SeriesRead>(
     source: &S,
