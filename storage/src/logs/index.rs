@@ -88,6 +88,20 @@ fn word_char_at(text: &str, at: usize) -> (bool, usize) {
     (is_word_char(c), c.len_utf8())
 }
 
+/// Where the run of word characters (`word`) or of separators (`!word`)
+/// starting at byte `from` of `text` ends.
+#[inline(always)]
+fn run_end(text: &str, mut from: usize, word: bool) -> usize {
+    while from < text.len() {
+        let (is_word, width) = word_char_at(text, from);
+        if is_word != word {
+            break;
+        }
+        from += width;
+    }
+    from
+}
+
 /// Cuts text into maximal runs of word characters, keeping case, so that a
 /// token is exactly what a case-sensitive filter compares. An IP
 /// (`10.0.0.12`), a UUID or a path (`/api/v1/users`) becomes its parts in
@@ -120,27 +134,12 @@ impl Tokenizer for WordTokenizer {
 
 impl TokenStream for WordTokenStream<'_> {
     fn advance(&mut self) -> bool {
-        let end = self.text.len();
-        let mut from = self.offset;
-        while from < end {
-            let (word, width) = word_char_at(self.text, from);
-            if word {
-                break;
-            }
-            from += width;
-        }
-        if from >= end {
-            self.offset = end;
+        let from = run_end(self.text, self.offset, false);
+        if from >= self.text.len() {
+            self.offset = self.text.len();
             return false;
         }
-        let mut to = from;
-        while to < end {
-            let (word, width) = word_char_at(self.text, to);
-            if !word {
-                break;
-            }
-            to += width;
-        }
+        let to = run_end(self.text, from, true);
         let len = to - from;
         self.offset = to;
         self.token.text.clear();
