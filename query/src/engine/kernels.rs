@@ -1940,6 +1940,15 @@ mod tests {
         points.iter().map(|&(t, v, st)| (Sample::new(t, v), st)).unzip()
     }
 
+    /// `increase` over the window (start, end] read with start timestamps,
+    /// and as a rate the same over the window's seconds.
+    fn assert_increase_with_starts(samples: &[Sample], starts: &[TimestampMs], start: i64, end: i64, increase: f64) {
+        let got = counter_rate_with_starts(samples, starts, start, end, false).unwrap();
+        assert_close(got, increase, EXACT);
+        let rate = counter_rate_with_starts(samples, starts, start, end, true).unwrap();
+        assert_close(rate, increase / ((end - start) as f64 / 1000.0), EXACT);
+    }
+
     #[test]
     fn start_timestamp_reset_rules() {
         const NONE: i64 = NO_START_TIMESTAMP;
@@ -2000,16 +2009,7 @@ mod tests {
     fn a_start_inside_the_window_replaces_left_extrapolation() {
         let (samples, starts) = with_starts(&[(20 * S, 2.0, 15 * S), (30 * S, 3.0, 15 * S), (40 * S, 4.0, 15 * S)]);
         // Zero at 15 s, 4 at 40 s (the window's end): an increase of 4.
-        assert_close(
-            counter_rate_with_starts(&samples, &starts, 0, 40 * S, false).unwrap(),
-            4.0,
-            EXACT,
-        );
-        assert_close(
-            counter_rate_with_starts(&samples, &starts, 0, 40 * S, true).unwrap(),
-            0.1,
-            EXACT,
-        );
+        assert_increase_with_starts(&samples, &starts, 0, 40 * S, 4.0);
         // Without the start, the left side is guessed: half an interval.
         assert_close(extrapolated_rate(&samples, 0, 40 * S, true, false).unwrap(), 2.5, EXACT);
         // The right side is still extrapolated: 5 s after the last sample,
@@ -2043,16 +2043,7 @@ mod tests {
     fn a_single_sample_has_a_rate_only_with_a_start_inside_the_window() {
         let (samples, starts) = with_starts(&[(50 * S, 3.0, 30 * S)]);
         // No average interval: nothing is extrapolated to the right either.
-        assert_close(
-            counter_rate_with_starts(&samples, &starts, 0, 60 * S, false).unwrap(),
-            3.0,
-            EXACT,
-        );
-        assert_close(
-            counter_rate_with_starts(&samples, &starts, 0, 60 * S, true).unwrap(),
-            0.05,
-            EXACT,
-        );
+        assert_increase_with_starts(&samples, &starts, 0, 60 * S, 3.0);
         assert_eq!(counter_rate_with_starts(&samples, &starts, 30 * S, 90 * S, false), None);
         assert_eq!(
             counter_rate_with_starts(&samples, &[NO_START_TIMESTAMP], 0, 60 * S, false),
