@@ -1,5 +1,6 @@
-//! Blocks: encoding 10,000 series × 120 samples (4 h at 2 min, or 30 min at
-//! 15 s) to Parquet, and reading a block back by matcher and by series id.
+//! Blocks: encoding 10,000 series × 480 samples (2 h at 15 s, one head
+//! window) to Parquet, and reading a block back by matcher, by series id, and
+//! the last five minutes of every series (what an instant `rate(…[5m])` reads).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -11,18 +12,20 @@ use object_store::path::Path as StorePath;
 use tidewatch_benches::{Cluster, now_ms, sized};
 use tidewatch_model::Matcher;
 use tidewatch_model::seam::TimeRange;
-use tidewatch_storage::block::{Block, encode_block, write_block};
+use tidewatch_storage::block::{Block, encode_block, slice_ms_for_window, write_block};
 
-const SAMPLES_PER_SERIES: usize = 120;
+const SAMPLES_PER_SERIES: usize = 480;
 const SCRAPE_INTERVAL_MS: i64 = 15_000;
+/// Slices of a block cut from a 2 h head window, as the server writes them.
+const SLICE_MS: i64 = slice_ms_for_window(2 * 3_600_000);
 
 fn block(c: &mut Criterion) {
     let series_count = sized(10_000, 1_000);
     let mut cluster = Cluster::new(series_count, 9);
-    let series = cluster.history(now_ms() - 3_600_000, SCRAPE_INTERVAL_MS, SAMPLES_PER_SERIES);
+    let series = cluster.history(now_ms() - 2 * 3_600_000, SCRAPE_INTERVAL_MS, SAMPLES_PER_SERIES);
     let samples = (series_count * SAMPLES_PER_SERIES) as u64;
 
-    let encoded = encode_block(&series, 1, Vec::new()).expect("block encodes");
+    let encoded = encode_block(&series, 1, Vec::new(), SLICE_MS).expect("block encodes");
     let bytes = encoded.series.len() + encoded.samples.len();
     eprintln!(
         "block: {series_count} series x {SAMPLES_PER_SERIES} samples -> series.parquet {} bytes, \
@@ -37,7 +40,7 @@ fn block(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(samples));
     group.bench_function(format!("{series_count}x{SAMPLES_PER_SERIES}"), |b| {
-        b.iter(|| encode_block(black_box(&series), 1, Vec::new()).expect("block encodes"))
+        b.iter(|| encode_block(black_box(&series), 1, Vec::new(), SLICE_MS).expect("block encodes"))
     });
     group.finish();
 
@@ -87,6 +90,16 @@ fn block(c: &mut Criterion) {
             runtime
                 .block_on(block.read_samples(black_box(&ids)))
                 .expect("read_samples")
+        })
+    });
+    let all: Vec<u32> = (0..block.series_count() as u32).collect();
+    let last_five_minutes = TimeRange::new(block.meta().max_time - 300_000, block.meta().max_time);
+    group.throughput(Throughput::Elements(all.len() as u64));
+    group.bench_function("read_last_5m_all_series", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(block.read_samples_in(black_box(&all), last_five_minutes))
+                .expect("read_samples_in")
         })
     });
     group.finish();

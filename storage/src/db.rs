@@ -18,7 +18,7 @@ use tidewatch_model::seam::{
 use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_samples};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
-use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, write_block};
+use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, slice_ms_for_window, write_block};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
@@ -371,8 +371,9 @@ impl Storage {
             (flushing, wal_cut)
         };
         let windows = split_by_window(&flushing.series, self.config.block_duration_ms);
+        let slice_ms = slice_ms_for_window(self.config.block_duration_ms);
         for window in windows {
-            let encoded = tokio::task::spawn_blocking(move || encode_block(&window, 1, Vec::new()))
+            let encoded = tokio::task::spawn_blocking(move || encode_block(&window, 1, Vec::new(), slice_ms))
                 .await
                 .map_err(|e| Error::Task(e.to_string()))??;
             let meta = write_block(&self.store, &db.prefix, encoded).await?;
@@ -465,13 +466,13 @@ impl Storage {
                 if group.len() < 2 || window + range > now - block / 2 {
                     continue;
                 }
-                self.merge(db, &group).await?;
+                self.merge(db, &group, slice_ms_for_window(range)).await?;
             }
         }
         Ok(())
     }
 
-    async fn merge(&self, db: &Arc<TenantDb>, group: &[Arc<Block>]) -> Result<()> {
+    async fn merge(&self, db: &Arc<TenantDb>, group: &[Arc<Block>], slice_ms: i64) -> Result<()> {
         // Later sources win on equal timestamps: order by ulid (creation time).
         let mut sources: Vec<Arc<Block>> = group.to_vec();
         sources.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
@@ -490,7 +491,7 @@ impl Storage {
         // encoder on a blocking thread; memory holds a chunk, not the blocks.
         let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<Vec<SeriesSamples>>(2);
         let writer = tokio::task::spawn_blocking(move || -> Result<EncodedBlock> {
-            let mut writer = BlockWriter::new(level, names)?;
+            let mut writer = BlockWriter::new(level, names, slice_ms)?;
             while let Some(chunk) = chunks_rx.blocking_recv() {
                 for series in chunk {
                     writer.push(&series.labels, &series.samples, &series.histograms)?;
