@@ -823,6 +823,8 @@ pub struct Block {
     /// time order: one per slice it has samples in (format 8 on), or one in
     /// all before. Value deltas restart at each run.
     runs: Ragged<(u64, u32)>,
+    /// The first row of each slice (format 8 on; empty before).
+    slice_first_rows: Vec<u64>,
     /// Keyframe times per series (none before format 6).
     keyframes: Ragged<u32>,
     /// Samples between keyframes within a run: [`KEYFRAME_ROWS`], or all of
@@ -875,6 +877,7 @@ impl Block {
         let SeriesTable {
             labels,
             runs,
+            slice_first_rows,
             keyframes,
             histogram_rows,
             time_bounds,
@@ -898,6 +901,7 @@ impl Block {
             store,
             labels,
             runs,
+            slice_first_rows,
             keyframes,
             keyframe_rows: if has_keyframes { KEYFRAME_ROWS } else { usize::MAX },
             histogram_rows,
@@ -1088,51 +1092,120 @@ impl Block {
     /// needs, one vector per id: every sample in the range, and possibly
     /// some around it (callers filter by time).
     pub async fn read_samples_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
-        let mut pieces = Vec::with_capacity(ids.len());
-        for (position, &id) in ids.iter().enumerate() {
-            self.pieces_for(id, range, position, &mut pieces);
-        }
-        self.read_pieces(ids, pieces).await
+        self.read(ids, range, Wanted::All).await
     }
 
-    /// Like [`Block::read_samples_in`], for a caller that wants only the
-    /// newest sample in `range`: a series whose last sample in this block
-    /// lies in the range decodes from the keyframe before that sample only.
-    pub async fn read_newest_in(&self, ids: &[u32], range: TimeRange) -> Result<Vec<Vec<Sample>>> {
-        // From format 7 the series table knows each series' last float
-        // sample: when it is at or before the range's end it is the answer,
-        // and only series with samples after the range need decoding.
-        let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
-        let mut to_read: Vec<(usize, u32)> = Vec::new();
+    /// What a read of `range` must decode for `wanted` of the series `ids`
+    /// (as pieces, each naming the series' position in `ids`), and the
+    /// samples it already knows without decoding.
+    fn plan(&self, ids: &[u32], range: TimeRange, wanted: Wanted) -> (Vec<Piece>, Vec<(usize, Sample)>) {
+        let mut pieces = Vec::with_capacity(ids.len());
+        let mut known = Vec::new();
         for (position, &id) in ids.iter().enumerate() {
+            if wanted == Wanted::All {
+                self.pieces_for(id, range, position, &mut pieces);
+                continue;
+            }
+            // From format 7 the series table knows each series' last float
+            // sample: when it is at or before the range's end it is the
+            // answer, and only series with samples after the range need
+            // decoding, from the restart before their last sample in range.
             match self.last_floats.get(id as usize) {
                 Some(None) => {}
                 Some(Some(last)) if last.timestamp <= range.end => {
                     if last.timestamp >= range.start {
-                        out[position].push(*last);
+                        known.push((position, *last));
                     }
                 }
-                _ => to_read.push((position, id)),
+                _ => {
+                    let last = self.time_bounds[id as usize].1;
+                    let from = if last <= range.end {
+                        last.max(range.start)
+                    } else {
+                        range.start
+                    };
+                    self.pieces_for(id, TimeRange::new(from, range.end), position, &mut pieces);
+                }
             }
         }
-        if to_read.is_empty() {
-            return Ok(out);
-        }
-        let read_ids: Vec<u32> = to_read.iter().map(|&(_, id)| id).collect();
-        let mut pieces = Vec::with_capacity(read_ids.len());
-        for (position, &id) in read_ids.iter().enumerate() {
-            let last = self.time_bounds[id as usize].1;
-            let from = if last <= range.end {
-                last.max(range.start)
-            } else {
-                range.start
-            };
-            self.pieces_for(id, TimeRange::new(from, range.end), position, &mut pieces);
-        }
-        for ((position, _), samples) in to_read.into_iter().zip(self.read_pieces(&read_ids, pieces).await?) {
-            out[position] = samples;
+        (pieces, known)
+    }
+
+    /// The samples of the series `ids` (ascending) that a read of `range`
+    /// needs for `wanted`, one vector per id, decoded on this task. For
+    /// [`Wanted::Latest`] the newest sample in range is the last of each
+    /// vector (earlier ones may come along).
+    pub async fn read(&self, ids: &[u32], range: TimeRange, wanted: Wanted) -> Result<Vec<Vec<Sample>>> {
+        let (pieces, known) = self.plan(ids, range, wanted);
+        let mut out = self.read_pieces(ids, pieces).await?;
+        for (position, sample) in known {
+            out[position].push(sample);
         }
         Ok(out)
+    }
+
+    /// Like [`Block::read`], on two tasks when there are at least
+    /// `min_series` series to read: decoding Parquet is most of a query's
+    /// work. The rows to decode are cut in two near the middle, at a slice
+    /// boundary when one is close, so each row group (and its column
+    /// readers, each with its own zstd contexts) is opened by one task only.
+    pub async fn read_in_parallel(
+        self: &Arc<Self>,
+        ids: &[u32],
+        range: TimeRange,
+        wanted: Wanted,
+        min_series: usize,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let (mut pieces, known) = self.plan(ids, range, wanted);
+        let mut out = if ids.len() < min_series || pieces.len() < 2 {
+            self.read_pieces(ids, pieces).await?
+        } else {
+            pieces.sort_unstable_by_key(|p| p.rows.start);
+            let later = pieces.split_off(self.split_point(&pieces));
+            let other = {
+                let (block, ids) = (self.clone(), ids.to_vec());
+                tokio::spawn(async move { block.read_pieces(&ids, later).await })
+            };
+            let mut out = self.read_pieces(ids, pieces).await?;
+            let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
+            // The later pieces lie after the earlier ones in the file, so
+            // after them in time within each series.
+            for (series, mut later_samples) in out.iter_mut().zip(rest) {
+                if series.is_empty() {
+                    *series = later_samples;
+                } else {
+                    series.append(&mut later_samples);
+                }
+            }
+            out
+        };
+        for (position, sample) in known {
+            out[position].push(sample);
+        }
+        Ok(out)
+    }
+
+    /// Where to cut `pieces` (sorted by row, at least two) into two reads of
+    /// about equal rows: at the slice boundary nearest the middle when it
+    /// leaves each side at least a quarter of the rows, else at the middle.
+    fn split_point(&self, pieces: &[Piece]) -> usize {
+        let mut rows_before = Vec::with_capacity(pieces.len());
+        let mut total = 0;
+        for piece in pieces {
+            rows_before.push(total);
+            total += piece.rows.len();
+        }
+        let balanced = |cut: &usize| rows_before[*cut] >= total / 4 && total - rows_before[*cut] >= total / 4;
+        let middle = rows_before
+            .partition_point(|&before| before < total / 2)
+            .clamp(1, pieces.len() - 1);
+        self.slice_first_rows
+            .iter()
+            .map(|&first| pieces.partition_point(|p| (p.rows.start as u64) < first))
+            .filter(|&cut| cut > 0 && cut < pieces.len())
+            .filter(balanced)
+            .min_by_key(|&cut| rows_before[cut].abs_diff(total / 2))
+            .unwrap_or(middle)
     }
 
     /// Decodes `pieces` of the series `ids` (ascending), one vector per id.
@@ -1145,8 +1218,12 @@ impl Block {
         }
         // File order: slice by slice, series by series within a slice.
         pieces.sort_unstable_by_key(|p| p.rows.start);
+        let mut rows_per_series = vec![0usize; ids.len()];
         for piece in &pieces {
-            out[piece.series].reserve(piece.rows.len());
+            rows_per_series[piece.series] += piece.rows.len();
+        }
+        for (series, rows) in out.iter_mut().zip(rows_per_series) {
+            series.reserve_exact(rows);
         }
         #[allow(deprecated)]
         let mut reader = ParquetObjectReader::new(self.store.clone(), self.dir.clone().join(SAMPLES_FILE))
@@ -1210,6 +1287,15 @@ impl Block {
                 // Deltas restart at every piece (it starts at a restart) and
                 // every keyframe within it.
                 let mut since_keyframe = done % keyframe_rows;
+                if stored_distances && done == 0 {
+                    // Set the time the piece's first distance is added to.
+                    time = match piece.first_time {
+                        // The stored distance is from the previous sample,
+                        // which this read does not have: the table's time wins.
+                        FirstTime::Noted(noted) => noted.wrapping_sub(timestamps[row]),
+                        FirstTime::StoredAfter(base) => base,
+                    };
+                }
                 for ((&stored_time, delta), correction) in timestamps[row..row + run]
                     .iter()
                     .zip(&deltas[row..row + run])
@@ -1218,28 +1304,32 @@ impl Block {
                     if since_keyframe == 0 {
                         previous = Previous::default();
                     }
-                    time = if !stored_distances {
-                        stored_time
-                    } else if done == 0 {
-                        match piece.first_time {
-                            FirstTime::Noted(noted) => noted,
-                            FirstTime::StoredAfter(base) => base + stored_time,
-                        }
+                    time = if stored_distances {
+                        time.wrapping_add(stored_time)
                     } else {
-                        time + stored_time
+                        stored_time
                     };
                     target.push(Sample::new(time, encoding.decode(*delta, *correction, &mut previous)));
-                    done += 1;
                     since_keyframe += 1;
                     if since_keyframe == keyframe_rows {
                         since_keyframe = 0;
                     }
                 }
+                done += run;
                 row += run;
             }
         }
         Ok(out)
     }
+}
+
+/// How much of each selected series a read hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Every sample in the range.
+    All,
+    /// The newest float sample and the newest histogram in the range.
+    Latest,
 }
 
 /// Consecutive rows of one series in `samples.parquet`, starting at a
@@ -1311,6 +1401,7 @@ impl<T: Copy> Ragged<T> {
 struct SeriesTable {
     labels: Vec<Labels>,
     runs: Ragged<(u64, u32)>,
+    slice_first_rows: Vec<u64>,
     keyframes: Ragged<u32>,
     histogram_rows: Vec<(u64, u32)>,
     time_bounds: Vec<(TimestampMs, TimestampMs)>,
@@ -1348,7 +1439,8 @@ fn u32_list(lists: &ListArray, row: usize, block: &str, what: &str) -> Result<Ve
 /// Each series' runs from its row counts per slice (`slices` counts per
 /// series, back to back): slice after slice in the file, series after
 /// series within a slice.
-fn runs_from_slice_counts(counts: &[u32], slices: usize) -> Ragged<(u64, u32)> {
+/// Also returns each slice's first row.
+fn runs_from_slice_counts(counts: &[u32], slices: usize) -> (Ragged<(u64, u32)>, Vec<u64>) {
     let mut next_row = vec![0u64; slices];
     let mut row = 0;
     for (slice, next) in next_row.iter_mut().enumerate() {
@@ -1360,6 +1452,7 @@ fn runs_from_slice_counts(counts: &[u32], slices: usize) -> Ragged<(u64, u32)> {
             .map(|&c| u64::from(c))
             .sum::<u64>();
     }
+    let slice_first_rows = next_row.clone();
     let mut runs = Ragged::default();
     let mut series_runs = Vec::with_capacity(slices);
     for series_counts in counts.chunks(slices.max(1)) {
@@ -1372,7 +1465,7 @@ fn runs_from_slice_counts(counts: &[u32], slices: usize) -> Ragged<(u64, u32)> {
         }
         runs.push(&series_runs);
     }
-    runs
+    (runs, slice_first_rows)
 }
 
 fn decode_series_table(bytes: Bytes, block: &str, has: SeriesColumns) -> Result<SeriesTable> {
@@ -1381,6 +1474,7 @@ fn decode_series_table(bytes: Bytes, block: &str, has: SeriesColumns) -> Result<
         .build()?;
     let mut labels = Vec::new();
     let mut runs = Ragged::default();
+    let mut slice_first_rows = Vec::new();
     // Format 8: every series' row count per slice, back to back.
     let mut slice_counts: Vec<u32> = Vec::new();
     let mut slices: Option<usize> = None;
@@ -1475,11 +1569,12 @@ fn decode_series_table(bytes: Bytes, block: &str, has: SeriesColumns) -> Result<
         }
     }
     if let Some(slices) = slices {
-        runs = runs_from_slice_counts(&slice_counts, slices);
+        (runs, slice_first_rows) = runs_from_slice_counts(&slice_counts, slices);
     }
     Ok(SeriesTable {
         labels,
         runs,
+        slice_first_rows,
         keyframes,
         histogram_rows,
         time_bounds: bounds,
@@ -1666,6 +1761,18 @@ mod tests {
                 // A subset of series too: value deltas must restart at every selected series.
                 let subset = Matcher::new(tidewatch_model::MatchOp::RegexMatch, "name", "b.*|c").unwrap();
                 let got = block.select(std::slice::from_ref(&subset), range).await.unwrap();
+                // Two tasks, cut at a slice boundary or mid-slice, read what one does.
+                let block = Arc::new(block);
+                let ids: Vec<u32> = (0..block.series_count() as u32).collect();
+                for wanted in [Wanted::All, Wanted::Latest] {
+                    let one = block.read(&ids, range, wanted).await.unwrap();
+                    let two = block.read_in_parallel(&ids, range, wanted, 0).await.unwrap();
+                    prop_assert!(
+                        one.len() == two.len()
+                            && one.iter().zip(&two).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))),
+                        "{wanted:?}: {one:?} != {two:?}"
+                    );
+                }
                 let expected: Vec<SeriesSamples> = series
                     .iter()
                     .filter(|s| subset.matches(s.labels.get("name").unwrap_or("")))

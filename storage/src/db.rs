@@ -18,7 +18,9 @@ use tidewatch_model::seam::{
 use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_samples};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
-use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, encode_block, slice_ms_for_window, write_block};
+use crate::block::{
+    Block, BlockWriter, EncodedBlock, META_FILE, Wanted, encode_block, slice_ms_for_window, write_block,
+};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
@@ -894,15 +896,6 @@ impl Timed for Value {
     }
 }
 
-/// How much of each selected series a read hands out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wanted {
-    /// Every sample in the range.
-    All,
-    /// The newest float sample and the newest histogram in the range.
-    Latest,
-}
-
 /// Keeps only the last (newest) item.
 /// One block's part of a batch, read on a task of its own: the block, the
 /// ids of its series in the batch and their samples, trimmed to the range.
@@ -945,7 +938,9 @@ fn spawn_block_reads(
         }
         let (block, selected) = (block.clone(), ids[from..to].to_vec());
         reads.push(BlockReadTask(tokio::spawn(async move {
-            let samples = read_samples_in_parallel(&block, &selected, range, wanted).await?;
+            let samples = block
+                .read_in_parallel(&selected, range, wanted, PARALLEL_READ_MIN_SERIES)
+                .await?;
             let histograms = if block.has_histograms() {
                 block.read_histograms(&selected).await?
             } else {
@@ -984,35 +979,6 @@ type Parts = smallvec::SmallVec<[Part; 2]>;
 /// Series below which a block read stays on one task: splitting costs a
 /// task and a second pass over the Parquet footer.
 const PARALLEL_READ_MIN_SERIES: usize = 256;
-
-/// [`Block::read_samples`], the second half of the series on another task:
-/// decoding Parquet is most of a query's work, and the halves cover disjoint
-/// rows, so two cores decode them side by side.
-async fn read_samples_in_parallel(
-    block: &Arc<Block>,
-    ids: &[u32],
-    range: TimeRange,
-    wanted: Wanted,
-) -> Result<Vec<Vec<Sample>>> {
-    async fn read(block: &Block, ids: &[u32], range: TimeRange, wanted: Wanted) -> Result<Vec<Vec<Sample>>> {
-        match wanted {
-            Wanted::All => block.read_samples_in(ids, range).await,
-            Wanted::Latest => block.read_newest_in(ids, range).await,
-        }
-    }
-    if ids.len() < PARALLEL_READ_MIN_SERIES {
-        return read(block, ids, range, wanted).await;
-    }
-    let (first, second) = ids.split_at(ids.len() / 2);
-    let other = {
-        let (block, second) = (block.clone(), second.to_vec());
-        tokio::spawn(async move { read(&block, &second, range, wanted).await })
-    };
-    let mut samples = read(block, first, range, wanted).await?;
-    let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
-    samples.extend(rest);
-    Ok(samples)
-}
 
 /// Merges lists of label sets, each sorted and free of duplicates, into one
 /// such list: pairwise, so each set is compared about log(lists) times.
