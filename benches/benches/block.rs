@@ -16,13 +16,20 @@ use tidewatch_storage::block::{Block, encode_block, slice_ms_for_window, write_b
 
 const SAMPLES_PER_SERIES: usize = 480;
 const SCRAPE_INTERVAL_MS: i64 = 15_000;
+/// A head window: the data fills the last whole one, so the last five
+/// minutes lie in one slice whatever the time of the run.
+const WINDOW_MS: i64 = 2 * 3_600_000;
 /// Slices of a block cut from a 2 h head window, as the server writes them.
-const SLICE_MS: i64 = slice_ms_for_window(2 * 3_600_000);
+const SLICE_MS: i64 = slice_ms_for_window(WINDOW_MS);
 
 fn block(c: &mut Criterion) {
     let series_count = sized(10_000, 1_000);
     let mut cluster = Cluster::new(series_count, 9);
-    let series = cluster.history(now_ms() - 2 * 3_600_000, SCRAPE_INTERVAL_MS, SAMPLES_PER_SERIES);
+    let series = cluster.history(
+        WINDOW_MS * (now_ms() / WINDOW_MS - 1),
+        SCRAPE_INTERVAL_MS,
+        SAMPLES_PER_SERIES,
+    );
     let samples = (series_count * SAMPLES_PER_SERIES) as u64;
 
     let encoded = encode_block(&series, 1, Vec::new(), SLICE_MS).expect("block encodes");
