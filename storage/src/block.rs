@@ -332,18 +332,10 @@ pub fn series_schema() -> SchemaRef {
         Field::new(COLUMN_VALUE_ENCODING, DataType::UInt8, false),
         Field::new(COLUMN_HISTOGRAM_ROW_START, DataType::UInt64, false),
         Field::new(COLUMN_HISTOGRAM_ROW_COUNT, DataType::UInt32, false),
-        Field::new(
-            COLUMN_KEYFRAME_OFFSETS,
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
-            false,
-        ),
+        Field::new(COLUMN_KEYFRAME_OFFSETS, DataType::List(u32_list_item()), false),
         Field::new(COLUMN_LAST_FLOAT_TIME, DataType::Int64, false),
         Field::new(COLUMN_LAST_FLOAT_BITS, DataType::UInt64, false),
-        Field::new(
-            COLUMN_SLICE_ROW_COUNTS,
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, false))),
-            false,
-        ),
+        Field::new(COLUMN_SLICE_ROW_COUNTS, DataType::List(u32_list_item()), false),
     ]))
 }
 
@@ -521,8 +513,13 @@ impl std::fmt::Debug for BlockWriter {
     }
 }
 
+/// The item of the series table's `u32` list columns.
+fn u32_list_item() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::UInt32, false))
+}
+
 fn u32_list_builder() -> ListBuilder<UInt32Builder> {
-    ListBuilder::new(UInt32Builder::new()).with_field(Arc::new(Field::new("item", DataType::UInt32, false)))
+    ListBuilder::new(UInt32Builder::new()).with_field(u32_list_item())
 }
 
 impl BlockWriter {
@@ -1096,8 +1093,8 @@ impl Block {
     }
 
     /// What a read of `range` must decode for `wanted` of the series `ids`
-    /// (as pieces, each naming the series' position in `ids`), and the
-    /// samples it already knows without decoding.
+    /// (as pieces in file order, each naming the series' position in
+    /// `ids`), and the samples it already knows without decoding.
     fn plan(&self, ids: &[u32], range: TimeRange, wanted: Wanted) -> (Vec<Piece>, Vec<(usize, Sample)>) {
         let mut pieces = Vec::with_capacity(ids.len());
         let mut known = Vec::new();
@@ -1128,6 +1125,8 @@ impl Block {
                 }
             }
         }
+        // File order: slice by slice, series by series within a slice.
+        pieces.sort_unstable_by_key(|p| p.rows.start);
         (pieces, known)
     }
 
@@ -1137,11 +1136,7 @@ impl Block {
     /// vector (earlier ones may come along).
     pub async fn read(&self, ids: &[u32], range: TimeRange, wanted: Wanted) -> Result<Vec<Vec<Sample>>> {
         let (pieces, known) = self.plan(ids, range, wanted);
-        let mut out = self.read_pieces(ids, pieces).await?;
-        for (position, sample) in known {
-            out[position].push(sample);
-        }
-        Ok(out)
+        Ok(with_known(self.read_pieces(ids, pieces).await?, known))
     }
 
     /// Like [`Block::read`], on two tasks when there are at least
@@ -1157,10 +1152,9 @@ impl Block {
         min_series: usize,
     ) -> Result<Vec<Vec<Sample>>> {
         let (mut pieces, known) = self.plan(ids, range, wanted);
-        let mut out = if ids.len() < min_series || pieces.len() < 2 {
+        let out = if ids.len() < min_series || pieces.len() < 2 {
             self.read_pieces(ids, pieces).await?
         } else {
-            pieces.sort_unstable_by_key(|p| p.rows.start);
             let later = pieces.split_off(self.split_point(&pieces));
             let other = {
                 let (block, ids) = (self.clone(), ids.to_vec());
@@ -1179,10 +1173,7 @@ impl Block {
             }
             out
         };
-        for (position, sample) in known {
-            out[position].push(sample);
-        }
-        Ok(out)
+        Ok(with_known(out, known))
     }
 
     /// Where to cut `pieces` (sorted by row, at least two) into two reads of
@@ -1208,16 +1199,16 @@ impl Block {
             .unwrap_or(middle)
     }
 
-    /// Decodes `pieces` of the series `ids` (ascending), one vector per id.
-    async fn read_pieces(&self, ids: &[u32], mut pieces: Vec<Piece>) -> Result<Vec<Vec<Sample>>> {
+    /// Decodes `pieces` (in file order) of the series `ids` (ascending), one
+    /// vector per id.
+    async fn read_pieces(&self, ids: &[u32], pieces: Vec<Piece>) -> Result<Vec<Vec<Sample>>> {
         debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
         let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
         // Series holding only histograms have no sample rows.
         if pieces.is_empty() {
             return Ok(out);
         }
-        // File order: slice by slice, series by series within a slice.
-        pieces.sort_unstable_by_key(|p| p.rows.start);
+        debug_assert!(pieces.windows(2).all(|w| w[0].rows.end <= w[1].rows.start));
         let mut rows_per_series = vec![0usize; ids.len()];
         for piece in &pieces {
             rows_per_series[piece.series] += piece.rows.len();
@@ -1321,6 +1312,14 @@ impl Block {
         }
         Ok(out)
     }
+}
+
+/// Adds the samples a read knew without decoding to what it decoded.
+fn with_known(mut out: Vec<Vec<Sample>>, known: Vec<(usize, Sample)>) -> Vec<Vec<Sample>> {
+    for (position, sample) in known {
+        out[position].push(sample);
+    }
+    out
 }
 
 /// How much of each selected series a read hands out.

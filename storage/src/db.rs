@@ -896,7 +896,6 @@ impl Timed for Value {
     }
 }
 
-/// Keeps only the last (newest) item.
 /// One block's part of a batch, read on a task of its own: the block, the
 /// ids of its series in the batch and their samples, trimmed to the range.
 type BlockRead = (Arc<Block>, Vec<u32>, Vec<Part>);
@@ -965,6 +964,7 @@ fn spawn_block_reads(
     reads
 }
 
+/// Keeps only the last (newest) item.
 fn keep_last<T>(items: &mut Vec<T>) {
     if items.len() > 1 {
         items.drain(..items.len() - 1);
