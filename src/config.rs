@@ -65,6 +65,7 @@ pub(crate) struct StorageSection {
     pub(crate) block_duration: String,
     pub(crate) retention: String,
     pub(crate) out_of_order_window: String,
+    pub(crate) block_cache_bytes: u64,
 }
 
 impl Default for StorageSection {
@@ -74,6 +75,7 @@ impl Default for StorageSection {
             block_duration: "2h".into(),
             retention: "15d".into(),
             out_of_order_window: "7d".into(),
+            block_cache_bytes: StorageConfig::new("").block_cache_bytes,
         }
     }
 }
@@ -170,6 +172,7 @@ impl ConfigFile {
         storage.block_duration_ms = duration_ms("storage.block_duration", &self.storage.block_duration)?;
         storage.retention_ms = duration_ms("storage.retention", &self.storage.retention)?;
         storage.out_of_order_window_ms = duration_ms("storage.out_of_order_window", &self.storage.out_of_order_window)?;
+        storage.block_cache_bytes = self.storage.block_cache_bytes;
         storage.max_series_per_tenant = self.limits.max_series_per_tenant;
         storage.limits.max_labels_per_series = self.limits.max_labels_per_series;
         storage.limits.max_label_name_length = self.limits.max_label_name_length;

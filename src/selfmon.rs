@@ -112,6 +112,24 @@ pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
             MetricType::Counter,
             stats.compactions.load(Ordering::Relaxed) as f64,
         ),
+        family(
+            "tidewatch_block_cache_hits_total",
+            "Decoded block segments served from the block cache.",
+            MetricType::Counter,
+            storage.segment_cache().hits() as f64,
+        ),
+        family(
+            "tidewatch_block_cache_misses_total",
+            "Block segments looked for in the block cache and decoded from Parquet.",
+            MetricType::Counter,
+            storage.segment_cache().misses() as f64,
+        ),
+        family(
+            "tidewatch_block_cache_bytes",
+            "Bytes of decoded block segments held in the block cache.",
+            MetricType::Gauge,
+            storage.segment_cache().bytes() as f64,
+        ),
     ];
     if let Some((cpu, resident)) = process_figures() {
         families.push(family(

@@ -156,3 +156,46 @@ async fn up_collects_the_hosts_metrics() {
         }
     }
 }
+
+/// A read of flushed samples decodes their block segments once: the same
+/// query again is answered from the block cache, with the same answer, and
+/// `/metrics` counts the hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_block_reads_come_from_the_block_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let api = server.api();
+    let now = now_s_ms();
+    let start = now - 3 * 3_600_000;
+    let counter: Vec<(i64, f64)> = (0..240).map(|k| (start + k * 30_000, (k * k) as f64)).collect();
+    api.write_ok(
+        &batch(
+            (0..40)
+                .map(|i| series("cache_probe_total", &[("pod", &format!("p{i}"))], &counter))
+                .collect(),
+        ),
+        None,
+    )
+    .await;
+    let reply = api.post("/api/v1/admin/flush").await;
+    assert_eq!(reply.status, 204, "flush: {}", reply.body);
+
+    let figure = |body: &str, name: &str| value_of(&samples_of(body), name);
+    let at = start + 100 * 30_000 + 7_000;
+    let query = "sum(rate(cache_probe_total[5m]))";
+    let first = api.vector(query, at, None).await;
+    let before = api.get("/metrics", &[], None).await.body;
+    let second = api.vector(query, at, None).await;
+    let after = api.get("/metrics", &[], None).await.body;
+    assert_eq!(first, second, "a cached read answers what the first read did");
+    let (_, value) = first.values().next().expect("one sample");
+    // d/dt k² per 30 s at k ≈ 100 is ~ 2k/30 per second, summed over 40 series.
+    let value: f64 = value.parse().unwrap();
+    assert!((value - 40.0 * 199.0 / 30.0).abs() < 40.0 * 0.5, "{value}");
+    let hits = figure(&after, "tidewatch_block_cache_hits_total") - figure(&before, "tidewatch_block_cache_hits_total");
+    let misses =
+        figure(&after, "tidewatch_block_cache_misses_total") - figure(&before, "tidewatch_block_cache_misses_total");
+    assert!(hits >= 40.0, "the second read found {hits} segments in the cache");
+    assert_eq!(misses, 0.0, "the second read decoded {misses} segments again");
+    assert!(figure(&after, "tidewatch_block_cache_bytes") > 0.0, "{after}");
+}

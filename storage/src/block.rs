@@ -64,6 +64,7 @@ use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 use crate::error::{Error, Result};
 use crate::histogram_codec;
 use crate::index::Postings;
+use crate::segment_cache::{Segment, SegmentCache, SegmentKey};
 use crate::shared_labels::SharedLabels;
 
 /// Version of the block layout written by this code.
@@ -839,6 +840,8 @@ pub struct Block {
     /// them again.
     samples_footer: tokio::sync::OnceCell<ArrowReaderMetadata>,
     histograms_footer: tokio::sync::OnceCell<ArrowReaderMetadata>,
+    /// Decoded segments kept across reads, and this block's number in it.
+    cache: Option<(Arc<SegmentCache>, u64)>,
 }
 
 /// Reads a Parquet file's footer with its page index.
@@ -908,6 +911,7 @@ impl Block {
             postings,
             samples_footer: tokio::sync::OnceCell::new(),
             histograms_footer: tokio::sync::OnceCell::new(),
+            cache: None,
         })
     }
 
@@ -931,6 +935,11 @@ impl Block {
     /// [`SharedLabels`]); done once, when the block is opened.
     pub(crate) fn share_labels(&mut self, shared: &SharedLabels) {
         shared.share(self.labels.iter_mut());
+    }
+
+    /// Keeps decoded segments of this block in `cache` from now on.
+    pub fn use_cache(&mut self, cache: &Arc<SegmentCache>) {
+        self.cache = Some((cache.clone(), cache.block_number()));
     }
 
     pub fn labels(&self, id: u32) -> &Labels {
@@ -1046,8 +1055,8 @@ impl Block {
 
     /// The rows of series `id` to decode for `range`, from the last restart
     /// (keyframe or run start) at or before the range's start to the first
-    /// one after its end, as pieces of consecutive rows (one per run
-    /// touched) for the series at `position` of a read.
+    /// one after its end, as segments (the rows from one restart to the
+    /// next) for the series at `position` of a read.
     fn pieces_for(&self, id: u32, range: TimeRange, position: usize, pieces: &mut Vec<Piece>) {
         let base = self.time_bounds[id as usize].0;
         // Restart r ≥ 1 is noted at base + offsets[r - 1]; restart 0 is the
@@ -1061,18 +1070,14 @@ impl Block {
             let count = count as usize;
             // Restarts of this run: at rows 0, K, 2K, … of it.
             let restarts = count.div_ceil(self.keyframe_rows);
-            let (from, to) = (first.max(restart), end.min(restart + restarts));
-            if from < to {
-                let from_row = (from - restart) * self.keyframe_rows;
-                let to_row = if to == restart + restarts {
-                    count
-                } else {
-                    (to - restart) * self.keyframe_rows
-                };
+            for r in first.max(restart)..end.min(restart + restarts) {
+                let from_row = (r - restart) * self.keyframe_rows;
+                let to_row = (r - restart + 1).saturating_mul(self.keyframe_rows).min(count);
                 pieces.push(Piece {
                     rows: row as usize + from_row..row as usize + to_row,
                     series: position,
-                    first_time: match from {
+                    starts_run: r == restart,
+                    first_time: match r {
                         0 => FirstTime::StoredAfter(base),
                         noted => FirstTime::Noted(time_of(&offsets[noted - 1])),
                     },
@@ -1131,49 +1136,153 @@ impl Block {
     }
 
     /// The samples of the series `ids` (ascending) that a read of `range`
-    /// needs for `wanted`, one vector per id, decoded on this task. For
-    /// [`Wanted::Latest`] the newest sample in range is the last of each
-    /// vector (earlier ones may come along).
+    /// needs for `wanted`, one vector per id, decoded on this task from the
+    /// file. For [`Wanted::Latest`] the newest sample in range is the last
+    /// of each vector (earlier ones may come along).
     pub async fn read(&self, ids: &[u32], range: TimeRange, wanted: Wanted) -> Result<Vec<Vec<Sample>>> {
-        let (pieces, known) = self.plan(ids, range, wanted);
-        Ok(with_known(self.read_pieces(ids, pieces).await?, known))
+        self.read_with(None, Via::File, ids, range, wanted).await
     }
 
     /// Like [`Block::read`], on two tasks when there are at least
-    /// `min_series` series to read: decoding Parquet is most of a query's
+    /// `min_series` series to decode: decoding Parquet is most of a query's
     /// work. The rows to decode are cut in two near the middle, at a slice
     /// boundary when one is close, so each row group (and its column
     /// readers, each with its own zstd contexts) is opened by one task only.
+    /// With [`Via::Cache`], segments come from (and go to) the block's
+    /// segment cache.
     pub async fn read_in_parallel(
         self: &Arc<Self>,
         ids: &[u32],
         range: TimeRange,
         wanted: Wanted,
         min_series: usize,
+        via: Via,
     ) -> Result<Vec<Vec<Sample>>> {
-        let (mut pieces, known) = self.plan(ids, range, wanted);
-        let out = if ids.len() < min_series || pieces.len() < 2 {
-            self.read_pieces(ids, pieces).await?
-        } else {
-            let later = pieces.split_off(self.split_point(&pieces));
-            let other = {
-                let (block, ids) = (self.clone(), ids.to_vec());
-                tokio::spawn(async move { block.read_pieces(&ids, later).await })
-            };
-            let mut out = self.read_pieces(ids, pieces).await?;
-            let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
-            // The later pieces lie after the earlier ones in the file, so
-            // after them in time within each series.
-            for (series, mut later_samples) in out.iter_mut().zip(rest) {
-                if series.is_empty() {
-                    *series = later_samples;
-                } else {
-                    series.append(&mut later_samples);
-                }
+        self.read_with(Some((self, min_series)), via, ids, range, wanted).await
+    }
+
+    /// About how many sample rows a read of `series` series over `range`
+    /// decodes here: for choosing whether a query goes through the cache.
+    pub fn rows_to_read(&self, series: usize, range: TimeRange, wanted: Wanted) -> usize {
+        let per_series = self.meta.num_samples / self.meta.num_series.max(1);
+        // A read decodes whole segments around what it needs.
+        let around = per_series.min(KEYFRAME_ROWS as u64);
+        let wanted_rows = match wanted {
+            Wanted::Latest => 0,
+            Wanted::All => {
+                let span = (self.meta.max_time - self.meta.min_time).max(1) as f64;
+                let covered = (range.end.min(self.meta.max_time) - range.start.max(self.meta.min_time)).max(0) as f64;
+                (per_series as f64 * (covered / span).min(1.0)) as u64
             }
-            out
+        };
+        series.saturating_mul((wanted_rows + around) as usize)
+    }
+
+    /// A read through the segment cache when asked for and the block has
+    /// one, else straight from the file.
+    async fn read_with(
+        &self,
+        parallel: Option<(&Arc<Block>, usize)>,
+        via: Via,
+        ids: &[u32],
+        range: TimeRange,
+        wanted: Wanted,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let (pieces, known) = self.plan(ids, range, wanted);
+        let out = match &self.cache {
+            Some((cache, number)) if via == Via::Cache => {
+                self.read_through_cache(cache, *number, parallel, ids, range, pieces)
+                    .await?
+            }
+            _ => self.decode(parallel, ids, join_segments(pieces)).await?,
         };
         Ok(with_known(out, known))
+    }
+
+    /// Takes each of `pieces` (one segment each) from the cache, decoding
+    /// and keeping those it lacks, and hands out the samples in `range`.
+    async fn read_through_cache(
+        &self,
+        cache: &SegmentCache,
+        number: u64,
+        parallel: Option<(&Arc<Block>, usize)>,
+        ids: &[u32],
+        range: TimeRange,
+        pieces: Vec<Piece>,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let key = |piece: &Piece| SegmentKey {
+            block: number,
+            first_row: piece.rows.start as u64,
+        };
+        let found: Vec<Option<Segment>> = pieces.iter().map(|piece| cache.get(&key(piece))).collect();
+        // The missing segments are decoded as if each were a series of its
+        // own, so each comes back as its own vector.
+        let (mut missing, mut missing_ids) = (Vec::new(), Vec::new());
+        for (piece, hit) in pieces.iter().zip(&found) {
+            if hit.is_none() {
+                missing_ids.push(ids[piece.series]);
+                missing.push(Piece {
+                    series: missing.len(),
+                    ..piece.clone()
+                });
+            }
+        }
+        let mut decoded = self.decode(parallel, &missing_ids, missing).await?.into_iter();
+        // Only the samples in range are copied out: a short read needs a
+        // few of a segment's (up to 128) samples.
+        let mut in_range = Vec::with_capacity(pieces.len());
+        let mut lengths = vec![0; ids.len()];
+        for (piece, hit) in pieces.iter().zip(found) {
+            let segment = match hit {
+                Some(segment) => segment,
+                None => {
+                    let segment: Segment = decoded.next().unwrap_or_default().into();
+                    cache.insert(key(piece), segment.clone());
+                    segment
+                }
+            };
+            let from = segment.partition_point(|s| s.timestamp < range.start);
+            let to = segment.partition_point(|s| s.timestamp <= range.end);
+            lengths[piece.series] += to.saturating_sub(from);
+            in_range.push((segment, from..to.max(from)));
+        }
+        let mut out: Vec<Vec<Sample>> = lengths.into_iter().map(Vec::with_capacity).collect();
+        for (piece, (segment, rows)) in pieces.iter().zip(in_range) {
+            out[piece.series].extend_from_slice(&segment[rows]);
+        }
+        Ok(out)
+    }
+
+    /// Decodes `pieces` (in file order) into one vector per entry of `ids`,
+    /// on two tasks when `parallel` names this block and there are at least
+    /// as many `ids` as it asks for.
+    async fn decode(
+        &self,
+        parallel: Option<(&Arc<Block>, usize)>,
+        ids: &[u32],
+        mut pieces: Vec<Piece>,
+    ) -> Result<Vec<Vec<Sample>>> {
+        let block = match parallel {
+            Some((block, min_series)) if ids.len() >= min_series && pieces.len() >= 2 => block,
+            _ => return self.read_pieces(ids, pieces).await,
+        };
+        let later = pieces.split_off(self.split_point(&pieces));
+        let other = {
+            let (block, ids) = (block.clone(), ids.to_vec());
+            tokio::spawn(async move { block.read_pieces(&ids, later).await })
+        };
+        let mut out = self.read_pieces(ids, pieces).await?;
+        let rest = other.await.map_err(|e| Error::Task(e.to_string()))??;
+        // The later pieces lie after the earlier ones in the file, so after
+        // them in time within each series.
+        for (series, mut later_samples) in out.iter_mut().zip(rest) {
+            if series.is_empty() {
+                *series = later_samples;
+            } else {
+                series.append(&mut later_samples);
+            }
+        }
+        Ok(out)
     }
 
     /// Where to cut `pieces` (sorted by row, at least two) into two reads of
@@ -1199,10 +1308,9 @@ impl Block {
             .unwrap_or(middle)
     }
 
-    /// Decodes `pieces` (in file order) of the series `ids` (ascending), one
-    /// vector per id.
+    /// Decodes `pieces` (in file order) into one vector per entry of `ids`
+    /// (the series each piece's `series` position names).
     async fn read_pieces(&self, ids: &[u32], pieces: Vec<Piece>) -> Result<Vec<Vec<Sample>>> {
-        debug_assert!(ids.windows(2).all(|w| w[0] < w[1]));
         let mut out: Vec<Vec<Sample>> = vec![Vec::new(); ids.len()];
         // Series holding only histograms have no sample rows.
         if pieces.is_empty() {
@@ -1314,12 +1422,38 @@ impl Block {
     }
 }
 
+/// Joins each piece (sorted by row) to the one before it when both are
+/// segments of the same run: a read that bypasses the segment cache then
+/// selects fewer, longer row ranges.
+fn join_segments(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut joined: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match joined.last_mut() {
+            Some(last) if !piece.starts_run && last.series == piece.series && last.rows.end == piece.rows.start => {
+                last.rows.end = piece.rows.end;
+            }
+            _ => joined.push(piece),
+        }
+    }
+    joined
+}
+
 /// Adds the samples a read knew without decoding to what it decoded.
 fn with_known(mut out: Vec<Vec<Sample>>, known: Vec<(usize, Sample)>) -> Vec<Vec<Sample>> {
     for (position, sample) in known {
         out[position].push(sample);
     }
     out
+}
+
+/// Where a read takes its samples from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Decoded from the samples file every time: compaction, and reads too
+    /// big for the cache, which would only evict what repeats.
+    File,
+    /// From the segment cache, decoding (and keeping) what it lacks.
+    Cache,
 }
 
 /// How much of each selected series a read hands out.
@@ -1338,6 +1472,9 @@ struct Piece {
     rows: Range<usize>,
     /// The series' position in the read's ids.
     series: usize,
+    /// Whether the piece is the first of its run (slice): a piece that is
+    /// not may be joined to the one before it, which ends where it starts.
+    starts_run: bool,
     first_time: FirstTime,
 }
 
@@ -1732,6 +1869,22 @@ mod tests {
                 let expected: Vec<Sample> = samples.iter().copied().filter(|s| range.contains(s.timestamp)).collect();
                 prop_assert_eq!(got.len(), expected.len());
                 prop_assert!(got.iter().zip(&expected).all(|(a, b)| a.same_as(b)));
+                // Through the segment cache, segments are decoded one by one
+                // (each from its own restart), then served from memory.
+                let mut cached = Block::open(store.clone(), prefix.clone().join(meta.ulid.as_str())).await.unwrap();
+                cached.use_cache(&SegmentCache::new(1 << 20));
+                let cached = Arc::new(cached);
+                for round in ["cold", "warm"] {
+                    let again = cached
+                        .read_in_parallel(&[0], range, Wanted::All, usize::MAX, Via::Cache)
+                        .await
+                        .unwrap()
+                        .remove(0);
+                    prop_assert!(
+                        again.len() == got.len() && again.iter().zip(&got).all(|(a, b)| a.same_as(b)),
+                        "{round} cache read differs"
+                    );
+                }
                 // Short ranges decode at most the keyframe spans around them
                 // (two runs' worth when the range crosses a slice boundary).
                 if span < 100 {
@@ -1760,17 +1913,40 @@ mod tests {
                 // A subset of series too: value deltas must restart at every selected series.
                 let subset = Matcher::new(tidewatch_model::MatchOp::RegexMatch, "name", "b.*|c").unwrap();
                 let got = block.select(std::slice::from_ref(&subset), range).await.unwrap();
-                // Two tasks, cut at a slice boundary or mid-slice, read what one does.
+                // Two tasks, cut at a slice boundary or mid-slice, read what
+                // one does; so does the same block through the segment
+                // cache, cold and warm, whichever read filled it.
                 let block = Arc::new(block);
+                let cache = SegmentCache::new(1 << 20);
+                let mut cached = Block::open(store.clone(), prefix.clone().join(meta.ulid.as_str())).await.unwrap();
+                cached.use_cache(&cache);
+                let cached = Arc::new(cached);
                 let ids: Vec<u32> = (0..block.series_count() as u32).collect();
+                // Reads may hand out samples around the range (the cache
+                // trims to it); what is in range must agree.
+                let in_range = |read: Vec<Vec<Sample>>| -> Vec<Vec<Sample>> {
+                    read.into_iter()
+                        .map(|samples| samples.into_iter().filter(|s| range.contains(s.timestamp)).collect())
+                        .collect()
+                };
                 for wanted in [Wanted::All, Wanted::Latest] {
-                    let one = block.read(&ids, range, wanted).await.unwrap();
-                    let two = block.read_in_parallel(&ids, range, wanted, 0).await.unwrap();
-                    prop_assert!(
-                        one.len() == two.len()
-                            && one.iter().zip(&two).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))),
-                        "{wanted:?}: {one:?} != {two:?}"
-                    );
+                    let one = in_range(block.read(&ids, range, wanted).await.unwrap());
+                    let reads = [
+                        ("two tasks", block.read_in_parallel(&ids, range, wanted, 0, Via::File).await.unwrap()),
+                        ("cache, two tasks", cached.read_in_parallel(&ids, range, wanted, 0, Via::Cache).await.unwrap()),
+                        ("cache, one task", cached.read_in_parallel(&ids, range, wanted, usize::MAX, Via::Cache).await.unwrap()),
+                    ];
+                    for (how, other) in reads {
+                        let other = in_range(other);
+                        prop_assert!(
+                            one.len() == other.len()
+                                && one.iter().zip(&other).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))),
+                            "{wanted:?}, {how}: {one:?} != {other:?}"
+                        );
+                    }
+                    if one.iter().any(|samples| !samples.is_empty()) && wanted == Wanted::All {
+                        prop_assert!(cache.hits() > 0, "the second cached read found nothing in the cache");
+                    }
                 }
                 let expected: Vec<SeriesSamples> = series
                     .iter()

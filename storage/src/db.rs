@@ -19,11 +19,12 @@ use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
 use crate::block::{
-    Block, BlockWriter, EncodedBlock, META_FILE, Wanted, encode_block, slice_ms_for_window, write_block,
+    Block, BlockWriter, EncodedBlock, META_FILE, Via, Wanted, encode_block, slice_ms_for_window, write_block,
 };
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
+use crate::segment_cache::SegmentCache;
 use crate::shared_labels::SharedLabels;
 use crate::wal::{self, FsyncPolicy, Record, RecordBuffer, RefHistogram, RefSample, Wal};
 
@@ -61,6 +62,10 @@ pub struct StorageConfig {
     /// Per-stream retention by selector (Loki's `retention_stream`); streams
     /// no rule matches keep `retention_ms`.
     pub log_retention_streams: Vec<StreamRetention>,
+    /// Bytes of decoded block samples kept for repeated reads (instant
+    /// queries, rules and dashboards read the same recent rows again and
+    /// again); 0 turns the cache off.
+    pub block_cache_bytes: u64,
 }
 
 impl StorageConfig {
@@ -76,6 +81,7 @@ impl StorageConfig {
             max_log_streams_per_tenant: 5000,
             log_block_duration_ms: HOUR_MS,
             log_retention_streams: Vec::new(),
+            block_cache_bytes: 256 << 20,
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct Storage {
     /// Serialises opening tenants (loading blocks, replaying the WAL).
     opening: tokio::sync::Mutex<()>,
     stats: Arc<StorageStats>,
+    /// Decoded block segments kept for repeated reads, shared by every tenant.
+    segment_cache: Arc<SegmentCache>,
     logs: LogStore,
 }
 
@@ -170,13 +178,14 @@ impl Storage {
         std::fs::create_dir_all(&wal_root).map_err(|e| Error::io(format!("creating {}", wal_root.display()), e))?;
         let logs = LogStore::new(&config.data_dir, config.fsync)?;
         let storage = Arc::new(Storage {
-            config,
             clock,
             store,
             tenants: RwLock::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             stats: Arc::new(StorageStats::default()),
+            segment_cache: SegmentCache::new(config.block_cache_bytes),
             logs,
+            config,
         });
         let mut names = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(&wal_root).map_err(|e| Error::io("listing WAL tenants", e))? {
@@ -225,6 +234,11 @@ impl Storage {
         &self.stats
     }
 
+    /// The cache of decoded block segments (for its figures).
+    pub fn segment_cache(&self) -> &SegmentCache {
+        &self.segment_cache
+    }
+
     fn existing_tenant(&self, tenant: &TenantId) -> Option<Arc<TenantDb>> {
         lock_poisoned(self.tenants.read()).get(tenant).cloned()
     }
@@ -262,6 +276,15 @@ impl Storage {
         Ok(db)
     }
 
+    /// Opens the block in `dir` with the tenant's shared labels and the
+    /// storage's segment cache.
+    async fn open_block(&self, dir: StorePath, shared_labels: &SharedLabels) -> Result<Block> {
+        let mut block = Block::open(self.store.clone(), dir).await?;
+        block.share_labels(shared_labels);
+        block.use_cache(&self.segment_cache);
+        Ok(block)
+    }
+
     async fn load_blocks(&self, prefix: &StorePath, shared_labels: &SharedLabels) -> Result<Vec<Arc<Block>>> {
         let listing = self.store.list_with_delimiter(Some(prefix)).await?;
         let mut blocks = Vec::new();
@@ -272,9 +295,7 @@ impl Storage {
                 self.delete_prefix(&dir).await?;
                 continue;
             }
-            let mut block = Block::open(self.store.clone(), dir).await?;
-            block.share_labels(shared_labels);
-            blocks.push(Arc::new(block));
+            blocks.push(Arc::new(self.open_block(dir, shared_labels).await?));
         }
         // A compacted block names its sources: finish a deletion a crash interrupted.
         let replaced: std::collections::HashSet<String> =
@@ -379,8 +400,9 @@ impl Storage {
                 .await
                 .map_err(|e| Error::Task(e.to_string()))??;
             let meta = write_block(&self.store, &db.prefix, encoded).await?;
-            let mut block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
-            block.share_labels(&db.shared_labels);
+            let block = self
+                .open_block(db.prefix.clone().join(meta.ulid.as_str()), &db.shared_labels)
+                .await?;
             tracing::info!(
                 block = %meta.ulid,
                 series = meta.num_series,
@@ -543,9 +565,10 @@ impl Storage {
         drop(chunks_tx);
         let encoded = writer.await.map_err(|e| Error::Task(e.to_string()))??;
         let meta = write_block(&self.store, &db.prefix, encoded).await?;
-        let mut merged_block = Block::open(self.store.clone(), db.prefix.clone().join(meta.ulid.as_str())).await?;
-        merged_block.share_labels(&db.shared_labels);
-        let merged_block = Arc::new(merged_block);
+        let merged_block = Arc::new(
+            self.open_block(db.prefix.clone().join(meta.ulid.as_str()), &db.shared_labels)
+                .await?,
+        );
         {
             let mut blocks = lock_poisoned(db.blocks.write());
             blocks.retain(|b| !sources.iter().any(|s| s.meta().ulid == b.meta().ulid));
@@ -682,6 +705,18 @@ impl Storage {
             })
             .filter(|(_, ids)| !ids.is_empty())
             .collect();
+        // The whole selection goes through the segment cache or none of it:
+        // a query is small enough to repeat cheaply (instant queries, rules,
+        // dashboards over recent data) or big enough to evict what does.
+        let rows: usize = blocks
+            .iter()
+            .map(|(block, ids)| block.rows_to_read(ids.len(), range, wanted))
+            .sum();
+        let via = if self.segment_cache.admits(rows) {
+            Via::Cache
+        } else {
+            Via::File
+        };
         let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
         let head_ids = lock_poisoned(db.head.read()).select_sorted_ids(matchers, range);
         // Each source lists its series in label order: merging the lists
@@ -706,7 +741,7 @@ impl Storage {
         // handed to `visit`, so decoding and evaluation share the cores.
         let mut next_reads = batches
             .first()
-            .map(|batch| spawn_block_reads(&blocks, batch, range, wanted));
+            .map(|batch| spawn_block_reads(&blocks, batch, range, wanted, via));
         for (index, &batch) in batches.iter().enumerate() {
             let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
                 continue;
@@ -714,7 +749,7 @@ impl Storage {
             let reads = next_reads.take().unwrap_or_default();
             next_reads = batches
                 .get(index + 1)
-                .map(|next| spawn_block_reads(&blocks, next, range, wanted));
+                .map(|next| spawn_block_reads(&blocks, next, range, wanted, via));
             // Parts of each series of the batch, by its position in `batch`.
             // Every source hands out series in label order, so a cursor per
             // source finds positions without searching.
@@ -923,6 +958,7 @@ fn spawn_block_reads(
     batch: &[&Labels],
     range: TimeRange,
     wanted: Wanted,
+    via: Via,
 ) -> Vec<BlockReadTask> {
     let (Some(&low), Some(&high)) = (batch.first(), batch.last()) else {
         return Vec::new();
@@ -938,7 +974,7 @@ fn spawn_block_reads(
         let (block, selected) = (block.clone(), ids[from..to].to_vec());
         reads.push(BlockReadTask(tokio::spawn(async move {
             let samples = block
-                .read_in_parallel(&selected, range, wanted, PARALLEL_READ_MIN_SERIES)
+                .read_in_parallel(&selected, range, wanted, PARALLEL_READ_MIN_SERIES, via)
                 .await?;
             let histograms = if block.has_histograms() {
                 block.read_histograms(&selected).await?

@@ -30,11 +30,13 @@ mod head;
 mod histogram_codec;
 pub mod index;
 pub mod logs;
+mod segment_cache;
 mod shared_labels;
 pub mod wal;
 
 pub use db::{HeadFigures, Storage, StorageConfig, StorageStats};
 pub use error::{Error, Result};
 pub use logs::{LogHeadFigures, StreamRetention};
+pub use segment_cache::SegmentCache;
 pub use tidewatch_model::logs::{LogSearchHit, LogSearchPage, LogSearchRequest};
 pub use wal::FsyncPolicy;
