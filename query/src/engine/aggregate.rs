@@ -97,10 +97,13 @@ struct Grouping<'e> {
 impl<'e> Grouping<'e> {
     fn of(aggregate: &'e AggregateExpr) -> Grouping<'e> {
         match &aggregate.modifier {
-            Some(LabelModifier::Include(labels)) => Grouping {
-                without: false,
-                names: labels.labels.iter().map(String::as_str).collect(),
-            },
+            Some(LabelModifier::Include(labels)) => {
+                // Sorted, so `kept` finds them by binary search in label order.
+                let mut names: Vec<&str> = labels.labels.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                names.dedup();
+                Grouping { without: false, names }
+            }
             Some(LabelModifier::Exclude(labels)) => Grouping {
                 without: true,
                 names: labels.labels.iter().map(String::as_str).collect(),
@@ -121,7 +124,26 @@ impl<'e> Grouping<'e> {
     }
 
     fn labels(&self, labels: &Labels) -> Labels {
-        Labels::from_sorted(labels.iter().filter(|l| self.keeps(l)).cloned().collect())
+        Labels::from_sorted(self.kept(labels).into_iter().cloned().collect())
+    }
+
+    /// The labels of `labels` the grouping keeps, in label order. `by` looks
+    /// its few names up rather than testing every label against them: this
+    /// ran for every input series and was ~10 % of a small instant query.
+    fn kept<'a>(&self, labels: &'a Labels) -> smallvec::SmallVec<[&'a Label; 8]> {
+        if self.without {
+            return labels.iter().filter(|l| self.keeps(l)).collect();
+        }
+        let pairs = labels.as_slice();
+        self.names
+            .iter()
+            .filter_map(|name| {
+                pairs
+                    .binary_search_by(|l| l.name.as_str().cmp(name))
+                    .ok()
+                    .map(|at| &pairs[at])
+            })
+            .collect()
     }
 
     /// Each series' group number, and the groups' labels in order of first
@@ -133,13 +155,16 @@ impl<'e> Grouping<'e> {
         let assigned = input
             .iter()
             .map(|s| {
-                let kept = || s.labels.iter().filter(|l| self.keeps(l));
-                let hash = hash_pairs(kept().map(|l| (l.name.as_str(), l.value.as_str())));
+                let kept = self.kept(&s.labels);
+                let hash = hash_pairs(kept.iter().map(|l| (l.name.as_str(), l.value.as_str())));
                 let candidates = by_hash.entry(hash).or_default();
-                if let Some(&id) = candidates.iter().find(|&&id| groups[id].iter().eq(kept())) {
+                if let Some(&id) = candidates
+                    .iter()
+                    .find(|&&id| groups[id].iter().eq(kept.iter().copied()))
+                {
                     return id;
                 }
-                groups.push(Labels::from_sorted(kept().cloned().collect()));
+                groups.push(Labels::from_sorted(kept.into_iter().cloned().collect()));
                 candidates.push(groups.len() - 1);
                 groups.len() - 1
             })
