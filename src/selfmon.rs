@@ -45,6 +45,7 @@ fn process_figures() -> Option<(f64, f64)> {
 pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
     let stats = storage.stats();
     let head = storage.head_figures();
+    let logs = storage.log_head_figures();
     let mut families = vec![
         family(
             "tidewatch_samples_appended_total",
@@ -87,6 +88,24 @@ pub(crate) fn collect(storage: &Storage, http: &HttpStats) -> Vec<Family> {
             "Bytes of compressed sample data in the head.",
             MetricType::Gauge,
             head.sample_bytes as f64,
+        ),
+        family(
+            "tidewatch_log_head_entries",
+            "Log entries held in the in-memory log head.",
+            MetricType::Gauge,
+            logs.entries as f64,
+        ),
+        family(
+            "tidewatch_log_head_line_bytes",
+            "Bytes of the log lines held in the log head, uncompressed.",
+            MetricType::Gauge,
+            logs.line_bytes as f64,
+        ),
+        family(
+            "tidewatch_log_head_memory_bytes",
+            "Bytes the log head's entries take in memory (compressed chunks, open tails, duplicate-check hashes).",
+            MetricType::Gauge,
+            logs.memory_bytes as f64,
         ),
         family(
             "tidewatch_wal_size_bytes",

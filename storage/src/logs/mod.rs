@@ -261,6 +261,7 @@ impl LogStore {
             figures.streams += head.stream_count() as u64;
             figures.entries += head.entry_count();
             figures.line_bytes += head.line_bytes();
+            figures.memory_bytes += head.memory_bytes();
         }
         figures
     }
@@ -862,6 +863,9 @@ pub struct LogHeadFigures {
     pub streams: u64,
     pub entries: u64,
     pub line_bytes: u64,
+    /// What the head's entries take in memory: compressed, far less than
+    /// `line_bytes`.
+    pub memory_bytes: u64,
 }
 
 /// Per-source entries of one stream, each sorted by (timestamp, line), the
@@ -982,11 +986,14 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     let mut seen: HashSet<(u64, i64, &str), Xxh3DefaultBuilder> = HashSet::default();
     let mut wal_entries: Vec<LogEntryView<'_>> = Vec::new();
     let mut summary = LogPushSummary::default();
+    let mut is_new: Vec<bool> = Vec::new();
     for (stream, target) in push.streams.iter().zip(&targets) {
         let stream_ref = ref_of(target);
         for entry in &stream.entries {
             let known = target.is_ok() && head.contains(stream_ref, entry.timestamp, &entry.line);
-            if known || !seen.insert((stream_ref, entry.timestamp, entry.line.as_str())) {
+            let new = !known && seen.insert((stream_ref, entry.timestamp, entry.line.as_str()));
+            is_new.push(new);
+            if !new {
                 continue;
             }
             summary.entries += 1;
@@ -1011,10 +1018,15 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
         debug_assert!(created >= first_ref, "new streams get the predicted references");
     }
     drop(seen);
+    // Exactly the entries logged above go in, as chosen there under the same
+    // head lock: the head need not look each up again.
+    let mut new_entries = is_new.into_iter();
     for (stream, target) in push.streams.into_iter().zip(&targets) {
         let stream_ref = ref_of(target);
         for entry in stream.entries {
-            head.insert(stream_ref, entry);
+            if new_entries.next() == Some(true) {
+                head.insert_new(stream_ref, entry);
+            }
         }
     }
     Ok(summary)
