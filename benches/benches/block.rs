@@ -12,7 +12,8 @@ use object_store::path::Path as StorePath;
 use tidewatch_benches::{Cluster, now_ms, sized};
 use tidewatch_model::Matcher;
 use tidewatch_model::seam::TimeRange;
-use tidewatch_storage::block::{Block, encode_block, slice_ms_for_window, write_block};
+use tidewatch_storage::SegmentCache;
+use tidewatch_storage::block::{Block, Via, Wanted, encode_block, slice_ms_for_window, write_block};
 
 const SAMPLES_PER_SERIES: usize = 480;
 const SCRAPE_INTERVAL_MS: i64 = 15_000;
@@ -109,6 +110,22 @@ fn block(c: &mut Criterion) {
                 .expect("read_samples_in")
         })
     });
+    // The same read again through a warm segment cache: what an instant
+    // query or a rule repeating over flushed data costs.
+    let cache = SegmentCache::new(256 << 20);
+    let mut cached = runtime
+        .block_on(Block::open(store.clone(), dir.clone()))
+        .expect("block opens");
+    cached.use_cache(&cache);
+    let cached = Arc::new(cached);
+    let read_cached = || {
+        runtime
+            .block_on(cached.read_in_parallel(black_box(&all), last_five_minutes, Wanted::All, usize::MAX, Via::Cache))
+            .expect("cached read")
+    };
+    read_cached();
+    group.bench_function("read_last_5m_all_series_cached", |b| b.iter(read_cached));
+    assert!(cache.hits() > 0, "the cached bench read from the cache");
     group.finish();
 }
 

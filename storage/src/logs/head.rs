@@ -1,10 +1,11 @@
 //! The log head: one tenant's recent log entries in memory, by stream.
 //!
 //! A stream is found by its label set and addressed by a reference (the one
-//! its WAL records use). Entries of a stream are kept sorted by
-//! (timestamp, line), so any arrival order is accepted and an identical
+//! its WAL records use). A stream's entries are handed out sorted by
+//! (timestamp, line), so any arrival order is accepted, and an identical
 //! (timestamp, line) is stored once, as Loki does; the first structured
-//! metadata pushed for it stays.
+//! metadata pushed for it stays. Most of them are held compressed (see
+//! [`StreamEntries`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
