@@ -22,14 +22,22 @@
 # left edge is inside the window in Prometheus 2.42 (closed windows) and
 # outside in Prometheus 3.x and Tidewatch (left-open); off the grid both agree.
 #
+# NATIVE_HISTOGRAMS=1 loads native histograms instead (`--native-histograms`:
+# one `http_request_duration_seconds` per pod and route, SERIES of them,
+# exponential schema 3, counter resets), starts Prometheus with
+# `--enable-feature=native-histograms`, and times native-histogram queries
+# (H1..H4 below) the same way; histogram answers must be equal too (schema,
+# zero bucket, counts, sum and every bucket, within 1e-9 relative).
+#
 # Environment: TW_PORT (19472), PROM_PORT (19091), TW_FLUSH (1), SETTLE (5 s),
-# QUERY_TIMEOUT (300 s per request), TIDEWATCH_BIN, PROMETHEUS_BIN.
+# QUERY_TIMEOUT (300 s per request), NATIVE_HISTOGRAMS (0), TIDEWATCH_BIN,
+# PROMETHEUS_BIN.
 # Needs: a release build (`cargo build --release`), `apt-get install prometheus`
 # (2.42), curl and python3.
 set -euo pipefail
 ARGS="$*"
 ENV_SET=""   # the overrides given, for the command line printed below
-for v in TW_PORT PROM_PORT TW_FLUSH SETTLE QUERY_TIMEOUT TIDEWATCH_BIN PROMETHEUS_BIN; do
+for v in TW_PORT PROM_PORT TW_FLUSH SETTLE QUERY_TIMEOUT NATIVE_HISTOGRAMS TIDEWATCH_BIN PROMETHEUS_BIN; do
   if [ -n "${!v+x}" ]; then ENV_SET+="$v=${!v} "; fi
 done
 SERIES=${1:-10000}
@@ -42,6 +50,13 @@ PROM_PORT=${PROM_PORT:-19091}
 TW_FLUSH=${TW_FLUSH:-1}
 SETTLE=${SETTLE:-5}
 QUERY_TIMEOUT=${QUERY_TIMEOUT:-300}
+NATIVE_HISTOGRAMS=${NATIVE_HISTOGRAMS:-0}
+LOAD_ARGS=()
+PROM_FEATURES=()
+if [ "$NATIVE_HISTOGRAMS" = 1 ]; then
+  LOAD_ARGS=(--native-histograms)
+  PROM_FEATURES=(--enable-feature=native-histograms)
+fi
 SCRAPES=960
 
 for tool in curl python3 "$PROM" "$BIN"; do
@@ -94,7 +109,7 @@ TW_PID=$!; PIDS+=($TW_PID)
 printf 'global:\n  scrape_interval: 15s\n' > "$WORK/prometheus.yml"
 "$PROM" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom" --web.listen-address=127.0.0.1:$PROM_PORT \
   --web.enable-remote-write-receiver --storage.tsdb.retention.time=30d --query.max-samples=500000000 \
-  > "$WORK/prom.log" 2>&1 &
+  "${PROM_FEATURES[@]}" > "$WORK/prom.log" 2>&1 &
 PROM_PID=$!; PIDS+=($PROM_PID)
 
 # load NAME PORT PID: sends the 4 h; a failed request is reported, not fatal.
@@ -102,7 +117,7 @@ load() {
   local name=$1 port=$2 pid=$3 rc=0 t0 t1
   t0=$(date +%s.%N)
   "$BIN" bench remote-write --url "http://127.0.0.1:$port/api/v1/write" --wait-for "http://127.0.0.1:$port/-/ready" \
-    --series "$SERIES" --scrapes "$SCRAPES" --start-ms "$START_MS" --receiver-pid "$pid" \
+    --series "$SERIES" --scrapes "$SCRAPES" --start-ms "$START_MS" --receiver-pid "$pid" "${LOAD_ARGS[@]}" \
     > "$WORK/load.$name" 2>&1 &
   local lp=$!; PIDS+=($lp)
   wait $lp || rc=$?
@@ -141,6 +156,16 @@ QUERIES=(
   'topk(10, sum by (pod) (rate(http_requests_total[5m])))'
   'count by (__name__) ({__name__=~".+"})'
 )
+QUERY_NAMES=(Q1 Q2 Q3 Q4)
+if [ "$NATIVE_HISTOGRAMS" = 1 ]; then
+  QUERIES=(
+    'histogram_quantile(0.99, sum by (namespace) (rate(http_request_duration_seconds[5m])))'
+    'sum by (route) (rate(http_request_duration_seconds[5m]))'
+    'histogram_count(sum by (namespace, route) (rate(http_request_duration_seconds[5m])))'
+    'histogram_fraction(0, 0.1, sum by (namespace) (rate(http_request_duration_seconds[5m])))'
+  )
+  QUERY_NAMES=(H1 H2 H3 H4)
+fi
 
 mem() { awk -v k="$2" '$1 == k":" {printf "%d\n", $2 * 1024}' "/proc/$1/status"; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
@@ -185,14 +210,24 @@ def load(path):
     except Exception:
         return None
     return body["data"] if body.get("status") == "success" else None
+def histogram(h):
+    # Prometheus' JSON: count, sum and [boundary rule, lower, upper, count] per bucket.
+    buckets = tuple((int(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in h.get("buckets", []))
+    return (float(h["count"]), float(h["sum"]), buckets)
 def points(data):
     out = {}
     for r in data["result"]:
         key = tuple(sorted(r["metric"].items()))
-        values = r.get("values") or [r["value"]]
-        out[key] = [(float(t), float(v)) for t, v in values]
+        floats = r.get("values") or ([r["value"]] if "value" in r else [])
+        hists = r.get("histograms") or ([r["histogram"]] if "histogram" in r else [])
+        series = [(float(t), float(v)) for t, v in floats] + [(float(t), histogram(h)) for t, h in hists]
+        out[key] = sorted(series, key=lambda p: p[0])
     return out
 def close(a, b):
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        if not (isinstance(a, tuple) and isinstance(b, tuple)) or len(a) != len(b):
+            return False
+        return all(close(x, y) for x, y in zip(a, b))
     if math.isnan(a) and math.isnan(b):
         return True
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
@@ -225,7 +260,7 @@ PY
 }
 
 echo
-for i in "${!QUERIES[@]}"; do echo "Q$((i + 1)): ${QUERIES[$i]}"; done
+for i in "${!QUERIES[@]}"; do echo "${QUERY_NAMES[$i]}: ${QUERIES[$i]}"; done
 echo
 FMT='%-4s %-8s %12s %12s %8s %15s  %s\n'
 printf "$FMT" query mode tidewatch_s prometheus_s tw/prom "series tw/prom" result
@@ -245,7 +280,7 @@ for i in "${!QUERIES[@]}"; do
     [ -f "$WORK/prometheus.err" ] && n_pr=error
     [ "$tw" = error ] || [ "$pr" = error ] && verdict="- (error)" && ERRORS=$((ERRORS + 1))
     [[ $verdict == MISMATCH* ]] && MISMATCHES=$((MISMATCHES + 1))
-    printf "$FMT" "Q$((i + 1))" "$mode" "$tw" "$pr" "$ratio" "$n_tw/$n_pr" "$verdict"
+    printf "$FMT" "${QUERY_NAMES[$i]}" "$mode" "$tw" "$pr" "$ratio" "$n_tw/$n_pr" "$verdict"
     for s in tidewatch prometheus; do
       [ -f "$WORK/$s.err" ] && echo "       $s error: $(tr -d '\n' < "$WORK/$s.err")"
     done
