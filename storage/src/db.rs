@@ -977,7 +977,7 @@ fn spawn_block_reads(
                 .read_in_parallel(&selected, range, wanted, PARALLEL_READ_MIN_SERIES, via)
                 .await?;
             let histograms = if block.has_histograms() {
-                block.read_histograms(&selected).await?
+                block.read_histograms_in(&selected, range).await?
             } else {
                 vec![Vec::new(); selected.len()]
             };
