@@ -46,7 +46,6 @@ pub(crate) struct StreamEntries {
     /// The newest timestamp in any chunk: an entry after it (the common,
     /// in-order case) cannot be in one.
     sealed_max: Option<TimestampNs>,
-    len: usize,
 }
 
 /// Entries of one stream, sorted by (timestamp, line), encoded and
@@ -75,30 +74,12 @@ impl Chunk {
 
     /// The chunk's entries, in order.
     fn entries(&self) -> Vec<LogEntry> {
-        let raw = self.raw();
-        let mut out = Vec::new();
-        let mut at = &raw[..];
-        while !at.is_empty() {
-            out.push(decode_entry(&mut at));
-        }
-        out
+        raw_entries(&self.raw()).map(RawEntry::decode).collect()
     }
 
     /// Whether the chunk holds this (timestamp, line), compared in place.
     fn holds(&self, timestamp: TimestampNs, line: &str) -> bool {
-        let raw = self.raw();
-        let mut at = &raw[..];
-        while !at.is_empty() {
-            let stored = i64::from_le_bytes(take(&mut at, 8).try_into().expect("8 bytes"));
-            let stored_line = take_text(&mut at);
-            if stored == timestamp && stored_line == line.as_bytes() {
-                return true;
-            }
-            for _ in 0..2 * number(&mut at) {
-                take_text(&mut at);
-            }
-        }
-        false
+        raw_entries(&self.raw()).any(|e| e.timestamp == timestamp && e.line == line.as_bytes())
     }
 }
 
@@ -134,24 +115,54 @@ fn take_text<'a>(at: &mut &'a [u8]) -> &'a [u8] {
     take(at, len)
 }
 
-fn decode_entry(at: &mut &[u8]) -> LogEntry {
-    fn text(at: &mut &[u8]) -> String {
-        // Written from a `&str` by `encode_entry`.
-        String::from_utf8(take_text(at).to_vec()).expect("chunk text is UTF-8")
+/// One entry of a decompressed chunk, its texts still bytes in the chunk.
+struct RawEntry<'a> {
+    timestamp: TimestampNs,
+    line: &'a [u8],
+    /// (name, value) of each metadata pair.
+    metadata: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl RawEntry<'_> {
+    fn decode(self) -> LogEntry {
+        // Written from `&str`s by `encode_entry`.
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("chunk text is UTF-8");
+        let structured_metadata = if self.metadata.is_empty() {
+            Labels::default()
+        } else {
+            Labels::from_sorted(
+                self.metadata
+                    .into_iter()
+                    .map(|(name, value)| Label::new(text(name), text(value)))
+                    .collect(),
+            )
+        };
+        LogEntry {
+            timestamp: self.timestamp,
+            line: text(self.line),
+            structured_metadata,
+        }
     }
-    let timestamp = i64::from_le_bytes(take(at, 8).try_into().expect("8 bytes"));
-    let line = text(at);
-    let pairs = number(at);
-    let metadata = if pairs == 0 {
-        Labels::default()
-    } else {
-        Labels::from_sorted((0..pairs).map(|_| Label::new(text(at), text(at))).collect())
-    };
-    LogEntry {
-        timestamp,
-        line,
-        structured_metadata: metadata,
-    }
+}
+
+/// The entries of a decompressed chunk, in order (see [`encode_entry`]).
+fn raw_entries(raw: &[u8]) -> impl Iterator<Item = RawEntry<'_>> {
+    let mut at = raw;
+    std::iter::from_fn(move || {
+        if at.is_empty() {
+            return None;
+        }
+        let timestamp = i64::from_le_bytes(take(&mut at, 8).try_into().expect("8 bytes"));
+        let line = take_text(&mut at);
+        let metadata = (0..number(&mut at))
+            .map(|_| (take_text(&mut at), take_text(&mut at)))
+            .collect();
+        Some(RawEntry {
+            timestamp,
+            line,
+            metadata,
+        })
+    })
 }
 
 /// The hash of a (timestamp, line) kept for sealed entries. One-shot with
@@ -163,7 +174,7 @@ fn entry_key(timestamp: TimestampNs, line: &str) -> u64 {
 
 impl StreamEntries {
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.open.is_empty() && self.sealed.is_empty()
     }
 
     /// About how many bytes the entries hold: compressed chunks with their
@@ -209,7 +220,6 @@ impl StreamEntries {
             .insert((entry.timestamp, entry.line), entry.structured_metadata)
             .is_none();
         debug_assert!(fresh, "insert_new of an entry already held");
-        self.len += 1;
         if self.open_bytes >= SEAL_BYTES {
             self.seal();
         }
@@ -264,7 +274,7 @@ impl StreamEntries {
 
     /// Entries in `range` whose line contains every needle, sorted by
     /// (timestamp, line).
-    fn in_range(&self, range: NsRange, needles: &[String]) -> Vec<LogEntry> {
+    pub(crate) fn in_range(&self, range: NsRange, needles: &[String]) -> Vec<LogEntry> {
         let wanted = |timestamp: TimestampNs, line: &str| {
             range.contains(timestamp) && needles.iter().all(|needle| line.contains(needle.as_str()))
         };
@@ -296,7 +306,7 @@ impl StreamEntries {
     }
 
     /// Whether an entry lies in `range`.
-    fn has_entry_in(&self, range: NsRange) -> bool {
+    pub(crate) fn has_entry_in(&self, range: NsRange) -> bool {
         if self
             .open
             .range((range.start, String::new())..)
@@ -318,8 +328,9 @@ impl StreamEntries {
         let split = all.partition_point(|e| e.timestamp < cutoff);
         let mut taken = all;
         let kept = taken.split_off(split);
+        // Entries of one stream are unique already: no need to look each up.
         for entry in kept {
-            self.insert(entry);
+            self.insert_new(entry);
         }
         taken
     }
@@ -541,17 +552,6 @@ impl LogHead {
         let live = self.by_labels.keys().cloned().collect();
         Taken { streams, live }
     }
-}
-
-/// Whether a stream's entries hold one in `range`.
-pub(crate) fn has_entry_in(entries: &StreamEntries, range: NsRange) -> bool {
-    entries.has_entry_in(range)
-}
-
-/// A stream's entries in `range` whose line contains every needle, sorted
-/// by (timestamp, line).
-pub(crate) fn entries_in(entries: &StreamEntries, range: NsRange, needles: &[String]) -> Vec<LogEntry> {
-    entries.in_range(range, needles)
 }
 
 #[cfg(test)]

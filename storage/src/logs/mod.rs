@@ -50,7 +50,7 @@ use crate::db::{Storage, StorageConfig};
 use crate::error::{Error, Result};
 use crate::wal::{self, FsyncPolicy, LogEntryView, Record, RecordBuffer, RefLogEntry, Wal};
 use block::{BlockInput, LogBlock, TMP_SUFFIX};
-use head::{LogHead, entries_in, has_entry_in};
+use head::LogHead;
 use index::SharedStreams;
 
 /// The directory under the data directory that holds every tenant's logs.
@@ -402,7 +402,7 @@ impl LogStore {
                 let head = lock(db.head.read());
                 for (labels, part) in batch.iter().zip(&mut parts) {
                     if let Some(stream) = head.stream_by_labels(labels) {
-                        let entries = entries_in(&stream.entries, range, &select.line_contains);
+                        let entries = stream.entries.in_range(range, &select.line_contains);
                         if !entries.is_empty() {
                             part.push(entries);
                         }
@@ -454,7 +454,7 @@ impl LogStore {
     ) -> Result<bool> {
         if lock(db.head.read())
             .stream_by_labels(labels)
-            .is_some_and(|s| has_entry_in(&s.entries, range))
+            .is_some_and(|s| s.entries.has_entry_in(range))
         {
             return Ok(true);
         }

@@ -19,7 +19,6 @@ use tidewatch_model::logs::{LogEntry, LogSearchHit, LogSearchPage, LogSearchRequ
 use tidewatch_model::{Labels, TenantId};
 
 use super::block::LogBlock;
-use super::head::entries_in;
 use super::index::{BlockIndex, IndexBuilder, IndexHit, SharedStreams};
 use super::search_query::SearchQuery;
 use super::{LogStore, LogTenant, blocking, lock, merge_entries};
@@ -191,7 +190,7 @@ fn gather(db: &LogTenant, range: NsRange) -> Gathered {
     }
     let head = lock(db.head.read());
     for stream in head.matching(&[], range) {
-        loose.push((stream.labels.clone(), entries_in(&stream.entries, range, &[])));
+        loose.push((stream.labels.clone(), stream.entries.in_range(range, &[])));
     }
     Gathered {
         indexed,
