@@ -54,8 +54,6 @@ pub struct SegmentCache {
     segments: Cache<SegmentKey, Segment, SegmentWeight>,
     capacity_bytes: u64,
     next_block: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for SegmentCache {
@@ -79,8 +77,6 @@ impl SegmentCache {
             segments: Cache::with_weighter(estimated_items, capacity_bytes.max(1), SegmentWeight),
             capacity_bytes,
             next_block: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         })
     }
 
@@ -97,10 +93,7 @@ impl SegmentCache {
     }
 
     pub(crate) fn get(&self, key: &SegmentKey) -> Option<Segment> {
-        let found = self.segments.get(key);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        self.segments.get(key)
     }
 
     pub(crate) fn insert(&self, key: SegmentKey, samples: Segment) {
@@ -109,12 +102,12 @@ impl SegmentCache {
 
     /// Segments found in the cache so far.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.segments.hits()
     }
 
     /// Segments looked for and decoded so far.
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.segments.misses()
     }
 
     /// Bytes held now.
