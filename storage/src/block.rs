@@ -407,6 +407,34 @@ pub fn encode_block(series: &[SeriesSamples], level: u32, sources: Vec<String>, 
     writer.finish()
 }
 
+/// A native histogram as the block writer takes it: decoded (compaction reads
+/// them so), or still in the codec's form (a flush takes them from the head).
+pub trait BlockHistogram {
+    fn timestamp(&self) -> TimestampMs;
+    /// Appends the histogram in [`histogram_codec`]'s form, custom bounds included.
+    fn encode_into(&self, out: &mut Vec<u8>);
+}
+
+impl BlockHistogram for HistogramSample {
+    fn timestamp(&self) -> TimestampMs {
+        self.timestamp
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        histogram_codec::encode(&self.histogram, true, out);
+    }
+}
+
+impl BlockHistogram for histogram_codec::EncodedHistogram {
+    fn timestamp(&self) -> TimestampMs {
+        self.timestamp
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        self.append_with_custom_values(out);
+    }
+}
+
 /// The samples of one time slice: a row group of `samples.parquet` whose
 /// columns are encoded (and compressed) as series come, and appended to the
 /// file in time order when the block is finished.
@@ -565,25 +593,25 @@ impl BlockWriter {
 
     /// Adds a series. Series must come in ascending label order, samples and
     /// histograms each in ascending time; a series with neither is skipped.
-    pub fn push(&mut self, labels: &Labels, samples: &[Sample], histograms: &[HistogramSample]) -> Result<()> {
+    pub fn push<H: BlockHistogram>(&mut self, labels: &Labels, samples: &[Sample], histograms: &[H]) -> Result<()> {
         let first = samples
             .first()
             .map(|s| s.timestamp)
             .into_iter()
-            .chain(histograms.first().map(|h| h.timestamp))
+            .chain(histograms.first().map(H::timestamp))
             .min();
         let last = samples
             .last()
             .map(|s| s.timestamp)
             .into_iter()
-            .chain(histograms.last().map(|h| h.timestamp))
+            .chain(histograms.last().map(H::timestamp))
             .max();
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(());
         };
         debug_assert!(self.last_labels.as_ref().is_none_or(|previous| previous < labels));
         debug_assert!(samples.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
-        debug_assert!(histograms.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
+        debug_assert!(histograms.windows(2).all(|w| w[0].timestamp() < w[1].timestamp()));
         // Ids are dense row numbers of series.parquet.
         let id = self.row_counts.len() as u32;
         for label in labels {
@@ -600,8 +628,8 @@ impl BlockWriter {
         self.histogram_rows += histograms.len() as u64;
         for sample in histograms {
             self.histogram_ids.push(id);
-            self.histogram_timestamps.push(sample.timestamp);
-            histogram_codec::encode(&sample.histogram, true, &mut self.histogram_bytes);
+            self.histogram_timestamps.push(sample.timestamp());
+            sample.encode_into(&mut self.histogram_bytes);
             self.histogram_ends.push(self.histogram_bytes.len());
             // Bound the batch by bytes too: custom bounds make histograms big.
             if self.histogram_ids.len() == HISTOGRAMS_BATCH_ROWS || self.histogram_bytes.len() > 64 << 20 {
@@ -985,6 +1013,11 @@ impl Block {
     /// Whether this block holds any native histogram.
     pub fn has_histograms(&self) -> bool {
         self.meta.num_histograms > 0
+    }
+
+    /// How many histograms series `id` has in this block.
+    pub fn histogram_count(&self, id: u32) -> u32 {
+        self.histogram_rows.get(id as usize).map_or(0, |&(_, count)| count)
     }
 
     /// All histograms of the series `ids` (ascending), one vector per id.

@@ -19,10 +19,11 @@ use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
 use crate::block::{
-    Block, BlockWriter, EncodedBlock, META_FILE, Via, Wanted, encode_block, slice_ms_for_window, write_block,
+    Block, BlockWriter, EncodedBlock, META_FILE, Via, Wanted, slice_ms_for_window, write_block,
 };
 use crate::error::{Error, Result};
 use crate::head::Head;
+use crate::histogram_codec::EncodedHistogram;
 use crate::logs::{LogHeadFigures, LogStore, StreamRetention};
 use crate::segment_cache::SegmentCache;
 use crate::shared_labels::SharedLabels;
@@ -108,10 +109,25 @@ pub struct HeadFigures {
     pub sample_bytes: u64,
 }
 
+/// How many times fewer series a batch of a selection holds when some of its
+/// series have native histograms (see `select_batched`).
+const HISTOGRAM_BATCH_DIVISOR: usize = 32;
+
 /// Samples taken out of the head and not yet in a registered block; readers see them.
 #[derive(Debug)]
 struct Flushing {
-    series: Vec<SeriesSamples>,
+    /// Sorted by labels.
+    series: Vec<FlushingSeries>,
+}
+
+/// One series' samples taken out of the head. Histograms stay in the head's
+/// encoded form: the block writer copies their bytes, and readers decode only
+/// the ones they select.
+#[derive(Debug)]
+struct FlushingSeries {
+    labels: Labels,
+    samples: Vec<Sample>,
+    histograms: Vec<EncodedHistogram>,
 }
 
 /// One tenant's WAL, head and blocks.
@@ -376,14 +392,13 @@ impl Storage {
             let taken = head.take_before(cutoff);
             let taken_ids: Vec<u32> = taken.iter().map(|(id, ..)| *id).collect();
             head.share_labels(&taken_ids, &db.shared_labels);
-            let mut series: Vec<SeriesSamples> = taken
+            let mut series: Vec<FlushingSeries> = taken
                 .into_iter()
                 .filter_map(|(id, samples, histograms)| {
-                    head.series(id).map(|s| SeriesSamples {
+                    head.series(id).map(|s| FlushingSeries {
                         labels: s.labels.clone(),
                         samples,
                         histograms,
-                        start_timestamps: Default::default(),
                     })
                 })
                 .collect();
@@ -396,9 +411,17 @@ impl Storage {
         let windows = split_by_window(&flushing.series, self.config.block_duration_ms);
         let slice_ms = slice_ms_for_window(self.config.block_duration_ms);
         for window in windows {
-            let encoded = tokio::task::spawn_blocking(move || encode_block(&window, 1, Vec::new(), slice_ms))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+            let source = flushing.clone();
+            let encoded = tokio::task::spawn_blocking(move || -> Result<EncodedBlock> {
+                let mut writer = BlockWriter::new(1, Vec::new(), slice_ms)?;
+                for (index, samples, histograms) in window {
+                    let series = &source.series[index];
+                    writer.push(&series.labels, &series.samples[samples], &series.histograms[histograms])?;
+                }
+                writer.finish()
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
             let meta = write_block(&self.store, &db.prefix, encoded).await?;
             let block = self
                 .open_block(db.prefix.clone().join(meta.ulid.as_str()), &db.shared_labels)
@@ -718,7 +741,25 @@ impl Storage {
             Via::File
         };
         let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
-        let head_ids = lock_poisoned(db.head.read()).select_sorted_ids(matchers, range);
+        let (head_ids, head_histograms) = {
+            let head = lock_poisoned(db.head.read());
+            let ids = head.select_sorted_ids(matchers, range);
+            let histograms = ids
+                .iter()
+                .any(|(_, id)| head.series(*id).is_some_and(|s| s.has_histograms()));
+            (ids, histograms)
+        };
+        // A decoded native histogram is tens of times the size of a float
+        // sample: batches of histogram series are smaller, so that a range
+        // query over them holds about as many bytes as one over floats.
+        let with_histograms = head_histograms
+            || blocks.iter().any(|(block, ids)| ids.iter().any(|&id| block.histogram_count(id) > 0))
+            || flushing.iter().any(|set| set.series.iter().any(|s| !s.histograms.is_empty()));
+        let batch_series = if wanted == Wanted::All && with_histograms {
+            (batch_series / HISTOGRAM_BATCH_DIVISOR).max(1)
+        } else {
+            batch_series
+        };
         // Each source lists its series in label order: merging the lists
         // compares far fewer label sets than sorting them all would.
         let mut runs: Vec<Vec<&Labels>> = Vec::new();
@@ -781,22 +822,7 @@ impl Storage {
                     {
                         continue;
                     }
-                    let mut samples: Vec<Sample> = series
-                        .samples
-                        .iter()
-                        .copied()
-                        .filter(|s| range.contains(s.timestamp))
-                        .collect();
-                    let mut histograms: Vec<HistogramSample> = series
-                        .histograms
-                        .iter()
-                        .filter(|h| range.contains(h.timestamp))
-                        .cloned()
-                        .collect();
-                    if wanted == Wanted::Latest {
-                        keep_last(&mut samples);
-                        keep_last(&mut histograms);
-                    }
+                    let (samples, histograms) = series.read(range, wanted);
                     if let Ok(at) = batch.binary_search(&&series.labels)
                         && (!samples.is_empty() || !histograms.is_empty())
                     {
@@ -1129,11 +1155,15 @@ fn merge_sorted<T: Timed>(mut parts: Vec<Vec<T>>) -> Vec<T> {
     merged
 }
 
-/// Splits series into aligned block windows, each sorted by labels.
-fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSamples>> {
-    let mut windows: BTreeMap<i64, Vec<SeriesSamples>> = BTreeMap::new();
-    for entry in series {
-        // Per window: (sample range, histogram range) of this series.
+/// A series' share of one block window: its index and the ranges of its
+/// samples and histograms that fall in the window.
+type WindowPart = (usize, std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Splits flushing series into aligned block windows, each in label order
+/// (the series come sorted).
+fn split_by_window(series: &[FlushingSeries], window_ms: i64) -> Vec<Vec<WindowPart>> {
+    let mut windows: BTreeMap<i64, Vec<WindowPart>> = BTreeMap::new();
+    for (index, entry) in series.iter().enumerate() {
         let mut ranges: BTreeMap<i64, (std::ops::Range<usize>, std::ops::Range<usize>)> = BTreeMap::new();
         let mut start = 0;
         while start < entry.samples.len() {
@@ -1150,15 +1180,32 @@ fn split_by_window(series: &[SeriesSamples], window_ms: i64) -> Vec<Vec<SeriesSa
             start = end;
         }
         for (window, (samples, histograms)) in ranges {
-            windows.entry(window).or_default().push(SeriesSamples {
-                labels: entry.labels.clone(),
-                samples: entry.samples[samples].to_vec(),
-                histograms: entry.histograms[histograms].to_vec(),
-                start_timestamps: Default::default(),
-            });
+            windows.entry(window).or_default().push((index, samples, histograms));
         }
     }
     windows.into_values().collect()
+}
+
+impl FlushingSeries {
+    /// Its samples and histograms in `range` (only the newest of each kind for
+    /// [`Wanted::Latest`]), decoding only the histograms returned.
+    fn read(&self, range: TimeRange, wanted: Wanted) -> (Vec<Sample>, Vec<HistogramSample>) {
+        fn in_range<T>(items: &[T], range: TimeRange, wanted: Wanted, time: impl Fn(&T) -> TimestampMs) -> &[T] {
+            let from = items.partition_point(|item| time(item) < range.start);
+            let to = items.partition_point(|item| time(item) <= range.end).max(from);
+            match wanted {
+                Wanted::All => &items[from..to],
+                Wanted::Latest => &items[to.saturating_sub(1).max(from)..to],
+            }
+        }
+        (
+            in_range(&self.samples, range, wanted, |s| s.timestamp).to_vec(),
+            in_range(&self.histograms, range, wanted, |h| h.timestamp)
+                .iter()
+                .map(EncodedHistogram::decode)
+                .collect(),
+        )
+    }
 }
 
 /// Replays a tenant's WAL into a fresh head.
@@ -1583,21 +1630,48 @@ mod tests {
         );
     }
 
+    fn flushing_series(sample_times: &[i64], histogram_times: &[i64]) -> FlushingSeries {
+        let histogram = |timestamp: i64| HistogramSample {
+            timestamp,
+            histogram: tidewatch_model::histogram::FloatHistogram {
+                count: timestamp as f64,
+                ..Default::default()
+            },
+        };
+        FlushingSeries {
+            labels: Labels::from_pairs([("__name__", "a")]),
+            samples: sample_times.iter().map(|&t| Sample::new(t, t as f64)).collect(),
+            histograms: histogram_times
+                .iter()
+                .map(|&t| EncodedHistogram::new(&histogram(t), [None, None]))
+                .collect(),
+        }
+    }
+
     #[test]
     fn splits_into_aligned_windows() {
-        let series = vec![SeriesSamples {
-            labels: Labels::from_pairs([("__name__", "a")]),
-            samples: vec![
-                Sample::new(-1, 0.0),
-                Sample::new(5, 0.0),
-                Sample::new(10, 0.0),
-                Sample::new(25, 0.0),
-            ],
-            histograms: Vec::new(),
-            start_timestamps: Default::default(),
-        }];
+        let series = vec![flushing_series(&[-1, 5, 10, 25], &[7, 8, 31])];
         let windows = split_by_window(&series, 10);
-        let sizes: Vec<usize> = windows.iter().map(|w| w[0].samples.len()).collect();
-        assert_eq!(sizes, [1, 1, 1, 1]);
+        let parts: Vec<(usize, std::ops::Range<usize>, std::ops::Range<usize>)> =
+            windows.into_iter().flatten().collect();
+        assert_eq!(parts, [(0, 0..1, 0..0), (0, 1..2, 0..2), (0, 2..3, 0..0), (0, 3..4, 0..0), (0, 0..0, 2..3)]);
+    }
+
+    #[test]
+    fn flushing_series_read_what_is_in_range() {
+        let series = flushing_series(&[1, 5, 9], &[2, 6, 10]);
+        let times = |(samples, histograms): (Vec<Sample>, Vec<HistogramSample>)| {
+            (
+                samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(),
+                histograms
+                    .iter()
+                    .map(|h| (h.timestamp, h.histogram.count as i64))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(times(series.read(TimeRange::new(2, 9), Wanted::All)), (vec![5, 9], vec![(2, 2), (6, 6)]));
+        assert_eq!(times(series.read(TimeRange::new(2, 9), Wanted::Latest)), (vec![9], vec![(6, 6)]));
+        assert_eq!(times(series.read(TimeRange::new(3, 4), Wanted::Latest)), (vec![], vec![]));
+        assert_eq!(times(series.read(TimeRange::ALL, Wanted::All)), (vec![1, 5, 9], vec![(2, 2), (6, 6), (10, 10)]));
     }
 }

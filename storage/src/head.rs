@@ -8,62 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
-use tidewatch_model::histogram::{FloatHistogram, HistogramSample};
+use tidewatch_model::histogram::HistogramSample;
 use tidewatch_model::seam::{CardinalityStats, MetricMetadata, TimeRange};
 use tidewatch_model::{Labels, Matcher, Sample, TimestampMs};
 
 use tidewatch_model::raw_write::RawSeriesRef;
 
 use crate::chunk::XorChunk;
-use crate::histogram_codec;
+use crate::histogram_codec::EncodedHistogram;
 use crate::index::Postings;
 use crate::shared_labels::SharedLabels;
-
-/// One native histogram in the head: its encoding without the custom bounds,
-/// which are shared with a neighbouring sample when equal (a series' bounds
-/// rarely change, and they would otherwise be most of its bytes).
-#[derive(Debug)]
-struct HeadHistogram {
-    timestamp: TimestampMs,
-    encoded: Box<[u8]>,
-    custom_values: Arc<[f64]>,
-}
-
-impl HeadHistogram {
-    fn new(sample: &HistogramSample, neighbours: [Option<&HeadHistogram>; 2]) -> HeadHistogram {
-        let mut encoded = Vec::new();
-        histogram_codec::encode(&sample.histogram, false, &mut encoded);
-        let custom_values = neighbours
-            .into_iter()
-            .flatten()
-            .find(|n| *n.custom_values == *sample.histogram.custom_values)
-            .map_or_else(|| sample.histogram.custom_values.clone(), |n| n.custom_values.clone());
-        HeadHistogram {
-            timestamp: sample.timestamp,
-            encoded: encoded.into_boxed_slice(),
-            custom_values,
-        }
-    }
-
-    fn decode(&self) -> HistogramSample {
-        // The head encoded these bytes itself; failing to read them back is a bug.
-        let histogram = histogram_codec::decode(&self.encoded);
-        debug_assert!(histogram.is_some(), "head histogram does not decode");
-        HistogramSample {
-            timestamp: self.timestamp,
-            histogram: FloatHistogram {
-                custom_values: self.custom_values.clone(),
-                ..histogram.unwrap_or_default()
-            },
-        }
-    }
-
-    fn byte_len(&self) -> usize {
-        std::mem::size_of::<HeadHistogram>() + self.encoded.len()
-    }
-}
 
 /// Samples per sealed chunk, as in Prometheus.
 const SAMPLES_PER_CHUNK: usize = 120;
@@ -80,7 +35,7 @@ pub(crate) struct MemSeries {
     /// Native histograms, sorted, unique timestamps, none at the time of a
     /// float sample. Histogram series are few next to float series, and a
     /// sorted vector keeps late samples as simple as in-order ones.
-    histograms: Vec<HeadHistogram>,
+    histograms: Vec<EncodedHistogram>,
 }
 
 impl MemSeries {
@@ -98,6 +53,10 @@ impl MemSeries {
         self.open
             .last_time()
             .or_else(|| self.sealed.last().and_then(XorChunk::last_time))
+    }
+
+    pub(crate) fn has_histograms(&self) -> bool {
+        !self.histograms.is_empty()
     }
 
     /// Newest time of a float sample or a histogram.
@@ -143,7 +102,7 @@ impl MemSeries {
         self.sealed.iter().map(XorChunk::byte_len).sum::<usize>()
             + self.open.byte_len()
             + self.out_of_order.len() * 16
-            + self.histograms.iter().map(HeadHistogram::byte_len).sum::<usize>()
+            + self.histograms.iter().map(EncodedHistogram::byte_len).sum::<usize>()
     }
 
     /// Stores a float sample, replacing a float or histogram at its time;
@@ -167,13 +126,13 @@ impl MemSeries {
             Ok(position) => {
                 let previous = position.checked_sub(1).map(|p| &self.histograms[p]);
                 let next = self.histograms.get(position + 1);
-                self.histograms[position] = HeadHistogram::new(sample, [previous, next]);
+                self.histograms[position] = EncodedHistogram::new(sample, [previous, next]);
                 -removed
             }
             Err(position) => {
                 let previous = position.checked_sub(1).map(|p| &self.histograms[p]);
                 let next = self.histograms.get(position);
-                let entry = HeadHistogram::new(sample, [previous, next]);
+                let entry = EncodedHistogram::new(sample, [previous, next]);
                 self.histograms.insert(position, entry);
                 1 - removed
             }
@@ -329,7 +288,7 @@ impl MemSeries {
         self.histograms[..to]
             .last()
             .filter(|h| h.timestamp >= range.start)
-            .map(HeadHistogram::decode)
+            .map(EncodedHistogram::decode)
     }
 
     /// Histograms in `range`, sorted.
@@ -338,7 +297,7 @@ impl MemSeries {
         let to = self.histograms.partition_point(|h| h.timestamp <= range.end);
         self.histograms[from..to.max(from)]
             .iter()
-            .map(HeadHistogram::decode)
+            .map(EncodedHistogram::decode)
             .collect()
     }
 
@@ -379,9 +338,9 @@ impl MemSeries {
     }
 
     /// Removes and returns every float sample and histogram older than `cutoff`.
-    fn take_before(&mut self, cutoff: TimestampMs) -> (Vec<Sample>, Vec<HistogramSample>) {
+    fn take_before(&mut self, cutoff: TimestampMs) -> (Vec<Sample>, Vec<EncodedHistogram>) {
         let split = self.histograms.partition_point(|h| h.timestamp < cutoff);
-        let histograms: Vec<HistogramSample> = self.histograms.drain(..split).map(|h| h.decode()).collect();
+        let histograms: Vec<EncodedHistogram> = self.histograms.drain(..split).collect();
         (self.take_floats_before(cutoff), histograms)
     }
 
@@ -701,7 +660,7 @@ impl Head {
 
     /// Takes every float sample and histogram older than `cutoff` out of
     /// the head, per series id.
-    pub(crate) fn take_before(&mut self, cutoff: TimestampMs) -> Vec<(u32, Vec<Sample>, Vec<HistogramSample>)> {
+    pub(crate) fn take_before(&mut self, cutoff: TimestampMs) -> Vec<(u32, Vec<Sample>, Vec<EncodedHistogram>)> {
         let mut taken = Vec::new();
         for (id, series) in self.series.iter_mut().enumerate() {
             let before = series.entry_count();
@@ -769,6 +728,8 @@ impl Head {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use tidewatch_model::histogram::FloatHistogram;
 
     #[test]
     fn out_of_order_and_duplicate_samples_stay_sorted_and_unique() {

@@ -17,7 +17,8 @@
 
 use std::sync::Arc;
 
-use tidewatch_model::histogram::{Bucket, CounterResetHint, FloatHistogram};
+use tidewatch_model::TimestampMs;
+use tidewatch_model::histogram::{Bucket, CounterResetHint, FloatHistogram, HistogramSample};
 
 const FLAG_HINT_MASK: u8 = 0b11;
 const FLAG_INTEGER: u8 = 0b100;
@@ -206,6 +207,68 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<FloatHistogram> {
     reader.bytes.is_empty().then_some(histogram)
 }
 
+/// A native histogram kept in its encoded form, without its custom bounds,
+/// which are shared with a neighbouring sample when equal (a series' bounds
+/// rarely change, and they would otherwise be most of its bytes). The head
+/// holds histograms this way, and a flush hands them to the block writer
+/// as they are: decoding every flushed histogram took about ten times the
+/// memory the head held them in.
+#[derive(Debug)]
+pub(crate) struct EncodedHistogram {
+    pub(crate) timestamp: TimestampMs,
+    encoded: Box<[u8]>,
+    pub(crate) custom_values: Arc<[f64]>,
+}
+
+impl EncodedHistogram {
+    /// Encodes `sample`, sharing the custom bounds of a neighbour with equal ones.
+    pub(crate) fn new(sample: &HistogramSample, neighbours: [Option<&EncodedHistogram>; 2]) -> EncodedHistogram {
+        let mut encoded = Vec::new();
+        encode(&sample.histogram, false, &mut encoded);
+        let custom_values = neighbours
+            .into_iter()
+            .flatten()
+            .find(|n| *n.custom_values == *sample.histogram.custom_values)
+            .map_or_else(|| sample.histogram.custom_values.clone(), |n| n.custom_values.clone());
+        EncodedHistogram {
+            timestamp: sample.timestamp,
+            encoded: encoded.into_boxed_slice(),
+            custom_values,
+        }
+    }
+
+    pub(crate) fn decode(&self) -> HistogramSample {
+        // These bytes were encoded here; failing to read them back is a bug.
+        let histogram = decode(&self.encoded);
+        debug_assert!(histogram.is_some(), "encoded histogram does not decode");
+        HistogramSample {
+            timestamp: self.timestamp,
+            histogram: FloatHistogram {
+                custom_values: self.custom_values.clone(),
+                ..histogram.unwrap_or_default()
+            },
+        }
+    }
+
+    /// Appends the histogram as [`encode`] with custom values would, without
+    /// decoding it: the bytes differ only in the flag and the trailing bounds.
+    pub(crate) fn append_with_custom_values(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.encoded);
+        if !self.custom_values.is_empty() {
+            out[start] |= FLAG_CUSTOM_VALUES;
+            put_uvarint(out, self.custom_values.len() as u64);
+            for bound in self.custom_values.iter() {
+                out.extend_from_slice(&bound.to_bits().to_le_bytes());
+            }
+        }
+    }
+
+    pub(crate) fn byte_len(&self) -> usize {
+        std::mem::size_of::<EncodedHistogram>() + self.encoded.len()
+    }
+}
+
 /// Bit-for-bit equality (NaN payloads included), for tests of every layer
 /// that stores histograms.
 #[cfg(test)]
@@ -321,6 +384,22 @@ mod tests {
             prop_assert!(without.custom_values.is_empty());
             let restored = FloatHistogram { custom_values: histogram.custom_values.clone(), ..without };
             prop_assert!(same_histogram(&histogram, &restored));
+        }
+
+        // A histogram kept encoded writes the same bytes as encoding it anew
+        // with its bounds, and decodes to what was stored.
+        #[test]
+        fn encoded_histograms_write_what_encode_writes(histogram in strategy::histogram(), timestamp in any::<i64>()) {
+            let sample = HistogramSample { timestamp, histogram };
+            let kept = EncodedHistogram::new(&sample, [None, None]);
+            let mut fresh = Vec::new();
+            encode(&sample.histogram, true, &mut fresh);
+            let mut appended = vec![7u8];
+            kept.append_with_custom_values(&mut appended);
+            prop_assert_eq!(&appended[1..], &fresh[..]);
+            let back = kept.decode();
+            prop_assert_eq!(back.timestamp, timestamp);
+            prop_assert!(same_histogram(&back.histogram, &sample.histogram));
         }
 
         // Garbage never panics and never allocates wildly.
