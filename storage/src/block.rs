@@ -1015,11 +1015,6 @@ impl Block {
         self.meta.num_histograms > 0
     }
 
-    /// How many histograms series `id` has in this block.
-    pub fn histogram_count(&self, id: u32) -> u32 {
-        self.histogram_rows.get(id as usize).map_or(0, |&(_, count)| count)
-    }
-
     /// All histograms of the series `ids` (ascending), one vector per id.
     pub async fn read_histograms(&self, ids: &[u32]) -> Result<Vec<Vec<HistogramSample>>> {
         self.read_histograms_in(ids, TimeRange::ALL).await

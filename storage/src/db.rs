@@ -18,9 +18,7 @@ use tidewatch_model::seam::{
 use tidewatch_model::validate::{IngestLimits, validate_new_series, validate_raw_samples};
 use tidewatch_model::{Clock, Labels, Matcher, Sample, TenantId, TimestampMs};
 
-use crate::block::{
-    Block, BlockWriter, EncodedBlock, META_FILE, Via, Wanted, slice_ms_for_window, write_block,
-};
+use crate::block::{Block, BlockWriter, EncodedBlock, META_FILE, Via, Wanted, slice_ms_for_window, write_block};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::histogram_codec::EncodedHistogram;
@@ -108,10 +106,6 @@ pub struct HeadFigures {
     pub samples: u64,
     pub sample_bytes: u64,
 }
-
-/// How many times fewer series a batch of a selection holds when some of its
-/// series have native histograms (see `select_batched`).
-const HISTOGRAM_BATCH_DIVISOR: usize = 32;
 
 /// Samples taken out of the head and not yet in a registered block; readers see them.
 #[derive(Debug)]
@@ -741,25 +735,7 @@ impl Storage {
             Via::File
         };
         let flushing: Vec<Arc<Flushing>> = lock_poisoned(db.flushing.read()).clone();
-        let (head_ids, head_histograms) = {
-            let head = lock_poisoned(db.head.read());
-            let ids = head.select_sorted_ids(matchers, range);
-            let histograms = ids
-                .iter()
-                .any(|(_, id)| head.series(*id).is_some_and(|s| s.has_histograms()));
-            (ids, histograms)
-        };
-        // A decoded native histogram is tens of times the size of a float
-        // sample: batches of histogram series are smaller, so that a range
-        // query over them holds about as many bytes as one over floats.
-        let with_histograms = head_histograms
-            || blocks.iter().any(|(block, ids)| ids.iter().any(|&id| block.histogram_count(id) > 0))
-            || flushing.iter().any(|set| set.series.iter().any(|s| !s.histograms.is_empty()));
-        let batch_series = if wanted == Wanted::All && with_histograms {
-            (batch_series / HISTOGRAM_BATCH_DIVISOR).max(1)
-        } else {
-            batch_series
-        };
+        let head_ids = lock_poisoned(db.head.read()).select_sorted_ids(matchers, range);
         // Each source lists its series in label order: merging the lists
         // compares far fewer label sets than sorting them all would.
         let mut runs: Vec<Vec<&Labels>> = Vec::new();
@@ -1654,7 +1630,16 @@ mod tests {
         let windows = split_by_window(&series, 10);
         let parts: Vec<(usize, std::ops::Range<usize>, std::ops::Range<usize>)> =
             windows.into_iter().flatten().collect();
-        assert_eq!(parts, [(0, 0..1, 0..0), (0, 1..2, 0..2), (0, 2..3, 0..0), (0, 3..4, 0..0), (0, 0..0, 2..3)]);
+        assert_eq!(
+            parts,
+            [
+                (0, 0..1, 0..0),
+                (0, 1..2, 0..2),
+                (0, 2..3, 0..0),
+                (0, 3..4, 0..0),
+                (0, 0..0, 2..3)
+            ]
+        );
     }
 
     #[test]
@@ -1669,9 +1654,21 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
         };
-        assert_eq!(times(series.read(TimeRange::new(2, 9), Wanted::All)), (vec![5, 9], vec![(2, 2), (6, 6)]));
-        assert_eq!(times(series.read(TimeRange::new(2, 9), Wanted::Latest)), (vec![9], vec![(6, 6)]));
-        assert_eq!(times(series.read(TimeRange::new(3, 4), Wanted::Latest)), (vec![], vec![]));
-        assert_eq!(times(series.read(TimeRange::ALL, Wanted::All)), (vec![1, 5, 9], vec![(2, 2), (6, 6), (10, 10)]));
+        assert_eq!(
+            times(series.read(TimeRange::new(2, 9), Wanted::All)),
+            (vec![5, 9], vec![(2, 2), (6, 6)])
+        );
+        assert_eq!(
+            times(series.read(TimeRange::new(2, 9), Wanted::Latest)),
+            (vec![9], vec![(6, 6)])
+        );
+        assert_eq!(
+            times(series.read(TimeRange::new(3, 4), Wanted::Latest)),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            times(series.read(TimeRange::ALL, Wanted::All)),
+            (vec![1, 5, 9], vec![(2, 2), (6, 6), (10, 10)])
+        );
     }
 }

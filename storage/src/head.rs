@@ -55,10 +55,6 @@ impl MemSeries {
             .or_else(|| self.sealed.last().and_then(XorChunk::last_time))
     }
 
-    pub(crate) fn has_histograms(&self) -> bool {
-        !self.histograms.is_empty()
-    }
-
     /// Newest time of a float sample or a histogram.
     pub(crate) fn max_time(&self) -> Option<TimestampMs> {
         let late = self.out_of_order.last().map(|s| s.timestamp);

@@ -318,6 +318,14 @@ fn first_above_threshold(buckets: &[Bucket], schema: i32, threshold: f64) -> i32
     if threshold <= 0.0 {
         return i32::MIN;
     }
+    // Usually every bucket is above the (tiny default) zero threshold: one
+    // bound answers that instead of a binary search's several.
+    if buckets
+        .first()
+        .is_none_or(|b| exponential_upper(b.index, schema) > threshold)
+    {
+        return buckets.first().map_or(i32::MAX, |b| b.index);
+    }
     let cut = buckets.partition_point(|b| exponential_upper(b.index, schema) <= threshold);
     buckets.get(cut).map_or(i32::MAX, |b| b.index)
 }
@@ -709,29 +717,37 @@ pub(crate) fn detect_reset(current: &FloatHistogram, previous: &FloatHistogram) 
     if current.zero_count < previous_zero {
         return true;
     }
-    let above_zero = |h: &FloatHistogram, buckets: &[Bucket]| -> Vec<Bucket> {
-        let reduced = if h.uses_custom_buckets() {
-            buckets.to_vec()
+    // Each side's buckets at the current resolution, and the first index
+    // above the current zero bucket. Nearly always both sides have one
+    // layout: then nothing is copied (this runs for every pair of
+    // neighbouring samples a rate reads).
+    fn above_zero<'a>(
+        current: &FloatHistogram,
+        h: &FloatHistogram,
+        buckets: &'a [Bucket],
+    ) -> (std::borrow::Cow<'a, [Bucket]>, i32) {
+        let reduced = if h.uses_custom_buckets() || h.schema <= current.schema {
+            std::borrow::Cow::Borrowed(buckets)
         } else {
-            reduce_resolution(buckets, h.schema, current.schema)
+            std::borrow::Cow::Owned(reduce_resolution(buckets, h.schema, current.schema))
         };
-        if current.uses_custom_buckets() {
-            return reduced;
-        }
-        let first = first_above_threshold(&reduced, current.schema, current.zero_threshold);
-        reduced.into_iter().filter(|b| b.index >= first).collect()
-    };
-    for positive in [true, false] {
-        let pick = |h: &FloatHistogram| {
-            if positive {
-                h.positive.clone()
-            } else {
-                h.negative.clone()
-            }
+        let first = if current.uses_custom_buckets() {
+            i32::MIN
+        } else {
+            first_above_threshold(&reduced, current.schema, current.zero_threshold)
         };
-        let now = above_zero(current, &pick(current));
-        let before = above_zero(previous, &pick(previous));
-        if bucket_decreased(&now, &before) {
+        (reduced, first)
+    }
+    for (now, before) in [
+        (&current.positive, &previous.positive),
+        (&current.negative, &previous.negative),
+    ] {
+        let (now, now_first) = above_zero(current, current, now);
+        let (before, before_first) = above_zero(current, previous, before);
+        if bucket_decreased(
+            now.iter().filter(|b| b.index >= now_first),
+            before.iter().filter(|b| b.index >= before_first),
+        ) {
             return true;
         }
     }
@@ -739,13 +755,11 @@ pub(crate) fn detect_reset(current: &FloatHistogram, previous: &FloatHistogram) 
 }
 
 /// Whether some bucket of `before` is populated but missing or lower in `now`.
-fn bucket_decreased(now: &[Bucket], before: &[Bucket]) -> bool {
-    let mut j = 0;
+fn bucket_decreased<'a>(now: impl Iterator<Item = &'a Bucket>, before: impl Iterator<Item = &'a Bucket>) -> bool {
+    let mut now = now.peekable();
     for old in before {
-        while j < now.len() && now[j].index < old.index {
-            j += 1;
-        }
-        match now.get(j) {
+        while now.next_if(|b| b.index < old.index).is_some() {}
+        match now.peek() {
             Some(new) if new.index == old.index => {
                 if new.count < old.count {
                     return true;
