@@ -86,6 +86,20 @@ async fn identical_entries_are_stored_once_in_any_order() {
         .map(|e| (e.timestamp - NOW_NS, e.line.as_str()))
         .collect();
     assert_eq!(lines, vec![(10, "a"), (10, "a2"), (20, "b")]);
+    // One stream named twice in a push, each time in order, sharing an entry
+    // (and a new stream named twice the same way): stored once each.
+    let web = labels(&[("app", "web")]);
+    let mut twice = push_of(&api, &[(NOW_NS + 30, "c"), (NOW_NS + 40, "d")]);
+    twice
+        .streams
+        .extend(push_of(&api, &[(NOW_NS + 35, "e"), (NOW_NS + 40, "d")]).streams);
+    twice.streams.extend(push_of(&web, &[(NOW_NS + 1, "w")]).streams);
+    twice.streams.extend(push_of(&web, &[(NOW_NS + 1, "w")]).streams);
+    let summary = storage.push(&tenant, twice).await.unwrap();
+    assert_eq!(summary.entries, 4, "c, d, e and w");
+    let got = read(&*storage, &tenant, &everything()).await;
+    let counts: Vec<usize> = got.iter().map(|s| s.entries.len()).collect();
+    assert_eq!(counts, vec![6, 1], "api: a, a2, b, c, e, d; web: w");
 }
 
 #[tokio::test]

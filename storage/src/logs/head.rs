@@ -187,11 +187,22 @@ impl StreamEntries {
 
     /// Whether an entry with this timestamp and line is held.
     pub(crate) fn contains(&self, timestamp: TimestampNs, line: &str) -> bool {
+        let after_sealed = self.sealed_max.is_none_or(|max| timestamp > max);
+        // An entry newer than everything held (the usual case) is new
+        // without comparing lines.
+        if after_sealed
+            && self
+                .open
+                .last_key_value()
+                .is_none_or(|((newest, _), _)| timestamp > *newest)
+        {
+            return false;
+        }
         let key: &dyn EntryKey = &(timestamp, line);
         if self.open.contains_key(key) {
             return true;
         }
-        if self.sealed_max.is_none_or(|max| timestamp > max) {
+        if after_sealed {
             return false;
         }
         // A hash match is checked against the line itself: a collision must

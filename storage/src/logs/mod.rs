@@ -981,17 +981,31 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     for (index, labels) in new_streams.iter().enumerate() {
         buffer.log_stream(first_ref + index as u64, labels);
     }
-    // Entries not already held, each (stream, timestamp, line) once.
-    // xxh3, not SipHash: this hashes every pushed line.
+    // Entries not already held, each (stream, timestamp, line) once. Within
+    // one pushed stream whose timestamps ascend strictly no two entries are
+    // equal, so only a stream named twice in the push, or out of order,
+    // needs `seen` (xxh3, not SipHash: it hashes each such line).
     let mut seen: HashSet<(u64, i64, &str), Xxh3DefaultBuilder> = HashSet::default();
+    let mut named_twice: HashSet<u64, Xxh3DefaultBuilder> = HashSet::default();
+    {
+        let mut named: HashSet<u64, Xxh3DefaultBuilder> = HashSet::default();
+        for target in &targets {
+            let stream_ref = ref_of(target);
+            if !named.insert(stream_ref) {
+                named_twice.insert(stream_ref);
+            }
+        }
+    }
     let mut wal_entries: Vec<LogEntryView<'_>> = Vec::new();
     let mut summary = LogPushSummary::default();
     let mut is_new: Vec<bool> = Vec::new();
     for (stream, target) in push.streams.iter().zip(&targets) {
         let stream_ref = ref_of(target);
+        let needs_seen =
+            named_twice.contains(&stream_ref) || !stream.entries.windows(2).all(|w| w[0].timestamp < w[1].timestamp);
         for entry in &stream.entries {
             let known = target.is_ok() && head.contains(stream_ref, entry.timestamp, &entry.line);
-            let new = !known && seen.insert((stream_ref, entry.timestamp, entry.line.as_str()));
+            let new = !known && (!needs_seen || seen.insert((stream_ref, entry.timestamp, entry.line.as_str())));
             is_new.push(new);
             if !new {
                 continue;
