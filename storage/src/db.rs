@@ -1166,20 +1166,22 @@ impl FlushingSeries {
     /// Its samples and histograms in `range` (only the newest of each kind for
     /// [`Wanted::Latest`]), decoding only the histograms returned.
     fn read(&self, range: TimeRange, wanted: Wanted) -> (Vec<Sample>, Vec<HistogramSample>) {
-        fn in_range<T>(items: &[T], range: TimeRange, wanted: Wanted, time: impl Fn(&T) -> TimestampMs) -> &[T] {
-            let from = items.partition_point(|item| time(item) < range.start);
-            let to = items.partition_point(|item| time(item) <= range.end).max(from);
-            match wanted {
-                Wanted::All => &items[from..to],
-                Wanted::Latest => &items[to.saturating_sub(1).max(from)..to],
-            }
-        }
+        let from = self.samples.partition_point(|s| s.timestamp < range.start);
+        let to = self.samples.partition_point(|s| s.timestamp <= range.end).max(from);
+        let (samples, histograms) = (
+            &self.samples[from..to],
+            EncodedHistogram::in_range(&self.histograms, range),
+        );
+        let (samples, histograms) = match wanted {
+            Wanted::All => (samples, histograms),
+            Wanted::Latest => (
+                &samples[samples.len().saturating_sub(1)..],
+                &histograms[histograms.len().saturating_sub(1)..],
+            ),
+        };
         (
-            in_range(&self.samples, range, wanted, |s| s.timestamp).to_vec(),
-            in_range(&self.histograms, range, wanted, |h| h.timestamp)
-                .iter()
-                .map(EncodedHistogram::decode)
-                .collect(),
+            samples.to_vec(),
+            histograms.iter().map(EncodedHistogram::decode).collect(),
         )
     }
 }

@@ -280,26 +280,21 @@ impl MemSeries {
 
     /// The newest histogram in `range`.
     pub(crate) fn latest_histogram_in(&self, range: TimeRange) -> Option<HistogramSample> {
-        let to = self.histograms.partition_point(|h| h.timestamp <= range.end);
-        self.histograms[..to]
+        EncodedHistogram::in_range(&self.histograms, range)
             .last()
-            .filter(|h| h.timestamp >= range.start)
             .map(EncodedHistogram::decode)
     }
 
     /// Histograms in `range`, sorted.
     pub(crate) fn histograms_in(&self, range: TimeRange) -> Vec<HistogramSample> {
-        let from = self.histograms.partition_point(|h| h.timestamp < range.start);
-        let to = self.histograms.partition_point(|h| h.timestamp <= range.end);
-        self.histograms[from..to.max(from)]
+        EncodedHistogram::in_range(&self.histograms, range)
             .iter()
             .map(EncodedHistogram::decode)
             .collect()
     }
 
     fn has_histogram_in(&self, range: TimeRange) -> bool {
-        let from = self.histograms.partition_point(|h| h.timestamp < range.start);
-        self.histograms.get(from).is_some_and(|h| h.timestamp <= range.end)
+        !EncodedHistogram::in_range(&self.histograms, range).is_empty()
     }
 
     fn has_sample_in(&self, range: TimeRange) -> bool {

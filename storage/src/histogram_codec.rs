@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use tidewatch_model::TimestampMs;
 use tidewatch_model::histogram::{Bucket, CounterResetHint, FloatHistogram, HistogramSample};
+use tidewatch_model::seam::TimeRange;
 
 const FLAG_HINT_MASK: u8 = 0b11;
 const FLAG_INTEGER: u8 = 0b100;
@@ -266,6 +267,13 @@ impl EncodedHistogram {
 
     pub(crate) fn byte_len(&self) -> usize {
         std::mem::size_of::<EncodedHistogram>() + self.encoded.len()
+    }
+
+    /// The histograms of `sorted` (ascending by time) in `range`.
+    pub(crate) fn in_range(sorted: &[EncodedHistogram], range: TimeRange) -> &[EncodedHistogram] {
+        let from = sorted.partition_point(|h| h.timestamp < range.start);
+        let to = sorted.partition_point(|h| h.timestamp <= range.end).max(from);
+        &sorted[from..to]
     }
 }
 
