@@ -49,11 +49,12 @@ use tidewatch_model::{Labels, Matcher};
 use super::index::{BlockIndex, IndexBuilder, SharedStreams};
 use crate::error::{Error, Result};
 
-/// Version of the log block layout written by this code. Format 2 has an
-/// indexed stream id and no labels in the full-text index; format 1 blocks
-/// are read as blocks without an index (their lines are scanned) until
-/// compaction rewrites them.
-pub const LOG_BLOCK_FORMAT_VERSION: u32 = 2;
+/// Version of the log block layout written by this code. Format 3 indexes
+/// groups of rows (see [`super::index`]); format 2 has one index document
+/// per row and is read as groups of one. Format 2 has an indexed stream id
+/// and no labels in the full-text index; format 1 blocks are read as blocks
+/// without an index (their lines are scanned) until compaction rewrites them.
+pub const LOG_BLOCK_FORMAT_VERSION: u32 = 3;
 /// The first format whose full-text index this build searches.
 const FIRST_SEARCHABLE_INDEX_FORMAT: u32 = 2;
 pub const ENTRIES_FILE: &str = "entries.parquet";
@@ -310,6 +311,25 @@ impl LogBlock {
     ) -> Result<Vec<Vec<LogEntry>>> {
         debug_assert_eq!(ids.len(), selections.len());
         let mut out: Vec<Vec<LogEntry>> = vec![Vec::new(); ids.len()];
+        self.visit_rows(selections, range, |position, row| {
+            if needles.iter().all(|n| row.line.contains(n.as_str())) {
+                out[position].push(row.entry()?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with each row of `selections` (ascending, disjoint
+    /// ranges of rows, one list per position) whose entry is in `range`, in
+    /// row order, with the position its rows were listed at. Lines are lent,
+    /// not copied: a visitor that keeps few of many rows allocates for few.
+    pub(crate) fn visit_rows(
+        &self,
+        selections: &[Vec<Range<usize>>],
+        range: NsRange,
+        mut visit: impl FnMut(usize, BlockRow<'_>) -> Result<()>,
+    ) -> Result<()> {
         // Rows handed out in order, each tagged with the position it belongs to.
         let mut owners: Vec<(Range<usize>, usize)> = Vec::new();
         for (position, ranges) in selections.iter().enumerate() {
@@ -318,8 +338,9 @@ impl LogBlock {
             }
         }
         if owners.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
+        owners.sort_unstable_by_key(|(r, _)| r.start);
         debug_assert!(owners.windows(2).all(|w| w[0].0.end <= w[1].0.start));
         let path = self.dir.join(ENTRIES_FILE);
         let file = File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
@@ -354,18 +375,21 @@ impl LogBlock {
                 }
                 left_in_owner -= 1;
                 let timestamp = timestamps.value(row);
-                let line = lines.value(row);
-                if !range.contains(timestamp) || !needles.iter().all(|n| line.contains(n.as_str())) {
+                if !range.contains(timestamp) {
                     continue;
                 }
-                out[owners[owner].1].push(LogEntry {
-                    timestamp,
-                    line: line.to_string(),
-                    structured_metadata: decode_metadata(metadata.value(row), &self.meta.ulid)?,
-                });
+                visit(
+                    owners[owner].1,
+                    BlockRow {
+                        timestamp,
+                        line: lines.value(row),
+                        metadata: metadata.value(row),
+                        block: &self.meta.ulid,
+                    },
+                )?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every entry of the given streams in `range` whose line holds every needle.
@@ -382,6 +406,31 @@ impl LogBlock {
         let ids: Vec<u32> = (0..self.streams.len() as u32).collect();
         let entries = self.read(&ids, NsRange::ALL, &[])?;
         Ok(self.streams.iter().map(|s| s.labels.clone()).zip(entries).collect())
+    }
+}
+
+/// A row of a block as [`LogBlock::visit_rows`] lends it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockRow<'a> {
+    pub(crate) timestamp: TimestampNs,
+    pub(crate) line: &'a str,
+    /// Structured metadata as stored (JSON, or empty).
+    metadata: &'a str,
+    block: &'a str,
+}
+
+impl BlockRow<'_> {
+    /// The row as an owned entry.
+    pub(crate) fn entry(&self) -> Result<LogEntry> {
+        Ok(LogEntry {
+            timestamp: self.timestamp,
+            line: self.line.to_string(),
+            structured_metadata: self.structured_metadata()?,
+        })
+    }
+
+    pub(crate) fn structured_metadata(&self) -> Result<Labels> {
+        decode_metadata(self.metadata, self.block)
     }
 }
 
@@ -524,13 +573,13 @@ fn write_block_files(
                 marks.push(entry.timestamp);
             }
             batch.push(id, entry);
-            if let Some(index) = index_builder.as_mut() {
-                index.add(&input.streams, *at, range.start + position, id, row + position as u64)?;
-            }
             line_bytes += entry.line.len() as u64;
             if batch.len() == BATCH_ROWS {
                 writer.write(&batch.finish(&schema)?)?;
             }
+        }
+        if let Some(index) = index_builder.as_mut() {
+            index.add(entries, id, row)?;
         }
         min_time = min_time.min(first.timestamp);
         max_time = max_time.max(last.timestamp);

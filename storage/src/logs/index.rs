@@ -1,11 +1,23 @@
 //! The full-text index of a log block: a Tantivy index with one document per
-//! row of `entries.parquet`, so a hit maps straight to a row.
+//! group of up to [`GROUP_ROWS`] consecutive rows of one stream in
+//! `entries.parquet`, holding each distinct word of those lines once.
 //!
-//! Fields: `line` (the line cut into [`WordTokenizer`] tokens, indexed with
-//! positions, not stored: the line lives only in Parquet), `stream` (the
-//! stream id, indexed and fast: a search on labels becomes the set of stream
-//! ids whose labels match, see [`super::search_query`]), and fast fields
-//! `timestamp` and `row` (the Parquet row number).
+//! The index narrows, the lines decide: every search and line filter reads
+//! the rows of the groups the index names and checks each line itself, so a
+//! result is exactly what a scan of every line would give. Grouping is what
+//! makes the index cheap to build and small: the lines of a stream repeat
+//! most of their words (the log benchmark's lines have 30 words each, 8 of
+//! them new to a group of 32), and postings without positions or
+//! frequencies (`IndexRecordOption::Basic`) are all a candidate lookup needs.
+//!
+//! Fields: `line` (the group's distinct words, space-separated, split by
+//! Tantivy's whitespace tokenizer: the words were cut by [`WordTokenizer`]
+//! when the group was built), `stream` (the stream id, indexed and fast: a
+//! search on labels becomes the set of stream ids whose labels match, see
+//! [`super::search_query`]), and fast fields `row` (the group's first
+//! Parquet row), `rows` (how many), `timestamp` and `oldest` (its newest and
+//! oldest entry). Blocks of format 2 have one document per row, positions,
+//! and neither `rows` nor `oldest`; they are read as groups of one row.
 //!
 //! Substring filters (LogQL's `|= "…"`) are answered as candidates only,
 //! always a superset of the rows whose line contains the needle, which the
@@ -20,53 +32,37 @@
 //! - a needle that is one run may sit inside a longer token: a term holding it.
 //!
 //! A line holding the needle has a token satisfying each run's condition, so
-//! the rows with such tokens for every run hold every matching row. Runs
+//! the groups with such tokens for every run hold every matching row. Runs
 //! longer than [`MAX_TERM_BYTES`] are not indexed as terms: a line with one
 //! gets [`OVERLONG_TERM`] instead, and such rows are always candidates.
 
+use std::collections::HashSet;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::DocSetCollector;
 use tantivy::directory::MmapDirectory;
 use tantivy::indexer::NoMergePolicy;
 use tantivy::indexer::UserOperation;
-use tantivy::query::{BooleanQuery, Occur, RangeQuery};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery};
 use tantivy::schema::document::{Document, ReferenceValue, ReferenceValueLeaf, Value};
 use tantivy::schema::{FAST, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
-use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
-use tantivy::{DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TERMINATED, Term};
+use tantivy::tokenizer::{TextAnalyzer, WhitespaceTokenizer};
+use tantivy::{DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERMINATED, Term};
 use tidewatch_model::Labels;
 use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 
 use super::search_query::SearchQuery;
 use crate::error::{Error, Result};
 
-/// The name the word tokenizer is registered under in every index.
-pub const WORD_TOKENIZER: &str = "tidewatch_words";
 /// Runs longer than this are not terms (Tantivy drops terms over 64 KiB, and
 /// long runs — base64 blobs, hashes — are never searched for whole anyway).
 pub const MAX_TERM_BYTES: usize = 256;
 /// The term a line gets for each run longer than [`MAX_TERM_BYTES`]; it
 /// starts with a character no word token holds, so no word equals it.
 pub const OVERLONG_TERM: &str = "\u{1}overlong";
-
-pub const FIELD_LINE: &str = "line";
-pub const FIELD_TIMESTAMP: &str = "timestamp";
-pub const FIELD_STREAM: &str = "stream";
-pub const FIELD_ROW: &str = "row";
-
-/// A needle condition whose terms name more than 1/this of the rows to
-/// scan is not read from the index: the lines are scanned instead.
-const SCAN_INSTEAD_FRACTION: u64 = 8;
-
-/// Memory the index writer may use before it writes a segment. Each
-/// segment repeats the dictionary entries of the words it shares with the
-/// others, so fewer, larger segments are a smaller index (and a slightly
-/// faster build: 64 MiB segments cost 3 % more disk and 5 % more flush CPU
-/// on the log benchmark's lines).
-const WRITER_MEMORY_BYTES: usize = 256 << 20;
 
 /// Whether `c` belongs to a token: letters and digits of any script, and `_`
 /// (so `user_id` and `level_3` are one word). Everything else separates.
@@ -102,76 +98,32 @@ fn run_end(text: &str, mut from: usize, word: bool) -> usize {
     from
 }
 
-/// Cuts text into maximal runs of word characters, keeping case, so that a
-/// token is exactly what a case-sensitive filter compares. An IP
-/// (`10.0.0.12`), a UUID or a path (`/api/v1/users`) becomes its parts in
-/// order, and a search for it is a phrase of those parts.
-#[derive(Debug, Clone, Default)]
-pub struct WordTokenizer {
-    token: Token,
-}
-
-/// The tokens of one text, from [`WordTokenizer`].
-#[derive(Debug)]
-pub struct WordTokenStream<'a> {
-    text: &'a str,
-    offset: usize,
-    token: &'a mut Token,
-}
-
-impl Tokenizer for WordTokenizer {
-    type TokenStream<'a> = WordTokenStream<'a>;
-
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> WordTokenStream<'a> {
-        self.token.reset();
-        WordTokenStream {
-            text,
-            offset: 0,
-            token: &mut self.token,
+/// The tokens of `text` as the index sees them, borrowed from it (runs over
+/// [`MAX_TERM_BYTES`] as [`OVERLONG_TERM`]).
+pub fn words(text: &str) -> impl Iterator<Item = &str> + '_ {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let from = run_end(text, offset, false);
+        if from >= text.len() {
+            offset = text.len();
+            return None;
         }
-    }
-}
-
-impl TokenStream for WordTokenStream<'_> {
-    fn advance(&mut self) -> bool {
-        let from = run_end(self.text, self.offset, false);
-        if from >= self.text.len() {
-            self.offset = self.text.len();
-            return false;
-        }
-        let to = run_end(self.text, from, true);
-        let len = to - from;
-        self.offset = to;
-        self.token.text.clear();
-        self.token.text.push_str(if len > MAX_TERM_BYTES {
+        let to = run_end(text, from, true);
+        offset = to;
+        Some(if to - from > MAX_TERM_BYTES {
             OVERLONG_TERM
         } else {
-            &self.text[from..to]
-        });
-        self.token.offset_from = from;
-        self.token.offset_to = to;
-        self.token.position = self.token.position.wrapping_add(1);
-        true
-    }
-
-    fn token(&self) -> &Token {
-        self.token
-    }
-
-    fn token_mut(&mut self) -> &mut Token {
-        self.token
-    }
+            &text[from..to]
+        })
+    })
 }
 
-/// The tokens of `text` as the index sees them.
+/// The tokens of `text` as the index sees them: maximal runs of word
+/// characters, case kept, so that a token is exactly what a case-sensitive
+/// filter compares. An IP (`10.0.0.12`), a UUID or a path (`/api/v1/users`)
+/// becomes its parts in order, and a search for it is a phrase of those parts.
 pub fn tokens(text: &str) -> Vec<String> {
-    let mut tokenizer = WordTokenizer::default();
-    let mut stream = tokenizer.token_stream(text);
-    let mut out = Vec::new();
-    while stream.advance() {
-        out.push(stream.token().text.clone());
-    }
-    out
+    words(text).map(str::to_string).collect()
 }
 
 /// What a line's token must be for the line to possibly contain a needle.
@@ -227,113 +179,197 @@ fn index_error(context: &str, error: impl std::fmt::Display) -> Error {
     Error::Task(format!("full-text index: {context}: {error}"))
 }
 
+/// Rows of a stream one document stands for, at most. Larger groups hand
+/// Tantivy fewer words (30.2 words per line at one row, 12.7 at 8, 8.1 at
+/// 32, 6.7 at 64 on the log benchmark's lines) but make every hit read more
+/// rows to verify; 32 rows are a sliver of a 1,024-row Parquet page.
+pub const GROUP_ROWS: usize = 32;
+
+/// The tokenizer of the `line` field of grouped indexes: the words were cut
+/// by [`words`] when the group was built and joined by spaces, which no
+/// word holds.
+pub const WORD_LIST_TOKENIZER: &str = "tidewatch_word_list";
+
+pub const FIELD_LINE: &str = "line";
+/// The newest entry of a document (of its only entry, in format 2).
+pub const FIELD_TIMESTAMP: &str = "timestamp";
+pub const FIELD_OLDEST: &str = "oldest";
+pub const FIELD_STREAM: &str = "stream";
+pub const FIELD_ROW: &str = "row";
+pub const FIELD_ROWS: &str = "rows";
+
+/// A needle condition whose terms name more than 1/this of the rows to
+/// scan is not read from the index: the lines are scanned instead.
+const SCAN_INSTEAD_FRACTION: u64 = 8;
+
+/// Memory the index writer may use before it writes a segment. Each
+/// segment repeats the dictionary entries of the words it shares with the
+/// others, so fewer, larger segments are a smaller index (and a slightly
+/// faster build: 64 MiB segments cost 3 % more disk and 5 % more flush CPU
+/// on the log benchmark's lines).
+const WRITER_MEMORY_BYTES: usize = 256 << 20;
+
+/// Fields of an index this build writes.
 #[derive(Debug, Clone, Copy)]
-struct Fields {
+struct GroupFields {
     line: Field,
-    timestamp: Field,
+    newest: Field,
+    oldest: Field,
     stream: Field,
     row: Field,
+    rows: Field,
 }
 
-fn schema() -> (Schema, Fields) {
+/// Fields of an index being read: `oldest` and `rows` are absent from the
+/// one-document-per-row indexes of format 2.
+#[derive(Debug, Clone, Copy)]
+struct ReadFields {
+    line: Field,
+    newest: Field,
+    oldest: Option<Field>,
+    stream: Field,
+    rows: Option<Field>,
+}
+
+fn schema() -> (Schema, GroupFields) {
     let mut builder = Schema::builder();
     let line_indexing = TextFieldIndexing::default()
-        .set_tokenizer(WORD_TOKENIZER)
-        // Positions make phrases (an IP, a path) searchable; no field norms:
-        // results are ordered by time, never by score.
-        .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+        .set_tokenizer(WORD_LIST_TOKENIZER)
+        // Which groups hold a word is all a lookup needs: the lines answer
+        // phrases and counts. No field norms: results are ordered by time.
+        .set_index_option(IndexRecordOption::Basic)
         .set_fieldnorms(false);
     let line = builder.add_text_field(FIELD_LINE, TextOptions::default().set_indexing_options(line_indexing));
-    let timestamp = builder.add_i64_field(FIELD_TIMESTAMP, FAST);
+    let newest = builder.add_i64_field(FIELD_TIMESTAMP, FAST);
+    let oldest = builder.add_i64_field(FIELD_OLDEST, FAST);
     // Indexed for label searches (a set of stream ids), without field norms.
     let stream = builder.add_u64_field(FIELD_STREAM, NumericOptions::default().set_indexed().set_fast());
     let row = builder.add_u64_field(FIELD_ROW, FAST);
+    let rows = builder.add_u64_field(FIELD_ROWS, FAST);
     (
         builder.build(),
-        Fields {
+        GroupFields {
             line,
-            timestamp,
+            newest,
+            oldest,
             stream,
             row,
+            rows,
         },
     )
+}
+
+fn read_fields(schema: &Schema) -> Result<ReadFields> {
+    let field = |name: &str| {
+        schema
+            .get_field(name)
+            .map_err(|_| index_error("opening", format!("no field {name:?}")))
+    };
+    field(FIELD_ROW)?;
+    Ok(ReadFields {
+        line: field(FIELD_LINE)?,
+        newest: field(FIELD_TIMESTAMP)?,
+        oldest: schema.get_field(FIELD_OLDEST).ok(),
+        stream: field(FIELD_STREAM)?,
+        rows: schema.get_field(FIELD_ROWS).ok(),
+    })
 }
 
 fn register_tokenizer(index: &Index) {
     index
         .tokenizers()
-        .register(WORD_TOKENIZER, TextAnalyzer::from(WordTokenizer::default()));
+        .register(WORD_LIST_TOKENIZER, TextAnalyzer::from(WhitespaceTokenizer::default()));
 }
 
-/// Streams (label order, entries ascending) an index is built from, shared
-/// with Tantivy's indexing thread, which reads each line where it lies.
+/// Streams (label order, entries ascending) a block is built from, shared
+/// by the flush and the queries that read the entries until the block is
+/// registered.
 pub(crate) type SharedStreams = Arc<Vec<(Labels, Vec<LogEntry>)>>;
 
-/// A row on its way to the indexing thread: where its line is, not a copy.
-/// Tantivy queues every document a flush hands it (its channel holds 10,000
-/// batches) while the slower indexing thread catches up; as copies, a
-/// million-line flush queued ~1 GB of documents.
+/// A group of rows on its way to the indexing thread: its distinct words,
+/// one copy of each (~60 bytes per line on the benchmark's lines, a third
+/// of the lines themselves).
 #[derive(Debug)]
-struct RowDoc {
-    streams: SharedStreams,
-    stream: u32,
-    entry: u32,
+struct GroupDoc {
+    words: String,
+    newest: i64,
+    oldest: i64,
     id: u32,
     row: u64,
-    fields: Fields,
+    rows: u64,
+    fields: GroupFields,
 }
 
-/// A field value of a [`RowDoc`].
+/// A field value of a [`GroupDoc`].
 #[derive(Debug, Clone)]
-enum RowValue<'a> {
-    Line(&'a str),
+enum GroupValue<'a> {
+    Words(&'a str),
     Timestamp(i64),
     Number(u64),
 }
 
-impl<'a> Value<'a> for RowValue<'a> {
+impl<'a> Value<'a> for GroupValue<'a> {
     type ArrayIter = std::iter::Empty<Self>;
     type ObjectIter = std::iter::Empty<(&'a str, Self)>;
 
     fn as_value(&self) -> ReferenceValue<'a, Self> {
         ReferenceValue::Leaf(match *self {
-            RowValue::Line(line) => ReferenceValueLeaf::Str(line),
-            RowValue::Timestamp(ns) => ReferenceValueLeaf::I64(ns),
-            RowValue::Number(n) => ReferenceValueLeaf::U64(n),
+            GroupValue::Words(words) => ReferenceValueLeaf::Str(words),
+            GroupValue::Timestamp(ns) => ReferenceValueLeaf::I64(ns),
+            GroupValue::Number(n) => ReferenceValueLeaf::U64(n),
         })
     }
 }
 
-impl Document for RowDoc {
-    type Value<'a> = RowValue<'a>;
-    type FieldsValuesIter<'a> = std::array::IntoIter<(Field, RowValue<'a>), 4>;
+impl Document for GroupDoc {
+    type Value<'a> = GroupValue<'a>;
+    type FieldsValuesIter<'a> = std::array::IntoIter<(Field, GroupValue<'a>), 6>;
 
     fn iter_fields_and_values(&self) -> Self::FieldsValuesIter<'_> {
-        let (_, entries) = &self.streams[self.stream as usize];
-        let entry = &entries[self.entry as usize];
         [
-            (self.fields.line, RowValue::Line(&entry.line)),
-            (self.fields.timestamp, RowValue::Timestamp(entry.timestamp)),
-            (self.fields.stream, RowValue::Number(u64::from(self.id))),
-            (self.fields.row, RowValue::Number(self.row)),
+            (self.fields.line, GroupValue::Words(&self.words)),
+            (self.fields.newest, GroupValue::Timestamp(self.newest)),
+            (self.fields.oldest, GroupValue::Timestamp(self.oldest)),
+            (self.fields.stream, GroupValue::Number(u64::from(self.id))),
+            (self.fields.row, GroupValue::Number(self.row)),
+            (self.fields.rows, GroupValue::Number(self.rows)),
         ]
         .into_iter()
     }
 }
 
-/// Builds a block's index, a document per row in row order.
+/// The distinct words of `entries`' lines, space-separated, in order of
+/// first appearance.
+fn distinct_words(entries: &[LogEntry]) -> String {
+    // foldhash: words are short, and a streaming xxh3 state per word cost
+    // more than Tantivy's own indexing of the words it saved.
+    let mut seen: HashSet<&str, foldhash::fast::FixedState> =
+        HashSet::with_capacity_and_hasher(256, Default::default());
+    let mut out = String::with_capacity(512);
+    for entry in entries {
+        for word in words(&entry.line) {
+            if seen.insert(word) {
+                out.push_str(word);
+                out.push(' ');
+            }
+        }
+    }
+    out
+}
+
+/// Builds a block's index from its streams' rows, in row order.
 pub(crate) struct IndexBuilder {
     index: Index,
-    writer: IndexWriter<RowDoc>,
-    fields: Fields,
+    writer: IndexWriter<GroupDoc>,
+    fields: GroupFields,
     /// Documents not yet handed to the indexing thread: they go over in
     /// batches of [`SEND_BATCH_DOCS`], since one channel send (and thread
     /// wake-up) per document cost more than tokenizing it.
-    pending: Vec<UserOperation<RowDoc>>,
+    pending: Vec<UserOperation<GroupDoc>>,
 }
 
 /// Documents handed to Tantivy's indexing thread at once.
-const SEND_BATCH_DOCS: usize = 1024;
+const SEND_BATCH_DOCS: usize = 256;
 
 impl std::fmt::Debug for IndexBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -345,25 +381,15 @@ impl IndexBuilder {
     /// An index in `dir` (created), for a block.
     pub(crate) fn on_disk(dir: &Path) -> Result<IndexBuilder> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let (schema, _) = schema();
+        let (schema, fields) = schema();
         let directory = MmapDirectory::open(dir).map_err(|e| index_error("opening directory", e))?;
         let index = Index::create(directory, schema, tantivy::IndexSettings::default())
             .map_err(|e| index_error("creating", e))?;
-        Self::with_index(index)
-    }
-
-    /// An index in memory, for searching entries not yet in an indexed block.
-    pub(crate) fn in_ram() -> Result<IndexBuilder> {
-        let (schema, _) = schema();
-        Self::with_index(Index::create_in_ram(schema))
-    }
-
-    fn with_index(index: Index) -> Result<IndexBuilder> {
-        let (_, fields) = schema();
         register_tokenizer(&index);
-        // One indexing thread: flushes already run on a blocking thread, and
-        // the machine's cores serve queries meanwhile.
-        let writer: IndexWriter<RowDoc> = index
+        // One indexing thread: flushes already run on a blocking thread
+        // (which cuts the groups' words meanwhile), and the machine's cores
+        // serve queries.
+        let writer: IndexWriter<GroupDoc> = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(|e| index_error("starting writer", e))?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
@@ -384,27 +410,25 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Adds entry `entry` of stream `stream` of `streams` as row `row`, of
-    /// the block's stream `id`.
-    pub(crate) fn add(
-        &mut self,
-        streams: &SharedStreams,
-        stream: usize,
-        entry: usize,
-        id: u32,
-        row: u64,
-    ) -> Result<()> {
-        let position = |n: usize| u32::try_from(n).map_err(|_| index_error("adding documents", "over 2^32 entries"));
-        self.pending.push(UserOperation::Add(RowDoc {
-            streams: streams.clone(),
-            stream: position(stream)?,
-            entry: position(entry)?,
-            id,
-            row,
-            fields: self.fields,
-        }));
-        if self.pending.len() >= SEND_BATCH_DOCS {
-            self.send_pending()?;
+    /// Adds `entries` (ascending, one stream's) as rows `first_row..` of the
+    /// block's stream `id`, a document per [`GROUP_ROWS`] of them.
+    pub(crate) fn add(&mut self, entries: &[LogEntry], id: u32, first_row: u64) -> Result<()> {
+        for (at, group) in entries.chunks(GROUP_ROWS).enumerate() {
+            let (Some(oldest), Some(newest)) = (group.first(), group.last()) else {
+                continue;
+            };
+            self.pending.push(UserOperation::Add(GroupDoc {
+                words: distinct_words(group),
+                newest: newest.timestamp,
+                oldest: oldest.timestamp,
+                id,
+                row: first_row + (at * GROUP_ROWS) as u64,
+                rows: group.len() as u64,
+                fields: self.fields,
+            }));
+            if self.pending.len() >= SEND_BATCH_DOCS {
+                self.send_pending()?;
+            }
         }
         Ok(())
     }
@@ -424,7 +448,7 @@ impl IndexBuilder {
 /// An open block index.
 pub(crate) struct BlockIndex {
     reader: IndexReader,
-    fields: Fields,
+    fields: ReadFields,
     /// Oldest and newest entry time indexed: a search whose range covers
     /// them needs no time filter (which would visit every document).
     time_bounds: Option<(TimestampNs, TimestampNs)>,
@@ -436,12 +460,45 @@ impl std::fmt::Debug for BlockIndex {
     }
 }
 
-/// One search hit inside a block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IndexHit {
-    pub(crate) timestamp: TimestampNs,
+/// Rows of one stream the index names as candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CandidateRows {
     pub(crate) stream: u32,
-    pub(crate) row: u64,
+    pub(crate) rows: Range<usize>,
+}
+
+/// The row range of each document of one segment.
+struct SegmentRows {
+    stream: tantivy::columnar::Column<u64>,
+    row: tantivy::columnar::Column<u64>,
+    rows: Option<tantivy::columnar::Column<u64>>,
+}
+
+impl SegmentRows {
+    fn new(segment: &tantivy::SegmentReader, fields: &ReadFields) -> Result<SegmentRows> {
+        let fast = segment.fast_fields();
+        let column = |name: &str| fast.u64(name).map_err(|e| index_error("reading fast fields", e));
+        Ok(SegmentRows {
+            stream: column(FIELD_STREAM)?,
+            row: column(FIELD_ROW)?,
+            rows: match fields.rows {
+                Some(_) => Some(column(FIELD_ROWS)?),
+                None => None,
+            },
+        })
+    }
+
+    fn of(&self, doc: DocId) -> Option<CandidateRows> {
+        let first = usize::try_from(self.row.first(doc)?).ok()?;
+        let count = match &self.rows {
+            Some(rows) => usize::try_from(rows.first(doc)?).ok()?,
+            None => 1,
+        };
+        Some(CandidateRows {
+            stream: u32::try_from(self.stream.first(doc)?).ok()?,
+            rows: first..first + count,
+        })
+    }
 }
 
 impl BlockIndex {
@@ -452,22 +509,25 @@ impl BlockIndex {
 
     fn from_index(index: Index) -> Result<BlockIndex> {
         register_tokenizer(&index);
+        let fields = read_fields(&index.schema())?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| index_error("opening reader", e))?;
-        let (_, fields) = schema();
         let mut time_bounds: Option<(TimestampNs, TimestampNs)> = None;
         for segment in reader.searcher().segment_readers() {
-            let column = segment
-                .fast_fields()
-                .i64(FIELD_TIMESTAMP)
-                .map_err(|e| index_error("reading fast fields", e))?;
             if segment.num_docs() == 0 {
                 continue;
             }
-            let (min, max) = (column.min_value(), column.max_value());
+            let fast = segment.fast_fields();
+            let column = |name: &str| fast.i64(name).map_err(|e| index_error("reading fast fields", e));
+            let newest = column(FIELD_TIMESTAMP)?;
+            let oldest = match fields.oldest {
+                Some(_) => column(FIELD_OLDEST)?.min_value(),
+                None => newest.min_value(),
+            };
+            let (min, max) = (oldest, newest.max_value());
             time_bounds = Some(time_bounds.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
         }
         Ok(BlockIndex {
@@ -475,6 +535,15 @@ impl BlockIndex {
             fields,
             time_bounds,
         })
+    }
+
+    /// Rows per document, about: what a posting of a word stands for.
+    fn rows_per_doc(&self) -> u64 {
+        if self.fields.rows.is_some() {
+            GROUP_ROWS as u64
+        } else {
+            1
+        }
     }
 
     /// Rows that may hold a line containing `needle`, ascending; `None` when
@@ -512,6 +581,7 @@ impl BlockIndex {
         // every number) costs more to union and to read row by row than a
         // plain scan of the lines.
         let narrowing = rows / SCAN_INSTEAD_FRACTION;
+        let rows_per_doc = self.rows_per_doc();
         let searcher = self.reader.searcher();
         let mut result: Option<RoaringBitmap> = None;
         for condition in chosen {
@@ -533,7 +603,7 @@ impl BlockIndex {
                 // terms in a large segment cost more than the scan it leads to.
                 let mut infos: Vec<tantivy::postings::TermInfo> = Vec::new();
                 let mut take = |info: &tantivy::postings::TermInfo| {
-                    named += u64::from(info.doc_freq);
+                    named += u64::from(info.doc_freq) * rows_per_doc;
                     infos.push(info.clone());
                     named <= narrowing
                 };
@@ -585,10 +655,7 @@ impl BlockIndex {
                 if named > narrowing {
                     break;
                 }
-                let row_column = segment
-                    .fast_fields()
-                    .u64(FIELD_ROW)
-                    .map_err(|e| index_error("reading row numbers", e))?;
+                let rows_of = SegmentRows::new(segment, &self.fields)?;
                 let mut docs = RoaringBitmap::new();
                 for info in &infos {
                     let mut postings = inverted
@@ -601,8 +668,13 @@ impl BlockIndex {
                     }
                 }
                 for doc in docs {
-                    if let Some(row) = row_column.first(doc) {
-                        rows_here.insert(u32::try_from(row).map_err(|_| index_error("row number", "over 2^32"))?);
+                    if let Some(candidate) = rows_of.of(doc) {
+                        let (Ok(start), Ok(end)) =
+                            (u32::try_from(candidate.rows.start), u32::try_from(candidate.rows.end))
+                        else {
+                            return Err(index_error("row number", "over 2^32"));
+                        };
+                        rows_here.insert_range(start..end);
                     }
                 }
             }
@@ -621,74 +693,67 @@ impl BlockIndex {
         Ok(result)
     }
 
-    /// Hits of `query` in `range`, newest first, at most `limit`, and the
-    /// number of all hits in range; `streams[id]` are stream `id`'s labels.
-    pub(crate) fn search(
+    /// The rows that may hold a hit of `query` in `range` (a superset: the
+    /// caller checks each line with [`SearchQuery::matches`]), in no
+    /// particular order; `streams[id]` are stream `id`'s labels.
+    pub(crate) fn candidates(
         &self,
         query: &SearchQuery,
         streams: &[&Labels],
         range: NsRange,
-        limit: usize,
-    ) -> Result<(Vec<IndexHit>, u64)> {
-        let parsed = query.index_query(self.fields.line, self.fields.stream, streams)?;
+    ) -> Result<Vec<CandidateRows>> {
+        let narrowed = query.candidate_query(self.fields.line, self.fields.stream, streams)?;
         let covers_all = self
             .time_bounds
             .is_none_or(|(min, max)| range.start <= min && max <= range.end);
-        let combined: Box<dyn tantivy::query::Query> = if covers_all {
-            parsed
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if let Some(narrowed) = narrowed {
+            clauses.push((Occur::Must, narrowed));
+        }
+        if !covers_all {
+            // Documents overlapping the range: newest ≥ start, oldest ≤ end.
+            let oldest = self.fields.oldest.unwrap_or(self.fields.newest);
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Included(Term::from_field_i64(self.fields.newest, range.start)),
+                    std::ops::Bound::Unbounded,
+                )),
+            ));
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    std::ops::Bound::Unbounded,
+                    std::ops::Bound::Included(Term::from_field_i64(oldest, range.end)),
+                )),
+            ));
+        }
+        let query: Box<dyn Query> = if clauses.is_empty() {
+            Box::new(AllQuery)
         } else {
-            let in_range = RangeQuery::new(
-                std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.start)),
-                std::ops::Bound::Included(Term::from_field_i64(self.fields.timestamp, range.end)),
-            );
-            Box::new(BooleanQuery::new(vec![
-                (Occur::Must, parsed),
-                (Occur::Must, Box::new(in_range)),
-            ]))
+            Box::new(BooleanQuery::new(clauses))
         };
         let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(limit.max(1)).order_by_fast_field::<i64>(FIELD_TIMESTAMP, Order::Desc);
-        let (docs, total) = searcher
-            .search(&combined, &(top, Count))
-            .map_err(|e| index_error("searching", e))?;
-        let mut hits = Vec::with_capacity(docs.len());
-        for (_, address) in docs.into_iter().take(limit) {
-            let segment = searcher.segment_reader(address.segment_ord);
-            let fast = segment.fast_fields();
-            let read = |name: &str| fast.u64(name).map_err(|e| index_error("reading fast fields", e));
-            let timestamp = fast
-                .i64(FIELD_TIMESTAMP)
-                .map_err(|e| index_error("reading fast fields", e))?
-                .first(address.doc_id);
-            let (Some(timestamp), Some(stream), Some(row)) = (
-                timestamp,
-                read(FIELD_STREAM)?.first(address.doc_id),
-                read(FIELD_ROW)?.first(address.doc_id),
-            ) else {
-                continue;
-            };
-            hits.push(IndexHit {
-                timestamp,
-                stream: stream as u32,
-                row,
-            });
+        let mut docs: Vec<tantivy::DocAddress> = searcher
+            .search(&query, &DocSetCollector)
+            .map_err(|e| index_error("searching", e))?
+            .into_iter()
+            .collect();
+        docs.sort_unstable();
+        let mut out = Vec::with_capacity(docs.len());
+        let mut segment_rows: Option<(u32, SegmentRows)> = None;
+        for address in docs {
+            if segment_rows.as_ref().is_none_or(|(ord, _)| *ord != address.segment_ord) {
+                let segment = searcher.segment_reader(address.segment_ord);
+                segment_rows = Some((address.segment_ord, SegmentRows::new(segment, &self.fields)?));
+            }
+            if let Some((_, rows)) = &segment_rows
+                && let Some(candidate) = rows.of(address.doc_id)
+            {
+                out.push(candidate);
+            }
         }
-        Ok((hits, total as u64))
-    }
-
-    /// Every hit of `query` at exactly `timestamp` (to complete ties at a page end).
-    pub(crate) fn search_at(
-        &self,
-        query: &SearchQuery,
-        streams: &[&Labels],
-        timestamp: TimestampNs,
-    ) -> Result<Vec<IndexHit>> {
-        let at = NsRange::new(timestamp, timestamp);
-        let (_, total) = self.search(query, streams, at, 1)?;
-        if total == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(self.search(query, streams, at, total as usize)?.0)
+        Ok(out)
     }
 }
 
@@ -755,27 +820,28 @@ mod tests {
         assert!(needle_conditions(" - ").is_empty());
     }
 
-    fn build(lines: &[&str]) -> (tempfile::TempDir, BlockIndex) {
+    /// An index of `streams`' lines, rows numbered in order across them.
+    fn build_streams(streams: &[&[&str]]) -> (tempfile::TempDir, BlockIndex) {
         let dir = tempfile::tempdir().unwrap();
         let mut builder = IndexBuilder::on_disk(dir.path()).unwrap();
-        // Stream 0 holds the first line, stream 1 the rest.
-        let entries = |lines: &[&str], first_row: usize| -> Vec<LogEntry> {
-            let rows = first_row..first_row + lines.len();
-            rows.zip(lines)
-                .map(|(row, line)| LogEntry::new(row as i64, *line))
-                .collect()
-        };
-        let streams: SharedStreams = Arc::new(vec![
-            (Labels::from_pairs([("app", "web")]), entries(&lines[..1], 0)),
-            (Labels::from_pairs([("app", "api")]), entries(&lines[1..], 1)),
-        ]);
-        for row in 0..lines.len() {
-            let (stream, entry) = if row == 0 { (0, 0) } else { (1, row - 1) };
-            builder.add(&streams, stream, entry, stream as u32, row as u64).unwrap();
+        let mut row = 0u64;
+        for (id, lines) in streams.iter().enumerate() {
+            let entries: Vec<LogEntry> = lines
+                .iter()
+                .enumerate()
+                .map(|(at, line)| LogEntry::new(row as i64 + at as i64, *line))
+                .collect();
+            builder.add(&entries, id as u32, row).unwrap();
+            row += lines.len() as u64;
         }
         builder.finish().unwrap();
         let index = BlockIndex::open(dir.path()).unwrap();
         (dir, index)
+    }
+
+    /// Stream 0 holds the first line, stream 1 the rest.
+    fn build(lines: &[&str]) -> (tempfile::TempDir, BlockIndex) {
+        build_streams(&[&lines[..1], &lines[1..]])
     }
 
     #[test]
@@ -823,6 +889,35 @@ mod tests {
         );
     }
 
+    /// Rows the index names for `query` whose line then matches it, and
+    /// a check that the index named every row that matches.
+    fn search_rows(
+        index: &BlockIndex,
+        lines: &[&str],
+        streams: &[&Labels],
+        stream_of: &dyn Fn(usize) -> usize,
+        query: &str,
+    ) -> Vec<usize> {
+        let query = SearchQuery::parse(query).unwrap();
+        let mut candidates: Vec<usize> = index
+            .candidates(&query, streams, NsRange::ALL)
+            .unwrap()
+            .into_iter()
+            .flat_map(|c| c.rows)
+            .collect();
+        candidates.sort_unstable();
+        let hits: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&row| query.matches(streams[stream_of(row)], lines[row]))
+            .collect();
+        let every: Vec<usize> = (0..lines.len())
+            .filter(|&row| query.matches(streams[stream_of(row)], lines[row]))
+            .collect();
+        assert_eq!(hits, every, "the index missed a hit of {query:?}");
+        hits
+    }
+
     #[test]
     fn searches_ips_uuids_paths_and_labels() {
         let lines = [
@@ -837,15 +932,8 @@ mod tests {
             Labels::from_pairs([("app", "api")]),
         );
         let streams = [&web, &api];
-        let search = |query: &str, limit: usize| {
-            let query = SearchQuery::parse(query).unwrap();
-            index.search(&query, &streams, NsRange::ALL, limit).unwrap()
-        };
-        let rows = |query: &str| -> Vec<u64> {
-            let mut rows: Vec<u64> = search(query, 10).0.iter().map(|h| h.row).collect();
-            rows.sort_unstable();
-            rows
-        };
+        let stream_of = |row: usize| usize::from(row > 0);
+        let rows = |query: &str| search_rows(&index, &lines, &streams, &stream_of, query);
         assert_eq!(rows("\"10.0.0.12\""), [1]);
         assert_eq!(rows("10.0.0.12"), [1]);
         assert_eq!(rows("550e8400-e29b-41d4-a716-446655440000"), [3]);
@@ -861,11 +949,107 @@ mod tests {
         assert_eq!(rows("line:/[0-9]+/ AND labels.app:api"), [1, 2, 3]);
         assert_eq!(rows("line: IN [GET id]"), [0, 3]);
         assert_eq!(rows("line:[users TO v1]"), [0]);
-        // Four words stand between them: slop 4 reaches, 3 does not.
+        assert_eq!(rows("-labels.app:web client"), [1, 2]);
+        assert_eq!(rows("(client -connected) OR GET"), [0]);
+        // Four words stand between them: slop 4 reaches, 3 does not; the
+        // words must come in order.
         assert_eq!(rows("\"client connected\"~4"), [1, 2]);
         assert!(rows("\"client connected\"~3").is_empty());
-        let (hits, total) = search("client", 1);
-        assert_eq!((hits.len(), total), (1, 2));
-        assert_eq!(hits[0].row, 2, "newest first");
+        assert!(rows("\"connected client\"~9").is_empty());
+        // Two of the words are in the group but not in one line.
+        assert!(rows("GET AND client").is_empty());
+        assert!(rows("\"200 client\"").is_empty());
+    }
+
+    #[test]
+    fn groups_of_rows_name_every_row_of_a_group_that_may_hold_a_hit() {
+        // 70 lines in one stream: groups of 32, 32 and 6 rows.
+        let owned: Vec<String> = (0..70)
+            .map(|i| match i % 7 {
+                0 => format!("req {i} GET /api/v1/users status=200"),
+                3 => format!("req {i} POST /api/v1/orders status=500 error"),
+                _ => format!("req {i} heartbeat ok"),
+            })
+            .collect();
+        let lines: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let (_dir, index) = build_streams(&[&lines]);
+        let app = Labels::from_pairs([("app", "web")]);
+        let streams = [&app];
+        let rows = |query: &str| search_rows(&index, &lines, &streams, &|_| 0, query);
+        assert_eq!(rows("error").len(), 10);
+        assert_eq!(rows("POST -error"), Vec::<usize>::new());
+        assert_eq!(rows("\"GET /api/v1/users\""), (0..70).step_by(7).collect::<Vec<_>>());
+        assert_eq!(rows("69"), [69]);
+        assert_eq!(rows("heartbeat -ok").len(), 0);
+        // Every group is a candidate for a word on every line; each row once.
+        let all = index
+            .candidates(&SearchQuery::parse("req").unwrap(), &streams, NsRange::ALL)
+            .unwrap();
+        let mut covered: Vec<usize> = all.iter().flat_map(|c| c.rows.clone()).collect();
+        covered.sort_unstable();
+        assert_eq!(covered, (0..70).collect::<Vec<_>>());
+        assert_eq!(all.len(), 3, "{all:?}");
+        // A time range names only the groups overlapping it (row i is at i ns).
+        let late = index
+            .candidates(&SearchQuery::parse("req").unwrap(), &streams, NsRange::new(65, 100))
+            .unwrap();
+        assert_eq!(
+            late,
+            [CandidateRows {
+                stream: 0,
+                rows: 64..70
+            }]
+        );
+    }
+
+    const VOCABULARY: [&str; 8] = ["GET", "POST", "error", "10.0.0.1", "a/b", "ok", "req", "x_1"];
+
+    fn query_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let word = proptest::sample::select(VOCABULARY.to_vec()).prop_map(str::to_string);
+        let leaf = prop_oneof![
+            word.clone(),
+            (word.clone(), word.clone(), 0u32..3).prop_map(|(a, b, slop)| format!("\"{a} {b}\"~{slop}")),
+            word.clone().prop_map(|w| format!("{}*", &w[..1])),
+            proptest::sample::select(vec!["labels.app:web", "labels.app:api", "labels.app:/a.*/"])
+                .prop_map(str::to_string),
+        ];
+        (leaf.clone(), leaf.clone(), leaf, 0usize..5).prop_map(|(a, b, c, shape)| match shape {
+            0 => a,
+            1 => format!("{a} {b}"),
+            2 => format!("{a} OR {b}"),
+            3 => format!("{a} -{b}"),
+            _ => format!("({a} OR {b}) -({c})"),
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the streams' lengths (groups cut anywhere) and the
+        /// query, the rows the index names hold every row whose line
+        /// matches (checked inside `search_rows`).
+        #[test]
+        fn the_index_names_every_row_a_query_matches(
+            streams in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(proptest::sample::select(VOCABULARY.to_vec()), 0..6), 1..80),
+                1..4,
+            ),
+            queries in proptest::collection::vec(query_strategy(), 1..6),
+        ) {
+            let owned: Vec<Vec<String>> = streams.iter().map(|lines| lines.iter().map(|words| words.join(" ")).collect()).collect();
+            let per_stream: Vec<Vec<&str>> = owned.iter().map(|lines| lines.iter().map(String::as_str).collect()).collect();
+            let slices: Vec<&[&str]> = per_stream.iter().map(Vec::as_slice).collect();
+            let (_dir, index) = build_streams(&slices);
+            let lines: Vec<&str> = per_stream.iter().flatten().copied().collect();
+            let starts: Vec<usize> = per_stream.iter().scan(0, |at, s| { let start = *at; *at += s.len(); Some(start) }).collect();
+            let stream_of = |row: usize| starts.partition_point(|&start| start <= row) - 1;
+            let labels: Vec<Labels> = (0..per_stream.len())
+                .map(|id| Labels::from_pairs([("app", if id % 2 == 0 { "web" } else { "api" })]))
+                .collect();
+            let streams: Vec<&Labels> = labels.iter().collect();
+            for query in &queries {
+                search_rows(&index, &lines, &streams, &stream_of, query);
+            }
+        }
     }
 }

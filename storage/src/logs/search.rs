@@ -4,110 +4,31 @@
 //! The default field is the line (`error`, `"connection refused"`,
 //! `10.0.0.12`, `/api/v1/users` — a term with separators is a phrase of its
 //! words); labels are `labels.<name>:<value>`. Terms are case-sensitive, as
-//! LogQL's line filters are. Hits come newest first. Indexed blocks answer
-//! from their index; entries not yet in one (the head, flushes in flight,
-//! blocks written without an index) are indexed in memory for the query.
+//! LogQL's line filters are. Hits come newest first.
+//!
+//! Every hit is checked on its line ([`SearchQuery::matches`]): an indexed
+//! block's index names the groups of rows that may hold hits, and only those
+//! rows are read; entries not in an indexed block (the head, flushes in
+//! flight, blocks written without an index) are checked one by one. Totals
+//! are therefore exact, and equal to the query run over every line.
 //!
 //! Paging: a page holds `limit` hits, plus every other hit at the timestamp
 //! of its last one, so a cursor — "older than this timestamp" — never skips
 //! or repeats a hit.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use tidewatch_model::logs::{LogEntry, LogSearchHit, LogSearchPage, LogSearchRequest, NsRange, TimestampNs};
 use tidewatch_model::{Labels, TenantId};
 
 use super::block::LogBlock;
-use super::index::{BlockIndex, IndexBuilder, IndexHit, SharedStreams};
 use super::search_query::SearchQuery;
 use super::{LogStore, LogTenant, blocking, lock, merge_entries};
 use crate::error::{Error, Result};
 
 pub use tidewatch_model::logs::MAX_SEARCH_LIMIT;
-
-/// A searchable source: an index and how its hits become entries.
-enum Source {
-    Block(Arc<LogBlock>),
-    /// Entries indexed in memory for this query, addressed by row, and the
-    /// labels of each stream id.
-    Memory {
-        index: Box<BlockIndex>,
-        /// Row number → (stream id, entry of that stream).
-        rows: Vec<(u32, u32)>,
-        streams: SharedStreams,
-    },
-}
-
-impl Source {
-    fn index(&self) -> Option<&BlockIndex> {
-        match self {
-            Source::Block(block) => block.index(),
-            Source::Memory { index, .. } => Some(index),
-        }
-    }
-
-    /// The labels of each stream id the index names.
-    fn stream_labels(&self) -> Vec<&Labels> {
-        match self {
-            Source::Block(block) => block.streams().iter().map(|s| &s.labels).collect(),
-            Source::Memory { streams, .. } => streams.iter().map(|(labels, _)| labels).collect(),
-        }
-    }
-
-    /// The entries of `hits`, in any order.
-    fn resolve(&self, hits: &[IndexHit]) -> Result<Vec<LogSearchHit>> {
-        match self {
-            Source::Memory { rows, streams, .. } => Ok(hits
-                .iter()
-                .filter_map(|hit| rows.get(hit.row as usize))
-                .map(|&(stream, entry)| {
-                    let (labels, entries) = &streams[stream as usize];
-                    to_hit(labels, entries[entry as usize].clone())
-                })
-                .collect()),
-            Source::Block(block) => {
-                // Rows per stream, ascending, read with one row selection.
-                let mut by_stream: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-                for hit in hits {
-                    by_stream.entry(hit.stream).or_default().push(hit.row as usize);
-                }
-                let mut ids = Vec::with_capacity(by_stream.len());
-                let mut selections = Vec::with_capacity(by_stream.len());
-                for (id, mut rows) in by_stream {
-                    let Some(stream) = block.streams().get(id as usize) else {
-                        return Err(Error::Block {
-                            block: block.meta().ulid.clone(),
-                            message: format!("index names stream {id}, which the streams table lacks"),
-                        });
-                    };
-                    let own = stream.first_row..stream.first_row + stream.rows;
-                    rows.sort_unstable();
-                    rows.dedup();
-                    rows.retain(|row| own.contains(row));
-                    ids.push(id);
-                    selections.push(rows.into_iter().map(|row| row..row + 1).collect::<Vec<_>>());
-                }
-                let entries = block.read_rows(&ids, &selections, NsRange::ALL, &[])?;
-                let mut out = Vec::new();
-                for (id, entries) in ids.iter().zip(entries) {
-                    let labels = &block.streams()[*id as usize].labels;
-                    out.extend(entries.into_iter().map(|entry| to_hit(labels, entry)));
-                }
-                Ok(out)
-            }
-        }
-    }
-}
-
-fn to_hit(labels: &Labels, entry: LogEntry) -> LogSearchHit {
-    LogSearchHit {
-        labels: labels.clone(),
-        timestamp: entry.timestamp,
-        line: entry.line,
-        structured_metadata: entry.structured_metadata,
-    }
-}
 
 fn parse_cursor(cursor: &str) -> Result<TimestampNs> {
     cursor.parse::<TimestampNs>().map_err(|_| {
@@ -158,23 +79,14 @@ impl LogStore {
 
 /// What a search reads, taken from a tenant under its locks.
 struct Gathered {
-    /// Blocks overlapping the range that have a full-text index.
-    indexed: Vec<Arc<LogBlock>>,
-    /// Blocks overlapping the range without one.
-    unindexed_blocks: Vec<Arc<LogBlock>>,
+    /// Blocks overlapping the range.
+    blocks: Vec<Arc<LogBlock>>,
     /// Head and in-flight flush entries in the range, per stream.
     loose: Vec<(Labels, Vec<LogEntry>)>,
 }
 
 fn gather(db: &LogTenant, range: NsRange) -> Gathered {
-    let (mut indexed, mut unindexed_blocks) = (Vec::new(), Vec::new());
-    for block in db.snapshot_blocks().into_iter().filter(|b| b.overlaps(range)) {
-        if block.index().is_some() {
-            indexed.push(block);
-        } else {
-            unindexed_blocks.push(block);
-        }
-    }
+    let blocks = db.snapshot_blocks().into_iter().filter(|b| b.overlaps(range)).collect();
     let mut loose: Vec<(Labels, Vec<LogEntry>)> = Vec::new();
     for set in db.snapshot_flushing() {
         for (labels, entries) in set.streams.iter() {
@@ -188,55 +100,190 @@ fn gather(db: &LogTenant, range: NsRange) -> Gathered {
             }
         }
     }
-    let head = lock(db.head.read());
-    for stream in head.matching(&[], range) {
-        loose.push((stream.labels.clone(), stream.entries.in_range(range, &[])));
-    }
-    Gathered {
-        indexed,
-        unindexed_blocks,
-        loose,
-    }
-}
-
-/// Indexes `loose` entries and those of unindexed blocks in memory.
-fn memory_source(
-    unindexed_blocks: &[Arc<LogBlock>],
-    mut loose: Vec<(Labels, Vec<LogEntry>)>,
-    range: NsRange,
-) -> Result<Source> {
-    for block in unindexed_blocks {
-        let ids: Vec<u32> = (0..block.streams().len() as u32).collect();
-        let entries = block.read(&ids, range, &[])?;
-        for (id, entries) in ids.iter().zip(entries) {
-            loose.push((block.streams()[*id as usize].labels.clone(), entries));
+    {
+        let head = lock(db.head.read());
+        for stream in head.matching(&[], range) {
+            loose.push((stream.labels.clone(), stream.entries.in_range(range, &[])));
         }
     }
-    // One copy of each (stream, timestamp, line) across these sources.
+    // One copy of each (stream, timestamp, line): an entry pushed again
+    // while its first copy was being flushed is in both.
     let mut streams: BTreeMap<Labels, Vec<Vec<LogEntry>>> = BTreeMap::new();
     for (labels, entries) in loose {
         streams.entry(labels).or_default().push(entries);
     }
-    let streams: SharedStreams = Arc::new(
-        streams
-            .into_iter()
-            .map(|(labels, parts)| (labels, merge_entries(parts)))
-            .collect(),
-    );
-    let mut builder = IndexBuilder::in_ram()?;
-    let mut rows = Vec::new();
-    for (id, (_, entries)) in streams.iter().enumerate() {
-        for entry in 0..entries.len() {
-            builder.add(&streams, id, entry, id as u32, rows.len() as u64)?;
-            rows.push((id as u32, entry as u32));
+    let loose = streams
+        .into_iter()
+        .map(|(labels, parts)| (labels, merge_entries(parts)))
+        .collect();
+    Gathered { blocks, loose }
+}
+
+/// The hits of one search as they are found: how many there are in the
+/// range and in the page's part of it, and the newest of the page's part
+/// (with ties), as few as that takes.
+struct PageBuilder {
+    range: NsRange,
+    page_end: TimestampNs,
+    limit: usize,
+    total: u64,
+    in_page: u64,
+    hits: Vec<LogSearchHit>,
+    /// Hits older than this cannot be on the page any more.
+    floor: TimestampNs,
+    /// `hits` is cut back to the page when it grows to this.
+    trim_at: usize,
+}
+
+impl PageBuilder {
+    fn new(range: NsRange, page_end: TimestampNs, limit: usize) -> PageBuilder {
+        PageBuilder {
+            range,
+            page_end,
+            limit,
+            total: 0,
+            in_page: 0,
+            hits: Vec::new(),
+            floor: TimestampNs::MIN,
+            trim_at: 2 * limit + 64,
         }
     }
-    Ok(Source::Memory {
-        index: Box::new(builder.finish()?),
-        rows,
-        streams,
+
+    /// Counts a hit at `timestamp` (in the range); `hit` makes it when it
+    /// may be on the page.
+    fn offer(&mut self, timestamp: TimestampNs, hit: impl FnOnce() -> Result<LogSearchHit>) -> Result<()> {
+        self.total += 1;
+        if timestamp > self.page_end {
+            return Ok(());
+        }
+        self.in_page += 1;
+        if timestamp < self.floor {
+            return Ok(());
+        }
+        self.hits.push(hit()?);
+        if self.hits.len() >= self.trim_at {
+            self.trim();
+            // Ties at the floor can keep more than a page: grow, never loop.
+            self.trim_at = self.trim_at.max(2 * self.hits.len());
+        }
+        Ok(())
+    }
+
+    /// Keeps the newest `limit` hits and every hit tied with the last.
+    fn trim(&mut self) {
+        if self.hits.len() <= self.limit {
+            return;
+        }
+        self.hits.sort_unstable_by_key(|hit| std::cmp::Reverse(hit.timestamp));
+        self.floor = self.hits[self.limit - 1].timestamp;
+        let keep = self.hits.partition_point(|hit| hit.timestamp >= self.floor);
+        self.hits.truncate(keep);
+    }
+
+    fn merge(&mut self, other: PageBuilder) {
+        self.total += other.total;
+        self.in_page += other.in_page;
+        self.floor = self.floor.max(other.floor);
+        let floor = self.floor;
+        self.hits
+            .extend(other.hits.into_iter().filter(|hit| hit.timestamp >= floor));
+        self.trim();
+    }
+
+    fn finish(mut self) -> LogSearchPage {
+        self.trim();
+        let mut next_cursor = None;
+        if self.in_page > self.hits.len() as u64
+            && let Some(last) = self.hits.iter().map(|hit| hit.timestamp).min()
+        {
+            // Older hits exist, below the page's last timestamp.
+            next_cursor = Some(last.to_string());
+        }
+        order_and_dedupe(&mut self.hits);
+        LogSearchPage {
+            hits: self.hits,
+            total: self.total,
+            next_cursor,
+        }
+    }
+}
+
+fn to_hit(labels: &Labels, entry: LogEntry) -> LogSearchHit {
+    LogSearchHit {
+        labels: labels.clone(),
+        timestamp: entry.timestamp,
+        line: entry.line,
+        structured_metadata: entry.structured_metadata,
+    }
+}
+
+/// Checks the rows of `block` the index names as candidates (every row in
+/// range when it has no index).
+fn search_block(block: &LogBlock, query: &SearchQuery, page: &mut PageBuilder) -> Result<()> {
+    let streams = block.streams();
+    let range = page.range;
+    let mut by_stream: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
+    match block.index() {
+        Some(index) => {
+            let labels: Vec<&Labels> = streams.iter().map(|s| &s.labels).collect();
+            for candidate in index.candidates(query, &labels, range)? {
+                let Some(stream) = streams.get(candidate.stream as usize) else {
+                    return Err(Error::Block {
+                        block: block.meta().ulid.clone(),
+                        message: format!("index names stream {}, which the streams table lacks", candidate.stream),
+                    });
+                };
+                let own = stream.first_row..stream.first_row + stream.rows;
+                let rows = candidate.rows.start.max(own.start)..candidate.rows.end.min(own.end);
+                if !rows.is_empty() {
+                    by_stream.entry(candidate.stream).or_default().push(rows);
+                }
+            }
+        }
+        None => {
+            for (id, stream) in streams.iter().enumerate() {
+                by_stream.insert(id as u32, vec![stream.rows_in(range)]);
+            }
+        }
+    }
+    let mut ids = Vec::with_capacity(by_stream.len());
+    let mut selections = Vec::with_capacity(by_stream.len());
+    for (id, mut rows) in by_stream {
+        rows.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(rows.len());
+        for r in rows {
+            match merged.last_mut() {
+                Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        ids.push(id);
+        selections.push(merged);
+    }
+    block.visit_rows(&selections, range, |position, row| {
+        let labels = &streams[ids[position] as usize].labels;
+        if !query.matches(labels, row.line) {
+            return Ok(());
+        }
+        page.offer(row.timestamp, || Ok(to_hit(labels, row.entry()?)))
     })
 }
+
+/// Checks entries not in a block, one by one.
+fn search_loose(loose: &[(Labels, Vec<LogEntry>)], query: &SearchQuery, page: &mut PageBuilder) -> Result<()> {
+    for (labels, entries) in loose {
+        for entry in entries {
+            if page.range.contains(entry.timestamp) && query.matches(labels, &entry.line) {
+                page.offer(entry.timestamp, || Ok(to_hit(labels, entry.clone())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Threads a search's blocks are checked on: the rows read and checked are
+/// the whole cost of a search for a common word.
+const SEARCH_THREADS: usize = 2;
 
 fn search_sources(
     gathered: Gathered,
@@ -245,72 +292,40 @@ fn search_sources(
     page_end: TimestampNs,
     limit: usize,
 ) -> Result<LogSearchPage> {
-    let mut sources: Vec<Source> = gathered.indexed.into_iter().map(Source::Block).collect();
-    // An in-memory index costs a writer thread and its arena: only when
-    // something is not in an indexed block.
-    if !gathered.unindexed_blocks.is_empty() || !gathered.loose.is_empty() {
-        sources.push(memory_source(&gathered.unindexed_blocks, gathered.loose, range)?);
+    let mut page = PageBuilder::new(range, page_end, limit);
+    search_loose(&gathered.loose, query, &mut page)?;
+    let blocks = &gathered.blocks;
+    let threads = SEARCH_THREADS.min(blocks.len());
+    if threads <= 1 {
+        for block in blocks {
+            search_block(block, query, &mut page)?;
+        }
+        return Ok(page.finish());
     }
-    let indexes: Vec<&BlockIndex> = sources.iter().filter_map(Source::index).collect();
-    debug_assert_eq!(indexes.len(), sources.len(), "every source has an index");
-    let labels: Vec<Vec<&Labels>> = sources.iter().map(Source::stream_labels).collect();
-    let mut total = 0u64;
-    let mut page_total = 0u64;
-    let mut fetched: Vec<(usize, IndexHit)> = Vec::new();
-    for (position, index) in indexes.iter().enumerate() {
-        let streams = &labels[position];
-        if page_end < range.end {
-            total += index.search(query, streams, range, 1)?.1;
-        }
-        if page_end < range.start {
-            continue;
-        }
-        let (hits, in_page) = index.search(query, streams, NsRange::new(range.start, page_end), limit)?;
-        if page_end >= range.end {
-            // The first page spans the whole range: its count is the total.
-            total += in_page;
-        }
-        page_total += in_page;
-        fetched.extend(hits.into_iter().map(|hit| (position, hit)));
+    // Blocks dealt round-robin (they come oldest first; similar sizes).
+    let parts: Vec<Result<PageBuilder>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || {
+                    let mut part = PageBuilder::new(range, page_end, limit);
+                    for block in blocks.iter().skip(worker).step_by(threads) {
+                        search_block(block, query, &mut part)?;
+                    }
+                    Ok(part)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Task("a search thread panicked".to_string())))
+            })
+            .collect()
+    });
+    for part in parts {
+        page.merge(part?);
     }
-    fetched.sort_by_key(|(_, hit)| std::cmp::Reverse(hit.timestamp));
-    let mut next_cursor = None;
-    // Every source handed out min(limit, its hits): when they add up to more
-    // than a page, the limit-th newest is the page's last timestamp.
-    if page_total > limit as u64 && fetched.len() >= limit {
-        let last = fetched[limit - 1].1.timestamp;
-        fetched.retain(|(_, hit)| hit.timestamp > last);
-        let mut older = 0u64;
-        for (position, index) in indexes.iter().enumerate() {
-            let streams = &labels[position];
-            fetched.extend(
-                index
-                    .search_at(query, streams, last)?
-                    .into_iter()
-                    .map(|hit| (position, hit)),
-            );
-            if last > range.start {
-                older += index.search(query, streams, NsRange::new(range.start, last - 1), 1)?.1;
-            }
-        }
-        if older > 0 {
-            next_cursor = Some(last.to_string());
-        }
-    }
-    let mut per_source: Vec<Vec<IndexHit>> = vec![Vec::new(); sources.len()];
-    for (position, hit) in fetched {
-        per_source[position].push(hit);
-    }
-    let mut hits = Vec::new();
-    for (source, wanted) in sources.iter().zip(per_source) {
-        if !wanted.is_empty() {
-            hits.extend(source.resolve(&wanted)?);
-        }
-    }
-    order_and_dedupe(&mut hits);
-    Ok(LogSearchPage {
-        hits,
-        total,
-        next_cursor,
-    })
+    Ok(page.finish())
 }

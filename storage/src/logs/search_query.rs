@@ -1,17 +1,22 @@
-//! Search queries in Tantivy's query syntax, turned into index queries by
-//! us rather than by Tantivy's `QueryParser`, because labels are not in the
-//! index: a block's index holds the lines and each document's stream id, and
-//! `labels.<name>:<value>` is answered from the block's streams table, as
-//! the set of stream ids whose labels satisfy it. Indexing the labels of
-//! every line cost a fifth of a block's index build for facts the streams
-//! table already holds once per stream.
+//! Search queries in Tantivy's query syntax, answered by us rather than by
+//! Tantivy's `QueryParser` in two steps: a block's index names candidate
+//! rows ([`SearchQuery::candidate_query`]: the query loosened so that it
+//! holds for a whole group of rows whenever it holds for one of its lines),
+//! and each candidate line is then checked ([`SearchQuery::matches`]), so
+//! hits and totals are exactly those of the query over every line.
+//!
+//! Labels are not in the index: a block's index holds the lines' words and
+//! each document's stream id, and `labels.<name>:<value>` is answered from
+//! the block's streams table, as the set of stream ids whose labels satisfy
+//! it. Indexing the labels of every line cost a fifth of a block's index
+//! build for facts the streams table already holds once per stream.
 //!
 //! What a query can say (and what each part means):
 //! - on the line (no field, or `line:`): a word (`error`), a phrase of words
 //!   (`"connection refused"`, or a literal with separators such as
 //!   `10.0.0.12` or `/api/v1/users`, which are phrases of their words), a
-//!   phrase prefix (`"connection ref"*`, its last word expanding to at most
-//!   [`PHRASE_PREFIX_EXPANSIONS`] words), a word prefix (`conn*`), a set (`line: IN [GET PUT]`), a
+//!   phrase prefix (`"connection ref"*`, its last word a prefix of the
+//!   line's word), a word prefix (`conn*`), a set (`line: IN [GET PUT]`), a
 //!   range of words (`line:[a TO c]`), a regular expression every word is
 //!   matched against whole (`line:/err.*/`) and `line:*` (has a word);
 //! - on a label (`labels.app:`): a value, a value prefix (`labels.app:api*`),
@@ -19,8 +24,9 @@
 //!   (the stream has the label);
 //! - `AND`, `OR`, `NOT`, `+`, `-`, parentheses; terms are joined by `AND`
 //!   when nothing is said. Boosts are accepted and mean nothing (hits come
-//!   newest first, never by score). Phrase slop (`"a b"~2`) is kept as Tantivy
-//!   reads it.
+//!   newest first, never by score). A phrase with slop (`"a b"~2`) finds
+//!   its words in order with at most that many other words between them in
+//!   all (Tantivy also accepts some words out of order; we do not).
 //!
 //! Words are cut as the index cuts lines ([`super::index::WordTokenizer`]),
 //! so matching is case-sensitive, as LogQL's line filters are.
@@ -29,19 +35,14 @@ use std::ops::Bound;
 
 use tantivy::Term;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, RegexQuery,
-    TermQuery, TermSetQuery,
+    AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RangeQuery, RegexQuery, TermQuery, TermSetQuery,
 };
 use tantivy::query_grammar::{Delimiter, UserInputAst, UserInputBound, UserInputLeaf, UserInputLiteral};
 use tantivy::schema::{Field, IndexRecordOption};
 use tidewatch_model::Labels;
 
-use super::index::tokens;
+use super::index::{tokens, words};
 use crate::error::{Error, Result};
-
-/// Words a phrase prefix's last word expands to, at most, per index
-/// segment (Tantivy's default is 50).
-pub(crate) const PHRASE_PREFIX_EXPANSIONS: u32 = 1000;
 
 /// The field a leaf of the query is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,10 +54,12 @@ enum Target {
 /// What a leaf asks of its target.
 #[derive(Debug, Clone)]
 enum Predicate {
-    /// Line: the words in order (slop as Tantivy's phrases have it), the last
-    /// one a prefix when `prefix`. Label: the value, or a value prefix.
+    /// Line: `words` (the text cut as lines are) in order, at most `slop`
+    /// other words between them, the last one a prefix when `prefix`.
+    /// Label: the value `text`, or a value prefix.
     Literal {
         text: String,
+        words: Vec<String>,
         slop: u32,
         prefix: bool,
     },
@@ -118,11 +121,134 @@ impl SearchQuery {
         Ok(SearchQuery { root })
     }
 
-    /// The index query for a source whose stream `id` has labels
-    /// `streams[id]`; `line` and `stream` are the index's fields.
-    pub(crate) fn index_query(&self, line: Field, stream: Field, streams: &[&Labels]) -> Result<Box<dyn Query>> {
-        to_index_query(&self.root, line, stream, streams)
+    /// The index query naming every document (a group of one stream's
+    /// rows) that may hold a hit, for an index whose stream `id` has labels
+    /// `streams[id]`; `line` and `stream` are the index's fields. `None`:
+    /// the index cannot narrow (every document is a candidate).
+    pub(crate) fn candidate_query(
+        &self,
+        line: Field,
+        stream: Field,
+        streams: &[&Labels],
+    ) -> Result<Option<Box<dyn Query>>> {
+        candidate_query(&self.root, line, stream, streams)
     }
+
+    /// Whether the entry `line` of a stream with `labels` is a hit.
+    pub(crate) fn matches(&self, labels: &Labels, line: &str) -> bool {
+        let mut words: Option<Vec<&str>> = None;
+        node_matches(&self.root, labels, line, &mut words)
+    }
+}
+
+/// Whether `node` holds for the line; `words` are the line's words, cut on
+/// first need (a query on labels alone never cuts them).
+fn node_matches<'a>(node: &Node, labels: &Labels, line: &'a str, words_of_line: &mut Option<Vec<&'a str>>) -> bool {
+    match node {
+        Node::All => true,
+        Node::Leaf(Target::Label(name), predicate) => LabelMatcher::new(predicate).matches(labels.get(name)),
+        Node::Leaf(Target::Line, predicate) => {
+            let words = words_of_line.get_or_insert_with(|| words(line).collect());
+            line_matches(predicate, words)
+        }
+        Node::Clause(children) => {
+            // Tantivy's boolean semantics: every Must, no MustNot, and at
+            // least one Should when there is no Must.
+            let mut has_must = false;
+            let mut any_should = false;
+            for (occur, child) in children {
+                match occur {
+                    Occur::Must => {
+                        has_must = true;
+                        if !node_matches(child, labels, line, words_of_line) {
+                            return false;
+                        }
+                    }
+                    Occur::MustNot => {
+                        if node_matches(child, labels, line, words_of_line) {
+                            return false;
+                        }
+                    }
+                    Occur::Should => {}
+                }
+            }
+            if has_must {
+                return true;
+            }
+            for (occur, child) in children {
+                if *occur == Occur::Should && node_matches(child, labels, line, words_of_line) {
+                    any_should = true;
+                    break;
+                }
+            }
+            any_should
+        }
+    }
+}
+
+fn line_matches(predicate: &Predicate, line: &[&str]) -> bool {
+    match predicate {
+        Predicate::Literal {
+            words, slop, prefix, ..
+        } => match (words.as_slice(), prefix) {
+            ([], _) => false,
+            ([word], false) => line.contains(&word.as_str()),
+            ([word], true) => line.iter().any(|w| w.starts_with(word.as_str())),
+            (_, _) => phrase_matches(line, words, *slop, *prefix),
+        },
+        Predicate::Set(elements) => line.iter().any(|w| elements.iter().any(|e| e == w)),
+        Predicate::Range { lower, upper } => line.iter().any(|w| in_bounds(w, lower, upper)),
+        Predicate::Regex { whole, .. } => line.iter().any(|w| whole.is_match(w)),
+        Predicate::Exists => !line.is_empty(),
+    }
+}
+
+fn in_bounds(value: &str, lower: &Bound<String>, upper: &Bound<String>) -> bool {
+    let above = match lower {
+        Bound::Included(l) => value >= l.as_str(),
+        Bound::Excluded(l) => value > l.as_str(),
+        Bound::Unbounded => true,
+    };
+    let below = match upper {
+        Bound::Included(u) => value <= u.as_str(),
+        Bound::Excluded(u) => value < u.as_str(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+/// Whether `phrase` occurs in `line` in order with at most `slop` other
+/// words between its words in all; the last word a prefix when `prefix`.
+fn phrase_matches(line: &[&str], phrase: &[String], slop: u32, prefix: bool) -> bool {
+    let last = phrase.len() - 1;
+    let fits = |at: usize, word: usize| {
+        if prefix && word == last {
+            line[at].starts_with(phrase[word].as_str())
+        } else {
+            line[at] == phrase[word]
+        }
+    };
+    if slop == 0 {
+        return line.len() >= phrase.len()
+            && (0..=line.len() - phrase.len()).any(|start| (0..phrase.len()).all(|word| fits(start + word, word)));
+    }
+    // spent[at]: the least slop spent to end the phrase's words so far at
+    // word `at` of the line (lines have tens of words: quadratic is fine).
+    let mut spent: Vec<Option<u32>> = (0..line.len()).map(|at| fits(at, 0).then_some(0)).collect();
+    for word in 1..phrase.len() {
+        spent = (0..line.len())
+            .map(|at| {
+                if !fits(at, word) {
+                    return None;
+                }
+                (0..at)
+                    .filter_map(|before| spent[before].map(|s| s + (at - before - 1) as u32))
+                    .filter(|&s| s <= slop)
+                    .min()
+            })
+            .collect();
+    }
+    spent.iter().any(Option::is_some)
 }
 
 /// The node for `ast`, `None` when it holds nothing to search for (a
@@ -183,14 +309,16 @@ fn convert_leaf(query: &str, leaf: UserInputLeaf) -> Result<Option<Node>> {
                 phrase.pop();
                 prefix = true;
             }
+            let words = tokens(&phrase);
             // A literal without words is dropped, as Tantivy's parser drops it.
-            if target == Target::Line && tokens(&phrase).is_empty() {
+            if target == Target::Line && words.is_empty() {
                 return Ok(None);
             }
             Node::Leaf(
                 target,
                 Predicate::Literal {
                     text: phrase,
+                    words,
                     slop,
                     prefix,
                 },
@@ -226,25 +354,80 @@ fn all_negative(node: &Node) -> bool {
     }
 }
 
-fn to_index_query(node: &Node, line: Field, stream: Field, streams: &[&Labels]) -> Result<Box<dyn Query>> {
+/// Whether `node` speaks of labels only: then it holds for all of a
+/// document's rows or for none (a document is one stream's rows), and its
+/// index query is exact, so it may exclude.
+fn labels_only(node: &Node) -> bool {
+    match node {
+        Node::All => true,
+        Node::Leaf(target, _) => matches!(target, Target::Label(_)),
+        Node::Clause(children) => children.iter().all(|(_, child)| labels_only(child)),
+    }
+}
+
+/// The stream ids whose labels satisfy a label leaf.
+fn label_query(name: &str, predicate: &Predicate, stream: Field, streams: &[&Labels]) -> Box<dyn Query> {
+    let matcher = LabelMatcher::new(predicate);
+    let ids = streams
+        .iter()
+        .enumerate()
+        .filter(|(_, labels)| matcher.matches(labels.get(name)))
+        .map(|(id, _)| Term::from_field_u64(stream, id as u64));
+    Box::new(TermSetQuery::new(ids))
+}
+
+/// An index query holding for every document one of whose lines `node`
+/// holds for (`None`: every document). Words hold for a document when one
+/// of its lines has them, so a phrase becomes its words, and an exclusion
+/// of words (which another line of the group may lack) is dropped; label
+/// conditions are kept whole, exclusions included.
+fn candidate_query(node: &Node, line: Field, stream: Field, streams: &[&Labels]) -> Result<Option<Box<dyn Query>>> {
     Ok(match node {
-        Node::All => Box::new(AllQuery),
+        Node::All => None,
+        Node::Leaf(Target::Label(name), predicate) => Some(label_query(name, predicate, stream, streams)),
+        Node::Leaf(Target::Line, predicate) => line_candidates(predicate, line)?,
         Node::Clause(children) => {
-            let mut clauses = Vec::with_capacity(children.len());
-            for (occur, child) in children {
-                clauses.push((*occur, to_index_query(child, line, stream, streams)?));
+            let has_must = children.iter().any(|(occur, _)| *occur == Occur::Must);
+            let has_should = children.iter().any(|(occur, _)| *occur == Occur::Should);
+            if !has_must && !has_should {
+                // Only exclusions: matches nothing, as in Tantivy.
+                return Ok(Some(Box::new(EmptyQuery)));
             }
-            Box::new(BooleanQuery::new(clauses))
-        }
-        Node::Leaf(Target::Line, predicate) => line_query(predicate, line)?,
-        Node::Leaf(Target::Label(name), predicate) => {
-            let matcher = LabelMatcher::new(predicate);
-            let ids = streams
-                .iter()
-                .enumerate()
-                .filter(|(_, labels)| matcher.matches(labels.get(name)))
-                .map(|(id, _)| Term::from_field_u64(stream, id as u64));
-            Box::new(TermSetQuery::new(ids))
+            let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            let mut shoulds: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            let mut any_should_unbounded = false;
+            for (occur, child) in children {
+                match occur {
+                    Occur::Must => {
+                        if let Some(query) = candidate_query(child, line, stream, streams)? {
+                            clauses.push((Occur::Must, query));
+                        }
+                    }
+                    // With a Must, Shoulds only rank; without, one must hold.
+                    Occur::Should if !has_must => match candidate_query(child, line, stream, streams)? {
+                        Some(query) => shoulds.push((Occur::Should, query)),
+                        None => any_should_unbounded = true,
+                    },
+                    Occur::Should => {}
+                    Occur::MustNot if labels_only(child) => {
+                        let query =
+                            candidate_query(child, line, stream, streams)?.unwrap_or_else(|| Box::new(AllQuery));
+                        clauses.push((Occur::MustNot, query));
+                    }
+                    Occur::MustNot => {}
+                }
+            }
+            if !any_should_unbounded && !shoulds.is_empty() {
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(shoulds))));
+            }
+            if clauses.is_empty() {
+                return Ok(None);
+            }
+            if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
+                // Tantivy finds nothing for exclusions alone: exclude from all.
+                clauses.push((Occur::Must, Box::new(AllQuery)));
+            }
+            Some(Box::new(BooleanQuery::new(clauses)))
         }
     })
 }
@@ -257,38 +440,34 @@ fn index_error(error: impl std::fmt::Display) -> Error {
     Error::Task(format!("full-text index: building the query: {error}"))
 }
 
-fn line_query(predicate: &Predicate, line: Field) -> Result<Box<dyn Query>> {
-    Ok(match predicate {
-        Predicate::Literal { text, slop, prefix } => {
-            let words = tokens(text);
-            match (words.len(), prefix) {
-                (0, _) => Box::new(EmptyQuery),
-                (1, false) => Box::new(TermQuery::new(line_term(line, &words[0]), IndexRecordOption::Basic)),
-                // One word's prefix: every word starting with it, whatever
-                // the count (a phrase prefix stops after 50 expansions).
-                (1, true) => Box::new(
-                    RegexQuery::from_pattern(&format!("{}.*", regex::escape(&words[0])), line).map_err(index_error)?,
-                ),
-                (_, false) => {
-                    let terms = words
-                        .iter()
-                        .enumerate()
-                        .map(|(at, w)| (at, line_term(line, w)))
-                        .collect();
-                    Box::new(PhraseQuery::new_with_offset_and_slop(terms, *slop))
+/// The documents whose lines may satisfy a line predicate.
+fn line_candidates(predicate: &Predicate, line: Field) -> Result<Option<Box<dyn Query>>> {
+    let word = |w: &str| -> Box<dyn Query> { Box::new(TermQuery::new(line_term(line, w), IndexRecordOption::Basic)) };
+    Ok(Some(match predicate {
+        Predicate::Literal { words, prefix, .. } => {
+            // A phrase's words, each somewhere in the group; a final prefix
+            // of several words is left to the lines (its expansions may be
+            // many, and the other words narrow enough).
+            let whole: &[String] = match (words.len(), prefix) {
+                (0, _) => return Ok(Some(Box::new(EmptyQuery))),
+                (1, true) => {
+                    let pattern = format!("{}.*", regex::escape(&words[0]));
+                    return Ok(Some(Box::new(
+                        RegexQuery::from_pattern(&pattern, line).map_err(index_error)?,
+                    )));
                 }
-                (_, true) => {
-                    let terms = words
-                        .iter()
-                        .enumerate()
-                        .map(|(at, w)| (at, line_term(line, w)))
-                        .collect();
-                    let mut query = PhrasePrefixQuery::new_with_offset(terms);
-                    // Tantivy reads the postings of every expansion up front
-                    // (and reserves room for the cap), so the cap stays finite.
-                    query.set_max_expansions(PHRASE_PREFIX_EXPANSIONS);
-                    Box::new(query)
-                }
+                (_, true) => &words[..words.len() - 1],
+                (_, false) => words,
+            };
+            let mut distinct: Vec<&String> = whole.iter().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() == 1 {
+                word(distinct[0])
+            } else {
+                Box::new(BooleanQuery::new(
+                    distinct.into_iter().map(|w| (Occur::Must, word(w))).collect(),
+                ))
             }
         }
         Predicate::Set(elements) => Box::new(TermSetQuery::new(elements.iter().map(|e| line_term(line, e)))),
@@ -301,8 +480,10 @@ fn line_query(predicate: &Predicate, line: Field) -> Result<Box<dyn Query>> {
             Box::new(RangeQuery::new(term(lower), term(upper)))
         }
         Predicate::Regex { pattern, .. } => Box::new(RegexQuery::from_pattern(pattern, line).map_err(index_error)?),
-        Predicate::Exists => Box::new(RegexQuery::from_pattern(".*", line).map_err(index_error)?),
-    })
+        // Nearly every line has a word: walking the whole dictionary to
+        // find the few without would cost more than it saves.
+        Predicate::Exists => return Ok(None),
+    }))
 }
 
 /// A label predicate, ready to test values.
@@ -338,19 +519,7 @@ impl<'a> LabelMatcher<'a> {
             LabelMatcher::Equal(wanted) => value == *wanted,
             LabelMatcher::Prefix(prefix) => value.starts_with(prefix),
             LabelMatcher::Set(values) => values.iter().any(|v| v == value),
-            LabelMatcher::Range(lower, upper) => {
-                let above = match lower {
-                    Bound::Included(l) => value >= l.as_str(),
-                    Bound::Excluded(l) => value > l.as_str(),
-                    Bound::Unbounded => true,
-                };
-                let below = match upper {
-                    Bound::Included(u) => value <= u.as_str(),
-                    Bound::Excluded(u) => value < u.as_str(),
-                    Bound::Unbounded => true,
-                };
-                above && below
-            }
+            LabelMatcher::Range(lower, upper) => in_bounds(value, lower, upper),
             LabelMatcher::Regex(regex) => regex.is_match(value),
             LabelMatcher::Exists => true,
         }
@@ -398,5 +567,46 @@ mod tests {
         assert!(!check("labels.app:/a/", Some("api")), "regexes match whole values");
         assert!(check("labels.app:*", Some("")));
         assert!(!check("labels.app:*", None));
+    }
+
+    /// In-order positions of `phrase`'s words in `line` whose gaps add up
+    /// to at most `slop`, found by trying every choice.
+    fn phrase_by_enumeration(
+        line: &[&str],
+        phrase: &[String],
+        slop: u32,
+        prefix: bool,
+        from: usize,
+        word: usize,
+        spent: u32,
+    ) -> bool {
+        if word == phrase.len() {
+            return true;
+        }
+        (from..line.len()).any(|at| {
+            let gap = if word == 0 { 0 } else { (at - from) as u32 };
+            let fits = if prefix && word == phrase.len() - 1 {
+                line[at].starts_with(phrase[word].as_str())
+            } else {
+                line[at] == phrase[word]
+            };
+            fits && spent + gap <= slop
+                && phrase_by_enumeration(line, phrase, slop, prefix, at + 1, word + 1, spent + gap)
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn phrases_match_as_enumerating_every_choice_of_positions_does(
+            line in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "ab", "c"]), 0..10),
+            phrase in proptest::collection::vec(proptest::sample::select(vec!["a".to_string(), "b".to_string(), "c".to_string()]), 2..4),
+            slop in 0u32..4,
+            prefix: bool,
+        ) {
+            proptest::prop_assert_eq!(
+                phrase_matches(&line, &phrase, slop, prefix),
+                phrase_by_enumeration(&line, &phrase, slop, prefix, 0, 0, 0)
+            );
+        }
     }
 }
