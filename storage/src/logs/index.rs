@@ -118,6 +118,41 @@ pub fn words(text: &str) -> impl Iterator<Item = &str> + '_ {
     })
 }
 
+/// Where each token of `line` equal to `word` (one token as [`words`] cuts
+/// it, not [`OVERLONG_TERM`]) ends, or with `prefix`, each token starting
+/// with `word`; found with a substring search, without cutting the line.
+/// `finder` looks for `word` (built once per query: building one per line
+/// cost as much as the search).
+pub(crate) fn token_ends<'a>(
+    line: &'a str,
+    word: &'a str,
+    finder: &'a memchr::memmem::Finder<'static>,
+    prefix: bool,
+) -> impl Iterator<Item = usize> + 'a {
+    finder.find_iter(line.as_bytes()).filter_map(move |at| {
+        if !starts_token(line, at) {
+            return None;
+        }
+        let end = run_end(line, at, true);
+        let fits = if prefix {
+            // A run over the limit is the token OVERLONG_TERM, not itself.
+            end - at <= MAX_TERM_BYTES
+        } else {
+            end == at + word.len()
+        };
+        fits.then_some(end)
+    })
+}
+
+/// Whether a token may start at byte `at` of `text` (no word character
+/// right before it).
+fn starts_token(text: &str, at: usize) -> bool {
+    let Some(before) = text.get(..at) else {
+        return false;
+    };
+    before.chars().next_back().is_none_or(|c| !is_word_char(c))
+}
+
 /// The tokens of `text` as the index sees them: maximal runs of word
 /// characters, case kept, so that a token is exactly what a case-sensitive
 /// filter compares. An IP (`10.0.0.12`), a UUID or a path (`/api/v1/users`)

@@ -217,11 +217,23 @@ fn to_hit(labels: &Labels, entry: LogEntry) -> LogSearchHit {
     }
 }
 
-/// Checks the rows of `block` the index names as candidates (every row in
-/// range when it has no index).
-fn search_block(block: &LogBlock, query: &SearchQuery, page: &mut PageBuilder) -> Result<()> {
+/// Rows of one block to check, a share of a search's work.
+struct Piece<'a> {
+    block: &'a LogBlock,
+    /// Stream ids, and for each the row ranges to read (ascending, disjoint).
+    ids: Vec<u32>,
+    selections: Vec<Vec<Range<usize>>>,
+}
+
+/// Rows a piece holds, about: small enough that a common word's search
+/// spreads over every thread, large enough that opening a Parquet reader
+/// per piece costs nothing.
+const PIECE_ROWS: usize = 64 * 1024;
+
+/// The rows of `block` the index names as candidates (every row in range
+/// when it has no index), cut into pieces of whole streams.
+fn plan_block<'a>(block: &'a LogBlock, query: &SearchQuery, range: NsRange) -> Result<Vec<Piece<'a>>> {
     let streams = block.streams();
-    let range = page.range;
     let mut by_stream: BTreeMap<u32, Vec<Range<usize>>> = BTreeMap::new();
     match block.index() {
         Some(index) => {
@@ -246,8 +258,13 @@ fn search_block(block: &LogBlock, query: &SearchQuery, page: &mut PageBuilder) -
             }
         }
     }
-    let mut ids = Vec::with_capacity(by_stream.len());
-    let mut selections = Vec::with_capacity(by_stream.len());
+    let mut pieces = Vec::new();
+    let mut piece = Piece {
+        block,
+        ids: Vec::new(),
+        selections: Vec::new(),
+    };
+    let mut piece_rows = 0;
     for (id, mut rows) in by_stream {
         rows.sort_unstable_by_key(|r| r.start);
         let mut merged: Vec<Range<usize>> = Vec::with_capacity(rows.len());
@@ -257,11 +274,32 @@ fn search_block(block: &LogBlock, query: &SearchQuery, page: &mut PageBuilder) -
                 _ => merged.push(r),
             }
         }
-        ids.push(id);
-        selections.push(merged);
+        piece_rows += merged.iter().map(ExactSizeIterator::len).sum::<usize>();
+        piece.ids.push(id);
+        piece.selections.push(merged);
+        if piece_rows >= PIECE_ROWS {
+            pieces.push(std::mem::replace(
+                &mut piece,
+                Piece {
+                    block,
+                    ids: Vec::new(),
+                    selections: Vec::new(),
+                },
+            ));
+            piece_rows = 0;
+        }
     }
-    block.visit_rows(&selections, range, |position, row| {
-        let labels = &streams[ids[position] as usize].labels;
+    if !piece.ids.is_empty() {
+        pieces.push(piece);
+    }
+    Ok(pieces)
+}
+
+/// Checks each row of `piece` and offers the hits.
+fn search_piece(piece: &Piece<'_>, query: &SearchQuery, page: &mut PageBuilder) -> Result<()> {
+    let streams = piece.block.streams();
+    piece.block.visit_rows(&piece.selections, page.range, |position, row| {
+        let labels = &streams[piece.ids[position] as usize].labels;
         if !query.matches(labels, row.line) {
             return Ok(());
         }
@@ -281,7 +319,7 @@ fn search_loose(loose: &[(Labels, Vec<LogEntry>)], query: &SearchQuery, page: &m
     Ok(())
 }
 
-/// Threads a search's blocks are checked on: the rows read and checked are
+/// Threads a search's rows are checked on: reading and checking them is
 /// the whole cost of a search for a common word.
 const SEARCH_THREADS: usize = 2;
 
@@ -294,24 +332,31 @@ fn search_sources(
 ) -> Result<LogSearchPage> {
     let mut page = PageBuilder::new(range, page_end, limit);
     search_loose(&gathered.loose, query, &mut page)?;
-    let blocks = &gathered.blocks;
-    let threads = SEARCH_THREADS.min(blocks.len());
+    let mut pieces = Vec::new();
+    for block in &gathered.blocks {
+        pieces.extend(plan_block(block, query, range)?);
+    }
+    let threads = SEARCH_THREADS.min(pieces.len());
     if threads <= 1 {
-        for block in blocks {
-            search_block(block, query, &mut page)?;
+        for piece in &pieces {
+            search_piece(piece, query, &mut page)?;
         }
         return Ok(page.finish());
     }
-    // Blocks dealt round-robin (they come oldest first; similar sizes).
+    // Each thread takes the next piece not yet taken.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let parts: Vec<Result<PageBuilder>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|worker| {
-                scope.spawn(move || {
+            .map(|_| {
+                scope.spawn(|| {
                     let mut part = PageBuilder::new(range, page_end, limit);
-                    for block in blocks.iter().skip(worker).step_by(threads) {
-                        search_block(block, query, &mut part)?;
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(piece) = pieces.get(at) else {
+                            return Ok(part);
+                        };
+                        search_piece(piece, query, &mut part)?;
                     }
-                    Ok(part)
                 })
             })
             .collect();
