@@ -676,10 +676,12 @@ impl Wal {
 
     /// Closes the current segment and starts the next. Returns the index of the
     /// new segment: every record written before the call is in a lower one.
+    /// An empty current segment is closed too: a checkpoint below the new
+    /// index then always re-filters the previous checkpoint. Returning the
+    /// same index left a flush with nothing new since the last one without a
+    /// checkpoint, so records that flush had made obsolete (a log flush of
+    /// closed windows keeps the open window's entries) stayed in the WAL.
     pub fn cut(&mut self) -> Result<u32> {
-        if self.current_len == 0 {
-            return Ok(self.current_index);
-        }
         self.current
             .sync_all()
             .map_err(|e| Error::io(format!("syncing WAL segment {}", self.current_index), e))?;

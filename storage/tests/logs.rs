@@ -509,6 +509,47 @@ async fn the_wal_is_truncated_after_a_flush() {
     assert_eq!(got[0].entries.len(), 2001);
 }
 
+/// A flush of closed windows keeps the open window's entries in the WAL;
+/// a later flush of everything must drop them too.
+#[tokio::test]
+async fn the_wal_is_truncated_after_a_closed_window_flush_then_a_full_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let api = labels(&[("app", "api")]);
+    let storage = open(dir.path(), &clock).await;
+    let lines: Vec<(i64, String)> = (0..3000)
+        .map(|i| {
+            (
+                NOW_NS - 3 * HOUR_NS + i * (HOUR_NS / 1000),
+                format!("line {i} {}", "x".repeat(200)),
+            )
+        })
+        .collect();
+    let push = LogPush {
+        streams: vec![LogStream {
+            labels: api.clone(),
+            entries: lines.iter().map(|(t, l)| LogEntry::new(*t, l.clone())).collect(),
+        }],
+    };
+    storage.push(&tenant, push).await.unwrap();
+    let wal_dir = dir.path().join("logs").join(tenant.as_str()).join("wal");
+    let before = dir_size(&wal_dir);
+    storage.maintain().await.unwrap();
+    assert!(
+        storage.log_head_figures().entries > 0,
+        "the open window stays in the head"
+    );
+    storage.flush_all().await.unwrap();
+    assert_eq!(storage.log_head_figures().entries, 0);
+    let after = dir_size(&wal_dir);
+    assert!(after < before / 10, "WAL {before} -> {after} bytes");
+    drop(storage);
+    let storage = open(dir.path(), &clock).await;
+    let got = read(&*storage, &tenant, &everything()).await;
+    assert_eq!(got[0].entries.len(), 3000, "every entry once after a restart");
+}
+
 fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
