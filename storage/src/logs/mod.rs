@@ -37,7 +37,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use tidewatch_model::logs::{
     LogEntry, LogIngest, LogPush, LogPushSummary, LogRead, LogSearch, LogSearchPage, LogSearchRequest, LogSelect,
@@ -984,11 +983,11 @@ fn push_blocking(db: &LogTenant, max_streams: usize, push: LogPush) -> Result<Lo
     // Entries not already held, each (stream, timestamp, line) once. Within
     // one pushed stream whose timestamps ascend strictly no two entries are
     // equal, so only a stream named twice in the push, or out of order,
-    // needs `seen` (xxh3, not SipHash: it hashes each such line).
-    let mut seen: HashSet<(u64, i64, &str), Xxh3DefaultBuilder> = HashSet::default();
-    let mut named_twice: HashSet<u64, Xxh3DefaultBuilder> = HashSet::default();
+    // needs `seen` (foldhash, not SipHash: it hashes each such line).
+    let mut seen: HashSet<(u64, i64, &str), foldhash::fast::RandomState> = HashSet::default();
+    let mut named_twice: HashSet<u64, foldhash::fast::RandomState> = HashSet::default();
     {
-        let mut named: HashSet<u64, Xxh3DefaultBuilder> = HashSet::default();
+        let mut named: HashSet<u64, foldhash::fast::RandomState> = HashSet::default();
         for target in &targets {
             let stream_ref = ref_of(target);
             if !named.insert(stream_ref) {
