@@ -872,3 +872,69 @@ async fn search_finds_terms_phrases_and_labels_newest_first_with_a_cursor() {
             .is_empty()
     );
 }
+
+/// Blocks of an older format keep an index this build does not open (one
+/// document per row, an FST dictionary): they are scanned, and searches and
+/// line filters over them still find every hit.
+#[tokio::test]
+async fn blocks_with_an_index_of_an_older_format_are_scanned() {
+    use tidewatch_storage::LogSearchRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOW_MS);
+    let tenant = TenantId::default_tenant();
+    let api = labels(&[("app", "api")]);
+    let lines: Vec<(i64, String)> = (0..100i64)
+        .map(|i| {
+            (
+                NOW_NS - 2 * HOUR_NS + i * MINUTE_NS / 2,
+                format!("GET /item/{i} status={}", 200 + (i % 3) * 100),
+            )
+        })
+        .collect();
+    let refs: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    {
+        let storage = open(dir.path(), &clock).await;
+        storage.push(&tenant, push_of(&api, &refs)).await.unwrap();
+        storage.flush_all().await.unwrap();
+    }
+    let blocks = dir.path().join("logs").join(tenant.as_str()).join("blocks");
+    let mut rewritten = 0;
+    for block in std::fs::read_dir(&blocks).unwrap().flatten() {
+        let meta_path = block.path().join("meta.json");
+        let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+        meta["format_version"] = serde_json::json!(3);
+        std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        rewritten += 1;
+    }
+    assert!(rewritten > 0);
+    let storage = open(dir.path(), &clock).await;
+    let search = |query: &str| LogSearchRequest {
+        query: query.to_string(),
+        range: NsRange::ALL,
+        limit: 10,
+        cursor: None,
+    };
+    let page = storage.search_logs(&tenant, &search("\"status=300\"")).await.unwrap();
+    assert_eq!(page.total, 33);
+    assert_eq!(page.hits.len(), 10);
+    assert!(page.hits.iter().all(|h| h.line.ends_with("status=300")));
+    let page = storage.search_logs(&tenant, &search("\"item 42\"")).await.unwrap();
+    assert_eq!(
+        page.hits.iter().map(|h| h.line.as_str()).collect::<Vec<_>>(),
+        ["GET /item/42 status=200"]
+    );
+    let filtered = read(
+        &*storage,
+        &tenant,
+        &LogSelect {
+            line_contains: vec!["/item/7 ".to_string()],
+            ..everything()
+        },
+    )
+    .await;
+    let found: Vec<&str> = filtered
+        .iter()
+        .flat_map(|s| s.entries.iter().map(|e| e.line.as_str()))
+        .collect();
+    assert_eq!(found, ["GET /item/7 status=300"]);
+}

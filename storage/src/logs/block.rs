@@ -49,14 +49,14 @@ use tidewatch_model::{Labels, Matcher};
 use super::index::{BlockIndex, IndexBuilder, SharedStreams};
 use crate::error::{Error, Result};
 
-/// Version of the log block layout written by this code. Format 3 indexes
-/// groups of rows (see [`super::index`]); format 2 has one index document
-/// per row and is read as groups of one. Format 2 has an indexed stream id
-/// and no labels in the full-text index; format 1 blocks are read as blocks
-/// without an index (their lines are scanned) until compaction rewrites them.
-pub const LOG_BLOCK_FORMAT_VERSION: u32 = 3;
+/// Version of the log block layout written by this code. Format 4 indexes
+/// groups of rows with an SSTable term dictionary (see [`super::index`]).
+/// Older formats' indexes (one document per row, FST dictionaries) are not
+/// opened: their blocks are scanned, as blocks without an index are, until
+/// compaction rewrites them or retention drops them.
+pub const LOG_BLOCK_FORMAT_VERSION: u32 = 4;
 /// The first format whose full-text index this build searches.
-const FIRST_SEARCHABLE_INDEX_FORMAT: u32 = 2;
+const FIRST_SEARCHABLE_INDEX_FORMAT: u32 = 4;
 pub const ENTRIES_FILE: &str = "entries.parquet";
 pub const STREAMS_FILE: &str = "streams.json";
 pub const META_FILE: &str = "meta.json";

@@ -16,8 +16,10 @@
 //! search on labels becomes the set of stream ids whose labels match, see
 //! [`super::search_query`]), and fast fields `row` (the group's first
 //! Parquet row), `rows` (how many), `timestamp` and `oldest` (its newest and
-//! oldest entry). Blocks of format 2 have one document per row, positions,
-//! and neither `rows` nor `oldest`; they are read as groups of one row.
+//! oldest entry). The term dictionary is Tantivy's SSTable one (its
+//! `quickwit` feature), which builds faster than the FST one; indexes of
+//! older block formats (FST dictionaries) are not opened: those blocks are
+//! scanned.
 //!
 //! Substring filters (LogQL's `|= "…"`) are answered as candidates only,
 //! always a superset of the rows whose line contains the needle, which the
@@ -226,7 +228,7 @@ pub const GROUP_ROWS: usize = 32;
 pub const WORD_LIST_TOKENIZER: &str = "tidewatch_word_list";
 
 pub const FIELD_LINE: &str = "line";
-/// The newest entry of a document (of its only entry, in format 2).
+/// The newest entry of a document.
 pub const FIELD_TIMESTAMP: &str = "timestamp";
 pub const FIELD_OLDEST: &str = "oldest";
 pub const FIELD_STREAM: &str = "stream";
@@ -244,7 +246,7 @@ const SCAN_INSTEAD_FRACTION: u64 = 8;
 /// on the log benchmark's lines).
 const WRITER_MEMORY_BYTES: usize = 256 << 20;
 
-/// Fields of an index this build writes.
+/// Fields of a block index.
 #[derive(Debug, Clone, Copy)]
 struct GroupFields {
     line: Field,
@@ -253,17 +255,6 @@ struct GroupFields {
     stream: Field,
     row: Field,
     rows: Field,
-}
-
-/// Fields of an index being read: `oldest` and `rows` are absent from the
-/// one-document-per-row indexes of format 2.
-#[derive(Debug, Clone, Copy)]
-struct ReadFields {
-    line: Field,
-    newest: Field,
-    oldest: Option<Field>,
-    stream: Field,
-    rows: Option<Field>,
 }
 
 fn schema() -> (Schema, GroupFields) {
@@ -294,19 +285,29 @@ fn schema() -> (Schema, GroupFields) {
     )
 }
 
-fn read_fields(schema: &Schema) -> Result<ReadFields> {
+/// The line and stream fields of the index this build writes, for building
+/// queries without an index (the fuzz target).
+pub(crate) fn fields_for_queries() -> (Field, Field) {
+    let (_, fields) = schema();
+    (fields.line, fields.stream)
+}
+
+/// The fields of an opened index, checked by name: an index of another
+/// layout is refused rather than misread.
+fn read_fields(index: &Index) -> Result<GroupFields> {
+    let schema = index.schema();
     let field = |name: &str| {
         schema
             .get_field(name)
             .map_err(|_| index_error("opening", format!("no field {name:?}")))
     };
-    field(FIELD_ROW)?;
-    Ok(ReadFields {
+    Ok(GroupFields {
         line: field(FIELD_LINE)?,
         newest: field(FIELD_TIMESTAMP)?,
-        oldest: schema.get_field(FIELD_OLDEST).ok(),
+        oldest: field(FIELD_OLDEST)?,
         stream: field(FIELD_STREAM)?,
-        rows: schema.get_field(FIELD_ROWS).ok(),
+        row: field(FIELD_ROW)?,
+        rows: field(FIELD_ROWS)?,
     })
 }
 
@@ -483,7 +484,7 @@ impl IndexBuilder {
 /// An open block index.
 pub(crate) struct BlockIndex {
     reader: IndexReader,
-    fields: ReadFields,
+    fields: GroupFields,
     /// Oldest and newest entry time indexed: a search whose range covers
     /// them needs no time filter (which would visit every document).
     time_bounds: Option<(TimestampNs, TimestampNs)>,
@@ -506,29 +507,23 @@ pub(crate) struct CandidateRows {
 struct SegmentRows {
     stream: tantivy::columnar::Column<u64>,
     row: tantivy::columnar::Column<u64>,
-    rows: Option<tantivy::columnar::Column<u64>>,
+    rows: tantivy::columnar::Column<u64>,
 }
 
 impl SegmentRows {
-    fn new(segment: &tantivy::SegmentReader, fields: &ReadFields) -> Result<SegmentRows> {
+    fn new(segment: &tantivy::SegmentReader) -> Result<SegmentRows> {
         let fast = segment.fast_fields();
         let column = |name: &str| fast.u64(name).map_err(|e| index_error("reading fast fields", e));
         Ok(SegmentRows {
             stream: column(FIELD_STREAM)?,
             row: column(FIELD_ROW)?,
-            rows: match fields.rows {
-                Some(_) => Some(column(FIELD_ROWS)?),
-                None => None,
-            },
+            rows: column(FIELD_ROWS)?,
         })
     }
 
     fn of(&self, doc: DocId) -> Option<CandidateRows> {
         let first = usize::try_from(self.row.first(doc)?).ok()?;
-        let count = match &self.rows {
-            Some(rows) => usize::try_from(rows.first(doc)?).ok()?,
-            None => 1,
-        };
+        let count = usize::try_from(self.rows.first(doc)?).ok()?;
         Some(CandidateRows {
             stream: u32::try_from(self.stream.first(doc)?).ok()?,
             rows: first..first + count,
@@ -544,7 +539,7 @@ impl BlockIndex {
 
     fn from_index(index: Index) -> Result<BlockIndex> {
         register_tokenizer(&index);
-        let fields = read_fields(&index.schema())?;
+        let fields = read_fields(&index)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -558,10 +553,7 @@ impl BlockIndex {
             let fast = segment.fast_fields();
             let column = |name: &str| fast.i64(name).map_err(|e| index_error("reading fast fields", e));
             let newest = column(FIELD_TIMESTAMP)?;
-            let oldest = match fields.oldest {
-                Some(_) => column(FIELD_OLDEST)?.min_value(),
-                None => newest.min_value(),
-            };
+            let oldest = column(FIELD_OLDEST)?.min_value();
             let (min, max) = (oldest, newest.max_value());
             time_bounds = Some(time_bounds.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
         }
@@ -570,15 +562,6 @@ impl BlockIndex {
             fields,
             time_bounds,
         })
-    }
-
-    /// Rows per document, about: what a posting of a word stands for.
-    fn rows_per_doc(&self) -> u64 {
-        if self.fields.rows.is_some() {
-            GROUP_ROWS as u64
-        } else {
-            1
-        }
     }
 
     /// Rows that may hold a line containing `needle`, ascending; `None` when
@@ -616,7 +599,8 @@ impl BlockIndex {
         // every number) costs more to union and to read row by row than a
         // plain scan of the lines.
         let narrowing = rows / SCAN_INSTEAD_FRACTION;
-        let rows_per_doc = self.rows_per_doc();
+        // A posting stands for a group: about GROUP_ROWS rows.
+        let rows_per_doc = GROUP_ROWS as u64;
         let searcher = self.reader.searcher();
         let mut result: Option<RoaringBitmap> = None;
         for condition in chosen {
@@ -690,7 +674,7 @@ impl BlockIndex {
                 if named > narrowing {
                     break;
                 }
-                let rows_of = SegmentRows::new(segment, &self.fields)?;
+                let rows_of = SegmentRows::new(segment)?;
                 let mut docs = RoaringBitmap::new();
                 for info in &infos {
                     let mut postings = inverted
@@ -747,7 +731,7 @@ impl BlockIndex {
         }
         if !covers_all {
             // Documents overlapping the range: newest ≥ start, oldest ≤ end.
-            let oldest = self.fields.oldest.unwrap_or(self.fields.newest);
+            let oldest = self.fields.oldest;
             clauses.push((
                 Occur::Must,
                 Box::new(RangeQuery::new(
@@ -780,7 +764,7 @@ impl BlockIndex {
         for address in docs {
             if segment_rows.as_ref().is_none_or(|(ord, _)| *ord != address.segment_ord) {
                 let segment = searcher.segment_reader(address.segment_ord);
-                segment_rows = Some((address.segment_ord, SegmentRows::new(segment, &self.fields)?));
+                segment_rows = Some((address.segment_ord, SegmentRows::new(segment)?));
             }
             if let Some((_, rows)) = &segment_rows
                 && let Some(candidate) = rows.of(address.doc_id)

@@ -27,6 +27,8 @@ pub mod index;
 mod search;
 mod search_query;
 
+pub use search_query::check_search_on_line;
+
 pub use search::MAX_SEARCH_LIMIT;
 pub use tidewatch_model::logs::LogSearchHit;
 

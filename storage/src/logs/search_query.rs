@@ -143,6 +143,40 @@ impl SearchQuery {
     }
 }
 
+/// What a search does with `query` and one `line` of a stream labelled
+/// `app="web"`, for the fuzz target: parses the query (a bad one is an
+/// error), builds its index query, and checks the line, asserting that
+/// every word or phrase found by substring search is found by comparing the
+/// line's words too. Returns whether the line is a hit.
+#[doc(hidden)]
+pub fn check_search_on_line(query: &str, line: &str) -> Result<bool> {
+    let parsed = SearchQuery::parse(query)?;
+    let labels = Labels::from_pairs([("app", "web")]);
+    let (line_field, stream_field) = super::index::fields_for_queries();
+    parsed.candidate_query(line_field, stream_field, &[&labels])?;
+    let words_of_line: Vec<&str> = words(line).collect();
+    fn literals_agree(node: &Node, line: &str, words_of_line: &[&str]) {
+        match node {
+            Node::All => {}
+            Node::Leaf(Target::Line, predicate) => {
+                if let Some(found) = literal_matches(predicate, line) {
+                    assert_eq!(
+                        found,
+                        line_matches(predicate, words_of_line),
+                        "{predicate:?} on {line:?}"
+                    );
+                }
+            }
+            Node::Leaf(..) => {}
+            Node::Clause(children) => children
+                .iter()
+                .for_each(|(_, child)| literals_agree(child, line, words_of_line)),
+        }
+    }
+    literals_agree(&parsed.root, line, &words_of_line);
+    Ok(parsed.matches(&labels, line))
+}
+
 /// Whether `node` holds for the line; `words` are the line's words, cut on
 /// first need (a query on labels alone never cuts them).
 fn node_matches<'a>(node: &Node, labels: &Labels, line: &'a str, words_of_line: &mut Option<Vec<&'a str>>) -> bool {
