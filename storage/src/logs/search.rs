@@ -374,3 +374,63 @@ fn search_sources(
     }
     Ok(page.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(timestamp: TimestampNs, line: String) -> LogSearchHit {
+        LogSearchHit {
+            labels: Labels::from_pairs([("app", "web")]),
+            timestamp,
+            line,
+            structured_metadata: Labels::default(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Hits offered to one builder, or split over two and merged (as the
+        /// search threads do), give the page a sort of every hit gives: the
+        /// newest `limit` and their ties, the totals, and a cursor exactly
+        /// when older hits are left.
+        #[test]
+        fn pages_equal_sorting_every_hit(
+            timestamps in proptest::collection::vec(0i64..40, 0..200),
+            split in proptest::collection::vec(proptest::bool::ANY, 200),
+            limit in 1usize..12,
+            page_end in 0i64..45,
+        ) {
+            let range = NsRange::new(0, 40);
+            let mut one = PageBuilder::new(range, page_end, limit);
+            let (mut left, mut right) = (PageBuilder::new(range, page_end, limit), PageBuilder::new(range, page_end, limit));
+            for (at, &timestamp) in timestamps.iter().enumerate() {
+                let line = format!("line {at}");
+                one.offer(timestamp, || Ok(hit(timestamp, line.clone()))).unwrap();
+                let part = if split[at] { &mut left } else { &mut right };
+                part.offer(timestamp, || Ok(hit(timestamp, line.clone()))).unwrap();
+            }
+            left.merge(right);
+            let mut in_page: Vec<(TimestampNs, String)> = timestamps
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| **t <= page_end)
+                .map(|(at, t)| (*t, format!("line {at}")))
+                .collect();
+            in_page.sort_by_key(|h| std::cmp::Reverse(h.0));
+            let expected: Vec<TimestampNs> = match in_page.get(limit - 1) {
+                Some((floor, _)) if in_page.len() > limit => in_page.iter().map(|h| h.0).filter(|t| t >= floor).collect(),
+                _ => in_page.iter().map(|h| h.0).collect(),
+            };
+            let older = expected.len() < in_page.len();
+            for page in [one.finish(), left.finish()] {
+                proptest::prop_assert_eq!(page.total, timestamps.len() as u64);
+                let got: Vec<TimestampNs> = page.hits.iter().map(|h| h.timestamp).collect();
+                proptest::prop_assert_eq!(&got, &expected);
+                proptest::prop_assert_eq!(page.next_cursor.is_some(), older);
+                if older {
+                    proptest::prop_assert_eq!(page.next_cursor, expected.last().map(|t| t.to_string()));
+                }
+            }
+        }
+    }
+}
