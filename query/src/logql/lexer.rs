@@ -974,8 +974,20 @@ pub(crate) fn parse_go_float(text: &str) -> Result<f64, String> {
         for digit in int_part.chars().chain(frac_part.chars()) {
             value = value * 16.0 + f64::from(digit.to_digit(16).ok_or_else(syntax)?);
         }
-        let shift = exponent.saturating_sub(4 * frac_part.len() as i32);
-        let result = value * 2f64.powi(shift);
+        if value == 0.0 {
+            // Zero whatever the exponent (`0x0p40000` is 0 in Go; 0 × 2^40000
+            // computed in one step is 0 × ∞, NaN).
+            return Ok(0.0);
+        }
+        // Scaled in steps a f64 power of two can hold, so only the result,
+        // not an intermediate power, can overflow or underflow.
+        let mut shift = exponent.saturating_sub(4 * frac_part.len() as i32);
+        let mut result = value;
+        while shift != 0 && result.is_finite() && result != 0.0 {
+            let step = shift.clamp(-1000, 1000);
+            result *= 2f64.powi(step);
+            shift -= step;
+        }
         return if result.is_infinite() { Err(range()) } else { Ok(result) };
     }
     // Rust's parser takes the same decimal forms but also words ("inf",
@@ -996,6 +1008,19 @@ pub(crate) fn parse_go_float(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hexadecimal_floats_scale_without_overflowing_on_the_way() {
+        // Found by the logql_parser fuzz target: it parsed as NaN.
+        assert_eq!(parse_go_float("0X0p40000"), Ok(0.0));
+        assert_eq!(parse_go_float("0x0p-40000"), Ok(0.0));
+        assert_eq!(parse_go_float("0x1p-1074"), Ok(f64::from_bits(1)));
+        assert_eq!(parse_go_float("0x1p1023"), Ok(2f64.powi(1023)));
+        assert_eq!(parse_go_float("0x.1p1027"), Ok(2f64.powi(1023)));
+        assert_eq!(parse_go_float("0x10p-1078"), Ok(f64::from_bits(1)));
+        assert!(parse_go_float("0x1p1024").unwrap_err().contains("value out of range"));
+        assert_eq!(parse_go_float("0x1p-2000"), Ok(0.0));
+    }
 
     fn kinds(input: &str) -> Vec<Tok> {
         lex(input).into_iter().map(|t| t.tok).collect()
