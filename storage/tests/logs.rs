@@ -526,13 +526,8 @@ async fn the_wal_is_truncated_after_a_closed_window_flush_then_a_full_flush() {
             )
         })
         .collect();
-    let push = LogPush {
-        streams: vec![LogStream {
-            labels: api.clone(),
-            entries: lines.iter().map(|(t, l)| LogEntry::new(*t, l.clone())).collect(),
-        }],
-    };
-    storage.push(&tenant, push).await.unwrap();
+    let refs: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    storage.push(&tenant, push_of(&api, &refs)).await.unwrap();
     let wal_dir = dir.path().join("logs").join(tenant.as_str()).join("wal");
     let before = dir_size(&wal_dir);
     storage.maintain().await.unwrap();

@@ -425,12 +425,8 @@ impl BlockRow<'_> {
         Ok(LogEntry {
             timestamp: self.timestamp,
             line: self.line.to_string(),
-            structured_metadata: self.structured_metadata()?,
+            structured_metadata: decode_metadata(self.metadata, self.block)?,
         })
-    }
-
-    pub(crate) fn structured_metadata(&self) -> Result<Labels> {
-        decode_metadata(self.metadata, self.block)
     }
 }
 
