@@ -868,8 +868,8 @@ async fn search_finds_terms_phrases_and_labels_newest_first_with_a_cursor() {
     );
 }
 
-/// Blocks of an older format keep an index this build does not open (one
-/// document per row, an FST dictionary): they are scanned, and searches and
+/// Blocks of an older format keep an index this build does not open (id
+/// words as Tantivy terms, say): they are scanned, and searches and
 /// line filters over them still find every hit.
 #[tokio::test]
 async fn blocks_with_an_index_of_an_older_format_are_scanned() {
@@ -897,7 +897,7 @@ async fn blocks_with_an_index_of_an_older_format_are_scanned() {
     for block in std::fs::read_dir(&blocks).unwrap().flatten() {
         let meta_path = block.path().join("meta.json");
         let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
-        meta["format_version"] = serde_json::json!(3);
+        meta["format_version"] = serde_json::json!(4);
         std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
         rewritten += 1;
     }

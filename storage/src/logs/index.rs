@@ -40,7 +40,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
@@ -56,7 +56,8 @@ use tantivy::{DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TERM
 use tidewatch_model::Labels;
 use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 
-use super::search_query::SearchQuery;
+use super::id_words::{ID_WORDS_FILE, IdWords, IdWordsBuilder, Walk, is_id_word, may_be_in_id_word};
+use super::search_query::{IndexTerms, SearchQuery};
 use crate::error::{Error, Result};
 
 /// Runs longer than this are not terms (Tantivy drops terms over 64 KiB, and
@@ -272,7 +273,9 @@ fn schema() -> (Schema, GroupFields) {
     let oldest = builder.add_i64_field(FIELD_OLDEST, FAST);
     // Indexed for label searches (a set of stream ids), without field norms.
     let stream = builder.add_u64_field(FIELD_STREAM, NumericOptions::default().set_indexed().set_fast());
-    let row = builder.add_u64_field(FIELD_ROW, FAST);
+    // Indexed too: a lookup in the id word list names groups by their
+    // first row (see [`super::id_words`]).
+    let row = builder.add_u64_field(FIELD_ROW, NumericOptions::default().set_indexed().set_fast());
     let rows = builder.add_u64_field(FIELD_ROWS, FAST);
     (
         builder.build(),
@@ -287,11 +290,16 @@ fn schema() -> (Schema, GroupFields) {
     )
 }
 
-/// The line and stream fields of the index this build writes, for building
-/// queries without an index (the fuzz target).
-pub(crate) fn fields_for_queries() -> (Field, Field) {
+/// The fields of the index this build writes, for building queries without
+/// an index (the fuzz target).
+pub(crate) fn terms_for_queries() -> IndexTerms<'static> {
     let (_, fields) = schema();
-    (fields.line, fields.stream)
+    IndexTerms {
+        line: fields.line,
+        stream: fields.stream,
+        row: fields.row,
+        ids: None,
+    }
 }
 
 /// The fields of an opened index, checked by name: an index of another
@@ -377,8 +385,8 @@ impl Document for GroupDoc {
 }
 
 /// The distinct words of `entries`' lines, space-separated, in order of
-/// first appearance.
-fn distinct_words(entries: &[LogEntry]) -> String {
+/// first appearance, but for id words, which go to `ids` as group `group`'s.
+fn distinct_words(entries: &[LogEntry], ids: &mut IdWordsBuilder, group: u32) -> String {
     // foldhash: words are short, and a streaming xxh3 state per word cost
     // more than Tantivy's own indexing of the words it saved.
     let mut seen: HashSet<&str, foldhash::fast::FixedState> =
@@ -386,7 +394,10 @@ fn distinct_words(entries: &[LogEntry]) -> String {
     let mut out = String::with_capacity(512);
     for entry in entries {
         for word in words(&entry.line) {
-            if seen.insert(word) {
+            if is_id_word(word) {
+                // Nearly always new: no set lookup (the list drops repeats).
+                ids.add(word, group);
+            } else if seen.insert(word) {
                 out.push_str(word);
                 out.push(' ');
             }
@@ -397,9 +408,11 @@ fn distinct_words(entries: &[LogEntry]) -> String {
 
 /// Builds a block's index from its streams' rows, in row order.
 pub(crate) struct IndexBuilder {
+    dir: PathBuf,
     index: Index,
     writer: IndexWriter<GroupDoc>,
     fields: GroupFields,
+    ids: IdWordsBuilder,
     /// Documents not yet handed to the indexing thread: they go over in
     /// batches of [`SEND_BATCH_DOCS`], since one channel send (and thread
     /// wake-up) per document cost more than tokenizing it.
@@ -432,9 +445,11 @@ impl IndexBuilder {
             .map_err(|e| index_error("starting writer", e))?;
         writer.set_merge_policy(Box::new(NoMergePolicy));
         Ok(IndexBuilder {
+            dir: dir.to_path_buf(),
             index,
             writer,
             fields,
+            ids: IdWordsBuilder::default(),
             pending: Vec::with_capacity(SEND_BATCH_DOCS),
         })
     }
@@ -455,12 +470,14 @@ impl IndexBuilder {
             let (Some(oldest), Some(newest)) = (group.first(), group.last()) else {
                 continue;
             };
+            let row = first_row + (at * GROUP_ROWS) as u64;
+            let number = self.ids.start_group(row, group.len())?;
             self.pending.push(UserOperation::Add(GroupDoc {
-                words: distinct_words(group),
+                words: distinct_words(group, &mut self.ids, number),
                 newest: newest.timestamp,
                 oldest: oldest.timestamp,
                 id,
-                row: first_row + (at * GROUP_ROWS) as u64,
+                row,
                 rows: group.len() as u64,
                 fields: self.fields,
             }));
@@ -471,15 +488,17 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Commits and waits for the writer: on return the index files are on disk
-    /// (Tantivy syncs them on commit).
+    /// Commits and waits for the writer, and writes the id word list: on
+    /// return the index files are on disk (Tantivy syncs them on commit).
     pub(crate) fn finish(mut self) -> Result<BlockIndex> {
         self.send_pending()?;
         self.writer.commit().map_err(|e| index_error("committing", e))?;
         self.writer
             .wait_merging_threads()
             .map_err(|e| index_error("finishing", e))?;
-        BlockIndex::from_index(self.index)
+        let ids_path = self.dir.join(ID_WORDS_FILE);
+        self.ids.write(&ids_path)?;
+        BlockIndex::from_index(self.index, &self.dir)
     }
 }
 
@@ -487,6 +506,7 @@ impl IndexBuilder {
 pub(crate) struct BlockIndex {
     reader: IndexReader,
     fields: GroupFields,
+    ids: IdWords,
     /// Oldest and newest entry time indexed: a search whose range covers
     /// them needs no time filter (which would visit every document).
     time_bounds: Option<(TimestampNs, TimestampNs)>,
@@ -503,6 +523,16 @@ impl std::fmt::Debug for BlockIndex {
 pub(crate) struct CandidateRows {
     pub(crate) stream: u32,
     pub(crate) rows: Range<usize>,
+}
+
+/// What a lookup in the id word list found.
+enum IdLookup {
+    /// Its groups' rows were added (none, when ids cannot match).
+    Named,
+    /// More rows than narrowing allows.
+    TooMany,
+    /// The whole list would have to be walked, and it is longer than a scan.
+    WalkTooLong,
 }
 
 /// The row range of each document of one segment.
@@ -536,12 +566,13 @@ impl SegmentRows {
 impl BlockIndex {
     pub(crate) fn open(dir: &Path) -> Result<BlockIndex> {
         let index = Index::open_in_dir(dir).map_err(|e| index_error("opening", e))?;
-        Self::from_index(index)
+        Self::from_index(index, dir)
     }
 
-    fn from_index(index: Index) -> Result<BlockIndex> {
+    fn from_index(index: Index, dir: &Path) -> Result<BlockIndex> {
         register_tokenizer(&index);
         let fields = read_fields(&index)?;
+        let ids = IdWords::open(&dir.join(ID_WORDS_FILE))?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -562,6 +593,7 @@ impl BlockIndex {
         Ok(BlockIndex {
             reader,
             fields,
+            ids,
             time_bounds,
         })
     }
@@ -608,7 +640,18 @@ impl BlockIndex {
         for condition in chosen {
             let mut rows_here = RoaringBitmap::new();
             let mut named = 0u64;
-            for segment in searcher.segment_readers() {
+            match self.id_rows(condition, rows, narrowing, &mut named, &mut rows_here)? {
+                IdLookup::Named => {}
+                IdLookup::TooMany => continue,
+                IdLookup::WalkTooLong => return Ok(None),
+            }
+            // A whole id word is never a Tantivy term.
+            let segments = if matches!(condition, TermCondition::Exact(term) if is_id_word(term)) {
+                &[][..]
+            } else {
+                searcher.segment_readers()
+            };
+            for segment in segments {
                 let inverted = segment
                     .inverted_index(self.fields.line)
                     .map_err(|e| index_error("reading postings", e))?;
@@ -714,6 +757,72 @@ impl BlockIndex {
         Ok(result)
     }
 
+    /// Adds to `out` the rows of the groups whose id words satisfy
+    /// `condition`, counting them in `named`; says when they are more than
+    /// `narrowing`, or when the walk would cost more than scanning `rows`.
+    fn id_rows(
+        &self,
+        condition: &TermCondition,
+        rows: u64,
+        narrowing: u64,
+        named: &mut u64,
+        out: &mut RoaringBitmap,
+    ) -> Result<IdLookup> {
+        let mut groups: Vec<u32> = Vec::new();
+        let mut over = false;
+        let mut take = |found: &[u32]| {
+            groups.extend_from_slice(found);
+            *named += found.len() as u64 * GROUP_ROWS as u64;
+            over = *named > narrowing;
+            if over { Walk::Stop } else { Walk::Continue }
+        };
+        match condition {
+            TermCondition::Exact(word) => {
+                if !is_id_word(word) {
+                    return Ok(IdLookup::Named);
+                }
+                take(&self.ids.groups_of(word)?);
+            }
+            TermCondition::Prefix(prefix) => {
+                if !may_be_in_id_word(prefix) {
+                    return Ok(IdLookup::Named);
+                }
+                self.ids.walk(prefix.as_bytes(), |word, found| {
+                    if word.starts_with(prefix.as_str()) {
+                        take(found)
+                    } else {
+                        Walk::Stop
+                    }
+                })?;
+            }
+            TermCondition::Suffix(part) | TermCondition::Contains(part) => {
+                if !may_be_in_id_word(part) {
+                    return Ok(IdLookup::Named);
+                }
+                if self.ids.len() > rows {
+                    return Ok(IdLookup::WalkTooLong);
+                }
+                let suffix = matches!(condition, TermCondition::Suffix(_));
+                let finder = memchr::memmem::Finder::new(part.as_bytes());
+                self.ids.walk(b"", |word, found| {
+                    let holds = if suffix {
+                        word.ends_with(part.as_str())
+                    } else {
+                        finder.find(word.as_bytes()).is_some()
+                    };
+                    if holds { take(found) } else { Walk::Continue }
+                })?;
+            }
+        }
+        if over {
+            return Ok(IdLookup::TooMany);
+        }
+        for group in groups {
+            out.insert_range(self.ids.group_rows(group)?);
+        }
+        Ok(IdLookup::Named)
+    }
+
     /// The rows that may hold a hit of `query` in `range` (a superset: the
     /// caller checks each line with [`SearchQuery::matches`]), in no
     /// particular order; `streams[id]` are stream `id`'s labels.
@@ -723,7 +832,13 @@ impl BlockIndex {
         streams: &[&Labels],
         range: NsRange,
     ) -> Result<Vec<CandidateRows>> {
-        let narrowed = query.candidate_query(self.fields.line, self.fields.stream, streams)?;
+        let terms = IndexTerms {
+            line: self.fields.line,
+            stream: self.fields.stream,
+            row: self.fields.row,
+            ids: Some(&self.ids),
+        };
+        let narrowed = query.candidate_query(&terms, streams)?;
         let covers_all = self
             .time_bounds
             .is_none_or(|(min, max)| range.start <= min && max <= range.end);
@@ -875,8 +990,18 @@ mod tests {
             "nothing here",
         ];
         let (_dir, index) = build(&lines);
-        assert!(line_terms(&index).contains("550e8400"));
+        // Id words are in the id word list, not Tantivy's dictionary.
+        assert!(!line_terms(&index).contains("550e8400"));
+        assert!(line_terms(&index).contains("e29b"));
+        assert_eq!(index.ids.groups_of("446655440000").unwrap(), [1]);
         for needle in [
+            "550e8400",
+            "550e8400-e29b-41d4-a716-446655440000",
+            " 550e8400-",
+            "0e84",
+            "-4466554",
+            "55440000",
+            "a716-446655440000",
             "error",
             "rror",
             "errors f",
@@ -1029,7 +1154,21 @@ mod tests {
         );
     }
 
-    const VOCABULARY: [&str; 8] = ["GET", "POST", "error", "10.0.0.1", "a/b", "ok", "req", "x_1"];
+    const VOCABULARY: [&str; 12] = [
+        "GET",
+        "POST",
+        "error",
+        "10.0.0.1",
+        "a/b",
+        "ok",
+        "req",
+        "x_1",
+        // Id words (see `super::id_words`), one a prefix of another.
+        "550e8400",
+        "550e8400a1",
+        "446655440000",
+        "dead-beef0123",
+    ];
 
     fn query_strategy() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
@@ -1038,6 +1177,9 @@ mod tests {
             word.clone(),
             (word.clone(), word.clone(), 0u32..3).prop_map(|(a, b, slop)| format!("\"{a} {b}\"~{slop}")),
             word.clone().prop_map(|w| format!("{}*", &w[..1])),
+            word.clone().prop_map(|w| format!("{}*", &w[..w.len().min(6)])),
+            proptest::sample::select(vec!["/55.*/", "/[0-9a-f]{10}/", "[4 TO 6]", "{550e8400 TO 550e8400a1]"])
+                .prop_map(str::to_string),
             proptest::sample::select(vec!["labels.app:web", "labels.app:api", "labels.app:/a.*/"])
                 .prop_map(str::to_string),
         ];
@@ -1048,6 +1190,38 @@ mod tests {
             3 => format!("{a} -{b}"),
             _ => format!("({a} OR {b}) -({c})"),
         })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any substring of any line, cut anywhere (inside id words, across
+        /// separators), names every row holding it, or says scan.
+        #[test]
+        fn needles_cut_anywhere_name_every_row_holding_them(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(proptest::sample::select(VOCABULARY.to_vec()), 1..5),
+                1..150,
+            ),
+            cuts in proptest::collection::vec((0usize..1000, 0usize..1000, 1usize..30), 1..12),
+        ) {
+            let owned: Vec<String> = lines.iter().map(|words| words.join(" ")).collect();
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            let (_dir, index) = build(&refs);
+            for (line, start, len) in cuts {
+                let text = refs[line % refs.len()];
+                let start = start % text.len();
+                let end = (start + len).min(text.len());
+                let needle = &text[start..end];
+                let Some(candidates) = index.candidate_rows(needle, u64::MAX).unwrap() else {
+                    continue;
+                };
+                for (row, text) in refs.iter().enumerate() {
+                    if text.contains(needle) {
+                        proptest::prop_assert!(candidates.contains(row as u32), "{:?} misses row {} ({:?})", needle, row, text);
+                    }
+                }
+            }
+        }
     }
 
     proptest::proptest! {

@@ -23,6 +23,7 @@
 
 pub mod block;
 mod head;
+mod id_words;
 pub mod index;
 mod search;
 mod search_query;

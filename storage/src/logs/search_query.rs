@@ -41,8 +41,20 @@ use tantivy::query_grammar::{Delimiter, UserInputAst, UserInputBound, UserInputL
 use tantivy::schema::{Field, IndexRecordOption};
 use tidewatch_model::Labels;
 
+use super::id_words::{IdWords, Walk, is_id_word, may_be_in_id_word};
 use super::index::{OVERLONG_TERM, token_ends, tokens, words};
 use crate::error::{Error, Result};
+
+/// What a candidate query is built against: a block index's fields, and
+/// its id word list (`None`: every word is a Tantivy term).
+pub(crate) struct IndexTerms<'a> {
+    pub(crate) line: Field,
+    pub(crate) stream: Field,
+    /// The first row of each document, indexed: id word lookups name
+    /// documents by it.
+    pub(crate) row: Field,
+    pub(crate) ids: Option<&'a IdWords>,
+}
 
 /// The field a leaf of the query is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,15 +137,14 @@ impl SearchQuery {
 
     /// The index query naming every document (a group of one stream's
     /// rows) that may hold a hit, for an index whose stream `id` has labels
-    /// `streams[id]`; `line` and `stream` are the index's fields. `None`:
-    /// the index cannot narrow (every document is a candidate).
+    /// `streams[id]`. `None`: the index cannot narrow (every document is a
+    /// candidate).
     pub(crate) fn candidate_query(
         &self,
-        line: Field,
-        stream: Field,
+        terms: &IndexTerms<'_>,
         streams: &[&Labels],
     ) -> Result<Option<Box<dyn Query>>> {
-        candidate_query(&self.root, line, stream, streams)
+        candidate_query(&self.root, terms, streams)
     }
 
     /// Whether the entry `line` of a stream with `labels` is a hit.
@@ -152,8 +163,7 @@ impl SearchQuery {
 pub fn check_search_on_line(query: &str, line: &str) -> Result<bool> {
     let parsed = SearchQuery::parse(query)?;
     let labels = Labels::from_pairs([("app", "web")]);
-    let (line_field, stream_field) = super::index::fields_for_queries();
-    parsed.candidate_query(line_field, stream_field, &[&labels])?;
+    parsed.candidate_query(&super::index::terms_for_queries(), &[&labels])?;
     let words_of_line: Vec<&str> = words(line).collect();
     fn literals_agree(node: &Node, line: &str, words_of_line: &[&str]) {
         match node {
@@ -456,11 +466,11 @@ fn label_query(name: &str, predicate: &Predicate, stream: Field, streams: &[&Lab
 /// of its lines has them, so a phrase becomes its words, and an exclusion
 /// of words (which another line of the group may lack) is dropped; label
 /// conditions are kept whole, exclusions included.
-fn candidate_query(node: &Node, line: Field, stream: Field, streams: &[&Labels]) -> Result<Option<Box<dyn Query>>> {
+fn candidate_query(node: &Node, terms: &IndexTerms<'_>, streams: &[&Labels]) -> Result<Option<Box<dyn Query>>> {
     Ok(match node {
         Node::All => None,
-        Node::Leaf(Target::Label(name), predicate) => Some(label_query(name, predicate, stream, streams)),
-        Node::Leaf(Target::Line, predicate) => line_candidates(predicate, line)?,
+        Node::Leaf(Target::Label(name), predicate) => Some(label_query(name, predicate, terms.stream, streams)),
+        Node::Leaf(Target::Line, predicate) => line_candidates(predicate, terms)?,
         Node::Clause(children) => {
             let has_must = children.iter().any(|(occur, _)| *occur == Occur::Must);
             let has_should = children.iter().any(|(occur, _)| *occur == Occur::Should);
@@ -474,19 +484,18 @@ fn candidate_query(node: &Node, line: Field, stream: Field, streams: &[&Labels])
             for (occur, child) in children {
                 match occur {
                     Occur::Must => {
-                        if let Some(query) = candidate_query(child, line, stream, streams)? {
+                        if let Some(query) = candidate_query(child, terms, streams)? {
                             clauses.push((Occur::Must, query));
                         }
                     }
                     // With a Must, Shoulds only rank; without, one must hold.
-                    Occur::Should if !has_must => match candidate_query(child, line, stream, streams)? {
+                    Occur::Should if !has_must => match candidate_query(child, terms, streams)? {
                         Some(query) => shoulds.push((Occur::Should, query)),
                         None => any_should_unbounded = true,
                     },
                     Occur::Should => {}
                     Occur::MustNot if labels_only(child) => {
-                        let query =
-                            candidate_query(child, line, stream, streams)?.unwrap_or_else(|| Box::new(AllQuery));
+                        let query = candidate_query(child, terms, streams)?.unwrap_or_else(|| Box::new(AllQuery));
                         clauses.push((Occur::MustNot, query));
                     }
                     Occur::MustNot => {}
@@ -515,9 +524,56 @@ fn index_error(error: impl std::fmt::Display) -> Error {
     Error::Task(format!("full-text index: building the query: {error}"))
 }
 
-/// The documents whose lines may satisfy a line predicate.
-fn line_candidates(predicate: &Predicate, line: Field) -> Result<Option<Box<dyn Query>>> {
-    let word = |w: &str| -> Box<dyn Query> { Box::new(TermQuery::new(line_term(line, w), IndexRecordOption::Basic)) };
+/// The documents holding an id word `wanted` accepts, walking the list from
+/// `from` until `past` says a word is beyond what `wanted` can accept.
+fn id_word_query(
+    terms: &IndexTerms<'_>,
+    from: &str,
+    mut wanted: impl FnMut(&str) -> bool,
+    mut past: impl FnMut(&str) -> bool,
+) -> Result<Box<dyn Query>> {
+    let Some(ids) = terms.ids else {
+        return Ok(Box::new(EmptyQuery));
+    };
+    let mut groups: Vec<u32> = Vec::new();
+    ids.walk(from.as_bytes(), |word, found| {
+        if past(word) {
+            return Walk::Stop;
+        }
+        if wanted(word) {
+            groups.extend_from_slice(found);
+        }
+        Walk::Continue
+    })?;
+    groups.sort_unstable();
+    groups.dedup();
+    let mut rows = Vec::with_capacity(groups.len());
+    for group in groups {
+        rows.push(Term::from_field_u64(terms.row, u64::from(ids.group_first_row(group)?)));
+    }
+    Ok(Box::new(TermSetQuery::new(rows)))
+}
+
+/// Documents matching any of `queries`.
+fn any_of(queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
+    Box::new(BooleanQuery::new(
+        queries.into_iter().map(|q| (Occur::Should, q)).collect(),
+    ))
+}
+
+/// The documents whose lines may satisfy a line predicate. Id words are
+/// looked up in the id word list, where the index has one (see
+/// [`super::id_words`]); the other words are Tantivy terms.
+fn line_candidates(predicate: &Predicate, terms: &IndexTerms<'_>) -> Result<Option<Box<dyn Query>>> {
+    let line = terms.line;
+    let has_ids = terms.ids.is_some();
+    let word = |w: &str| -> Result<Box<dyn Query>> {
+        if has_ids && is_id_word(w) {
+            id_word_query(terms, w, |word| word == w, |word| word != w)
+        } else {
+            Ok(Box::new(TermQuery::new(line_term(line, w), IndexRecordOption::Basic)))
+        }
+    };
     Ok(Some(match predicate {
         Predicate::Literal { words, prefix, .. } => {
             // A phrase's words, each somewhere in the group; a final prefix
@@ -526,10 +582,15 @@ fn line_candidates(predicate: &Predicate, line: Field) -> Result<Option<Box<dyn 
             let whole: &[String] = match (words.len(), prefix) {
                 (0, _) => return Ok(Some(Box::new(EmptyQuery))),
                 (1, true) => {
-                    let pattern = format!("{}.*", regex::escape(&words[0]));
-                    return Ok(Some(Box::new(
-                        RegexQuery::from_pattern(&pattern, line).map_err(index_error)?,
-                    )));
+                    let prefix = words[0].as_str();
+                    let pattern = format!("{}.*", regex::escape(prefix));
+                    let terms_query: Box<dyn Query> =
+                        Box::new(RegexQuery::from_pattern(&pattern, line).map_err(index_error)?);
+                    if !has_ids || !may_be_in_id_word(prefix) {
+                        return Ok(Some(terms_query));
+                    }
+                    let ids_query = id_word_query(terms, prefix, |_| true, |word| !word.starts_with(prefix))?;
+                    return Ok(Some(any_of(vec![terms_query, ids_query])));
                 }
                 (_, true) => &words[..words.len() - 1],
                 (_, false) => words,
@@ -538,23 +599,58 @@ fn line_candidates(predicate: &Predicate, line: Field) -> Result<Option<Box<dyn 
             distinct.sort_unstable();
             distinct.dedup();
             if distinct.len() == 1 {
-                word(distinct[0])
+                word(distinct[0])?
             } else {
-                Box::new(BooleanQuery::new(
-                    distinct.into_iter().map(|w| (Occur::Must, word(w))).collect(),
-                ))
+                let mut clauses = Vec::with_capacity(distinct.len());
+                for w in distinct {
+                    clauses.push((Occur::Must, word(w)?));
+                }
+                Box::new(BooleanQuery::new(clauses))
             }
         }
-        Predicate::Set(elements) => Box::new(TermSetQuery::new(elements.iter().map(|e| line_term(line, e)))),
+        Predicate::Set(elements) => {
+            let (ids, others): (Vec<&String>, Vec<&String>) = elements.iter().partition(|e| has_ids && is_id_word(e));
+            let terms_query: Box<dyn Query> = Box::new(TermSetQuery::new(others.iter().map(|e| line_term(line, e))));
+            if ids.is_empty() {
+                terms_query
+            } else {
+                let mut queries = vec![terms_query];
+                for id in ids {
+                    queries.push(word(id)?);
+                }
+                any_of(queries)
+            }
+        }
         Predicate::Range { lower, upper } => {
             let term = |b: &Bound<String>| match b {
                 Bound::Included(t) => Bound::Included(line_term(line, t)),
                 Bound::Excluded(t) => Bound::Excluded(line_term(line, t)),
                 Bound::Unbounded => Bound::Unbounded,
             };
-            Box::new(RangeQuery::new(term(lower), term(upper)))
+            let terms_query: Box<dyn Query> = Box::new(RangeQuery::new(term(lower), term(upper)));
+            if !has_ids {
+                return Ok(Some(terms_query));
+            }
+            let from = match lower {
+                Bound::Included(t) | Bound::Excluded(t) => t.as_str(),
+                Bound::Unbounded => "",
+            };
+            let past = |word: &str| match upper {
+                Bound::Included(t) => word > t.as_str(),
+                Bound::Excluded(t) => word >= t.as_str(),
+                Bound::Unbounded => false,
+            };
+            let ids_query = id_word_query(terms, from, |word| in_bounds(word, lower, upper), past)?;
+            any_of(vec![terms_query, ids_query])
         }
-        Predicate::Regex { pattern, .. } => Box::new(RegexQuery::from_pattern(pattern, line).map_err(index_error)?),
+        Predicate::Regex { pattern, whole } => {
+            let terms_query: Box<dyn Query> = Box::new(RegexQuery::from_pattern(pattern, line).map_err(index_error)?);
+            if !has_ids {
+                return Ok(Some(terms_query));
+            }
+            let ids_query = id_word_query(terms, "", |word| whole.is_match(word), |_| false)?;
+            any_of(vec![terms_query, ids_query])
+        }
         // Nearly every line has a word: walking the whole dictionary to
         // find the few without would cost more than it saves.
         Predicate::Exists => return Ok(None),
