@@ -16,10 +16,12 @@
 //! search on labels becomes the set of stream ids whose labels match, see
 //! [`super::search_query`]), and fast fields `row` (the group's first
 //! Parquet row), `rows` (how many), `timestamp` and `oldest` (its newest and
-//! oldest entry). The term dictionary is Tantivy's SSTable one (its
-//! `quickwit` feature), which builds faster than the FST one; indexes of
-//! older block formats (FST dictionaries) are not opened: those blocks are
-//! scanned.
+//! oldest entry; `row` is indexed too, for id word lookups). The term
+//! dictionary is Tantivy's SSTable one (its `quickwit` feature), which builds
+//! faster than the FST one; indexes of older block formats are not opened:
+//! those blocks are scanned. Id words (long hexadecimal ids, see
+//! [`super::id_words`]) are not Tantivy terms: they go to the block's id
+//! word list, which lookups and walks consult beside the dictionary.
 //!
 //! Substring filters (LogQL's `|= "…"`) are answered as candidates only,
 //! always a superset of the rows whose line contains the needle, which the
@@ -36,7 +38,9 @@
 //! A line holding the needle has a token satisfying each run's condition, so
 //! the groups with such tokens for every run hold every matching row. Runs
 //! longer than [`MAX_TERM_BYTES`] are not indexed as terms: a line with one
-//! gets [`OVERLONG_TERM`] instead, and such rows are always candidates.
+//! gets [`OVERLONG_TERM`] instead, and such rows are always candidates. The
+//! token may also be an id word: a condition on a run that could be (part
+//! of) one is also looked up in the id word list.
 
 use std::collections::HashSet;
 use std::ops::Range;
