@@ -51,7 +51,9 @@ const MAX_ID_WORD_BYTES: usize = super::index::MAX_TERM_BYTES;
 /// Distinct words per chunk: an exact lookup decodes one chunk.
 const WORDS_PER_CHUNK: usize = 128;
 
-/// Bytes a walk reads at once (whole chunks, at least one).
+/// Bytes a walk reads at once at most (whole chunks, at least one). A walk
+/// starts with one chunk, since a lookup needs no more, and doubles its
+/// reads up to this.
 const READ_SPAN_BYTES: u64 = 256 << 10;
 
 const MAGIC: &[u8; 8] = b"TWIDW001";
@@ -330,13 +332,15 @@ impl IdWords {
         let mut word: Vec<u8> = Vec::with_capacity(64);
         let mut groups: Vec<u32> = Vec::new();
         let mut next = first_chunk;
+        let mut span_bytes = 0u64;
         while next < self.chunks.len() {
-            // Whole chunks, up to READ_SPAN_BYTES (at least one).
+            // Whole chunks, up to span_bytes (at least one).
             let start = self.chunks[next].offset;
             let mut end_chunk = next + 1;
-            while end_chunk < self.chunks.len() && self.chunks[end_chunk].offset - start < READ_SPAN_BYTES {
+            while end_chunk < self.chunks.len() && self.chunks[end_chunk].offset - start < span_bytes {
                 end_chunk += 1;
             }
+            span_bytes = (span_bytes.max(1024) * 2).min(READ_SPAN_BYTES);
             let end = self.chunks.get(end_chunk).map_or(self.data_end, |c| c.offset);
             let mut span = vec![0u8; usize::try_from(end - start).map_err(|_| damaged())?];
             self.file

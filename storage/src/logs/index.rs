@@ -1069,6 +1069,44 @@ mod tests {
     }
 
     #[test]
+    fn id_words_name_exactly_their_groups() {
+        // One id word per stream, so one group each: more groups than are
+        // looked up one by one.
+        let owned: Vec<String> = (0..100).map(|n| format!("req 1234abcd{n:04} done")).collect();
+        let streams: Vec<[&str; 1]> = owned.iter().map(|line| [line.as_str()]).collect();
+        let slices: Vec<&[&str]> = streams.iter().map(|s| &s[..]).collect();
+        let (_dir, index) = build_streams(&slices);
+        let labels = Labels::from_pairs([("app", "web")]);
+        let all_labels: Vec<&Labels> = vec![&labels; owned.len()];
+        let candidates = |query: &str| {
+            let mut streams: Vec<u32> = index
+                .candidates(&SearchQuery::parse(query).unwrap(), &all_labels, NsRange::ALL)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.stream)
+                .collect();
+            streams.sort_unstable();
+            streams
+        };
+        assert_eq!(candidates("1234abcd0042"), [42]);
+        assert!(candidates("1234abcd9999").is_empty());
+        assert_eq!(candidates("1234abcd004*"), (40..50).collect::<Vec<u32>>());
+        assert_eq!(candidates("1234ab*").len(), 100);
+        assert_eq!(candidates("line:/1234abcd00[0-1][0-9]/"), (0..20).collect::<Vec<u32>>());
+        assert_eq!(candidates("line:[1234abcd0098 TO 1234abcd0099]"), [98, 99]);
+        let rows = |needle: &str| {
+            index
+                .candidate_rows(needle, u64::MAX)
+                .unwrap()
+                .map(|r| r.iter().collect::<Vec<u32>>())
+        };
+        assert_eq!(rows("1234abcd0042"), Some(vec![42]));
+        assert_eq!(rows(" 1234abcd0042 d"), Some(vec![42]));
+        assert_eq!(rows("1234abcd004"), Some((40..50).collect()));
+        assert_eq!(rows("1234abcd9999"), Some(vec![]));
+    }
+
+    #[test]
     fn searches_ips_uuids_paths_and_labels() {
         let lines = [
             "GET /api/v1/users 200",

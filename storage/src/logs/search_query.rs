@@ -551,8 +551,25 @@ fn id_word_query(
     for group in groups {
         rows.push(Term::from_field_u64(terms.row, u64::from(ids.group_first_row(group)?)));
     }
-    Ok(Box::new(TermSetQuery::new(rows)))
+    // A term set query runs an automaton over the whole dictionary of the
+    // `row` field (one term per document: 0.4 ms per 1M lines); a few
+    // terms are cheaper looked up one by one.
+    if rows.is_empty() {
+        return Ok(Box::new(EmptyQuery));
+    }
+    if rows.len() > ROW_TERMS_LOOKED_UP_ONE_BY_ONE {
+        return Ok(Box::new(TermSetQuery::new(rows)));
+    }
+    Ok(any_of(
+        rows.into_iter()
+            .map(|row| Box::new(TermQuery::new(row, IndexRecordOption::Basic)) as Box<dyn Query>)
+            .collect(),
+    ))
 }
+
+/// Above this many documents, an id word lookup's documents are found by
+/// one pass over the `row` dictionary rather than a lookup each.
+const ROW_TERMS_LOOKED_UP_ONE_BY_ONE: usize = 64;
 
 /// Documents matching any of `queries`.
 fn any_of(queries: Vec<Box<dyn Query>>) -> Box<dyn Query> {
