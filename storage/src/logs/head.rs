@@ -45,10 +45,6 @@ pub(crate) struct StreamEntries {
     /// The newest timestamp in any chunk: an entry after it (the common,
     /// in-order case) cannot be in one.
     sealed_max: Option<TimestampNs>,
-    /// The newest timestamp held, open or sealed: the duplicate check of an
-    /// entry after it reads nothing else. At 10k streams walking down to
-    /// the open tree's last entry, cold in memory, was 4 % of the push.
-    newest: Option<TimestampNs>,
 }
 
 /// Entries of one stream, sorted by (timestamp, line), encoded and
@@ -190,9 +186,6 @@ impl StreamEntries {
 
     /// Whether an entry with this timestamp and line is held.
     pub(crate) fn contains(&self, timestamp: TimestampNs, line: &str) -> bool {
-        if self.newest.is_none_or(|newest| timestamp > newest) {
-            return false;
-        }
         let after_sealed = self.sealed_max.is_none_or(|max| timestamp > max);
         // An entry newer than everything held (the usual case) is new
         // without comparing lines.
@@ -232,10 +225,6 @@ impl StreamEntries {
     /// Adds an entry the caller has checked is not held.
     fn insert_new(&mut self, entry: LogEntry) {
         self.open_bytes += entry.line.len();
-        self.newest = Some(
-            self.newest
-                .map_or(entry.timestamp, |newest| newest.max(entry.timestamp)),
-        );
         let fresh = self
             .open
             .insert((entry.timestamp, entry.line), entry.structured_metadata)
