@@ -7,8 +7,8 @@
 //! Tantivy's cost per distinct word (its term hash table, sorting the terms,
 //! writing the dictionary and one posting list each) was 1.3 of the 4.8 CPU
 //! seconds its flush took, and 12 of the index's 18 MB. Here an id word
-//! costs an entry in a vector, sorted once by an integer key, and about six
-//! bytes on disk: hexadecimal digits packed two to a byte, each word
+//! costs an entry in a vector, sorted once by an integer key, and about
+//! seven bytes on disk: hexadecimal digits packed two to a byte, each word
 //! front-coded against the one before it.
 //!
 //! What an id word is ([`is_id_word`]): a token (as [`super::index::words`]
