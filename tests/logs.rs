@@ -55,6 +55,15 @@ async fn search_all(api: &Api, q: &str, start: i64, end: i64) -> (u64, BTreeSet<
     }
 }
 
+/// A 16-digit hexadecimal trace id per line: an id word, which the index
+/// keeps in its own list rather than in Tantivy.
+fn trace_of(request: usize, i: usize) -> String {
+    format!(
+        "{:016x}",
+        ((request * 50 + i) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    )
+}
+
 #[tokio::test]
 async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,7 +80,10 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
                 let status = if i % 10 == 0 { 500 } else { 200 };
                 (
                     t,
-                    format!("method=GET path=/cart/{i} status={status} request={request}-{i}"),
+                    format!(
+                        "method=GET path=/cart/{i} status={status} request={request}-{i} id={}",
+                        trace_of(request, i)
+                    ),
                 )
             })
             .collect();
@@ -103,7 +115,13 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
         .loki_push(
             &push_of(
                 "checkout-0",
-                &[(base, "method=GET path=/cart/0 status=500 request=0-0".into())],
+                &[(
+                    base,
+                    format!(
+                        "method=GET path=/cart/0 status=500 request=0-0 id={}",
+                        trace_of(0, 0)
+                    ),
+                )],
             ),
             None,
         )
@@ -170,6 +188,22 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
                 .collect();
             assert_eq!(found, wanted, "{label}");
             assert_eq!(total, wanted.len() as u64, "{label}");
+            // An id word, whole and as a prefix.
+            let trace = trace_of(7, 13);
+            for (query, prefix) in [(trace.clone(), &trace[..]), (format!("{}*", &trace[..6]), &trace[..6])] {
+                let (total, found) = search_all(&api, &query, s, e).await;
+                let wanted: BTreeSet<(String, String)> = expected
+                    .iter()
+                    .filter(|(_, l)| {
+                        l.split([' ', '='])
+                            .any(|word| word.starts_with(prefix) && (query.ends_with('*') || word == prefix))
+                    })
+                    .cloned()
+                    .collect();
+                assert!(!wanted.is_empty(), "{label}: {query}");
+                assert_eq!(found, wanted, "{label}: {query}");
+                assert_eq!(total, wanted.len() as u64, "{label}: {query}");
+            }
             // LogQL over HTTP: the same lines counted by a metric query.
             let reply = api
                 .get(
@@ -209,7 +243,7 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
             let data = body["data"].as_array().unwrap();
             assert_eq!(data.len(), 1, "{label}: {body}");
             assert_eq!(
-                data[0]["pattern"], "method=GET path=<_> status=<_> request=<_>",
+                data[0]["pattern"], "method=GET path=<_> status=<_> request=<_> id=<_>",
                 "{label}"
             );
             assert_eq!(data[0]["level"], "unknown", "{label}");
