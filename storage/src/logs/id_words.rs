@@ -57,6 +57,9 @@ const WORDS_PER_CHUNK: usize = 128;
 const READ_SPAN_BYTES: u64 = 256 << 10;
 
 const MAGIC: &[u8; 8] = b"TWIDW001";
+
+// A group's row count is stored in one byte.
+const _: () = assert!(super::index::GROUP_ROWS <= u8::MAX as usize);
 const TRAILER_BYTES: u64 = 16;
 
 /// Whether `word` (one token) goes to the id word list rather than Tantivy.
@@ -113,8 +116,11 @@ impl IdWordsBuilder {
     /// Starts the group of rows `first_row..first_row + rows` and returns
     /// its number.
     pub(crate) fn start_group(&mut self, first_row: u64, rows: usize) -> Result<u32> {
-        let (Ok(first), Ok(rows)) = (u32::try_from(first_row), u8::try_from(rows)) else {
+        let Ok(first) = u32::try_from(first_row) else {
             return Err(file_error("building", "a block of over 2^32 rows"));
+        };
+        let Ok(rows) = u8::try_from(rows) else {
+            return Err(file_error("building", format!("a group of {rows} rows")));
         };
         let number = u32::try_from(self.groups.len()).map_err(|_| file_error("building", "too many groups"))?;
         self.groups.push((first, rows));
