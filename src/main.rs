@@ -201,6 +201,7 @@ fn init_tracing() {
 /// server's CPU on that at 10k log streams. With jemalloc the push at 10k
 /// streams took 20 % less CPU and the flush 5-10 % less, for 13 % more peak
 /// RSS (BENCHMARKS.md, session 13). mimalloc saved less and cost +40 % RSS.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
