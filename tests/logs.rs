@@ -117,10 +117,7 @@ async fn pushed_logs_survive_a_crash_and_a_flush_and_are_found() {
                 "checkout-0",
                 &[(
                     base,
-                    format!(
-                        "method=GET path=/cart/0 status=500 request=0-0 id={}",
-                        trace_of(0, 0)
-                    ),
+                    format!("method=GET path=/cart/0 status=500 request=0-0 id={}", trace_of(0, 0)),
                 )],
             ),
             None,

@@ -347,15 +347,18 @@ fn decode_sample(buffer: &[u8], range: Range<usize>) -> Result<Sample, Error> {
 /// as validation does (duplicates are kept so validation can name them).
 fn canonicalise(buffer: &[u8], labels: &mut [(Span, Span)]) -> usize {
     // Byte order of UTF-8 is code point order, the order `str` sorts by.
-    let sorted = labels
-        .windows(2)
-        .all(|w| span_bytes(buffer, w[0].0) <= span_bytes(buffer, w[1].0));
+    // Pairs, not names alone: duplicate names then sit in value order, as
+    // `Labels::from_pairs` puts them (the remote_write_v2 fuzz target found
+    // a series with a name twice, values descending, that the two decoders
+    // ordered differently).
+    let order = |a: &(Span, Span), b: &(Span, Span)| {
+        span_bytes(buffer, a.0)
+            .cmp(span_bytes(buffer, b.0))
+            .then_with(|| span_bytes(buffer, a.1).cmp(span_bytes(buffer, b.1)))
+    };
+    let sorted = labels.windows(2).all(|w| order(&w[0], &w[1]).is_le());
     if !sorted {
-        labels.sort_by(|a, b| {
-            span_bytes(buffer, a.0)
-                .cmp(span_bytes(buffer, b.0))
-                .then_with(|| span_bytes(buffer, a.1).cmp(span_bytes(buffer, b.1)))
-        });
+        labels.sort_by(order);
     }
     let mut kept = 0;
     for i in 0..labels.len() {
@@ -916,6 +919,27 @@ mod tests {
         let counts: Vec<f64> = h.positive.iter().map(|b| b.count).collect();
         assert_eq!(counts, [1.0, 2.0]);
         assert_eq!(&*h.custom_values, &[1.5]);
+    }
+
+    #[test]
+    fn a_name_given_twice_is_ordered_by_value_as_from_pairs_orders_it() {
+        let label = |name: &str, value: &str| crate::remote_write::v1::Label {
+            name: name.into(),
+            value: value.into(),
+        };
+        let request = crate::remote_write::v1::WriteRequest {
+            timeseries: vec![crate::remote_write::v1::TimeSeries {
+                labels: vec![label("__name__", "m"), label("a", "2"), label("a", "1")],
+                ..Default::default()
+            }],
+            metadata: Vec::new(),
+        };
+        let raw = decode_v1_raw(prost::Message::encode_to_vec(&request)).unwrap();
+        let series = raw.series().next().unwrap();
+        assert_eq!(
+            series.to_labels().unwrap(),
+            Labels::from_pairs([("__name__", "m"), ("a", "2"), ("a", "1")])
+        );
     }
 
     #[test]
