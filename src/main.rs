@@ -200,7 +200,8 @@ fn init_tracing() {
 /// and a flush frees millions of them, and glibc's bins spent 19 % of the
 /// server's CPU on that at 10k log streams. With jemalloc the push at 10k
 /// streams took 20 % less CPU and the flush 5-10 % less, for 13 % more peak
-/// RSS (BENCHMARKS.md, session 13). mimalloc saved less and cost +40 % RSS.
+/// RSS on a 1M-line push (BENCHMARKS.md, session 13). mimalloc saved less
+/// and cost +40 % RSS.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
