@@ -921,53 +921,37 @@ mod tests {
         assert_eq!(&*h.custom_values, &[1.5]);
     }
 
-    #[test]
-    fn a_name_given_twice_is_ordered_by_value_as_from_pairs_orders_it() {
-        let label = |name: &str, value: &str| crate::remote_write::v1::Label {
-            name: name.into(),
-            value: value.into(),
-        };
+    /// The label set the zero-copy decoder makes of a 1.0 request holding
+    /// one series with `labels`, as sent.
+    fn raw_labels_of(labels: &[(&str, &str)]) -> Labels {
         let request = crate::remote_write::v1::WriteRequest {
             timeseries: vec![crate::remote_write::v1::TimeSeries {
-                labels: vec![label("__name__", "m"), label("a", "2"), label("a", "1")],
+                labels: labels
+                    .iter()
+                    .map(|(name, value)| crate::remote_write::v1::Label {
+                        name: (*name).into(),
+                        value: (*value).into(),
+                    })
+                    .collect(),
                 ..Default::default()
             }],
             metadata: Vec::new(),
         };
         let raw = decode_v1_raw(prost::Message::encode_to_vec(&request)).unwrap();
         let series = raw.series().next().unwrap();
-        assert_eq!(
-            series.to_labels().unwrap(),
-            Labels::from_pairs([("__name__", "m"), ("a", "2"), ("a", "1")])
-        );
+        series.to_labels().unwrap()
+    }
+
+    #[test]
+    fn a_name_given_twice_is_ordered_by_value_as_from_pairs_orders_it() {
+        let pairs = [("__name__", "m"), ("a", "2"), ("a", "1")];
+        assert_eq!(raw_labels_of(&pairs), Labels::from_pairs(pairs));
     }
 
     #[test]
     fn unsorted_labels_are_sorted_and_empty_values_dropped() {
-        let request = crate::remote_write::v1::WriteRequest {
-            timeseries: vec![crate::remote_write::v1::TimeSeries {
-                labels: vec![
-                    crate::remote_write::v1::Label {
-                        name: "z".into(),
-                        value: "1".into(),
-                    },
-                    crate::remote_write::v1::Label {
-                        name: "__name__".into(),
-                        value: "m".into(),
-                    },
-                    crate::remote_write::v1::Label {
-                        name: "e".into(),
-                        value: String::new(),
-                    },
-                ],
-                ..Default::default()
-            }],
-            metadata: Vec::new(),
-        };
-        let raw = decode_v1_raw(prost::Message::encode_to_vec(&request)).unwrap();
-        let series = raw.series().next().unwrap();
         assert_eq!(
-            series.to_labels().unwrap(),
+            raw_labels_of(&[("z", "1"), ("__name__", "m"), ("e", "")]),
             Labels::from_pairs([("__name__", "m"), ("z", "1")])
         );
     }

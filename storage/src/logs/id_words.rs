@@ -62,17 +62,21 @@ const MAGIC: &[u8; 8] = b"TWIDW001";
 const _: () = assert!(super::index::GROUP_ROWS <= u8::MAX as usize);
 const TRAILER_BYTES: u64 = 16;
 
+fn is_lower_hex(byte: u8) -> bool {
+    matches!(byte, b'0'..=b'9' | b'a'..=b'f')
+}
+
 /// Whether `word` (one token) goes to the id word list rather than Tantivy.
 pub(crate) fn is_id_word(word: &str) -> bool {
     let bytes = word.as_bytes();
     (MIN_ID_WORD_BYTES..=MAX_ID_WORD_BYTES).contains(&bytes.len())
-        && bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && bytes.iter().copied().all(is_lower_hex)
         && bytes.iter().any(u8::is_ascii_digit)
 }
 
 /// Whether a needle's `run` of word characters can lie inside an id word.
 pub(crate) fn may_be_in_id_word(run: &str) -> bool {
-    !run.is_empty() && run.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    !run.is_empty() && run.bytes().all(is_lower_hex)
 }
 
 fn nibble(digit: u8) -> u8 {
@@ -305,15 +309,11 @@ impl IdWords {
         self.words
     }
 
-    /// The rows of group `group`.
+    /// The rows of group `group`; the first is the `row` of its Tantivy
+    /// document.
     pub(crate) fn group_rows(&self, group: u32) -> Result<Range<u32>> {
         let &(first, rows) = self.groups.get(group as usize).ok_or_else(damaged)?;
         Ok(first..first.saturating_add(u32::from(rows)))
-    }
-
-    /// The first row of group `group` (the `row` of its Tantivy document).
-    pub(crate) fn group_first_row(&self, group: u32) -> Result<u32> {
-        Ok(self.group_rows(group)?.start)
     }
 
     /// The groups holding `word`, ascending (none when it is no id word).

@@ -549,7 +549,7 @@ fn id_word_query(
     groups.dedup();
     let mut rows = Vec::with_capacity(groups.len());
     for group in groups {
-        rows.push(Term::from_field_u64(terms.row, u64::from(ids.group_first_row(group)?)));
+        rows.push(Term::from_field_u64(terms.row, u64::from(ids.group_rows(group)?.start)));
     }
     if rows.is_empty() {
         return Ok(Box::new(EmptyQuery));
