@@ -7,15 +7,16 @@
 //! metadata pushed for it stays. Most of them are held compressed (see
 //! [`StreamEntries`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 use tidewatch_model::seam::matches_all;
 use tidewatch_model::{Label, Labels, Matcher};
 
-/// An uncompressed stream tail is sealed into a compressed chunk once its
-/// lines reach this many bytes. Small enough that 10,000 streams' open tails
-/// stay under ~200 MB; large enough for LZ4 to find the repeats in a
+/// A stream's open tail is sealed into a compressed chunk once its encoded
+/// entries reach this many bytes. Small enough that 10,000 streams' open
+/// tails stay under ~200 MB; large enough for LZ4 to find the repeats in a
 /// stream's lines (about 3× on the load generator's).
 #[cfg(not(test))]
 const SEAL_BYTES: usize = 16 * 1024;
@@ -25,21 +26,22 @@ const SEAL_BYTES: usize = 512;
 
 /// One stream's entries in the head.
 ///
-/// The newest arrivals sit uncompressed in `open`, sorted by
-/// (timestamp, line) and valued by structured metadata; every
-/// [`SEAL_BYTES`] of lines they are encoded and compressed into a sealed
-/// [`Chunk`]. Entries of one chunk are sorted; chunks may overlap in time
-/// (entries arrive in any order). Each chunk keeps a hash of every entry's
-/// (timestamp, line), so the duplicate check decompresses a chunk only for
-/// an entry that is (or collides with) one of its own; an entry newer than
-/// every chunk, as most are, checks none.
+/// The newest arrivals sit uncompressed in an [`OpenTail`], encoded as a
+/// chunk's entries are; every [`SEAL_BYTES`] they are compressed into a
+/// sealed [`Chunk`]. Entries of one chunk are sorted by (timestamp, line);
+/// chunks may overlap in time (entries arrive in any order). Each chunk
+/// keeps a hash of every entry's (timestamp, line), so the duplicate check
+/// decompresses a chunk only for an entry that is (or collides with) one of
+/// its own; an entry newer than every chunk, as most are, checks none.
 ///
 /// Keeping every line as its own `String` in a tree cost ~260 bytes per
-/// entry: 3 GB of RSS for a 10M-line push of 1.75 GB.
+/// entry (3 GB of RSS for a 10M-line push of 1.75 GB). A tree of the open
+/// entries alone, a `String` each, still cost a fifth of the CPU of a 10M
+/// line push and flush at 10k streams: the tree's inserts, and encoding
+/// every entry again when it was sealed.
 #[derive(Debug, Default)]
 pub(crate) struct StreamEntries {
-    open: BTreeMap<(TimestampNs, String), Labels>,
-    open_bytes: usize,
+    open: OpenTail,
     sealed: Vec<Chunk>,
     sealed_bytes: usize,
     /// The newest timestamp in any chunk: an entry after it (the common,
@@ -65,6 +67,10 @@ impl Chunk {
         self.min <= range.end && range.start <= self.max
     }
 
+    fn memory_bytes(&self) -> usize {
+        self.compressed.len() + std::mem::size_of_val(&*self.keys)
+    }
+
     fn raw(&self) -> Vec<u8> {
         let raw = lz4_flex::block::decompress(&self.compressed, self.raw_len);
         // Only this module writes chunks, in memory: a failure is a bug.
@@ -77,8 +83,186 @@ impl Chunk {
     }
 
     /// Whether the chunk holds this (timestamp, line), compared in place.
-    fn holds(&self, timestamp: TimestampNs, line: &str) -> bool {
-        raw_entries(&self.raw()).any(|e| e.timestamp == timestamp && e.line == line.as_bytes())
+    fn holds(&self, timestamp: TimestampNs, line: &[u8]) -> bool {
+        raw_entries(&self.raw()).any(|e| e.timestamp == timestamp && e.line == line)
+    }
+}
+
+/// A stream's newest entries, encoded as a chunk's are ([`encode_entry`]),
+/// in arrival order: adding one copies its line once, and sealing entries
+/// that arrived in order compresses the buffer as it is.
+#[derive(Debug, Default)]
+struct OpenTail {
+    raw: Vec<u8>,
+    /// Timestamp and start in `raw` of each entry, in arrival order.
+    starts: Vec<(TimestampNs, usize)>,
+    /// Set when an entry arrived before (by timestamp, then line) the one
+    /// added before it: arrival order may then not be entry order. Unset,
+    /// the entries are sorted.
+    unsorted: bool,
+    /// Oldest and newest timestamps held (meaningless when empty).
+    min: TimestampNs,
+    max: TimestampNs,
+}
+
+impl OpenTail {
+    fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    fn bounds(&self) -> Option<(TimestampNs, TimestampNs)> {
+        (!self.is_empty()).then_some((self.min, self.max))
+    }
+
+    /// The encoded bytes of entry `at`.
+    fn span(&self, at: usize) -> &[u8] {
+        let start = self.starts[at].1;
+        let end = self.starts.get(at + 1).map_or(self.raw.len(), |&(_, next)| next);
+        &self.raw[start..end]
+    }
+
+    fn entry(&self, at: usize) -> RawEntry<'_> {
+        raw_entries(self.span(at)).next().expect("an open entry decodes")
+    }
+
+    fn line(&self, at: usize) -> &[u8] {
+        let mut after_timestamp = &self.span(at)[8..];
+        take_text(&mut after_timestamp)
+    }
+
+    /// Positions of the entries that may have timestamps in `range`: those
+    /// that do when sorted, every one otherwise.
+    fn positions_in(&self, range: NsRange) -> Range<usize> {
+        if self.unsorted {
+            return 0..self.starts.len();
+        }
+        let start = self.starts.partition_point(|&(t, _)| t < range.start);
+        let end = start + self.starts[start..].partition_point(|&(t, _)| t <= range.end);
+        start..end
+    }
+
+    fn contains(&self, timestamp: TimestampNs, line: &[u8]) -> bool {
+        if self.is_empty() || timestamp < self.min || timestamp > self.max {
+            return false;
+        }
+        self.positions_in(NsRange::new(timestamp, timestamp))
+            .any(|at| self.starts[at].0 == timestamp && self.line(at) == line)
+    }
+
+    fn push(&mut self, timestamp: TimestampNs, line: &str, metadata: &Labels) {
+        match self.starts.last() {
+            Some(&(last, _)) => {
+                if !self.unsorted && (timestamp, line.as_bytes()) < (last, self.line(self.starts.len() - 1)) {
+                    self.unsorted = true;
+                }
+                self.min = self.min.min(timestamp);
+                self.max = self.max.max(timestamp);
+            }
+            None => {
+                (self.min, self.max) = (timestamp, timestamp);
+                // Room for a whole tail at once: growing it step by step
+                // copied each stream's lines several times over.
+                self.raw.reserve(SEAL_BYTES + SEAL_BYTES / 4);
+            }
+        }
+        self.starts.push((timestamp, self.raw.len()));
+        encode_entry(&mut self.raw, timestamp, line, metadata);
+    }
+
+    fn encoded_bytes(&self) -> usize {
+        self.raw.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.raw.capacity() + self.starts.capacity() * std::mem::size_of::<(TimestampNs, usize)>()
+    }
+
+    /// Compresses the entries into a chunk, in (timestamp, line) order, and
+    /// empties the tail, keeping its buffer for the stream's next entries.
+    fn seal(&mut self) -> Option<Chunk> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut keys: Vec<u64> = (0..self.starts.len())
+            .map(|at| entry_key(self.starts[at].0, self.line(at)))
+            .collect();
+        keys.sort_unstable();
+        let compressed = if self.unsorted {
+            let mut order: Vec<usize> = (0..self.starts.len()).collect();
+            order.sort_by(|&a, &b| (self.starts[a].0, self.line(a)).cmp(&(self.starts[b].0, self.line(b))));
+            let mut sorted = Vec::with_capacity(self.raw.len());
+            for at in order {
+                sorted.extend_from_slice(self.span(at));
+            }
+            lz4_flex::block::compress(&sorted)
+        } else {
+            lz4_flex::block::compress(&self.raw)
+        };
+        let chunk = Chunk {
+            compressed,
+            raw_len: self.raw.len(),
+            min: self.min,
+            max: self.max,
+            keys: keys.into_boxed_slice(),
+        };
+        self.raw.clear();
+        self.starts.clear();
+        self.unsorted = false;
+        Some(chunk)
+    }
+
+    /// Appends the entries with timestamps in `range` that `wanted` accepts
+    /// to `out`; false when they may be out of order.
+    fn extend_in_range(&self, range: NsRange, wanted: impl Fn(&LogEntry) -> bool, out: &mut Vec<LogEntry>) -> bool {
+        for at in self.positions_in(range) {
+            if range.contains(self.starts[at].0) {
+                let entry = self.entry(at).decode();
+                if wanted(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+        !self.unsorted
+    }
+
+    fn has_entry_in(&self, range: NsRange) -> bool {
+        self.positions_in(range).any(|at| range.contains(self.starts[at].0))
+    }
+
+    /// Removes the entries older than `cutoff` and appends them to `out`;
+    /// false when they may be out of order.
+    fn take_before(&mut self, cutoff: TimestampNs, out: &mut Vec<LogEntry>) -> bool {
+        let sorted = !self.unsorted;
+        if self.is_empty() || self.min >= cutoff {
+            return sorted;
+        }
+        if self.max < cutoff {
+            out.extend((0..self.starts.len()).map(|at| self.entry(at).decode()));
+            // A stream whose newest entry is flushed is likely idle: its
+            // buffer goes back rather than waiting for entries.
+            *self = OpenTail::default();
+            return sorted;
+        }
+        let mut kept = OpenTail {
+            raw: Vec::with_capacity(self.raw.capacity()),
+            unsorted: self.unsorted,
+            min: TimestampNs::MAX,
+            max: TimestampNs::MIN,
+            ..OpenTail::default()
+        };
+        for at in 0..self.starts.len() {
+            let timestamp = self.starts[at].0;
+            if timestamp < cutoff {
+                out.push(self.entry(at).decode());
+            } else {
+                kept.starts.push((timestamp, kept.raw.len()));
+                kept.raw.extend_from_slice(self.span(at));
+                kept.min = kept.min.min(timestamp);
+                kept.max = kept.max.max(timestamp);
+            }
+        }
+        *self = kept;
+        sorted
     }
 }
 
@@ -167,8 +351,8 @@ fn raw_entries(raw: &[u8]) -> impl Iterator<Item = RawEntry<'_>> {
 /// The hash of a (timestamp, line) kept for sealed entries. One-shot with
 /// the timestamp as seed: the streaming hasher's state is ~600 bytes to set
 /// up, which showed as 10 % of push CPU.
-fn entry_key(timestamp: TimestampNs, line: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(line.as_bytes(), timestamp as u64)
+fn entry_key(timestamp: TimestampNs, line: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(line, timestamp as u64)
 }
 
 impl StreamEntries {
@@ -177,31 +361,18 @@ impl StreamEntries {
     }
 
     /// About how many bytes the entries hold: compressed chunks with their
-    /// entries' hashes, the open lines and their tree nodes.
+    /// entries' hashes, and the open tail's buffers.
     fn memory_bytes(&self) -> usize {
-        // A tree entry adds a string header, the timestamp, the metadata
-        // handle and its share of a node to the line.
-        self.sealed_bytes + self.open_bytes + self.open.len() * 64
+        self.sealed_bytes + self.open.memory_bytes()
     }
 
     /// Whether an entry with this timestamp and line is held.
     pub(crate) fn contains(&self, timestamp: TimestampNs, line: &str) -> bool {
-        let after_sealed = self.sealed_max.is_none_or(|max| timestamp > max);
-        // An entry newer than everything held (the usual case) is new
-        // without comparing lines.
-        if after_sealed
-            && self
-                .open
-                .last_key_value()
-                .is_none_or(|((newest, _), _)| timestamp > *newest)
-        {
-            return false;
-        }
-        let key: &dyn EntryKey = &(timestamp, line);
-        if self.open.contains_key(key) {
+        let line = line.as_bytes();
+        if self.open.contains(timestamp, line) {
             return true;
         }
-        if after_sealed {
+        if self.sealed_max.is_none_or(|max| timestamp > max) {
             return false;
         }
         // A hash match is checked against the line itself: a collision must
@@ -224,56 +395,31 @@ impl StreamEntries {
 
     /// Adds an entry the caller has checked is not held.
     fn insert_new(&mut self, entry: LogEntry) {
-        self.open_bytes += entry.line.len();
-        let fresh = self
-            .open
-            .insert((entry.timestamp, entry.line), entry.structured_metadata)
-            .is_none();
-        debug_assert!(fresh, "insert_new of an entry already held");
-        if self.open_bytes >= SEAL_BYTES {
+        debug_assert!(
+            !self.contains(entry.timestamp, &entry.line),
+            "insert_new of an entry already held"
+        );
+        self.open.push(entry.timestamp, &entry.line, &entry.structured_metadata);
+        if self.open.encoded_bytes() >= SEAL_BYTES {
             self.seal();
         }
     }
 
     /// Compresses the open entries into a chunk.
     fn seal(&mut self) {
-        let (Some(((min, _), _)), Some(((max, _), _))) = (self.open.first_key_value(), self.open.last_key_value())
-        else {
-            return;
-        };
-        let (min, max) = (*min, *max);
-        let mut raw = Vec::with_capacity(self.open_bytes + self.open.len() * 16);
-        let mut keys = Vec::with_capacity(self.open.len());
-        for ((timestamp, line), metadata) in &self.open {
-            encode_entry(&mut raw, *timestamp, line, metadata);
-            keys.push(entry_key(*timestamp, line));
+        if let Some(chunk) = self.open.seal() {
+            self.sealed_bytes += chunk.memory_bytes();
+            self.sealed_max = Some(self.sealed_max.map_or(chunk.max, |m| m.max(chunk.max)));
+            self.sealed.push(chunk);
         }
-        keys.sort_unstable();
-        let compressed = lz4_flex::block::compress(&raw);
-        self.sealed_bytes += compressed.len() + keys.len() * std::mem::size_of::<u64>();
-        self.sealed_max = Some(self.sealed_max.map_or(max, |m| m.max(max)));
-        self.sealed.push(Chunk {
-            compressed,
-            raw_len: raw.len(),
-            min,
-            max,
-            keys: keys.into_boxed_slice(),
-        });
-        self.open.clear();
-        self.open_bytes = 0;
     }
 
     /// Oldest and newest timestamps, if any entry is held.
     fn time_bounds(&self) -> Option<(TimestampNs, TimestampNs)> {
-        let open = self
-            .open
-            .first_key_value()
-            .zip(self.open.last_key_value())
-            .map(|(((first, _), _), ((last, _), _))| (*first, *last));
         self.sealed
             .iter()
             .map(|chunk| (chunk.min, chunk.max))
-            .chain(open)
+            .chain(self.open.bounds())
             .reduce(|(min, max), (lo, hi)| (min.min(lo), max.max(hi)))
     }
 
@@ -285,44 +431,34 @@ impl StreamEntries {
     /// Entries in `range` whose line contains every needle, sorted by
     /// (timestamp, line).
     pub(crate) fn in_range(&self, range: NsRange, needles: &[String]) -> Vec<LogEntry> {
-        let wanted = |timestamp: TimestampNs, line: &str| {
-            range.contains(timestamp) && needles.iter().all(|needle| line.contains(needle.as_str()))
-        };
+        let wanted = |entry: &LogEntry| needles.iter().all(|needle| entry.line.contains(needle.as_str()));
         let mut out: Vec<LogEntry> = Vec::new();
         let mut sorted_runs = 0;
         for chunk in self.sealed.iter().filter(|chunk| chunk.overlaps(range)) {
-            out.extend(chunk.entries().into_iter().filter(|e| wanted(e.timestamp, &e.line)));
+            out.extend(
+                chunk
+                    .entries()
+                    .into_iter()
+                    .filter(|e| range.contains(e.timestamp) && wanted(e)),
+            );
             sorted_runs += 1;
         }
-        for ((timestamp, line), metadata) in self.open.range((range.start, String::new())..) {
-            if *timestamp > range.end {
-                break;
-            }
-            if wanted(*timestamp, line) {
-                out.push(LogEntry {
-                    timestamp: *timestamp,
-                    line: line.clone(),
-                    structured_metadata: metadata.clone(),
-                });
-            }
+        let from = out.len();
+        let open_sorted = self.open.extend_in_range(range, wanted, &mut out);
+        if out.len() > from {
+            sorted_runs += if open_sorted { 1 } else { 2 };
         }
-        sorted_runs += 1;
-        // Each chunk and the open tail are sorted; together they are not
-        // when entries arrived out of order.
+        // Each chunk is sorted, and the open tail when entries came in
+        // order; together they are not when entries arrived out of order.
         if sorted_runs > 1 {
-            out.sort_by(|a, b| (a.timestamp, &a.line).cmp(&(b.timestamp, &b.line)));
+            sort_entries(&mut out);
         }
         out
     }
 
     /// Whether an entry lies in `range`.
     pub(crate) fn has_entry_in(&self, range: NsRange) -> bool {
-        if self
-            .open
-            .range((range.start, String::new())..)
-            .next()
-            .is_some_and(|((timestamp, _), _)| *timestamp <= range.end)
-        {
+        if self.open.has_entry_in(range) {
             return true;
         }
         self.sealed.iter().filter(|chunk| chunk.overlaps(range)).any(|chunk| {
@@ -332,64 +468,48 @@ impl StreamEntries {
         })
     }
 
-    /// Removes and returns the entries older than `cutoff`, sorted.
+    /// Removes and returns the entries older than `cutoff`, sorted. Chunks
+    /// newer than the cutoff stay as they are; only a chunk holding entries
+    /// on both sides of it is decoded and its newer entries added again.
     fn take_before(&mut self, cutoff: TimestampNs) -> Vec<LogEntry> {
-        let all = std::mem::take(self).all();
-        let split = all.partition_point(|e| e.timestamp < cutoff);
-        let mut taken = all;
-        let kept = taken.split_off(split);
+        let mut taken = Vec::new();
+        let mut sorted_runs = 0;
+        let mut straddling = Vec::new();
+        let mut kept = Vec::with_capacity(self.sealed.len());
+        for chunk in std::mem::take(&mut self.sealed) {
+            if chunk.min >= cutoff {
+                kept.push(chunk);
+                continue;
+            }
+            let mut entries = chunk.entries();
+            if chunk.max >= cutoff {
+                let split = entries.partition_point(|e| e.timestamp < cutoff);
+                straddling.extend(entries.split_off(split));
+            }
+            taken.append(&mut entries);
+            sorted_runs += 1;
+        }
+        let from = taken.len();
+        let open_sorted = self.open.take_before(cutoff, &mut taken);
+        if taken.len() > from {
+            sorted_runs += if open_sorted { 1 } else { 2 };
+        }
+        self.sealed_bytes = kept.iter().map(Chunk::memory_bytes).sum();
+        self.sealed_max = kept.iter().map(|chunk| chunk.max).max();
+        self.sealed = kept;
         // Entries of one stream are unique already: no need to look each up.
-        for entry in kept {
+        for entry in straddling {
             self.insert_new(entry);
+        }
+        if sorted_runs > 1 {
+            sort_entries(&mut taken);
         }
         taken
     }
 }
 
-/// A (timestamp, line) key the entries map can be searched by without
-/// owning the line: every pushed entry is checked against the head, and
-/// copying each line for the lookup cost a malloc and a memcpy per entry.
-trait EntryKey {
-    fn parts(&self) -> (TimestampNs, &str);
-}
-
-impl EntryKey for (TimestampNs, String) {
-    fn parts(&self) -> (TimestampNs, &str) {
-        (self.0, &self.1)
-    }
-}
-
-impl EntryKey for (TimestampNs, &str) {
-    fn parts(&self) -> (TimestampNs, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn EntryKey + 'a> for (TimestampNs, String) {
-    fn borrow(&self) -> &(dyn EntryKey + 'a) {
-        self
-    }
-}
-
-// The order of (timestamp, line) as the owned tuple has it.
-impl PartialEq for dyn EntryKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn EntryKey + '_ {}
-
-impl PartialOrd for dyn EntryKey + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn EntryKey + '_ {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.parts().cmp(&other.parts())
-    }
+fn sort_entries(entries: &mut [LogEntry]) {
+    entries.sort_by(|a, b| (a.timestamp, &a.line).cmp(&(b.timestamp, &b.line)));
 }
 
 /// A stream in the head.
@@ -568,6 +688,8 @@ impl LogHead {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    use std::collections::BTreeMap;
 
     type Oracle = BTreeMap<(TimestampNs, String), Labels>;
 
@@ -583,34 +705,52 @@ mod tests {
             .collect()
     }
 
+    fn push_and_check(
+        entries: &mut StreamEntries,
+        oracle: &mut Oracle,
+        pushes: &[(i64, String, bool)],
+    ) -> Result<(), TestCaseError> {
+        for (timestamp, line, with_metadata) in pushes {
+            let metadata = if *with_metadata {
+                Labels::from_pairs([("trace_id", format!("t{timestamp}"))])
+            } else {
+                Labels::default()
+            };
+            let new = !oracle.contains_key(&(*timestamp, line.clone()));
+            if new {
+                oracle.insert((*timestamp, line.clone()), metadata.clone());
+            }
+            let entry = LogEntry {
+                timestamp: *timestamp,
+                line: line.clone(),
+                structured_metadata: metadata,
+            };
+            prop_assert_eq!(entries.insert(entry), new);
+            prop_assert!(entries.contains(*timestamp, line));
+        }
+        Ok(())
+    }
+
     proptest! {
         // Sealed chunks plus the open tail answer exactly what one sorted
-        // map of every entry would, whatever the arrival order, duplicates
-        // and cut.
+        // map of every entry would, whatever the arrival order (in order for
+        // a while, as most streams are, then any), duplicates and cut, and
+        // go on doing so for entries pushed after the cut.
         #[test]
         fn stream_entries_match_a_sorted_map(
-            pushes in proptest::collection::vec((0i64..400, "[a-c ]{0,60}", any::<bool>()), 1..300),
+            mut pushes in proptest::collection::vec((0i64..400, "[a-c ]{0,60}", any::<bool>()), 1..300),
+            in_order in 0usize..300,
+            later in proptest::collection::vec((0i64..500, "[a-c ]{0,60}", any::<bool>()), 0..100),
             start in 0i64..400,
             span in 0i64..200,
             needle in "[a-c]{0,2}",
             cutoff in 0i64..400,
         ) {
+            let in_order = in_order.min(pushes.len());
+            pushes[..in_order].sort();
             let mut entries = StreamEntries::default();
             let mut oracle = Oracle::new();
-            for (timestamp, line, with_metadata) in &pushes {
-                let metadata = if *with_metadata {
-                    Labels::from_pairs([("trace_id", format!("t{timestamp}"))])
-                } else {
-                    Labels::default()
-                };
-                let new = !oracle.contains_key(&(*timestamp, line.clone()));
-                if new {
-                    oracle.insert((*timestamp, line.clone()), metadata.clone());
-                }
-                let entry = LogEntry { timestamp: *timestamp, line: line.clone(), structured_metadata: metadata };
-                prop_assert_eq!(entries.insert(entry), new);
-                prop_assert!(entries.contains(*timestamp, line));
-            }
+            push_and_check(&mut entries, &mut oracle, &pushes)?;
             prop_assert!(entries.sealed.len() >= pushes.len() * 20 / SEAL_BYTES / 2, "chunks get sealed");
             let range = NsRange::new(start, start + span);
             let needles = vec![needle];
@@ -620,12 +760,46 @@ mod tests {
             prop_assert_eq!(entries.time_bounds(), bounds);
             prop_assert!(!entries.contains(-1, "never pushed"));
             let taken = entries.take_before(cutoff);
-            let kept = oracle.split_off(&(cutoff, String::new()));
+            let mut kept = oracle.split_off(&(cutoff, String::new()));
             let all = NsRange::new(i64::MIN, i64::MAX);
             prop_assert_eq!(taken, oracle_in(&oracle, all, &[]));
             prop_assert_eq!(entries.all(), oracle_in(&kept, all, &[]));
             prop_assert_eq!(entries.is_empty(), kept.is_empty());
+            for (timestamp, line) in oracle.keys() {
+                prop_assert!(!entries.contains(*timestamp, line), "taken entries are gone");
+            }
+            push_and_check(&mut entries, &mut kept, &later)?;
+            prop_assert_eq!(entries.all(), oracle_in(&kept, all, &[]));
+            let bounds = kept.keys().next().zip(kept.keys().map(|(t, _)| *t).max()).map(|((min, _), max)| (*min, max));
+            prop_assert_eq!(entries.time_bounds(), bounds);
         }
+    }
+
+    #[test]
+    fn entries_in_order_stay_in_arrival_order_until_sealed() {
+        let mut entries = StreamEntries::default();
+        entries.insert(LogEntry::new(10, "b"));
+        entries.insert(LogEntry::new(10, "c"));
+        entries.insert(LogEntry::new(11, "a"));
+        assert!(!entries.open.unsorted, "ascending (timestamp, line) is in order");
+        entries.insert(LogEntry::new(11, "0"));
+        assert!(entries.open.unsorted, "a smaller line at the same timestamp is not");
+        assert_eq!(
+            entries
+                .all()
+                .iter()
+                .map(|e| (e.timestamp, e.line.as_str()))
+                .collect::<Vec<_>>(),
+            [(10, "b"), (10, "c"), (11, "0"), (11, "a")]
+        );
+        entries.seal();
+        assert!(entries.open.is_empty() && !entries.open.unsorted);
+        let chunk: Vec<_> = entries.sealed[0]
+            .entries()
+            .into_iter()
+            .map(|e| (e.timestamp, e.line))
+            .collect();
+        assert_eq!(chunk[2], (11, "0".to_string()), "a chunk is sealed sorted");
     }
 
     #[test]
