@@ -24,6 +24,7 @@
 //! A block is built in `<ulid>.tmp/`, every file fsynced, then renamed into
 //! place: a directory without the suffix is complete.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
@@ -48,7 +49,7 @@ use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 use tidewatch_model::seam::matches_all;
 use tidewatch_model::{Labels, Matcher};
 
-use super::index::{BlockIndex, IndexBuilder, SharedStreams};
+use super::index::{BlockIndex, IndexBuilder};
 use crate::error::{Error, Result};
 
 /// Version of the log block layout written by this code. Format 4 indexes
@@ -484,45 +485,29 @@ fn entries_writer_properties() -> WriterProperties {
         .build()
 }
 
-/// What a block is built from: of `streams` (shared with the indexing
-/// thread, and for a flush with the queries reading the entries until the
-/// block is registered), the entries `parts` names — a stream's position in
-/// `streams` and a range of its entries — in label order, each with entries
-/// ascending by (timestamp, line), each (timestamp, line) once.
-#[derive(Debug)]
-pub(crate) struct BlockInput {
-    pub(crate) streams: SharedStreams,
-    pub(crate) parts: Vec<(usize, Range<usize>)>,
-}
+/// What a block is built from: streams in label order, each with its
+/// entries ascending by (timestamp, line), each (timestamp, line) once.
+pub(crate) trait BlockInput {
+    fn stream_count(&self) -> usize;
 
-impl BlockInput {
-    /// Every entry of every stream.
-    pub(crate) fn whole(streams: SharedStreams) -> BlockInput {
-        let parts = streams
-            .iter()
-            .enumerate()
-            .map(|(at, (_, entries))| (at, 0..entries.len()))
-            .collect();
-        BlockInput { streams, parts }
-    }
+    fn labels(&self, at: usize) -> &Labels;
 
-    /// The labels of the streams, in the block's order.
-    fn labels(&self) -> impl Iterator<Item = &Labels> + '_ {
-        self.parts.iter().map(|(at, _)| &self.streams[*at].0)
-    }
+    /// The entries of stream `at`; the writer asks for each stream once, in
+    /// order, and drops them before asking for the next.
+    fn entries(&self, at: usize) -> Cow<'_, [LogEntry]>;
 }
 
 /// Writes a block into `blocks_dir` and opens it. CPU- and IO-heavy: call it
 /// from a blocking thread.
 pub(crate) fn write_block(
     blocks_dir: &Path,
-    input: &BlockInput,
+    input: &dyn BlockInput,
     level: u32,
     sources: Vec<String>,
     origin: Option<String>,
     with_index: bool,
 ) -> Result<LogBlock> {
-    debug_assert!(input.labels().zip(input.labels().skip(1)).all(|(a, b)| a < b));
+    debug_assert!((1..input.stream_count()).all(|at| input.labels(at - 1) < input.labels(at)));
     let ulid = ulid::Ulid::new().to_string();
     let tmp = blocks_dir.join(format!("{ulid}{TMP_SUFFIX}"));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
@@ -543,7 +528,7 @@ pub(crate) fn write_block(
 fn write_block_files(
     dir: &Path,
     ulid: &str,
-    input: &BlockInput,
+    input: &dyn BlockInput,
     level: u32,
     sources: Vec<String>,
     origin: Option<String>,
@@ -553,7 +538,7 @@ fn write_block_files(
     let file = File::create(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     let schema = entries_schema();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(entries_writer_properties()))?;
-    let mut table = Vec::with_capacity(input.parts.len());
+    let mut table = Vec::with_capacity(input.stream_count());
     let mut index_builder = if with_index {
         Some(IndexBuilder::on_disk(&dir.join(INDEX_DIR))?)
     } else {
@@ -563,9 +548,9 @@ fn write_block_files(
     let (mut min_time, mut max_time) = (TimestampNs::MAX, TimestampNs::MIN);
     let mut line_bytes = 0u64;
     let mut batch = BatchBuilder::default();
-    for (at, range) in &input.parts {
-        let (labels, entries) = &input.streams[*at];
-        let entries = &entries[range.clone()];
+    for at in 0..input.stream_count() {
+        let (labels, entries) = (input.labels(at), input.entries(at));
+        let entries = &entries[..];
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             continue;
         };

@@ -14,6 +14,8 @@ use tidewatch_model::logs::{LogEntry, NsRange, TimestampNs};
 use tidewatch_model::seam::matches_all;
 use tidewatch_model::{Label, Labels, Matcher};
 
+use super::align_down;
+
 /// A stream's open tail is sealed into a compressed chunk once its encoded
 /// entries reach this many bytes. Small enough that 10,000 streams' open
 /// tails stay under ~200 MB; large enough for LZ4 to find the repeats in a
@@ -55,6 +57,8 @@ pub(crate) struct StreamEntries {
 struct Chunk {
     compressed: Vec<u8>,
     raw_len: usize,
+    /// Bytes of the entries' lines.
+    line_bytes: usize,
     min: TimestampNs,
     max: TimestampNs,
     /// [`entry_key`] of each entry, sorted: the duplicate check decompresses
@@ -79,7 +83,33 @@ impl Chunk {
 
     /// The chunk's entries, in order.
     fn entries(&self) -> Vec<LogEntry> {
-        raw_entries(&self.raw()).map(RawEntry::decode).collect()
+        let mut entries = Vec::with_capacity(self.keys.len());
+        entries.extend(raw_entries(&self.raw()).map(RawEntry::decode));
+        entries
+    }
+
+    /// Appends the chunk's entries in `range` that `wanted` accepts to
+    /// `out`, in order.
+    fn extend_in_range(&self, range: NsRange, wanted: impl Fn(&LogEntry) -> bool, out: &mut Vec<LogEntry>) {
+        for raw in raw_entries(&self.raw()).filter(|raw| range.contains(raw.timestamp)) {
+            let entry = raw.decode();
+            if wanted(&entry) {
+                out.push(entry);
+            }
+        }
+    }
+
+    /// Appends the chunk's entries older than `cutoff` to `older`, the
+    /// others to `newer`, in order.
+    fn split_into(&self, cutoff: TimestampNs, older: &mut Vec<LogEntry>, newer: &mut Vec<LogEntry>) {
+        for raw in raw_entries(&self.raw()) {
+            let side = if raw.timestamp < cutoff {
+                &mut *older
+            } else {
+                &mut *newer
+            };
+            side.push(raw.decode());
+        }
     }
 
     /// Whether the chunk holds this (timestamp, line), compared in place.
@@ -103,6 +133,7 @@ struct OpenTail {
     /// Oldest and newest timestamps held (meaningless when empty).
     min: TimestampNs,
     max: TimestampNs,
+    line_bytes: usize,
 }
 
 impl OpenTail {
@@ -166,6 +197,7 @@ impl OpenTail {
             }
         }
         self.starts.push((timestamp, self.raw.len()));
+        self.line_bytes += line.len();
         encode_entry(&mut self.raw, timestamp, line, metadata);
     }
 
@@ -201,6 +233,7 @@ impl OpenTail {
         let chunk = Chunk {
             compressed,
             raw_len: self.raw.len(),
+            line_bytes: self.line_bytes,
             min: self.min,
             max: self.max,
             keys: keys.into_boxed_slice(),
@@ -208,6 +241,7 @@ impl OpenTail {
         self.raw.clear();
         self.starts.clear();
         self.unsorted = false;
+        self.line_bytes = 0;
         Some(chunk)
     }
 
@@ -229,19 +263,17 @@ impl OpenTail {
         self.positions_in(range).any(|at| range.contains(self.starts[at].0))
     }
 
-    /// Removes the entries older than `cutoff` and appends them to `out`;
-    /// false when they may be out of order.
-    fn take_before(&mut self, cutoff: TimestampNs, out: &mut Vec<LogEntry>) -> bool {
-        let sorted = !self.unsorted;
+    /// Removes the entries older than `cutoff` and appends them to `out`.
+    fn take_before(&mut self, cutoff: TimestampNs, out: &mut Vec<LogEntry>) {
         if self.is_empty() || self.min >= cutoff {
-            return sorted;
+            return;
         }
         if self.max < cutoff {
             out.extend((0..self.starts.len()).map(|at| self.entry(at).decode()));
             // A stream whose newest entry is flushed is likely idle: its
             // buffer goes back rather than waiting for entries.
             *self = OpenTail::default();
-            return sorted;
+            return;
         }
         let mut kept = OpenTail {
             raw: Vec::with_capacity(self.raw.capacity()),
@@ -256,13 +288,13 @@ impl OpenTail {
                 out.push(self.entry(at).decode());
             } else {
                 kept.starts.push((timestamp, kept.raw.len()));
+                kept.line_bytes += self.line(at).len();
                 kept.raw.extend_from_slice(self.span(at));
                 kept.min = kept.min.min(timestamp);
                 kept.max = kept.max.max(timestamp);
             }
         }
         *self = kept;
-        sorted
     }
 }
 
@@ -408,9 +440,7 @@ impl StreamEntries {
     /// Compresses the open entries into a chunk.
     fn seal(&mut self) {
         if let Some(chunk) = self.open.seal() {
-            self.sealed_bytes += chunk.memory_bytes();
-            self.sealed_max = Some(self.sealed_max.map_or(chunk.max, |m| m.max(chunk.max)));
-            self.sealed.push(chunk);
+            self.push_chunk(chunk);
         }
     }
 
@@ -424,7 +454,7 @@ impl StreamEntries {
     }
 
     /// Every entry, sorted by (timestamp, line).
-    fn all(&self) -> Vec<LogEntry> {
+    pub(crate) fn all(&self) -> Vec<LogEntry> {
         self.in_range(NsRange::new(TimestampNs::MIN, TimestampNs::MAX), &[])
     }
 
@@ -432,28 +462,22 @@ impl StreamEntries {
     /// (timestamp, line).
     pub(crate) fn in_range(&self, range: NsRange, needles: &[String]) -> Vec<LogEntry> {
         let wanted = |entry: &LogEntry| needles.iter().all(|needle| entry.line.contains(needle.as_str()));
-        let mut out: Vec<LogEntry> = Vec::new();
-        let mut sorted_runs = 0;
-        for chunk in self.sealed.iter().filter(|chunk| chunk.overlaps(range)) {
-            out.extend(
-                chunk
-                    .entries()
-                    .into_iter()
-                    .filter(|e| range.contains(e.timestamp) && wanted(e)),
-            );
-            sorted_runs += 1;
+        let overlapping = || self.sealed.iter().filter(|chunk| chunk.overlaps(range));
+        // Room for the chunks the range covers whole (a flush takes all).
+        let covered: usize = overlapping()
+            .filter(|chunk| range.contains(chunk.min) && range.contains(chunk.max))
+            .map(|chunk| chunk.keys.len())
+            .sum();
+        let mut out = Runs::with_capacity(covered + self.open.starts.len());
+        for chunk in overlapping() {
+            let from = out.start();
+            chunk.extend_in_range(range, wanted, &mut out.entries);
+            out.end(from, true);
         }
-        let from = out.len();
-        let open_sorted = self.open.extend_in_range(range, wanted, &mut out);
-        if out.len() > from {
-            sorted_runs += if open_sorted { 1 } else { 2 };
-        }
-        // Each chunk is sorted, and the open tail when entries came in
-        // order; together they are not when entries arrived out of order.
-        if sorted_runs > 1 {
-            sort_entries(&mut out);
-        }
-        out
+        let from = out.start();
+        let sorted = self.open.extend_in_range(range, wanted, &mut out.entries);
+        out.end(from, sorted);
+        out.into_sorted()
     }
 
     /// Whether an entry lies in `range`.
@@ -468,48 +492,130 @@ impl StreamEntries {
         })
     }
 
-    /// Removes and returns the entries older than `cutoff`, sorted. Chunks
-    /// newer than the cutoff stay as they are; only a chunk holding entries
-    /// on both sides of it is decoded and its newer entries added again.
-    fn take_before(&mut self, cutoff: TimestampNs) -> Vec<LogEntry> {
-        let mut taken = Vec::new();
-        let mut sorted_runs = 0;
-        let mut straddling = Vec::new();
+    /// Moves the entries older than `cutoff` out, into entries of their
+    /// own. Chunks wholly older move as they are (compressed), newer ones
+    /// stay; only a chunk or open tail holding entries on both sides of the
+    /// cutoff is decoded, its entries added again to the side they belong to.
+    fn split_before(&mut self, cutoff: TimestampNs) -> StreamEntries {
+        if self.time_bounds().is_some_and(|(_, newest)| newest < cutoff) {
+            return std::mem::take(self);
+        }
+        let mut older = StreamEntries::default();
+        let (mut older_entries, mut newer_entries) = (Vec::new(), Vec::new());
         let mut kept = Vec::with_capacity(self.sealed.len());
         for chunk in std::mem::take(&mut self.sealed) {
             if chunk.min >= cutoff {
                 kept.push(chunk);
-                continue;
+            } else if chunk.max < cutoff {
+                older.push_chunk(chunk);
+            } else {
+                chunk.split_into(cutoff, &mut older_entries, &mut newer_entries);
             }
-            let mut entries = chunk.entries();
-            if chunk.max >= cutoff {
-                let split = entries.partition_point(|e| e.timestamp < cutoff);
-                straddling.extend(entries.split_off(split));
-            }
-            taken.append(&mut entries);
-            sorted_runs += 1;
         }
-        let from = taken.len();
-        let open_sorted = self.open.take_before(cutoff, &mut taken);
-        if taken.len() > from {
-            sorted_runs += if open_sorted { 1 } else { 2 };
+        self.open.take_before(cutoff, &mut older_entries);
+        self.sealed_bytes = 0;
+        self.sealed_max = None;
+        for chunk in kept {
+            self.push_chunk(chunk);
         }
-        self.sealed_bytes = kept.iter().map(Chunk::memory_bytes).sum();
-        self.sealed_max = kept.iter().map(|chunk| chunk.max).max();
-        self.sealed = kept;
         // Entries of one stream are unique already: no need to look each up.
-        for entry in straddling {
+        for entry in newer_entries {
             self.insert_new(entry);
         }
-        if sorted_runs > 1 {
-            sort_entries(&mut taken);
+        for entry in older_entries {
+            older.insert_new(entry);
         }
-        taken
+        older
+    }
+
+    fn push_chunk(&mut self, chunk: Chunk) {
+        self.sealed_bytes += chunk.memory_bytes();
+        self.sealed_max = Some(self.sealed_max.map_or(chunk.max, |m| m.max(chunk.max)));
+        self.sealed.push(chunk);
+    }
+
+    /// How many entries are held.
+    pub(crate) fn entry_count(&self) -> usize {
+        self.sealed.iter().map(|chunk| chunk.keys.len()).sum::<usize>() + self.open.starts.len()
+    }
+
+    /// Bytes of the held entries' lines.
+    pub(crate) fn line_bytes(&self) -> usize {
+        self.sealed.iter().map(|chunk| chunk.line_bytes).sum::<usize>() + self.open.line_bytes
+    }
+
+    /// Starts of the windows (`window` ns long, aligned to multiples of it)
+    /// holding an entry, ascending. A chunk's oldest and newest entries name
+    /// their windows; only a chunk spanning more than two windows is decoded
+    /// to learn which between them it has entries in.
+    pub(crate) fn window_starts(&self, window: i64) -> Vec<TimestampNs> {
+        let mut starts = std::collections::BTreeSet::new();
+        let spans_more = |min: TimestampNs, max: TimestampNs| {
+            align_down(max, window).saturating_sub(align_down(min, window)) > window
+        };
+        for chunk in &self.sealed {
+            starts.insert(align_down(chunk.min, window));
+            starts.insert(align_down(chunk.max, window));
+            if spans_more(chunk.min, chunk.max) {
+                starts.extend(raw_entries(&chunk.raw()).map(|e| align_down(e.timestamp, window)));
+            }
+        }
+        if let Some((min, max)) = self.open.bounds() {
+            starts.insert(align_down(min, window));
+            starts.insert(align_down(max, window));
+            if spans_more(min, max) {
+                starts.extend(self.open.starts.iter().map(|&(t, _)| align_down(t, window)));
+            }
+        }
+        starts.into_iter().collect()
     }
 }
 
-fn sort_entries(entries: &mut [LogEntry]) {
-    entries.sort_by(|a, b| (a.timestamp, &a.line).cmp(&(b.timestamp, &b.line)));
+/// The times of the window starting at `start`.
+pub(crate) fn window_range(start: TimestampNs, window: i64) -> NsRange {
+    NsRange::new(start, start.saturating_add(window - 1))
+}
+
+/// Entries gathered run by run (a chunk's, the open tail's), each run
+/// sorted or not. They are sorted at the end only when a run was not, or
+/// began before the one before it ended: streams whose entries came in
+/// order, as most do, hand out their chunks' entries as they are.
+struct Runs {
+    entries: Vec<LogEntry>,
+    sorted: bool,
+}
+
+impl Runs {
+    fn with_capacity(capacity: usize) -> Runs {
+        Runs {
+            entries: Vec::with_capacity(capacity),
+            sorted: true,
+        }
+    }
+
+    /// Where the next run starts.
+    fn start(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Ends the run appended since `from`.
+    fn end(&mut self, from: usize, run_sorted: bool) {
+        if from == self.entries.len() {
+            return;
+        }
+        self.sorted &= run_sorted && (from == 0 || entry_order(&self.entries[from - 1], &self.entries[from]).is_le());
+    }
+
+    fn into_sorted(mut self) -> Vec<LogEntry> {
+        if !self.sorted {
+            self.entries.sort_by(entry_order);
+        }
+        self.entries
+    }
+}
+
+fn entry_order(a: &LogEntry, b: &LogEntry) -> std::cmp::Ordering {
+    (a.timestamp, &a.line).cmp(&(b.timestamp, &b.line))
 }
 
 /// A stream in the head.
@@ -523,8 +629,8 @@ pub(crate) struct HeadStream {
 #[derive(Debug)]
 pub(crate) struct Taken {
     /// Every stream that had entries before the cutoff, in label order, each
-    /// with those entries ascending by (timestamp, line).
-    pub(crate) streams: Vec<(Labels, Vec<LogEntry>)>,
+    /// with those entries.
+    pub(crate) streams: Vec<(Labels, StreamEntries)>,
     /// Label sets of the streams left in the head.
     pub(crate) live: HashSet<Labels>,
 }
@@ -653,25 +759,25 @@ impl LogHead {
     }
 
     /// Removes and returns every entry older than `cutoff` (every entry when
-    /// `None`); streams left without entries are dropped (Loki's streams limit
-    /// counts live streams).
+    /// `None`), still compressed; streams left without entries are dropped
+    /// (Loki's streams limit counts live streams).
     pub(crate) fn take_before(&mut self, cutoff: Option<TimestampNs>) -> Taken {
         let mut streams = Vec::new();
         let mut emptied = Vec::new();
         for (&stream_ref, stream) in &mut self.streams {
-            let entries = match cutoff {
-                Some(cutoff) => stream.entries.take_before(cutoff),
-                None => std::mem::take(&mut stream.entries).all(),
+            let taken = match cutoff {
+                Some(cutoff) => stream.entries.split_before(cutoff),
+                None => std::mem::take(&mut stream.entries),
             };
             if stream.entries.is_empty() {
                 emptied.push(stream_ref);
             }
-            if entries.is_empty() {
+            if taken.is_empty() {
                 continue;
             }
-            self.entries -= entries.len() as u64;
-            self.line_bytes -= entries.iter().map(|e| e.line.len() as u64).sum::<u64>();
-            streams.push((stream.labels.clone(), entries));
+            self.entries -= taken.entry_count() as u64;
+            self.line_bytes -= taken.line_bytes() as u64;
+            streams.push((stream.labels.clone(), taken));
         }
         for stream_ref in emptied {
             if let Some(stream) = self.streams.remove(&stream_ref) {
@@ -745,6 +851,7 @@ mod tests {
             span in 0i64..200,
             needle in "[a-c]{0,2}",
             cutoff in 0i64..400,
+            window in prop_oneof![Just(1i64), 3i64..40, Just(1000)],
         ) {
             let in_order = in_order.min(pushes.len());
             pushes[..in_order].sort();
@@ -759,7 +866,9 @@ mod tests {
             let bounds = oracle.keys().next().zip(oracle.keys().map(|(t, _)| *t).max()).map(|((min, _), max)| (*min, max));
             prop_assert_eq!(entries.time_bounds(), bounds);
             prop_assert!(!entries.contains(-1, "never pushed"));
-            let taken = entries.take_before(cutoff);
+            let starts: std::collections::BTreeSet<i64> = oracle.keys().map(|(t, _)| t.div_euclid(window) * window).collect();
+            prop_assert_eq!(entries.window_starts(window), starts.into_iter().collect::<Vec<_>>());
+            let taken = entries.split_before(cutoff).all();
             let mut kept = oracle.split_off(&(cutoff, String::new()));
             let all = NsRange::new(i64::MIN, i64::MAX);
             prop_assert_eq!(taken, oracle_in(&oracle, all, &[]));
@@ -818,7 +927,7 @@ mod tests {
         assert_eq!(head.time_bounds(), Some((10, 20)));
         let taken = head.take_before(Some(15));
         assert_eq!(taken.streams.len(), 1);
-        assert_eq!(taken.streams[0].1, vec![LogEntry::new(10, "a")]);
+        assert_eq!(taken.streams[0].1.all(), vec![LogEntry::new(10, "a")]);
         assert!(taken.live.contains(&api));
         let taken = head.take_before(None);
         assert!(taken.live.is_empty(), "an emptied stream is dropped");

@@ -45,7 +45,6 @@
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 use tantivy::collector::DocSetCollector;
@@ -330,11 +329,6 @@ fn register_tokenizer(index: &Index) {
         .tokenizers()
         .register(WORD_LIST_TOKENIZER, TextAnalyzer::from(WhitespaceTokenizer::default()));
 }
-
-/// Streams (label order, entries ascending) a block is built from, shared
-/// by the flush and the queries that read the entries until the block is
-/// registered.
-pub(crate) type SharedStreams = Arc<Vec<(Labels, Vec<LogEntry>)>>;
 
 /// A group of rows on its way to the indexing thread: its distinct words,
 /// one copy of each (~60 bytes per line on the benchmark's lines, a third

@@ -90,11 +90,7 @@ fn gather(db: &LogTenant, range: NsRange) -> Gathered {
     let mut loose: Vec<(Labels, Vec<LogEntry>)> = Vec::new();
     for set in db.snapshot_flushing() {
         for (labels, entries) in set.streams.iter() {
-            let kept: Vec<LogEntry> = entries
-                .iter()
-                .filter(|e| range.contains(e.timestamp))
-                .cloned()
-                .collect();
+            let kept = entries.in_range(range, &[]);
             if !kept.is_empty() {
                 loose.push((labels.clone(), kept));
             }
