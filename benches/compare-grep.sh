@@ -44,7 +44,8 @@ c0=$(cpu); t0=$(date +%s.%N)
 curl -sS -XPOST "http://127.0.0.1:$PORT/api/v1/admin/flush" > /dev/null
 c1=$(cpu); t1=$(date +%s.%N)
 TOTAL_CPU=$c1
-awk -v c="$(echo "$c1 - $c0" | bc)" -v w="$(echo "$t1 - $t0" | bc)" 'BEGIN { printf "flush: wall_s=%.1f cpu_s=%.1f\n", w, c }'
+PEAK=$(awk '/^VmHWM/ {print $2 * 1024}' /proc/$PID/status)
+awk -v c="$(echo "$c1 - $c0" | bc)" -v w="$(echo "$t1 - $t0" | bc)" -v p="$PEAK" 'BEGIN { printf "flush: wall_s=%.1f cpu_s=%.1f peak_rss_bytes (push and flush)=%d\n", w, c, p }'
 awk -v n="$LINES" -v b="$RAW" -v c="$TOTAL_CPU" 'BEGIN { printf "ingest with index: lines_per_cpu_s=%.0f mb_per_cpu_s=%.1f (server CPU for push + flush: %.1f s)\n", n / c, b / c / 1e6, c }'
 BLOCKS=$(du -sb "$WORK/data/logs" | cut -f1)
 PARQUET=$(find "$WORK/data/logs" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
