@@ -785,6 +785,15 @@ pub enum LogEntriesKept {
 }
 
 impl LogEntriesKept {
+    /// Whether the rule keeps an entry of this time (every one without a rule).
+    pub fn keeps(self, timestamp: i64) -> bool {
+        match self {
+            LogEntriesKept::Unknown => true,
+            LogEntriesKept::From(cutoff) => timestamp >= cutoff,
+            LogEntriesKept::None => false,
+        }
+    }
+
     /// `Some(kept)` for a record settled by the rule, `None` to decode it.
     fn settle(self, payload: &[u8]) -> Option<bool> {
         if payload.first() != Some(&RECORD_LOG_ENTRIES) {
@@ -840,8 +849,8 @@ pub fn checkpoint(dir: &Path, below: u32, keep: impl FnMut(Record) -> Option<Rec
     checkpoint_settling(dir, below, LogEntriesKept::Unknown, keep)
 }
 
-/// [`checkpoint`], settling log entry records by the rule `kept` (which
-/// `keep` must agree with) without decoding them.
+/// [`checkpoint`], settling log entry records by the rule `kept` without
+/// decoding them; `keep` must keep entries as [`LogEntriesKept::keeps`] does.
 pub fn checkpoint_settling(
     dir: &Path,
     below: u32,
@@ -1104,8 +1113,9 @@ mod tests {
         assert_eq!(fs::metadata(dir.path().join(segment_name(2))).unwrap().len(), 0);
     }
 
-    /// Keeps the log entries at or after `cutoff` (all when `None` is not
-    /// asked for: `Some(i64::MIN)`), everything else as it is.
+    /// The test's own rule, written apart from the code's: log entries at
+    /// or after `cutoff` are kept (none when `None`), other records as they
+    /// are.
     fn keep_entries_from(record: Record, cutoff: Option<i64>) -> Option<Record> {
         match record {
             Record::LogEntries(entries) => {

@@ -81,13 +81,6 @@ impl Chunk {
         raw.expect("a sealed log chunk decompresses")
     }
 
-    /// The chunk's entries, in order.
-    fn entries(&self) -> Vec<LogEntry> {
-        let mut entries = Vec::with_capacity(self.keys.len());
-        entries.extend(raw_entries(&self.raw()).map(RawEntry::decode));
-        entries
-    }
-
     /// Appends the chunk's entries in `range` that `wanted` accepts to
     /// `out`, in order.
     fn extend_in_range(&self, range: NsRange, wanted: impl Fn(&LogEntry) -> bool, out: &mut Vec<LogEntry>) {
@@ -133,7 +126,6 @@ struct OpenTail {
     /// Oldest and newest timestamps held (meaningless when empty).
     min: TimestampNs,
     max: TimestampNs,
-    line_bytes: usize,
 }
 
 impl OpenTail {
@@ -197,12 +189,15 @@ impl OpenTail {
             }
         }
         self.starts.push((timestamp, self.raw.len()));
-        self.line_bytes += line.len();
         encode_entry(&mut self.raw, timestamp, line, metadata);
     }
 
     fn encoded_bytes(&self) -> usize {
         self.raw.len()
+    }
+
+    fn line_bytes(&self) -> usize {
+        (0..self.starts.len()).map(|at| self.line(at).len()).sum()
     }
 
     fn memory_bytes(&self) -> usize {
@@ -233,7 +228,7 @@ impl OpenTail {
         let chunk = Chunk {
             compressed,
             raw_len: self.raw.len(),
-            line_bytes: self.line_bytes,
+            line_bytes: self.line_bytes(),
             min: self.min,
             max: self.max,
             keys: keys.into_boxed_slice(),
@@ -241,7 +236,6 @@ impl OpenTail {
         self.raw.clear();
         self.starts.clear();
         self.unsorted = false;
-        self.line_bytes = 0;
         Some(chunk)
     }
 
@@ -288,7 +282,6 @@ impl OpenTail {
                 out.push(self.entry(at).decode());
             } else {
                 kept.starts.push((timestamp, kept.raw.len()));
-                kept.line_bytes += self.line(at).len();
                 kept.raw.extend_from_slice(self.span(at));
                 kept.min = kept.min.min(timestamp);
                 kept.max = kept.max.max(timestamp);
@@ -488,7 +481,7 @@ impl StreamEntries {
         self.sealed.iter().filter(|chunk| chunk.overlaps(range)).any(|chunk| {
             range.contains(chunk.min)
                 || range.contains(chunk.max)
-                || chunk.entries().iter().any(|e| range.contains(e.timestamp))
+                || raw_entries(&chunk.raw()).any(|e| range.contains(e.timestamp))
         })
     }
 
@@ -541,7 +534,7 @@ impl StreamEntries {
 
     /// Bytes of the held entries' lines.
     pub(crate) fn line_bytes(&self) -> usize {
-        self.sealed.iter().map(|chunk| chunk.line_bytes).sum::<usize>() + self.open.line_bytes
+        self.sealed.iter().map(|chunk| chunk.line_bytes).sum::<usize>() + self.open.line_bytes()
     }
 
     /// Starts of the windows (`window` ns long, aligned to multiples of it)
@@ -903,12 +896,10 @@ mod tests {
         );
         entries.seal();
         assert!(entries.open.is_empty() && !entries.open.unsorted);
-        let chunk: Vec<_> = entries.sealed[0]
-            .entries()
-            .into_iter()
-            .map(|e| (e.timestamp, e.line))
+        let chunk: Vec<_> = raw_entries(&entries.sealed[0].raw())
+            .map(|e| (e.timestamp, e.line.to_vec()))
             .collect();
-        assert_eq!(chunk[2], (11, "0".to_string()), "a chunk is sealed sorted");
+        assert_eq!(chunk[2], (11, b"0".to_vec()), "a chunk is sealed sorted");
     }
 
     #[test]

@@ -562,12 +562,12 @@ impl LogStore {
         lock(db.flushing.write()).retain(|f| !Arc::ptr_eq(f, &flushing));
         let wal_dir = lock(db.wal.lock()).dir().to_path_buf();
         blocking(move || {
-            // The rule `keep_after_flush` applies to entries.
+            // What the flush left in the head: entries from the cutoff on.
             let kept = match cutoff {
                 None => wal::LogEntriesKept::None,
                 Some(cutoff) => wal::LogEntriesKept::From(cutoff),
             };
-            wal::checkpoint_settling(&wal_dir, cut, kept, |record| keep_after_flush(record, cutoff, &live))?;
+            wal::checkpoint_settling(&wal_dir, cut, kept, |record| keep_after_flush(record, kept, &live))?;
             Ok(())
         })
         .await
@@ -841,12 +841,11 @@ fn restore(db: &LogTenant, flushing: &Flushing) -> Result<()> {
 /// Which records of a segment older than a flush's cut the checkpoint
 /// keeps: entries the flush did not take, and the streams still in the head
 /// (by label set: a re-created stream may have records under two references).
-fn keep_after_flush(record: Record, cutoff: Option<i64>, live: &HashSet<Labels>) -> Option<Record> {
+fn keep_after_flush(record: Record, kept: wal::LogEntriesKept, live: &HashSet<Labels>) -> Option<Record> {
     match record {
         Record::LogStream { ref labels, .. } => live.contains(labels).then_some(record),
         Record::LogEntries(entries) => {
-            let cutoff = cutoff?;
-            let kept: Vec<RefLogEntry> = entries.into_iter().filter(|e| e.timestamp >= cutoff).collect();
+            let kept: Vec<RefLogEntry> = entries.into_iter().filter(|e| kept.keeps(e.timestamp)).collect();
             (!kept.is_empty()).then_some(Record::LogEntries(kept))
         }
         // Nothing else is written to a log WAL.
